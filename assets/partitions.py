@@ -1,0 +1,20 @@
+"""The one partitioning scheme: 16 stable hash shards of the document id.
+
+A document's shard never changes (blake2b of its id), so one run can stream every shard
+through one resident model (single-run backfills), several workers can take disjoint
+shards, and an incremental ingest touches only the shards of the files that changed.
+See docs/DESIGN.md for why not time or source partitions.
+"""
+
+import dagster as dg
+
+from corpusmill.ids import ALL_PARTITIONS
+
+shards = dg.StaticPartitionsDefinition(ALL_PARTITIONS)
+
+# Every model-bound asset runs all requested shards in one step: one model load per run.
+one_run = dg.BackfillPolicy.single_run()
+
+# Writers of the store queue on this pool (limit 1 in dagster.yaml), so two runs that
+# touch the same tables never interleave their commits.
+STORE_POOL = "corpusmill_store"

@@ -1,0 +1,126 @@
+"""Cut documents into chunks measured in the model's own tokens.
+
+Chunks are windows of `chunk_tokens` tokens with `overlap` tokens shared between
+neighbours. A cut is moved back to the nearest word boundary (a whitespace gap between
+two tokens) so that re-tokenising a chunk gives the same tokens; every chunk is then
+re-tokenised with special tokens and counted, so truncation is measured, never assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from corpusmill.errors import ConfigError
+from corpusmill.ids import chunk_id, content_hash
+
+CHUNKER_VERSION = "tok-v1"
+_BOUNDARY_SEARCH = 24  # tokens to look back for a word boundary before cutting mid-word
+
+
+@dataclass(frozen=True)
+class Chunk:
+    chunk_id: str
+    doc_id: str
+    position: int
+    text: str
+    content_hash: str
+    n_tokens: int  # as the model sees it, special tokens included
+
+
+@dataclass(frozen=True)
+class ChunkedBatch:
+    chunks: list[Chunk]
+    truncated: int  # chunks longer than the model limit (0 unless something is wrong)
+
+
+class TokenChunker:
+    """Splits text by the tokenizer of the model that will embed it."""
+
+    def __init__(self, tokenizer, chunk_tokens: int, overlap: int, max_seq_length: int) -> None:
+        special = tokenizer.num_special_tokens_to_add(pair=False)
+        if chunk_tokens < 8:
+            raise ConfigError(f"chunk size {chunk_tokens} tokens is too small (CORPUSMILL_CHUNK_TOKENS >= 8)")
+        if chunk_tokens + special > max_seq_length:
+            raise ConfigError(
+                f"chunk size {chunk_tokens} + {special} special tokens exceeds the model's "
+                f"max sequence length {max_seq_length}; set CORPUSMILL_CHUNK_TOKENS <= "
+                f"{max_seq_length - special}"
+            )
+        if not 0 <= overlap < chunk_tokens // 2 + 1:
+            raise ConfigError(
+                f"overlap {overlap} must be >= 0 and at most half the chunk size "
+                f"({chunk_tokens // 2}); set CORPUSMILL_CHUNK_OVERLAP"
+            )
+        self.tokenizer = tokenizer
+        self.chunk_tokens = chunk_tokens
+        self.overlap = overlap
+        self.max_seq_length = max_seq_length
+
+    @property
+    def version(self) -> str:
+        """Goes into every chunk id: changing size or overlap gives new ids."""
+        return f"{CHUNKER_VERSION}:{self.chunk_tokens}:{self.overlap}"
+
+    def chunk_documents(self, docs: Sequence[tuple[str, str]]) -> ChunkedBatch:
+        """Chunk (doc_id, text) pairs; tokenises all texts in one batched call."""
+        if not docs:
+            return ChunkedBatch([], 0)
+        enc = self.tokenizer(
+            [text for _, text in docs],
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        pieces: list[tuple[str, int, str]] = []
+        for (doc_id, text), offsets in zip(docs, enc["offset_mapping"], strict=True):
+            for position, (start, end) in enumerate(self._spans(offsets)):
+                pieces.append((doc_id, position, text[start:end]))
+        counts = self.tokenizer(
+            [p[2] for p in pieces], add_special_tokens=True, return_attention_mask=False
+        )["input_ids"]
+        chunks = [
+            Chunk(
+                chunk_id=chunk_id(doc_id, position, self.version),
+                doc_id=doc_id,
+                position=position,
+                text=text,
+                content_hash=content_hash(text),
+                n_tokens=len(ids),
+            )
+            for (doc_id, position, text), ids in zip(pieces, counts, strict=True)
+        ]
+        truncated = sum(1 for c in chunks if c.n_tokens > self.max_seq_length)
+        return ChunkedBatch(chunks, truncated)
+
+    def _spans(self, offsets: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Character spans of the token windows of one document."""
+        n = len(offsets)
+        spans: list[tuple[int, int]] = []
+        start = 0
+        while start < n:
+            end = min(start + self.chunk_tokens, n)
+            if end < n:
+                end = self._back_to_boundary(offsets, start, end)
+            spans.append((offsets[start][0], offsets[end - 1][1]))
+            if end >= n:
+                break
+            nxt = max(start + 1, end - self.overlap)
+            aligned = nxt
+            while aligned < end and not _is_boundary(offsets, aligned):
+                aligned += 1
+            start = aligned if aligned < end or self.overlap == 0 else nxt
+        return spans
+
+    def _back_to_boundary(self, offsets, start: int, end: int) -> int:
+        floor = max(start + 1, end - _BOUNDARY_SEARCH)
+        for j in range(end, floor - 1, -1):
+            if _is_boundary(offsets, j):
+                return j
+        return end  # one very long "word": cut inside it; the count below still checks it
+
+
+def _is_boundary(offsets, j: int) -> bool:
+    """True if token j starts after a gap, i.e. begins a new whitespace-separated word."""
+    return j == 0 or offsets[j][0] > offsets[j - 1][1]

@@ -1,0 +1,114 @@
+"""`corpusmill`: ingest, search, eval and inspect a corpusmill store from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+
+from corpusmill.errors import CorpusmillError
+
+
+def _quiet() -> None:
+    # Dagster marks backfill policies beta, pynvml warns it is a shim: noise on a CLI.
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def cmd_ingest(args) -> int:
+    from corpusmill.runs import instance_for_cli, run_ingest
+    from corpusmill.settings import Settings
+
+    settings = Settings.from_env()
+    sources = list(args.paths) or []
+    if args.default or not sources:
+        sources = list(settings.sources) if not sources else sources + ["pydoc"]
+    if args.label and len(args.paths) == 1:
+        sources = [f"{args.label}={args.paths[0]}"]
+    summary = run_ingest(sources, instance=instance_for_cli())
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for key in ("documents", "quarantined", "chunks", "chunks_embedded", "chunks_reused",
+                    "tokens", "tokens_per_s", "padding_fraction", "model_load_seconds", "seconds"):
+            print(f"{key:>20}: {summary[key]}")
+        print(f"{'model':>20}: {summary['model_id']} on {summary['device']} ({summary['dtype']})")
+    return 0 if summary["success"] else 1
+
+
+def cmd_search(args) -> int:
+    from corpusmill.search import Searcher
+    from corpusmill.settings import Settings
+
+    searcher = Searcher(Settings.from_env().db)
+    hits = searcher.search(
+        args.query,
+        k=args.k,
+        mode=args.mode,
+        rerank=args.rerank,
+        doc_id=args.doc_id,
+        source=args.source,
+        partition=args.partition,
+    )
+    if args.json:
+        print(json.dumps([h.as_dict() for h in hits]))
+        return 0
+    for i, h in enumerate(hits, start=1):
+        snippet = " ".join(h.text.split())[:160]
+        print(f"{i:>2}. {h.score:.4f}  {h.doc_id}  [{h.partition}]\n    {snippet}")
+    if not hits:
+        print("no results")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from corpusmill.evaluation import main as eval_main
+
+    return eval_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="corpusmill", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ing = sub.add_parser("ingest", help="run the asset graph on files, folders or the built-in corpus")
+    ing.add_argument("paths", nargs="*", help="files or folders (default: CORPUSMILL_SOURCES, i.e. the Python docs)")
+    ing.add_argument("--default", action="store_true", help="ingest the built-in Python docs corpus")
+    ing.add_argument("--label", help="source label for a single PATH (default: its absolute path)")
+    ing.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    ing.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("search", help="search the embeddings table")
+    s.add_argument("query")
+    s.add_argument("--k", type=int, default=10)
+    s.add_argument("--mode", choices=["vector", "fts", "hybrid"], default="vector")
+    s.add_argument("--rerank", action="store_true", help="rescore the top candidates (cross-encoder, else bi-encoder)")
+    s.add_argument("--doc-id")
+    s.add_argument("--source")
+    s.add_argument("--partition")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_search)
+
+    e = sub.add_parser("eval", help="nDCG@10 / Recall@100 on BEIR SciFact (../shared/eval/scifact)")
+    e.add_argument("--data", default=None, help="BEIR folder (default: ../shared/eval/scifact)")
+    e.add_argument("--db", default=None, help="scratch LanceDB dir (default: ./data/eval-scifact)")
+    e.add_argument("--modes", default="vector,fts,hybrid")
+    e.add_argument("--limit-queries", type=int, default=0)
+    e.set_defaults(func=cmd_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except CorpusmillError as exc:
+        print(f"corpusmill: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

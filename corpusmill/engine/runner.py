@@ -1,0 +1,315 @@
+"""The batch engine: tokenise, forward and write in three overlapping stages.
+
+    producer thread         main thread              writer thread
+    tokenise a window  -->  forward one batch  -->   scatter rows back into input
+    plan + pad batches  q1  (OOM: halve budget)  q2  order; hand each finished
+                                                     window to the sink (LanceDB)
+
+Like infinity's engine, the stages talk through bounded queues, so the model never waits
+on tokenisation or on a LanceDB write, and memory stays bounded by the window size, not
+by the corpus. Unlike a chat runtime, nothing here is per request: the caller hands over
+a whole partition and the engine decides the batches.
+
+The encoder is any object with `tokenize(items) -> list[dict[str, list[int]]]`,
+`forward(batch: dict) -> np.ndarray` and `pad_id`; `TransformerEncoder` is the real one,
+tests use a labelled fake.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import numpy as np
+
+from corpusmill.engine.batching import plan_batches, split_batch
+
+_DONE = object()
+
+
+@dataclass
+class EngineStats:
+    items: int = 0
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    batches: int = 0
+    tokenize_seconds: float = 0.0
+    forward_seconds: float = 0.0
+    sink_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    oom_retries: int = 0
+    final_max_batch_tokens: int = 0
+    failed: dict[int, str] = field(default_factory=dict)  # global index -> reason
+
+    @property
+    def padding_fraction(self) -> float:
+        return 0.0 if not self.padded_tokens else 1.0 - self.real_tokens / self.padded_tokens
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.real_tokens / self.wall_seconds if self.wall_seconds else 0.0
+
+    def as_metadata(self) -> dict[str, float | int]:
+        return {
+            "engine_items": self.items,
+            "tokens": self.real_tokens,
+            "padding_fraction": round(self.padding_fraction, 4),
+            "batches": self.batches,
+            "tokens_per_s": round(self.tokens_per_second, 1),
+            "forward_seconds": round(self.forward_seconds, 3),
+            "tokenize_seconds": round(self.tokenize_seconds, 3),
+            "write_seconds": round(self.sink_seconds, 3),
+            "engine_seconds": round(self.wall_seconds, 3),
+            "oom_retries": self.oom_retries,
+            "failed_items": len(self.failed),
+        }
+
+
+def collate(token_lists: Sequence[dict[str, list[int]]], pad_id: int, pin: bool = False) -> dict:
+    """Right-pad a batch to its longest row; returns torch tensors plus the attention mask."""
+    import torch
+
+    width = max(len(t["input_ids"]) for t in token_lists)
+    n = len(token_lists)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    has_types = "token_type_ids" in token_lists[0]
+    types = torch.zeros((n, width), dtype=torch.long) if has_types else None
+    for row, tok in enumerate(token_lists):
+        k = len(tok["input_ids"])
+        ids[row, :k] = torch.tensor(tok["input_ids"], dtype=torch.long)
+        mask[row, :k] = 1
+        if types is not None:
+            types[row, :k] = torch.tensor(tok["token_type_ids"], dtype=torch.long)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if types is not None:
+        batch["token_type_ids"] = types
+    if pin:
+        batch = {k: v.pin_memory() for k, v in batch.items()}
+    return batch
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+Sink = Callable[[list[Any], np.ndarray, dict[int, str]], None]
+
+
+class BatchEngine:
+    """Streams items through a resident encoder in token-budgeted, length-sorted batches."""
+
+    def __init__(
+        self,
+        encoder: Any,
+        *,
+        max_batch_tokens: int = 16384,
+        max_batch_size: int | None = None,
+        window: int = 4096,
+        queue_depth: int = 4,
+        pin_memory: bool = False,
+    ) -> None:
+        self.encoder = encoder
+        self.max_batch_tokens = max_batch_tokens  # lowered for the rest of the run on OOM
+        self.max_batch_size = max_batch_size
+        self.window = window
+        self.queue_depth = queue_depth
+        self.pin_memory = pin_memory
+
+    # -- public API -----------------------------------------------------------------
+    def encode(self, items: Sequence[Any]) -> tuple[np.ndarray, EngineStats]:
+        """Encode everything and return rows in input order (failed rows are NaN)."""
+        parts: list[np.ndarray] = []
+        stats = self.run(items, sink=lambda _items, rows, _failed: parts.append(rows))
+        if not parts:
+            return np.zeros((0, 0), dtype=np.float32), stats
+        return np.concatenate(parts), stats
+
+    def run(
+        self, items: Iterable[Any], sink: Sink, text_of: Callable[[Any], Any] | None = None
+    ) -> EngineStats:
+        """Encode `items` window by window; `sink(window_items, rows, failed)` is called once
+        per window, in order, from the writer thread (rows in the window's input order;
+        `failed` maps a window-local index to the reason it has no row). `text_of` picks
+        what to tokenise from an item, e.g. the text of a (key, text) pair."""
+        stats = EngineStats(final_max_batch_tokens=self.max_batch_tokens)
+        to_forward: queue.Queue = queue.Queue(self.queue_depth)
+        to_write: queue.Queue = queue.Queue(self.queue_depth)
+        errors: list[BaseException] = []
+        stop = threading.Event()
+        start = time.perf_counter()
+
+        producer = threading.Thread(
+            target=self._produce,
+            args=(iter(items), text_of, to_forward, stats, errors, stop),
+            daemon=True,
+        )
+        writer = threading.Thread(
+            target=self._write, args=(to_write, sink, stats, errors, stop), daemon=True
+        )
+        producer.start()
+        writer.start()
+        try:
+            self._forward_loop(to_forward, to_write, stats, stop)
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+        finally:
+            _put(to_write, _DONE, stop)
+            producer_alive = True
+            while producer_alive:  # drain so a blocked producer can finish
+                try:
+                    to_forward.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+                producer.join(timeout=0.05)
+                producer_alive = producer.is_alive()
+            writer.join()
+        stats.wall_seconds = time.perf_counter() - start
+        stats.final_max_batch_tokens = self.max_batch_tokens
+        if errors:
+            raise errors[0]
+        return stats
+
+    # -- stages ---------------------------------------------------------------------
+    def _produce(self, it: Iterator, text_of, out: queue.Queue, stats: EngineStats, errors, stop) -> None:
+        try:
+            offset = 0
+            while not stop.is_set():
+                window_items = list(islice(it, self.window))
+                if not window_items:
+                    break
+                t0 = time.perf_counter()
+                texts = window_items if text_of is None else [text_of(x) for x in window_items]
+                tokens = self.encoder.tokenize(texts)
+                lengths = [len(t["input_ids"]) for t in tokens]
+                plan = plan_batches(lengths, self.max_batch_tokens, self.max_batch_size)
+                stats.tokenize_seconds += time.perf_counter() - t0
+                _put(out, ("window", offset, window_items, len(plan.batches)), stop)
+                for indices in plan.batches:
+                    batch = collate([tokens[i] for i in indices], self.encoder.pad_id, self.pin_memory)
+                    _put(out, ("batch", indices, [tokens[i] for i in indices], batch), stop)
+                offset += len(window_items)
+        except BaseException as exc:  # surfaced by run()
+            errors.append(exc)
+            stop.set()
+        finally:
+            _put(out, _DONE, stop)
+
+    def _forward_loop(self, inbox: queue.Queue, outbox: queue.Queue, stats: EngineStats, stop) -> None:
+        while True:
+            msg = inbox.get()
+            if msg is _DONE or stop.is_set():
+                return
+            if msg[0] == "window":
+                _put(outbox, msg, stop)
+                continue
+            _, indices, tokens, batch = msg
+            for sub_indices, rows, failure in self._forward_with_backoff(indices, tokens, batch, stats):
+                _put(outbox, ("rows", sub_indices, rows, failure), stop)
+            _put(outbox, ("batch_done",), stop)
+
+    def _forward_with_backoff(self, indices, tokens, batch, stats: EngineStats):
+        """Yield (indices, rows, failure) for one planned batch.
+
+        On a CUDA out-of-memory the budget is halved for this batch *and* for the rest of
+        the run (the safe size is remembered, not rediscovered per batch); a single input
+        that still does not fit is failed with its reason instead of being retried forever.
+        """
+        lengths = {i: len(t["input_ids"]) for i, t in zip(indices, tokens, strict=True)}
+        pending = [(indices, tokens, batch)]
+        while pending:
+            idx, toks, b = pending.pop(0)
+            width = max(lengths[i] for i in idx)
+            if len(idx) > 1 and width * len(idx) > self.max_batch_tokens:
+                pending[:0] = self._resplit(idx, toks, lengths)
+                continue
+            try:
+                t0 = time.perf_counter()
+                rows = self.encoder.forward(b)
+                stats.forward_seconds += time.perf_counter() - t0
+            except BaseException as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                _release_cuda_cache()
+                stats.oom_retries += 1
+                if len(idx) == 1:
+                    yield idx, None, f"out of memory for a single input of {width} tokens"
+                    continue
+                self.max_batch_tokens = max(1, min(self.max_batch_tokens, width * len(idx)) // 2)
+                pending[:0] = self._resplit(idx, toks, lengths)
+                continue
+            stats.batches += 1
+            stats.real_tokens += sum(lengths[i] for i in idx)
+            stats.padded_tokens += width * len(idx)
+            yield idx, rows, None
+
+    def _resplit(self, idx, toks, lengths):
+        by_index = dict(zip(idx, toks, strict=True))
+        parts = split_batch(idx, lengths, self.max_batch_tokens)
+        return [
+            (p, [by_index[i] for i in p], collate([by_index[i] for i in p], self.encoder.pad_id, self.pin_memory))
+            for p in parts
+        ]
+
+    def _write(self, inbox: queue.Queue, sink: Sink, stats: EngineStats, errors, stop) -> None:
+        current = None  # [offset, items, batches_left, rows, failed]
+        try:
+            while True:
+                msg = inbox.get()
+                if msg is _DONE:
+                    return
+                kind = msg[0]
+                if kind == "window":
+                    _, offset, window_items, n_batches = msg
+                    current = [offset, window_items, n_batches, None, {}]
+                elif kind == "rows":
+                    _, indices, rows, failure = msg
+                    if rows is None:
+                        for i in indices:
+                            current[4][i] = failure
+                        continue
+                    if current[3] is None:
+                        current[3] = np.full((len(current[1]), rows.shape[1]), np.nan, dtype=np.float32)
+                    current[3][indices] = rows
+                elif kind == "batch_done":
+                    current[2] -= 1
+                if current is not None and current[2] == 0:
+                    offset, window_items, _, rows, failed = current
+                    if rows is None:
+                        rows = np.full((len(window_items), 0), np.nan, dtype=np.float32)
+                    t0 = time.perf_counter()
+                    sink(window_items, rows, failed)
+                    stats.sink_seconds += time.perf_counter() - t0
+                    stats.items += len(window_items)
+                    stats.failed.update({offset + i: r for i, r in failed.items()})
+                    current = None
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+            while inbox.get() is not _DONE:  # keep the forward loop from blocking
+                pass
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+    while True:
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            if stop.is_set() and item is not _DONE:
+                return
+
+
+def _release_cuda_cache() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

