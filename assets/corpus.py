@@ -62,6 +62,13 @@ def raw_corpus(
     return dg.MaterializeResult(metadata=meta)
 
 
+class ChunkConfig(dg.Config):
+    """Chunk size and overlap in the embedder's tokens (special tokens not counted)."""
+
+    chunk_tokens: int = _settings.chunk_tokens
+    chunk_overlap: int = _settings.chunk_overlap
+
+
 @dg.asset(
     deps=[raw_corpus],
     partitions_def=shards,
@@ -71,13 +78,16 @@ def raw_corpus(
     kinds={"lancedb"},
 )
 def chunked_documents(
-    context: dg.AssetExecutionContext, store: LanceStoreResource, embedder: EmbedderResource
+    context: dg.AssetExecutionContext,
+    config: ChunkConfig,
+    store: LanceStoreResource,
+    embedder: EmbedderResource,
 ) -> dg.MaterializeResult:
     """Chunks cut with the embedder's own tokenizer, never longer than its sequence limit."""
     from corpusmill.sync import sync_chunks
 
     enc = embedder.encoder
-    chunker = TokenChunker(enc.tokenizer, _settings.chunk_tokens, _settings.chunk_overlap, enc.max_seq_length)
+    chunker = TokenChunker(enc.tokenizer, config.chunk_tokens, config.chunk_overlap, enc.max_seq_length)
     db = store.store()
     with db.write_lock():
         report = sync_chunks(db, chunker, context.partition_keys)

@@ -31,6 +31,14 @@ def doc_id_for(source: str, key: str) -> str:
     return f"{source}#{key}"
 
 
+def doc_key(doc_id: str) -> str:
+    """Hex digest of a document id. Write-path filters name documents by this key, never
+    by the id itself: ids come from file names, and LanceDB's SQL parser treats a
+    backslash before a quote as an escape, so a file named `it\\'s.txt` would break a
+    literal. Hex cannot."""
+    return _digest(doc_id).hex()
+
+
 def shard_of(doc_id: str, n_shards: int = N_SHARDS) -> int:
     return int.from_bytes(_digest(doc_id, 8), "big") % n_shards
 

@@ -41,6 +41,7 @@ def run_ingest(
     resources: dict[str, Any] | None = None,
     instance=None,
     corpus_config: dict[str, Any] | None = None,
+    chunk_config: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
     log_level: str = "WARNING",
 ) -> dict[str, Any]:
@@ -54,7 +55,10 @@ def run_ingest(
 
     t0 = time.perf_counter()
     run_config = {
-        "ops": {"raw_corpus": {"config": {"sources": list(sources), **(corpus_config or {})}}},
+        "ops": {
+            "raw_corpus": {"config": {"sources": list(sources), **(corpus_config or {})}},
+            "chunked_documents": {"config": dict(chunk_config or {})},
+        },
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
     result = dg.materialize(

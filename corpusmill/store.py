@@ -36,10 +36,13 @@ def in_filter(column: str, values: Iterable[str]) -> str:
     column names (`partition` is a SQL keyword): no value is ever formatted into SQL."""
     from lancedb.expr import col, lit
 
-    values = list(values)
+    values = [str(v) for v in values]
     if not values:
         return "false"
-    return col(column).isin([lit(str(v)) for v in values]).to_sql()
+    if any("\\" in v for v in values):
+        # LanceDB's parser reads \' as an escaped quote; see ids.doc_key.
+        raise ValueError(f"filter values on {column!r} may not contain a backslash")
+    return col(column).isin([lit(v) for v in values]).to_sql()
 
 
 def eq_filter(column: str, value: str) -> str:
@@ -62,6 +65,7 @@ def documents_schema() -> pa.Schema:
     return pa.schema(
         [
             ("doc_id", pa.string()),
+            ("doc_key", pa.string()),
             ("source", pa.string()),
             ("uri", pa.string()),
             ("partition", pa.string()),
@@ -77,6 +81,7 @@ def chunks_schema() -> pa.Schema:
         [
             ("chunk_id", pa.string()),
             ("doc_id", pa.string()),
+            ("doc_key", pa.string()),
             ("source", pa.string()),
             ("uri", pa.string()),
             ("partition", pa.string()),

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from corpusmill.chunking import TokenChunker
-from corpusmill.ids import content_hash, partition_of
+from corpusmill.ids import content_hash, doc_key, partition_of
 from corpusmill.sources import Document, Quarantined, RecordFields, document_body, read_source
 from corpusmill.store import (
     Store,
@@ -101,8 +101,12 @@ def sync_documents(
     if not labels:
         return report
 
-    scope = all_of(_partition_filter(partitions), in_filter("source", labels))
-    stored = store.scan("documents", ["doc_id", "uri", "content_hash"], scope).to_pylist()
+    in_sources = set(labels)
+    stored = [
+        r
+        for r in store.scan("documents", ["doc_id", "source", "uri", "content_hash"], _partition_filter(partitions)).to_pylist()
+        if r["source"] in in_sources
+    ]
     old = {r["doc_id"]: r["content_hash"] for r in stored}
     upserts = [d for d in docs.values() if old.get(d.doc_id) != d.content_hash]
     report.new = sum(1 for d in upserts if d.doc_id not in old)
@@ -123,6 +127,7 @@ def sync_documents(
         rows = [
             {
                 "doc_id": d.doc_id,
+                "doc_key": doc_key(d.doc_id),
                 "source": d.source,
                 "uri": d.uri,
                 "partition": partition_of(d.doc_id),
@@ -134,13 +139,17 @@ def sync_documents(
         ]
         store.replace_rows(table, "doc_id", rows_to_table(rows, documents_schema()), None)
     for group in chunked(gone):
-        store.replace_rows(table, "doc_id", None, in_filter("doc_id", group))
-    _record_quarantine(store, "source", report._quarantine, scope, partitions)
+        store.replace_rows(table, "doc_id", None, _docs_filter(group))
+    _record_quarantine(store, "source", report._quarantine, in_sources, partitions)
     return report
 
 
+def _docs_filter(doc_ids: Iterable[str]) -> str:
+    return in_filter("doc_key", [doc_key(d) for d in doc_ids])
+
+
 def _record_quarantine(
-    store: Store, stage: str, items: Iterable[Quarantined], scope: str, partitions: Sequence[str]
+    store: Store, stage: str, items: Iterable[Quarantined], sources: set[str], partitions: Sequence[str]
 ) -> None:
     """Replace this scope's quarantine rows with the current list (a fixed file leaves it)."""
     now = dt.datetime.now(dt.UTC)
@@ -160,12 +169,15 @@ def _record_quarantine(
     in_scope = set(partitions)
     rows = [r for r in rows if r["partition"] in in_scope]
     table = store.ensure("quarantine", quarantine_schema())
-    store.replace_rows(
-        table,
-        "quarantine_id",
-        rows_to_table(rows, quarantine_schema()) if rows else None,
-        all_of(scope, eq_filter("stage", stage)),
-    )
+    current = {r["quarantine_id"] for r in rows}
+    existing = store.scan(
+        "quarantine", ["quarantine_id", "source"], all_of(_partition_filter(partitions), eq_filter("stage", stage))
+    ).to_pylist()
+    stale = [r["quarantine_id"] for r in existing if r["source"] in sources and r["quarantine_id"] not in current]
+    if rows:
+        store.replace_rows(table, "quarantine_id", rows_to_table(rows, quarantine_schema()), None)
+    for group in chunked(stale):
+        store.replace_rows(table, "quarantine_id", None, in_filter("quarantine_id", group))
 
 
 # -- chunks ---------------------------------------------------------------------------
@@ -194,7 +206,12 @@ def sync_chunks(store: Store, chunker: TokenChunker, partitions: Sequence[str]) 
     gone = sorted(d for d in have if d not in want)
     table = store.ensure("chunks", chunks_schema())
     for group in chunked(todo, DOC_GROUP):
-        full = store.scan_in("documents", ["doc_id", "source", "uri", "partition", "title", "text", "content_hash"], "doc_id", group).to_pylist()
+        full = store.scan_in(
+            "documents",
+            ["doc_id", "source", "uri", "partition", "title", "text", "content_hash"],
+            "doc_key",
+            [doc_key(d) for d in group],
+        ).to_pylist()
         bodies = [(r["doc_id"], document_body(r["title"], r["text"])) for r in full]
         result = chunker.chunk_documents(bodies)
         by_doc = {r["doc_id"]: r for r in full}
@@ -202,6 +219,7 @@ def sync_chunks(store: Store, chunker: TokenChunker, partitions: Sequence[str]) 
             {
                 "chunk_id": c.chunk_id,
                 "doc_id": c.doc_id,
+                "doc_key": doc_key(c.doc_id),
                 "source": by_doc[c.doc_id]["source"],
                 "uri": by_doc[c.doc_id]["uri"],
                 "partition": by_doc[c.doc_id]["partition"],
@@ -217,9 +235,9 @@ def sync_chunks(store: Store, chunker: TokenChunker, partitions: Sequence[str]) 
         report.truncated += result.truncated
         report.chunks_written += len(rows)
         report.documents_chunked += len(group)
-        store.replace_rows(table, "chunk_id", rows_to_table(rows, chunks_schema()), in_filter("doc_id", group))
+        store.replace_rows(table, "chunk_id", rows_to_table(rows, chunks_schema()), _docs_filter(group))
     for group in chunked(gone):
-        store.replace_rows(table, "chunk_id", None, in_filter("doc_id", group))
+        store.replace_rows(table, "chunk_id", None, _docs_filter(group))
     report.documents_removed = len(gone)
     totals = store.scan("chunks", ["n_tokens"], pf)
     report.chunks_total = totals.num_rows
@@ -272,12 +290,12 @@ def sync_embeddings(
     report.documents_removed = len(gone)
 
     for group in chunked(gone):
-        store.replace_rows(table, "chunk_id", None, in_filter("doc_id", group))
+        store.replace_rows(table, "chunk_id", None, _docs_filter(group))
 
     committer = _GroupCommitter(store, table, card, report)
     pending: list[tuple[str, str]] = []  # (chunk_id, text) to embed, in group order
     for group in chunked(stale, DOC_GROUP):
-        rows = store.scan_in("chunks", _CHUNK_COLUMNS, "doc_id", group).to_pylist()
+        rows = store.scan_in("chunks", _CHUNK_COLUMNS, "doc_key", [doc_key(d) for d in group]).to_pylist()
         vectors = _reusable_vectors(store, {r["content_hash"] for r in rows})
         todo = committer.add_group(list(group), rows, vectors)
         pending.extend(todo)
@@ -362,6 +380,6 @@ class _GroupCommitter:
                 continue
             out.append({**r, "vector": vec, "model_id": self.card.model_id})
         table = pa.Table.from_pylist(out, schema=self.table.schema.remove_metadata()) if out else None
-        self.store.replace_rows(self.table, "chunk_id", table, in_filter("doc_id", g["docs"]))
+        self.store.replace_rows(self.table, "chunk_id", table, _docs_filter(g["docs"]))
         g["done"] = True
         g["rows"] = []

@@ -1,0 +1,155 @@
+"""The asset graph through real `dagster.materialize` runs: tiny real transformer, real LanceDB.
+
+Covers: one model load per run over all shards, idempotency, nothing re-embedded twice,
+changed and deleted documents, other sources untouched, quarantine, model lock.
+"""
+
+import pytest
+
+import dagster as dg
+from corpusmill.errors import ModelMismatchError
+from corpusmill.ids import ALL_PARTITIONS, partition_of
+from corpusmill.runs import run_ingest
+from corpusmill.store import Store
+from resources import CrossEncoderResource, EmbedderResource, LanceStoreResource
+from resources.models import LOAD_COUNTS
+
+CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for i in range(12):
+        words = " ".join(f"topic{i} sentence {j} about item {i * j}." for j in range(8 + i))
+        (root / f"doc{i:02d}.txt").write_text(words)
+    return root
+
+
+@pytest.fixture
+def resources(db_uri, tiny_embedder_path):
+    return {
+        "store": LanceStoreResource(uri=db_uri),
+        "embedder": EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32"),
+        "reranker": CrossEncoderResource(),
+    }
+
+
+def ingest(sources, resources, **kw):
+    kw.setdefault("chunk_config", CHUNKS)
+    return run_ingest([str(s) for s in sources], resources=resources, instance=dg.DagsterInstance.ephemeral(), **kw)
+
+
+def embedded_rows(db_uri):
+    rows = Store(db_uri).scan("embeddings", ["chunk_id", "doc_id", "content_hash", "partition", "vector"]).to_pylist()
+    return sorted(rows, key=lambda r: r["chunk_id"])
+
+
+def test_all_shards_in_one_run_with_one_model_load(corpus, resources, db_uri):
+    before = LOAD_COUNTS["embedder"]
+    summary = ingest([corpus], resources)
+    assert summary["success"]
+    assert LOAD_COUNTS["embedder"] - before == 1  # 16 partitions, 3 assets, one load
+    assert summary["documents"] == 12
+    rows = embedded_rows(db_uri)
+    assert len(rows) == summary["chunks"] == summary["chunks_embedded"] > 12
+    assert len({r["chunk_id"] for r in rows}) == len(rows)
+    assert {r["partition"] for r in rows} == {partition_of(r["doc_id"]) for r in rows}
+    assert len({r["partition"] for r in rows}) > 4  # spread over many shards
+    assert summary["tokens"] > 0 and summary["tokens_per_s"] > 0
+
+
+def test_rematerialising_changes_nothing_and_embeds_nothing(corpus, resources, db_uri):
+    ingest([corpus], resources)
+    first = embedded_rows(db_uri)
+    version = Store(db_uri).version("embeddings")
+    again = ingest([corpus], resources)
+    assert again["chunks_embedded"] == 0
+    assert again["chunks_reused"] == len(first)
+    assert embedded_rows(db_uri) == first
+    assert Store(db_uri).version("embeddings") == version  # not even an empty commit
+
+
+def test_changed_and_deleted_documents(corpus, resources, db_uri):
+    ingest([corpus], resources)
+    before = {r["chunk_id"]: r for r in embedded_rows(db_uri)}
+    (corpus / "doc03.txt").write_text("a completely new text for document three.")
+    (corpus / "doc05.txt").unlink()
+    summary = ingest([corpus], resources)
+    assert summary["documents_changed"] == 1 and summary["documents_deleted"] == 1
+    assert summary["chunks_embedded"] == 1  # only the new chunk of doc03
+    after = {r["chunk_id"]: r for r in embedded_rows(db_uri)}
+    assert not any(r["doc_id"].endswith("doc05.txt") for r in after.values())
+    doc03 = [r for r in after.values() if r["doc_id"].endswith("doc03.txt")]
+    assert len(doc03) == 1
+    # every other chunk is byte-for-byte the row it was
+    untouched = [c for c, r in before.items() if not r["doc_id"].endswith(("doc03.txt", "doc05.txt"))]
+    assert all(after[c] == before[c] for c in untouched)
+
+
+def test_identical_content_is_reused_not_recomputed(corpus, resources, db_uri, tmp_path):
+    ingest([corpus], resources)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "same.txt").write_text((corpus / "doc00.txt").read_text())
+    summary = ingest([copy], resources)
+    assert summary["chunks_embedded"] == 0 and summary["chunks_reused"] >= 1
+
+
+def test_single_partition_run_touches_only_that_partition(corpus, resources, db_uri):
+    ingest([corpus], resources)
+    before = embedded_rows(db_uri)
+    root = corpus.resolve()
+    target = partition_of(f"{root}#doc07.txt")
+    elsewhere = next(f"doc{i:02d}.txt" for i in range(12) if partition_of(f"{root}#doc{i:02d}.txt") != target)
+    (corpus / "doc07.txt").unlink()
+    (corpus / elsewhere).write_text("changed, in a partition this run does not cover")
+    ingest([corpus], resources, partitions=[target])
+    after = embedded_rows(db_uri)
+    assert not any(r["doc_id"].endswith("doc07.txt") for r in after)
+    # rows of every other partition are exactly as they were, the pending change included
+    assert [r for r in after if r["partition"] != target] == [r for r in before if r["partition"] != target]
+
+
+def test_other_sources_are_left_alone(corpus, resources, db_uri, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.md").write_text("this document belongs to another source")
+    ingest([other], resources)
+    ingest([corpus], resources)
+    docs = {r["doc_id"] for r in embedded_rows(db_uri)}
+    assert f"{other.resolve()}#keep.md" in docs
+    assert sum(1 for d in docs if d.startswith(str(corpus.resolve()))) == 12
+
+
+def test_bad_files_are_quarantined_and_the_run_completes(corpus, resources, db_uri):
+    (corpus / "binary.txt").write_bytes(b"\x00\x01\x02")
+    (corpus / "empty.md").write_text("  ")
+    summary = ingest([corpus], resources)
+    assert summary["success"] and summary["documents"] == 12 and summary["quarantined"] == 2
+    reasons = {r["uri"].rsplit("/", 1)[1]: r["reason"] for r in Store(db_uri).scan("quarantine", ["uri", "reason"]).to_pylist()}
+    assert set(reasons) == {"binary.txt", "empty.md"}
+    # fixing the file clears its quarantine row
+    (corpus / "binary.txt").write_text("now it is text")
+    ingest([corpus], resources)
+    assert Store(db_uri).count("quarantine") == 1
+
+
+def test_a_broken_file_keeps_its_last_good_version(corpus, resources, db_uri):
+    ingest([corpus], resources)
+    n = len([r for r in embedded_rows(db_uri) if r["doc_id"].endswith("doc02.txt")])
+    (corpus / "doc02.txt").write_bytes(b"\xff\xfe broken \x00")
+    ingest([corpus], resources)
+    assert len([r for r in embedded_rows(db_uri) if r["doc_id"].endswith("doc02.txt")]) == n
+
+
+def test_another_model_is_refused(corpus, resources, db_uri, minilm_path):
+    ingest([corpus], resources)
+    other = dict(resources, embedder=EmbedderResource(model_path=str(minilm_path)))
+    with pytest.raises(ModelMismatchError):
+        ingest([corpus], other, chunk_config={"chunk_tokens": 24, "chunk_overlap": 4})
+
+
+def test_all_partitions_listed():
+    assert len(ALL_PARTITIONS) == 16 and ALL_PARTITIONS[0] == "shard-00"

@@ -1,0 +1,84 @@
+"""Ids, hashes, shards and the token chunker (real MiniLM tokenizer, no model)."""
+
+import pytest
+
+from corpusmill.chunking import TokenChunker
+from corpusmill.errors import ConfigError
+from corpusmill.ids import ALL_PARTITIONS, chunk_id, content_hash, partition_of, shard_of
+
+
+@pytest.fixture(scope="module")
+def tokenizer(minilm_path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(minilm_path))
+
+
+def test_ids_are_deterministic_and_distinct():
+    assert chunk_id("pydoc#try", 0, "v1") == chunk_id("pydoc#try", 0, "v1")
+    ids = {chunk_id("pydoc#try", i, "v1") for i in range(100)}
+    assert len(ids) == 100
+    assert chunk_id("pydoc#try", 0, "v1") != chunk_id("pydoc#try", 0, "v2")
+    assert content_hash("a", "bc") != content_hash("ab", "c")
+
+
+def test_shards_are_stable_and_spread():
+    ids = [f"inbox#file-{i}.txt" for i in range(4000)]
+    counts = {p: 0 for p in ALL_PARTITIONS}
+    for d in ids:
+        counts[partition_of(d)] += 1
+        assert partition_of(d) == partition_of(d)
+    # 4000 ids over 16 shards: each within +-30% of 250
+    assert all(175 < c < 325 for c in counts.values()), counts
+    assert shard_of("pydoc#try") == shard_of("pydoc#try")
+
+
+def test_chunks_respect_size_overlap_and_model_limit(tokenizer):
+    text = " ".join(f"word{i} is here, with punctuation." for i in range(400))
+    chunker = TokenChunker(tokenizer, chunk_tokens=64, overlap=16, max_seq_length=256)
+    result = chunker.chunk_documents([("doc#1", text)])
+    assert result.truncated == 0
+    assert len(result.chunks) > 5
+    for c in result.chunks:
+        assert c.n_tokens <= 64 + 2  # [CLS] + [SEP]
+        assert c.text in text  # a chunk is a verbatim span of the document
+    # neighbours overlap: the start of chunk i+1 lies inside chunk i
+    for a, b in zip(result.chunks, result.chunks[1:], strict=False):
+        assert text.index(b.text) < text.index(a.text) + len(a.text)
+    # positions and ids
+    assert [c.position for c in result.chunks] == list(range(len(result.chunks)))
+    assert len({c.chunk_id for c in result.chunks}) == len(result.chunks)
+
+
+def test_chunk_text_retokenises_to_same_count(tokenizer):
+    text = "Exceptions are raised when an error is detected. " * 200
+    chunker = TokenChunker(tokenizer, 100, 10, 256)
+    for c in chunker.chunk_documents([("d", text)]).chunks:
+        assert len(tokenizer(c.text)["input_ids"]) == c.n_tokens
+
+
+def test_whole_document_is_covered(tokenizer):
+    words = [f"w{i}" for i in range(1000)]
+    chunker = TokenChunker(tokenizer, 50, 0, 256)
+    chunks = chunker.chunk_documents([("d", " ".join(words))]).chunks
+    seen = " ".join(c.text for c in chunks).split()
+    assert seen == words  # overlap 0: every word exactly once, in order
+
+
+def test_short_document_is_one_chunk(tokenizer):
+    chunker = TokenChunker(tokenizer, 200, 32, 256)
+    chunks = chunker.chunk_documents([("d", "Just one sentence.")]).chunks
+    assert [c.text for c in chunks] == ["Just one sentence."]
+
+
+def test_invalid_sizes_name_the_setting(tokenizer):
+    with pytest.raises(ConfigError, match="CORPUSMILL_CHUNK_TOKENS"):
+        TokenChunker(tokenizer, 300, 0, 256)
+    with pytest.raises(ConfigError, match="CORPUSMILL_CHUNK_OVERLAP"):
+        TokenChunker(tokenizer, 100, 90, 256)
+
+
+def test_chunker_version_changes_ids(tokenizer):
+    a = TokenChunker(tokenizer, 100, 10, 256).chunk_documents([("d", "hello world")]).chunks[0]
+    b = TokenChunker(tokenizer, 120, 10, 256).chunk_documents([("d", "hello world")]).chunks[0]
+    assert a.content_hash == b.content_hash and a.chunk_id != b.chunk_id
