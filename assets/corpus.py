@@ -4,7 +4,6 @@
 and resource annotations at decoration time.)
 """
 
-
 import dagster as dg
 
 from assets.partitions import STORE_POOL, one_run, shards
@@ -87,7 +86,9 @@ def chunked_documents(
     from corpusmill.sync import sync_chunks
 
     enc = embedder.encoder
-    chunker = TokenChunker(enc.tokenizer, config.chunk_tokens, config.chunk_overlap, enc.max_seq_length)
+    chunker = TokenChunker(
+        enc.tokenizer, config.chunk_tokens, config.chunk_overlap, enc.max_seq_length
+    )
     db = store.store()
     with db.write_lock():
         report = sync_chunks(db, chunker, context.partition_keys)

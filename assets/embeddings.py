@@ -1,6 +1,5 @@
 """embeddings: chunks -> vectors in LanceDB, through the resident model resource."""
 
-
 import dagster as dg
 
 from assets.corpus import chunked_documents

@@ -40,7 +40,9 @@ class TokenChunker:
     def __init__(self, tokenizer, chunk_tokens: int, overlap: int, max_seq_length: int) -> None:
         special = tokenizer.num_special_tokens_to_add(pair=False)
         if chunk_tokens < 8:
-            raise ConfigError(f"chunk size {chunk_tokens} tokens is too small (CORPUSMILL_CHUNK_TOKENS >= 8)")
+            raise ConfigError(
+                f"chunk size {chunk_tokens} tokens is too small (CORPUSMILL_CHUNK_TOKENS >= 8)"
+            )
         if chunk_tokens + special > max_seq_length:
             raise ConfigError(
                 f"chunk size {chunk_tokens} + {special} special tokens exceeds the model's "

@@ -31,8 +31,18 @@ def cmd_ingest(args) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        for key in ("documents", "quarantined", "chunks", "chunks_embedded", "chunks_reused",
-                    "tokens", "tokens_per_s", "padding_fraction", "model_load_seconds", "seconds"):
+        for key in (
+            "documents",
+            "quarantined",
+            "chunks",
+            "chunks_embedded",
+            "chunks_reused",
+            "tokens",
+            "tokens_per_s",
+            "padding_fraction",
+            "model_load_seconds",
+            "seconds",
+        ):
             print(f"{key:>20}: {summary[key]}")
         print(f"{'model':>20}: {summary['model_id']} on {summary['device']} ({summary['dtype']})")
     return 0 if summary["success"] else 1
@@ -73,9 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="corpusmill", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    ing = sub.add_parser("ingest", help="run the asset graph on files, folders or the built-in corpus")
-    ing.add_argument("paths", nargs="*", help="files or folders (default: CORPUSMILL_SOURCES, i.e. the Python docs)")
-    ing.add_argument("--default", action="store_true", help="ingest the built-in Python docs corpus")
+    ing = sub.add_parser(
+        "ingest", help="run the asset graph on files, folders or the built-in corpus"
+    )
+    ing.add_argument(
+        "paths",
+        nargs="*",
+        help="files or folders (default: CORPUSMILL_SOURCES, i.e. the Python docs)",
+    )
+    ing.add_argument(
+        "--default", action="store_true", help="ingest the built-in Python docs corpus"
+    )
     ing.add_argument("--label", help="source label for a single PATH (default: its absolute path)")
     ing.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     ing.set_defaults(func=cmd_ingest)
@@ -84,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("query")
     s.add_argument("--k", type=int, default=10)
     s.add_argument("--mode", choices=["vector", "fts", "hybrid"], default="vector")
-    s.add_argument("--rerank", action="store_true", help="rescore the top candidates (cross-encoder, else bi-encoder)")
+    s.add_argument(
+        "--rerank",
+        action="store_true",
+        help="rescore the top candidates (cross-encoder, else bi-encoder)",
+    )
     s.add_argument("--doc-id")
     s.add_argument("--source")
     s.add_argument("--partition")

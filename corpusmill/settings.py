@@ -47,7 +47,9 @@ class Settings:
     def from_env(cls) -> Settings:
         return cls(
             db=_env("CORPUSMILL_DB", cls.db),
-            sources=tuple(s.strip() for s in _env("CORPUSMILL_SOURCES", PYDOC).split(",") if s.strip()),
+            sources=tuple(
+                s.strip() for s in _env("CORPUSMILL_SOURCES", PYDOC).split(",") if s.strip()
+            ),
             model=_env("CORPUSMILL_MODEL", ""),
             device=_env("CORPUSMILL_DEVICE", cls.device),
             dtype=_env("CORPUSMILL_DTYPE", cls.dtype),

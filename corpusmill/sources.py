@@ -184,7 +184,9 @@ def read_file(
     try:
         size = path.stat().st_size
         if size > max_file_bytes:
-            yield bad(f"file is {size} bytes, over the limit of {max_file_bytes} (CORPUSMILL_MAX_FILE_BYTES)")
+            yield bad(
+                f"file is {size} bytes, over the limit of {max_file_bytes} (CORPUSMILL_MAX_FILE_BYTES)"
+            )
             return
         data = path.read_bytes()
     except FileNotFoundError:

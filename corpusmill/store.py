@@ -55,7 +55,7 @@ def all_of(*filters: str) -> str:
     return " AND ".join(f"({f})" for f in filters if f)
 
 
-def chunked(values: Sequence, size: int = _IN_LIST_CHUNK) -> Iterator[Sequence]:
+def groups_of(values: Sequence, size: int = _IN_LIST_CHUNK) -> Iterator[Sequence]:
     for i in range(0, len(values), size):
         yield values[i : i + size]
 
@@ -151,7 +151,11 @@ def table_card(schema: pa.Schema) -> dict[str, str]:
 def check_card(stored: dict[str, str], card: ModelCard, table: str = "embeddings") -> None:
     """Refuse a model other than the one that wrote the table, even at the same dimension."""
     expected = card.as_metadata()
-    diffs = [f"{k}: table={stored.get(k)!r} model={v!r}" for k, v in expected.items() if stored.get(k) != v]
+    diffs = [
+        f"{k}: table={stored.get(k)!r} model={v!r}"
+        for k, v in expected.items()
+        if stored.get(k) != v
+    ]
     if diffs:
         raise ModelMismatchError(
             f"the {table!r} table was written by another model ({'; '.join(diffs)}). "
@@ -207,9 +211,13 @@ class Store:
             query = query.where(where)
         return query.limit(None).to_arrow()
 
-    def scan_in(self, name: str, columns: Sequence[str], column: str, values: Sequence[str]) -> pa.Table:
+    def scan_in(
+        self, name: str, columns: Sequence[str], column: str, values: Sequence[str]
+    ) -> pa.Table:
         """Rows whose `column` is one of `values` (chunked into several IN lists)."""
-        parts = [self.scan(name, columns, in_filter(column, part)) for part in chunked(list(values))]
+        parts = [
+            self.scan(name, columns, in_filter(column, part)) for part in groups_of(list(values))
+        ]
         parts = [p for p in parts if p.num_rows]
         if not parts:
             return self.scan(name, columns, "false")

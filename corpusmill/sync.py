@@ -24,10 +24,10 @@ from corpusmill.sources import Document, Quarantined, RecordFields, document_bod
 from corpusmill.store import (
     Store,
     all_of,
-    eq_filter,
-    chunked,
     chunks_schema,
     documents_schema,
+    eq_filter,
+    groups_of,
     in_filter,
     quarantine_schema,
     rows_to_table,
@@ -63,7 +63,7 @@ def sync_documents(
     partitions: Sequence[str],
     sources: Sequence[tuple[str, str]],
     *,
-    fields: RecordFields = RecordFields(),
+    fields: RecordFields | None = None,
     max_file_bytes: int,
 ) -> DocumentsReport:
     """Make `documents` hold exactly what `sources` contain in `partitions`.
@@ -84,7 +84,7 @@ def sync_documents(
                 spec,
                 lambda d: partition_of(d) in wanted_parts,
                 label=label,
-                fields=fields,
+                fields=fields or RecordFields(),
                 max_file_bytes=max_file_bytes,
             ):
                 if isinstance(item, Quarantined):
@@ -104,7 +104,9 @@ def sync_documents(
     in_sources = set(labels)
     stored = [
         r
-        for r in store.scan("documents", ["doc_id", "source", "uri", "content_hash"], _partition_filter(partitions)).to_pylist()
+        for r in store.scan(
+            "documents", ["doc_id", "source", "uri", "content_hash"], _partition_filter(partitions)
+        ).to_pylist()
         if r["source"] in in_sources
     ]
     old = {r["doc_id"]: r["content_hash"] for r in stored}
@@ -123,7 +125,7 @@ def sync_documents(
     report.deleted = len(gone)
 
     table = store.ensure("documents", documents_schema())
-    for group in chunked(upserts, DOC_GROUP * 4):
+    for group in groups_of(upserts, DOC_GROUP * 4):
         rows = [
             {
                 "doc_id": d.doc_id,
@@ -138,7 +140,7 @@ def sync_documents(
             for d in group
         ]
         store.replace_rows(table, "doc_id", rows_to_table(rows, documents_schema()), None)
-    for group in chunked(gone):
+    for group in groups_of(gone):
         store.replace_rows(table, "doc_id", None, _docs_filter(group))
     _record_quarantine(store, "source", report._quarantine, in_sources, partitions)
     return report
@@ -149,7 +151,11 @@ def _docs_filter(doc_ids: Iterable[str]) -> str:
 
 
 def _record_quarantine(
-    store: Store, stage: str, items: Iterable[Quarantined], sources: set[str], partitions: Sequence[str]
+    store: Store,
+    stage: str,
+    items: Iterable[Quarantined],
+    sources: set[str],
+    partitions: Sequence[str],
 ) -> None:
     """Replace this scope's quarantine rows with the current list (a fixed file leaves it)."""
     now = dt.datetime.now(dt.UTC)
@@ -171,12 +177,18 @@ def _record_quarantine(
     table = store.ensure("quarantine", quarantine_schema())
     current = {r["quarantine_id"] for r in rows}
     existing = store.scan(
-        "quarantine", ["quarantine_id", "source"], all_of(_partition_filter(partitions), eq_filter("stage", stage))
+        "quarantine",
+        ["quarantine_id", "source"],
+        all_of(_partition_filter(partitions), eq_filter("stage", stage)),
     ).to_pylist()
-    stale = [r["quarantine_id"] for r in existing if r["source"] in sources and r["quarantine_id"] not in current]
+    stale = [
+        r["quarantine_id"]
+        for r in existing
+        if r["source"] in sources and r["quarantine_id"] not in current
+    ]
     if rows:
         store.replace_rows(table, "quarantine_id", rows_to_table(rows, quarantine_schema()), None)
-    for group in chunked(stale):
+    for group in groups_of(stale):
         store.replace_rows(table, "quarantine_id", None, in_filter("quarantine_id", group))
 
 
@@ -200,12 +212,14 @@ def sync_chunks(store: Store, chunker: TokenChunker, partitions: Sequence[str]) 
     want = dict(zip(docs["doc_id"].to_pylist(), docs["content_hash"].to_pylist(), strict=True))
     have_rows = store.scan("chunks", ["doc_id", "doc_hash", "chunker"], pf)
     have: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    for d, h, c in zip(*(have_rows[k].to_pylist() for k in ("doc_id", "doc_hash", "chunker")), strict=True):
+    for d, h, c in zip(
+        *(have_rows[k].to_pylist() for k in ("doc_id", "doc_hash", "chunker")), strict=True
+    ):
         have[d].add((h, c))
     todo = sorted(d for d, h in want.items() if have.get(d) != {(h, chunker.version)})
     gone = sorted(d for d in have if d not in want)
     table = store.ensure("chunks", chunks_schema())
-    for group in chunked(todo, DOC_GROUP):
+    for group in groups_of(todo, DOC_GROUP):
         full = store.scan_in(
             "documents",
             ["doc_id", "source", "uri", "partition", "title", "text", "content_hash"],
@@ -235,13 +249,17 @@ def sync_chunks(store: Store, chunker: TokenChunker, partitions: Sequence[str]) 
         report.truncated += result.truncated
         report.chunks_written += len(rows)
         report.documents_chunked += len(group)
-        store.replace_rows(table, "chunk_id", rows_to_table(rows, chunks_schema()), _docs_filter(group))
-    for group in chunked(gone):
+        store.replace_rows(
+            table, "chunk_id", rows_to_table(rows, chunks_schema()), _docs_filter(group)
+        )
+    for group in groups_of(gone):
         store.replace_rows(table, "chunk_id", None, _docs_filter(group))
     report.documents_removed = len(gone)
     totals = store.scan("chunks", ["n_tokens"], pf)
     report.chunks_total = totals.num_rows
-    report.tokens_total = int(pa.compute.sum(totals["n_tokens"]).as_py() or 0) if totals.num_rows else 0
+    report.tokens_total = (
+        int(pa.compute.sum(totals["n_tokens"]).as_py() or 0) if totals.num_rows else 0
+    )
     return report
 
 
@@ -280,22 +298,28 @@ def sync_embeddings(
     have = store.scan("embeddings", ["chunk_id", "doc_id", "content_hash"], pf)
     want_by_doc: dict[str, set[tuple[str, str]]] = defaultdict(set)
     have_by_doc: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    for c, d, h in zip(*(want[k].to_pylist() for k in ("chunk_id", "doc_id", "content_hash")), strict=True):
+    for c, d, h in zip(
+        *(want[k].to_pylist() for k in ("chunk_id", "doc_id", "content_hash")), strict=True
+    ):
         want_by_doc[d].add((c, h))
-    for c, d, h in zip(*(have[k].to_pylist() for k in ("chunk_id", "doc_id", "content_hash")), strict=True):
+    for c, d, h in zip(
+        *(have[k].to_pylist() for k in ("chunk_id", "doc_id", "content_hash")), strict=True
+    ):
         have_by_doc[d].add((c, h))
     stale = sorted(d for d in want_by_doc if want_by_doc[d] != have_by_doc.get(d))
     gone = sorted(d for d in have_by_doc if d not in want_by_doc)
     report.documents_updated = len(stale)
     report.documents_removed = len(gone)
 
-    for group in chunked(gone):
+    for group in groups_of(gone):
         store.replace_rows(table, "chunk_id", None, _docs_filter(group))
 
     committer = _GroupCommitter(store, table, card, report)
     pending: list[tuple[str, str]] = []  # (chunk_id, text) to embed, in group order
-    for group in chunked(stale, DOC_GROUP):
-        rows = store.scan_in("chunks", _CHUNK_COLUMNS, "doc_key", [doc_key(d) for d in group]).to_pylist()
+    for group in groups_of(stale, DOC_GROUP):
+        rows = store.scan_in(
+            "chunks", _CHUNK_COLUMNS, "doc_key", [doc_key(d) for d in group]
+        ).to_pylist()
         vectors = _reusable_vectors(store, {r["content_hash"] for r in rows})
         todo = committer.add_group(list(group), rows, vectors)
         pending.extend(todo)
@@ -379,7 +403,9 @@ class _GroupCommitter:
                 self.report.chunks_failed += 1
                 continue
             out.append({**r, "vector": vec, "model_id": self.card.model_id})
-        table = pa.Table.from_pylist(out, schema=self.table.schema.remove_metadata()) if out else None
+        table = (
+            pa.Table.from_pylist(out, schema=self.table.schema.remove_metadata()) if out else None
+        )
         self.store.replace_rows(self.table, "chunk_id", table, _docs_filter(g["docs"]))
         g["done"] = True
         g["rows"] = []

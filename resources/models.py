@@ -6,7 +6,6 @@ in `teardown_after_execution`. Nothing unloads the weights on a timer. Assets se
 methods (`embed_stream`, `embed`, `score`), never the torch module.
 """
 
-
 import threading
 import time
 from collections.abc import Iterable
@@ -69,7 +68,9 @@ class _ModelResource(dg.ConfigurableResource):
         self._load_seconds = time.perf_counter() - t0
         budget = self.max_batch_tokens or default_batch_tokens(encoder.device)
         self._encoder = encoder
-        self._engine = BatchEngine(encoder, max_batch_tokens=budget, pin_memory=encoder.device == "cuda")
+        self._engine = BatchEngine(
+            encoder, max_batch_tokens=budget, pin_memory=encoder.device == "cuda"
+        )
         self._warm_up()
 
     def _warm_up(self) -> None:

@@ -1,6 +1,5 @@
 """The LanceDB store as a Dagster resource: just the URI, so any worker can open it."""
 
-
 import dagster as dg
 
 from corpusmill.settings import Settings

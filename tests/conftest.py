@@ -41,11 +41,23 @@ def _tiny_config(**extra):
     )
 
 
-def write_sentence_transformers_files(path: Path, max_seq: int = TINY_MAX_SEQ, pooling: str = "mean") -> None:
+def write_sentence_transformers_files(
+    path: Path, max_seq: int = TINY_MAX_SEQ, pooling: str = "mean"
+) -> None:
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+        {
+            "idx": 2,
+            "name": "2",
+            "path": "2_Normalize",
+            "type": "sentence_transformers.models.Normalize",
+        },
     ]
     (path / "modules.json").write_text(json.dumps(modules))
     (path / "1_Pooling").mkdir(exist_ok=True)
@@ -77,7 +89,9 @@ def tiny_cross_encoder_path(tmp_path_factory) -> Path:
 
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("tiny-cross-encoder")
-    BertForSequenceClassification(_tiny_config(num_labels=1)).save_pretrained(path, safe_serialization=True)
+    BertForSequenceClassification(_tiny_config(num_labels=1)).save_pretrained(
+        path, safe_serialization=True
+    )
     _tokenizer().save_pretrained(path)
     return path
 

@@ -23,7 +23,9 @@ class FakeHashEncoder:
 
     def tokenize(self, texts):
         # one "token" per whitespace word, plus two for [CLS]/[SEP]
-        return [{"input_ids": [101] + [hash_token(w) for w in str(t).split()] + [102]} for t in texts]
+        return [
+            {"input_ids": [101] + [hash_token(w) for w in str(t).split()] + [102]} for t in texts
+        ]
 
     def forward(self, batch):
         import torch

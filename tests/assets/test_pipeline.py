@@ -4,9 +4,9 @@ Covers: one model load per run over all shards, idempotency, nothing re-embedded
 changed and deleted documents, other sources untouched, quarantine, model lock.
 """
 
+import dagster as dg
 import pytest
 
-import dagster as dg
 from corpusmill.errors import ModelMismatchError
 from corpusmill.ids import ALL_PARTITIONS, partition_of
 from corpusmill.runs import run_ingest
@@ -38,11 +38,20 @@ def resources(db_uri, tiny_embedder_path):
 
 def ingest(sources, resources, **kw):
     kw.setdefault("chunk_config", CHUNKS)
-    return run_ingest([str(s) for s in sources], resources=resources, instance=dg.DagsterInstance.ephemeral(), **kw)
+    return run_ingest(
+        [str(s) for s in sources],
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        **kw,
+    )
 
 
 def embedded_rows(db_uri):
-    rows = Store(db_uri).scan("embeddings", ["chunk_id", "doc_id", "content_hash", "partition", "vector"]).to_pylist()
+    rows = (
+        Store(db_uri)
+        .scan("embeddings", ["chunk_id", "doc_id", "content_hash", "partition", "vector"])
+        .to_pylist()
+    )
     return sorted(rows, key=lambda r: r["chunk_id"])
 
 
@@ -84,7 +93,9 @@ def test_changed_and_deleted_documents(corpus, resources, db_uri):
     doc03 = [r for r in after.values() if r["doc_id"].endswith("doc03.txt")]
     assert len(doc03) == 1
     # every other chunk is byte-for-byte the row it was
-    untouched = [c for c, r in before.items() if not r["doc_id"].endswith(("doc03.txt", "doc05.txt"))]
+    untouched = [
+        c for c, r in before.items() if not r["doc_id"].endswith(("doc03.txt", "doc05.txt"))
+    ]
     assert all(after[c] == before[c] for c in untouched)
 
 
@@ -102,14 +113,18 @@ def test_single_partition_run_touches_only_that_partition(corpus, resources, db_
     before = embedded_rows(db_uri)
     root = corpus.resolve()
     target = partition_of(f"{root}#doc07.txt")
-    elsewhere = next(f"doc{i:02d}.txt" for i in range(12) if partition_of(f"{root}#doc{i:02d}.txt") != target)
+    elsewhere = next(
+        f"doc{i:02d}.txt" for i in range(12) if partition_of(f"{root}#doc{i:02d}.txt") != target
+    )
     (corpus / "doc07.txt").unlink()
     (corpus / elsewhere).write_text("changed, in a partition this run does not cover")
     ingest([corpus], resources, partitions=[target])
     after = embedded_rows(db_uri)
     assert not any(r["doc_id"].endswith("doc07.txt") for r in after)
     # rows of every other partition are exactly as they were, the pending change included
-    assert [r for r in after if r["partition"] != target] == [r for r in before if r["partition"] != target]
+    assert [r for r in after if r["partition"] != target] == [
+        r for r in before if r["partition"] != target
+    ]
 
 
 def test_other_sources_are_left_alone(corpus, resources, db_uri, tmp_path):
@@ -128,7 +143,10 @@ def test_bad_files_are_quarantined_and_the_run_completes(corpus, resources, db_u
     (corpus / "empty.md").write_text("  ")
     summary = ingest([corpus], resources)
     assert summary["success"] and summary["documents"] == 12 and summary["quarantined"] == 2
-    reasons = {r["uri"].rsplit("/", 1)[1]: r["reason"] for r in Store(db_uri).scan("quarantine", ["uri", "reason"]).to_pylist()}
+    reasons = {
+        r["uri"].rsplit("/", 1)[1]: r["reason"]
+        for r in Store(db_uri).scan("quarantine", ["uri", "reason"]).to_pylist()
+    }
     assert set(reasons) == {"binary.txt", "empty.md"}
     # fixing the file clears its quarantine row
     (corpus / "binary.txt").write_text("now it is text")

@@ -38,7 +38,15 @@ def test_ingest_then_search(env, tmp_path):
     (docs / "exceptions.md").write_text("Use try and except to catch an exception in Python.")
     (docs / "loops.txt").write_text("A for loop iterates over the items of a sequence.")
     summary = json.loads(run(env, "ingest", str(docs), "--json").strip().splitlines()[-1])
-    for key in ("documents", "chunks", "chunks_embedded", "chunks_reused", "tokens", "tokens_per_s", "seconds"):
+    for key in (
+        "documents",
+        "chunks",
+        "chunks_embedded",
+        "chunks_reused",
+        "tokens",
+        "tokens_per_s",
+        "seconds",
+    ):
         assert key in summary
     assert summary["documents"] == 2 and summary["chunks_embedded"] == summary["chunks"] == 2
 
@@ -47,7 +55,10 @@ def test_ingest_then_search(env, tmp_path):
     for hit in hits:
         assert {"text", "score", "doc_id", "chunk_id", "source"} <= set(hit)
     assert hits[0]["score"] >= hits[1]["score"]
-    assert {h["doc_id"] for h in hits} == {f"{docs.resolve()}#exceptions.md", f"{docs.resolve()}#loops.txt"}
+    assert {h["doc_id"] for h in hits} == {
+        f"{docs.resolve()}#exceptions.md",
+        f"{docs.resolve()}#loops.txt",
+    }
 
     again = json.loads(run(env, "ingest", str(docs), "--json").strip().splitlines()[-1])
     assert again["chunks_embedded"] == 0 and again["chunks_reused"] == 2
@@ -59,6 +70,8 @@ def test_ingest_then_search(env, tmp_path):
 
 
 def test_search_without_a_store_says_what_to_do(env):
-    out = subprocess.run([str(CLI), "search", "anything"], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(CLI), "search", "anything"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 2
     assert "corpusmill ingest" in out.stderr

@@ -31,10 +31,15 @@ def test_folder_formats(tmp_path):
         "<html><head><title>x</title><script>var a=1;</script></head><body><p>Hello <b>web</b></p></body></html>"
     )
     (tmp_path / "d.jsonl").write_text(
-        json.dumps({"_id": "r1", "title": "T1", "text": "first record"}) + "\n"
-        + json.dumps({"_id": "r2", "text": "second record"}) + "\n"
+        json.dumps({"_id": "r1", "title": "T1", "text": "first record"})
+        + "\n"
+        + json.dumps({"_id": "r2", "text": "second record"})
+        + "\n"
     )
-    pq.write_table(pa.table({"_id": ["p1"], "text": ["parquet record"], "title": ["PT"]}), tmp_path / "e.parquet")
+    pq.write_table(
+        pa.table({"_id": ["p1"], "text": ["parquet record"], "title": ["PT"]}),
+        tmp_path / "e.parquet",
+    )
     (tmp_path / "ignored.bin").write_bytes(b"\x00\x01")
     docs, bad = _read(tmp_path)
     assert set(docs) == {"a.txt", "sub/b.md", "c.html", "r1", "r2", "p1"}

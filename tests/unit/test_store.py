@@ -12,7 +12,16 @@ CARD = ModelCard("org/model", "abc123", 4, "mean", True, 128)
 
 def _docs(*ids, text="t", partition="shard-00"):
     rows = [
-        {"doc_id": i, "doc_key": i, "source": "s", "uri": i, "partition": partition, "title": "", "text": text, "content_hash": text}
+        {
+            "doc_id": i,
+            "doc_key": i,
+            "source": "s",
+            "uri": i,
+            "partition": partition,
+            "title": "",
+            "text": text,
+            "content_hash": text,
+        }
         for i in ids
     ]
     return rows_to_table(rows, documents_schema())
@@ -24,7 +33,9 @@ def test_replace_rows_upserts_and_deletes_in_scope_only(db_uri):
     store.replace_rows(t, "doc_id", _docs("a", "b", "c"), None)
     store.replace_rows(t, "doc_id", _docs("z", partition="shard-01"), None)
     # replace {a, b} by {a', d}: b leaves, c (not in scope) and z (other partition) stay
-    result = store.replace_rows(t, "doc_id", _docs("a", "d", text="new"), in_filter("doc_id", ["a", "b"]))
+    result = store.replace_rows(
+        t, "doc_id", _docs("a", "d", text="new"), in_filter("doc_id", ["a", "b"])
+    )
     assert result == {"inserted": 1, "updated": 1, "deleted": 1}
     rows = {r["doc_id"]: r["text"] for r in store.scan("documents", ["doc_id", "text"]).to_pylist()}
     assert rows == {"a": "new", "c": "t", "d": "new", "z": "t"}
@@ -37,7 +48,13 @@ def test_embeddings_table_records_and_enforces_its_model(db_uri):
     store = Store(db_uri)
     store.ensure_embeddings(CARD)
     meta = table_card(store.open("embeddings").schema)
-    assert meta == {"model_id": "org/model", "revision": "abc123", "dimension": "4", "pooling": "mean", "normalize": "true"}
+    assert meta == {
+        "model_id": "org/model",
+        "revision": "abc123",
+        "dimension": "4",
+        "pooling": "mean",
+        "normalize": "true",
+    }
     store.ensure_embeddings(CARD)  # same model: fine
     same_dim_other_model = ModelCard("org/other", "fff000", 4, "mean", True, 128)
     with pytest.raises(ModelMismatchError, match="org/other"):
