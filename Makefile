@@ -1,5 +1,6 @@
 # corpusmill: every target creates .venv first if it is missing.
 SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,8 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null
-	$(PY) -m pip install -q -e '.[dev]'
+	# (grep drops this machine's notes about missing mirror folders, not pip's errors)
+	$(PY) -m pip install -q -e '.[dev]' 2>&1 | { grep -v "^WARNING: Location" || true; }
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install corpusmill with its test tools
