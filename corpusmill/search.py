@@ -5,8 +5,16 @@ The Python API behind `corpusmill search`:
     from corpusmill.search import Searcher
     hits = Searcher("./data/lancedb").search("how do I catch an exception", k=5, mode="hybrid")
 
-Filters (`doc_id`, `source`, `partition`) are built with LanceDB's expression builder,
-so user input is always a quoted literal, never SQL.
+Filters (`doc_id`, `source`, `partition`) are LanceDB expression objects handed to
+`.where()` as they are: user input is a typed literal and is never rendered into SQL.
+(Rendering them with `Expr.to_sql()` is *not* safe in lancedb 0.40: a value containing
+a backslash before a quote, e.g. `x\\') OR (1=1) --`, comes out as SQL that matches
+every row; tests/unit/test_search_filters.py keeps both paths honest.) A partition must
+be one of the 16 shard keys.
+
+Scores: vector = cosine similarity, fts = BM25, hybrid = reciprocal rank fusion (k=60)
+of the vector and full-text top 100, reranked = the scorer's raw score (cross-encoder
+logit, or bi-encoder cosine); `Hit.scorer` says which.
 """
 
 from __future__ import annotations
@@ -15,10 +23,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from corpusmill.errors import ConfigError
+from corpusmill.ids import ALL_PARTITIONS
+from corpusmill.maintenance import ANN_NPROBES, ANN_REFINE_FACTOR, ensure_fts_index, has_fts_index
 from corpusmill.store import Store, check_card, table_card
 
 MODES = ("vector", "fts", "hybrid")
 RRF_K = 60  # the constant of Cormack et al.; also LanceDB's and most engines' default
+HYBRID_DEPTH = 100  # each list fused by RRF is this deep (the BEIR hybrid setting)
 HIT_COLUMNS = ["chunk_id", "doc_id", "source", "uri", "partition", "position", "text"]
 
 
@@ -40,16 +51,22 @@ class Hit:
 
 def build_filter(
     doc_id: str | None = None, source: str | None = None, partition: str | None = None
-) -> str | None:
+):
+    """An `Expr` (or None) for `.where()`: equality on each given column, ANDed."""
     from lancedb.expr import col, lit
 
+    if partition is not None and partition not in ALL_PARTITIONS:
+        raise ConfigError(
+            f"partition={partition!r} is not a shard key; use one of "
+            f"{ALL_PARTITIONS[0]} .. {ALL_PARTITIONS[-1]}"
+        )
     expr = None
     for column, value in (("doc_id", doc_id), ("source", source), ("partition", partition)):
         if value is None:
             continue
         term = col(column) == lit(str(value))
         expr = term if expr is None else expr & term
-    return None if expr is None else expr.to_sql()
+    return expr
 
 
 def rrf_fuse(rankings: list[list[str]], k: int = RRF_K) -> dict[str, float]:
@@ -67,7 +84,7 @@ class Searcher:
     def __init__(self, db_uri: str, embedder=None, reranker=None) -> None:
         self.store = Store(db_uri)
         self._embedder = embedder  # an EmbedderResource (or anything with .embed and .card)
-        self.reranker = reranker
+        self._reranker = reranker  # a CrossEncoderResource; unconfigured: the bi-encoder scores
 
     @property
     def table(self):
@@ -86,6 +103,15 @@ class Searcher:
 
             self._embedder = EmbedderResource()
         return self._embedder
+
+    @property
+    def reranker(self):
+        """The cross-encoder named by CORPUSMILL_RERANKER unless one was passed in."""
+        if self._reranker is None:
+            from resources.models import CrossEncoderResource
+
+            self._reranker = CrossEncoderResource()
+        return self._reranker
 
     def embed_query(self, query: str) -> list[float]:
         check_card(table_card(self.table.schema), self.embedder.card)
@@ -121,23 +147,29 @@ class Searcher:
             hits = rerank_hits(query, hits, self.reranker, self.embedder)
         return hits[:k]
 
-    def vector(self, query: str, k: int, where: str | None = None) -> list[Hit]:
-        q = self.table.search(self.embed_query(query)).distance_type("cosine")
-        if where:
+    def vector(self, query: str, k: int, where=None) -> list[Hit]:
+        # nprobes/refine only matter once upkeep has built the ANN index; before that the
+        # search is an exact flat scan.
+        q = self.table.search(self.embed_query(query)).distance_type("cosine").nprobes(ANN_NPROBES)
+        if ANN_REFINE_FACTOR:
+            q = q.refine_factor(ANN_REFINE_FACTOR)
+        if where is not None:
             q = q.where(where, prefilter=True)
-        rows = q.select(HIT_COLUMNS).limit(k).to_list()
+        rows = q.select(HIT_COLUMNS + ["_distance"]).limit(k).to_list()
         return [_hit(r, 1.0 - float(r["_distance"]), "vector") for r in rows]
 
-    def fulltext(self, query: str, k: int, where: str | None = None) -> list[Hit]:
+    def fulltext(self, query: str, k: int, where=None) -> list[Hit]:
         self.ensure_fts_index()
+        # The query string is a plain BM25 match query: no operators are parsed from it.
         q = self.table.search(query, query_type="fts", fts_columns="text")
-        if where:
+        if where is not None:
             q = q.where(where, prefilter=True)
-        rows = q.select(HIT_COLUMNS).limit(k).to_list()
+        rows = q.select(HIT_COLUMNS + ["_score"]).limit(k).to_list()
         return [_hit(r, float(r["_score"]), "fts") for r in rows]
 
-    def hybrid(self, query: str, k: int, where: str | None = None, depth: int = 100) -> list[Hit]:
-        """Fuse the vector and full-text top `depth` by reciprocal rank fusion."""
+    def hybrid(self, query: str, k: int, where=None, depth: int = HYBRID_DEPTH) -> list[Hit]:
+        """Fuse the vector and full-text top `depth` by reciprocal rank fusion (ties broken
+        by chunk id, so the order is deterministic)."""
         depth = max(depth, k)
         vec = self.vector(query, depth, where)
         fts = self.fulltext(query, depth, where)
@@ -147,10 +179,14 @@ class Searcher:
         return [_with_score(by_id[c], fused[c], "hybrid") for c in ranked]
 
     def ensure_fts_index(self) -> None:
-        """Build the full-text index once; LanceDB also searches rows added after it."""
-        table = self.table
-        if not any("text" in (idx.columns or []) for idx in table.list_indices()):
-            table.create_fts_index("text", replace=True)
+        """Build the full-text index on first use if upkeep has not yet. Building is a
+        write, so it waits for the store's write lock (never racing an ingest) and checks
+        again once it holds it. Rows added after the build are still searched (LanceDB
+        scans the unindexed part) until upkeep folds them into the index."""
+        if has_fts_index(self.table):
+            return
+        with self.store.write_lock():
+            ensure_fts_index(self.table)
 
 
 def _hit(row: dict, score: float, scorer: str) -> Hit:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -264,13 +265,26 @@ class Store:
             return
         lock_dir = Path(self.uri) / ".locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_dir / f"{name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        path = str((lock_dir / f"{name}.lock").resolve())
+        # Re-entrant per thread: flock on a second descriptor of the same file blocks even
+        # in the process that holds it, so a nested `write_lock()` (an asset holding it
+        # calls Searcher, whose first full-text query builds the index) would deadlock.
+        held = _held_locks.__dict__.setdefault("paths", set())
+        if path in held:
+            yield
+            return
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            held.add(path)
             yield
         finally:
+            held.discard(path)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+_held_locks = threading.local()
 
 
 def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
