@@ -44,13 +44,17 @@ def run_ingest(
     chunk_config: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
     log_level: str = "WARNING",
+    with_rerank: bool = False,
+    rerank_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Materialise raw_corpus -> chunked_documents -> embeddings for `sources` over
-    `partitions` in one run; returns a summary dict (see `summarise`)."""
+    """Materialise raw_corpus -> chunked_documents -> embeddings (-> rerank_scores when
+    `with_rerank`) for `sources` over `partitions` in one run; returns a summary dict
+    (see `summarise`)."""
     import dagster as dg
 
     from assets.corpus import chunked_documents, raw_corpus
     from assets.embeddings import embeddings
+    from assets.rerank import rerank_scores
     from definitions import defs
 
     t0 = time.perf_counter()
@@ -61,8 +65,12 @@ def run_ingest(
         },
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
+    selection = [raw_corpus, chunked_documents, embeddings]
+    if with_rerank:
+        selection.append(rerank_scores)
+        run_config["ops"]["rerank_scores"] = {"config": dict(rerank_config or {})}
     result = dg.materialize(
-        [raw_corpus, chunked_documents, embeddings],
+        selection,
         run_config=run_config,
         resources=resources or dict(defs.resources),
         instance=instance,
@@ -84,6 +92,7 @@ def summarise(result, seconds: float) -> dict[str, Any]:
     docs = by_asset.get("raw_corpus", {})
     chunks = by_asset.get("chunked_documents", {})
     emb = by_asset.get("embeddings", {})
+    rerank = by_asset.get("rerank_scores", {})
     return {
         "success": result.success,
         "run_id": result.run_id,
@@ -103,5 +112,9 @@ def summarise(result, seconds: float) -> dict[str, Any]:
         "model_id": emb.get("model_id", ""),
         "device": emb.get("device", ""),
         "dtype": emb.get("dtype", ""),
+        "rerank_scorer": rerank.get("scorer", ""),
+        "rerank_pairs_scored": rerank.get("pairs_scored", 0),
+        "rerank_pairs_reused": rerank.get("pairs_reused", 0),
+        "rerank_rows": rerank.get("rows", 0),
         "seconds": round(seconds, 2),
     }

@@ -1,0 +1,122 @@
+"""store_upkeep through `dagster.materialize`: compaction, version cleanup, the full-text,
+filter and ANN indexes, and search still right afterwards."""
+
+import threading
+import time
+
+import dagster as dg
+import pytest
+
+from assets.maintenance import store_upkeep, upkeep_schedule
+from corpusmill.maintenance import ann_partitions, index_columns
+from corpusmill.runs import run_ingest
+from corpusmill.search import Searcher
+from corpusmill.store import Store
+from resources import CrossEncoderResource, EmbedderResource, LanceStoreResource
+
+
+@pytest.fixture
+def ingested(tmp_path, db_uri, tiny_embedder_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    res = {
+        "store": LanceStoreResource(uri=db_uri),
+        "embedder": EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32"),
+        "reranker": CrossEncoderResource(),
+    }
+    # Two ingests (the second changes a document) leave many small commits behind.
+    for round_ in range(2):
+        for i in range(8):
+            (corpus / f"doc{i}.txt").write_text(
+                f"document {i} round {round_ if i == 0 else 0} " + f"word{i} " * 40
+            )
+        summary = run_ingest(
+            [str(corpus)],
+            resources=res,
+            instance=dg.DagsterInstance.ephemeral(),
+            chunk_config={"chunk_tokens": 16, "chunk_overlap": 2},
+        )
+        assert summary["success"]
+    return res
+
+
+def upkeep_run(res, **config):
+    result = dg.materialize(
+        [store_upkeep],
+        resources={"store": res["store"]},
+        run_config={"ops": {"store_upkeep": {"config": config}}},
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    event = result.get_asset_materialization_events()[0]
+    return {k: v.value for k, v in event.event_specific_data.materialization.metadata.items()}
+
+
+@pytest.mark.slow
+def test_upkeep_compacts_cleans_and_indexes(ingested, db_uri):
+    store = Store(db_uri)
+    searcher = Searcher(db_uri, embedder=ingested["embedder"])
+    before_hits = [h.chunk_id for h in searcher.search("word3 document", k=5)]
+    rows = store.count("embeddings")
+    meta = upkeep_run(ingested, cleanup_older_than_minutes=0, ann_min_rows=10)
+
+    assert meta["embeddings.fragments_before"] > meta["embeddings.fragments_after"] == 1
+    assert meta["embeddings.versions_before"] > meta["embeddings.versions_after"]
+    assert meta["chunks.fragments_after"] == 1
+    assert f"partitions={ann_partitions(rows)}" in meta["embeddings.indexes_built"]
+    kinds = index_columns(store.open("embeddings"))
+    assert kinds["text"] == "FTS" and kinds["vector"] == "IvfSq"
+    assert kinds["doc_id"] == "BTree" and kinds["partition"] == "Bitmap"
+    assert store.count("embeddings") == rows
+
+    # Search is unchanged in content (the tiny table is well within the probed lists),
+    # and filters still work through the scalar indexes.
+    assert [h.chunk_id for h in searcher.search("word3 document", k=5)] == before_hits
+    hits = searcher.search(
+        "word5",
+        k=3,
+        mode="hybrid",
+        source=str(store.scan("embeddings", ["source"]).to_pylist()[0]["source"]),
+    )
+    assert hits and hits[0].text.count("word5") > 0
+
+    # A second pass has nothing to build and leaves the row count alone.
+    again = upkeep_run(ingested, cleanup_older_than_minutes=0, ann_min_rows=10)
+    assert again["embeddings.indexes_built"] == "none"
+    assert store.count("embeddings") == rows
+
+
+@pytest.mark.slow
+def test_below_the_threshold_no_vector_index(ingested, db_uri):
+    meta = upkeep_run(ingested, cleanup_older_than_minutes=60)
+    assert "ivf" not in meta["embeddings.indexes_built"]
+    assert "vector" not in index_columns(Store(db_uri).open("embeddings"))
+    # the grace period keeps recent versions
+    assert meta["embeddings.versions_after"] >= 1
+
+
+def test_upkeep_waits_for_a_writer_holding_the_lock(db_uri):
+    from corpusmill.store import documents_schema
+
+    store = Store(db_uri)
+    store.ensure("documents", documents_schema())
+    finished = []
+
+    def writer():
+        with store.write_lock():
+            time.sleep(1.5)
+            finished.append("writer")
+
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(0.2)
+    meta = upkeep_run({"store": LanceStoreResource(uri=db_uri)}, cleanup_older_than_minutes=60)
+    finished.append("upkeep")
+    assert meta["documents.rows"] == 0
+    t.join()
+    assert finished == ["writer", "upkeep"]
+
+
+def test_upkeep_runs_on_a_schedule():
+    assert upkeep_schedule.cron_schedule == "0 3 * * *"
+    assert upkeep_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
