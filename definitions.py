@@ -4,7 +4,9 @@ import dagster as dg
 
 from assets.corpus import chunked_documents, raw_corpus
 from assets.embeddings import embeddings
+from assets.maintenance import store_upkeep, upkeep_job, upkeep_schedule
 from assets.partitions import shards
+from assets.rerank import rerank_scores
 from resources import CrossEncoderResource, EmbedderResource, LanceStoreResource
 
 ingest_job = dg.define_asset_job(
@@ -15,8 +17,9 @@ ingest_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[raw_corpus, chunked_documents, embeddings],
-    jobs=[ingest_job],
+    assets=[raw_corpus, chunked_documents, embeddings, rerank_scores, store_upkeep],
+    jobs=[ingest_job, upkeep_job],
+    schedules=[upkeep_schedule],
     resources={
         "store": LanceStoreResource(),
         "embedder": EmbedderResource(),
