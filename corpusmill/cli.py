@@ -52,12 +52,14 @@ def cmd_search(args) -> int:
     from corpusmill.search import Searcher
     from corpusmill.settings import Settings
 
-    searcher = Searcher(Settings.from_env().db)
+    settings = Settings.from_env()
+    searcher = Searcher(settings.db)
     hits = searcher.search(
         args.query,
         k=args.k,
         mode=args.mode,
         rerank=args.rerank,
+        candidates=args.candidates or settings.rerank_k,
         doc_id=args.doc_id,
         source=args.source,
         partition=args.partition,
@@ -70,6 +72,9 @@ def cmd_search(args) -> int:
         print(f"{i:>2}. {h.score:.4f}  {h.doc_id}  [{h.partition}]\n    {snippet}")
     if not hits:
         print("no results")
+    elif args.rerank:
+        hint = "" if hits[0].scorer == "cross-encoder" else " (CORPUSMILL_RERANKER: none set)"
+        print(f"reranked by the {hits[0].scorer}{hint}")
     return 0
 
 
@@ -107,9 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rescore the top candidates (cross-encoder, else bi-encoder)",
     )
-    s.add_argument("--doc-id")
-    s.add_argument("--source")
-    s.add_argument("--partition")
+    s.add_argument(
+        "--candidates", type=int, default=0, help="hits rescored by --rerank (CORPUSMILL_RERANK_K)"
+    )
+    s.add_argument("--doc-id", help="only this document id (exact match)")
+    s.add_argument("--source", help="only this source label, e.g. pydoc")
+    s.add_argument("--partition", help="only this shard, shard-00 .. shard-15")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)
 

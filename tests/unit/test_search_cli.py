@@ -1,0 +1,95 @@
+"""`corpusmill search` in a subprocess: modes, filters, --rerank, injection via the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from corpusmill.ids import partition_of
+from corpusmill.store import Store, rows_to_table
+from resources import EmbedderResource
+
+TEXTS = {
+    "pydoc#exceptions": "try and except clauses catch an exception raised in the block",
+    "pydoc#with": "the with statement wraps a block with a context manager",
+    "notes#x' OR '1'='1": "a document whose id looks like an injection",
+}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tiny_embedder_path):
+    embedder = EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32")
+    store = Store(str(tmp_path_factory.mktemp("cli") / "db"))
+    table = store.ensure_embeddings(embedder.card)
+    vectors = embedder.embed(list(TEXTS.values()))
+    rows = [
+        {
+            "chunk_id": f"c{i}",
+            "doc_id": d,
+            "doc_key": f"k{i}",
+            "source": d.split("#")[0],
+            "uri": d,
+            "partition": partition_of(d),
+            "position": 0,
+            "text": t,
+            "content_hash": f"h{i}",
+            "doc_hash": f"d{i}",
+            "n_tokens": 9,
+            "chunker": "t",
+            "vector": v.tolist(),
+            "model_id": embedder.card.model_id,
+        }
+        for i, ((d, t), v) in enumerate(zip(TEXTS.items(), vectors, strict=True))
+    ]
+    table.add(
+        rows_to_table([{k: r.get(k) for k in table.schema.names} for r in rows], table.schema)
+    )
+    return {
+        **os.environ,
+        "CORPUSMILL_DB": store.uri,
+        "CORPUSMILL_MODEL": str(tiny_embedder_path),
+        "CORPUSMILL_DTYPE": "float32",
+        "CORPUSMILL_RERANKER": "",
+    }
+
+
+def search(env, *args):
+    out = subprocess.run(
+        [sys.executable, "-m", "corpusmill.cli", "search", *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.slow
+def test_injection_through_the_cli_matches_nothing_extra(env):
+    before = Store(env["CORPUSMILL_DB"]).count("embeddings")
+    assert search(env, "block", "--mode", "vector", "--doc-id", "x' OR '1'='1") == []
+    hostile_source = "pydoc'; DELETE FROM embeddings; --"
+    assert search(env, "block", "--mode", "hybrid", "--source", hostile_source) == []
+    hits = search(env, "injection", "--doc-id", "notes#x' OR '1'='1")
+    assert [h["doc_id"] for h in hits] == ["notes#x' OR '1'='1"]
+    assert Store(env["CORPUSMILL_DB"]).count("embeddings") == before
+
+
+@pytest.mark.slow
+def test_rerank_without_a_cross_encoder_uses_the_bi_encoder(env):
+    hits = search(env, "context manager", "--mode", "fts", "--rerank", "--k", "2")
+    assert hits and {h["scorer"] for h in hits} == {"bi-encoder"}
+
+
+def test_bad_partition_is_a_clear_error(env):
+    out = subprocess.run(
+        [sys.executable, "-m", "corpusmill.cli", "search", "x", "--partition", "1' OR '1'='1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "shard-00" in out.stderr
