@@ -37,6 +37,8 @@ class Settings:
     chunk_tokens: int = 200
     chunk_overlap: int = 32
     inbox: str = "./data/inbox"
+    sensor_interval: int = 15  # seconds between inbox sensor ticks
+    sensor_run_timeout: int = 3600  # an inbox run older than this is failed and retried
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     reranker: str = ""  # empty: score pairs with the bi-encoder, and say so
     queries: str = ""  # empty: the built-in queries for the Python docs corpus
@@ -57,6 +59,8 @@ class Settings:
             chunk_tokens=_env_int("CORPUSMILL_CHUNK_TOKENS", cls.chunk_tokens),
             chunk_overlap=_env_int("CORPUSMILL_CHUNK_OVERLAP", cls.chunk_overlap),
             inbox=_env("CORPUSMILL_INBOX", cls.inbox),
+            sensor_interval=_env_int("CORPUSMILL_SENSOR_INTERVAL", cls.sensor_interval),
+            sensor_run_timeout=_env_int("CORPUSMILL_SENSOR_RUN_TIMEOUT", cls.sensor_run_timeout),
             max_file_bytes=_env_int("CORPUSMILL_MAX_FILE_BYTES", cls.max_file_bytes),
             reranker=_env("CORPUSMILL_RERANKER", ""),
             queries=_env("CORPUSMILL_QUERIES", ""),

@@ -1,0 +1,304 @@
+"""The watched inbox folder: what it holds now, what the store has committed, and the diff.
+
+The store is the only durable state. A change is "done" once the `embeddings` table holds
+the document's chunks at its current content hash; until then the change is still pending
+and the sensor keeps asking for it, so a run that was killed half way is simply asked for
+again. Nothing is remembered in the sensor cursor that the store does not confirm.
+
+Reading the inbox uses the folder reader of `corpusmill.sources` (the one the run uses), so
+the sensor and the run agree on doc ids, content hashes, uris and quarantine reasons. A
+stat-signature cache keeps a tick over many unchanged files from re-reading them: a file is
+re-read (and re-hashed) whenever its inode, size, mtime or ctime moved, and changes are
+decided by content hash, never by the stat alone. No Dagster here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corpusmill.ids import ALL_PARTITIONS, content_hash, partition_of
+from corpusmill.sources import (
+    Document,
+    Quarantined,
+    RecordFields,
+    list_folder,
+    read_file,
+)
+
+INBOX_LABEL = "inbox"
+_TRANSIENT = "file was removed between listing and reading"
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What one document of the inbox is now: its id, content hash and where it came from."""
+
+    doc_id: str
+    content_hash: str
+    uri: str
+
+
+@dataclass
+class Listing:
+    """The inbox as read by one tick."""
+
+    docs: dict[str, Seen] = field(default_factory=dict)
+    quarantined: dict[str, Quarantined] = field(default_factory=dict)  # by quarantine id
+    protected_uris: set[str] = field(default_factory=set)  # quarantined files keep old rows
+    files: int = 0
+    files_read: int = 0  # files actually opened this tick (the rest came from the cache)
+    seconds: float = 0.0
+
+
+def quarantine_id(q: Quarantined, stage: str = "source") -> str:
+    """The id `corpusmill.sync` gives a quarantine row."""
+    return content_hash(stage, q.doc_id, q.uri)
+
+
+def _signature(path: Path) -> tuple | None:
+    """Stat signature of a regular file; None for anything else (symlinks are re-read every
+    tick because their target can move without the link's own stat changing)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    if not os.path.isfile(path) or os.path.islink(path):
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class StatCache:
+    """path -> (stat signature, what reading it yielded). Lives as long as the process that
+    evaluates the sensor (the code server), so only changed files are re-read each tick."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[tuple, list]] = {}
+
+    def get(self, path: Path, sig: tuple | None) -> list | None:
+        if sig is None:
+            return None
+        hit = self._items.get(str(path))
+        return hit[1] if hit is not None and hit[0] == sig else None
+
+    def put(self, path: Path, sig: tuple | None, items: list) -> None:
+        # A file that vanished mid-read may come back: never cache that outcome.
+        if sig is not None and not any(
+            isinstance(i, Quarantined) and i.reason == _TRANSIENT for i in items
+        ):
+            self._items[str(path)] = (sig, items)
+
+    def retain(self, paths: set[str]) -> None:
+        for stale in set(self._items) - paths:
+            del self._items[stale]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def scan_inbox(
+    root: str | Path,
+    *,
+    max_file_bytes: int,
+    fields: RecordFields | None = None,
+    cache: StatCache | None = None,
+    label: str = INBOX_LABEL,
+) -> Listing:
+    """Read every candidate file of the inbox (or take it from `cache` if its stat is
+    unchanged). A missing inbox is an empty one."""
+    t0 = time.perf_counter()
+    out = Listing()
+    fields = fields or RecordFields()
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        out.seconds = time.perf_counter() - t0
+        return out
+    root = root.resolve()
+    seen_paths: set[str] = set()
+    for path, key in list_folder(root):
+        out.files += 1
+        seen_paths.add(str(path))
+        sig = _signature(path)
+        items = cache.get(path, sig) if cache is not None else None
+        if items is None:
+            out.files_read += 1
+            items = [
+                _compact(i)
+                for i in read_file(path, key, label, _all, fields, max_file_bytes, root=root)
+            ]
+            if cache is not None:
+                cache.put(path, sig, items)
+        for item in items:
+            if isinstance(item, Quarantined):
+                out.quarantined[quarantine_id(item)] = item
+                out.protected_uris.add(item.uri)
+            else:
+                out.docs[item.doc_id] = item
+    if cache is not None:
+        cache.retain(seen_paths)
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _all(_doc_id: str) -> bool:
+    return True
+
+
+def _compact(item: Document | Quarantined) -> Seen | Quarantined:
+    """Keep the hash, not the text: the cache holds 10,000s of files."""
+    if isinstance(item, Document):
+        return Seen(item.doc_id, item.content_hash, item.uri)
+    return item
+
+
+# -- committed state ------------------------------------------------------------------
+@dataclass
+class Committed:
+    """What the store holds for the inbox source."""
+
+    documents: dict[str, tuple[str, str]] = field(default_factory=dict)  # doc_id -> (uri, hash)
+    embedded: dict[str, frozenset[str]] = field(default_factory=dict)  # doc_id -> doc hashes
+    quarantine: dict[str, tuple[str, str]] = field(default_factory=dict)  # qid -> (doc_id, reason)
+    version: str = ""  # table versions: changes whenever anything is committed
+    seconds: float = 0.0
+
+
+def read_committed(store, label: str = INBOX_LABEL) -> Committed:
+    """Scan the three tables the inbox writes, only the columns the diff needs."""
+    from corpusmill.store import all_of, eq_filter
+
+    t0 = time.perf_counter()
+    out = Committed()
+    of_source = eq_filter("source", label)
+    docs = store.scan("documents", ["doc_id", "uri", "content_hash"], of_source)
+    if docs.num_rows:
+        out.documents = {
+            d: (u, h)
+            for d, u, h in zip(
+                docs["doc_id"].to_pylist(),
+                docs["uri"].to_pylist(),
+                docs["content_hash"].to_pylist(),
+                strict=True,
+            )
+        }
+    emb = store.scan("embeddings", ["doc_id", "doc_hash"], of_source)
+    if emb.num_rows:
+        pairs = emb.group_by(["doc_id", "doc_hash"]).aggregate([])
+        grouped: dict[str, set[str]] = {}
+        for d, h in zip(pairs["doc_id"].to_pylist(), pairs["doc_hash"].to_pylist(), strict=True):
+            grouped.setdefault(d, set()).add(h)
+        out.embedded = {d: frozenset(hs) for d, hs in grouped.items()}
+    quar = store.scan(
+        "quarantine",
+        ["quarantine_id", "doc_id", "reason"],
+        all_of(of_source, eq_filter("stage", "source")),
+    )
+    if quar.num_rows:
+        out.quarantine = {
+            q: (d, r)
+            for q, d, r in zip(
+                quar["quarantine_id"].to_pylist(),
+                quar["doc_id"].to_pylist(),
+                quar["reason"].to_pylist(),
+                strict=True,
+            )
+        }
+    out.version = ".".join(str(store.version(t)) for t in ("documents", "embeddings", "quarantine"))
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+# -- the diff ---------------------------------------------------------------------------
+NEW, CHANGED, PENDING, DELETED, QUARANTINED, CLEARED = (
+    "new",
+    "changed",
+    "pending",  # stored document, but its vectors are missing or stale (a killed run)
+    "deleted",
+    "quarantined",
+    "cleared",  # a quarantine row whose file is gone or fixed
+)
+
+
+@dataclass(frozen=True, order=True)
+class Change:
+    doc_id: str
+    kind: str
+    old: str  # the stored hash (or quarantine reason), "" if none
+    new: str  # the target hash (or quarantine reason), "" if the document is to go
+
+    @property
+    def partition(self) -> str:
+        return partition_of(self.doc_id)
+
+
+def diff(listing: Listing, committed: Committed) -> list[Change]:
+    """Every document and quarantine row whose committed state differs from the inbox.
+
+    Mirrors `sync_documents`: a quarantined file keeps the last good version of its
+    documents, so those are compared with their stored hash rather than deleted.
+    """
+    changes: list[Change] = []
+    for doc_id, seen in listing.docs.items():
+        stored = committed.documents.get(doc_id)
+        vectors = committed.embedded.get(doc_id, frozenset())
+        if stored is None:
+            changes.append(Change(doc_id, NEW, "", seen.content_hash))
+        elif stored[1] != seen.content_hash:
+            changes.append(Change(doc_id, CHANGED, stored[1], seen.content_hash))
+        elif vectors != {seen.content_hash}:
+            changes.append(Change(doc_id, PENDING, ",".join(sorted(vectors)), seen.content_hash))
+    for doc_id in sorted(set(committed.documents) | set(committed.embedded)):
+        if doc_id in listing.docs:
+            continue
+        stored = committed.documents.get(doc_id)
+        vectors = committed.embedded.get(doc_id, frozenset())
+        if stored is not None and _is_protected(stored[0], listing.protected_uris):
+            if vectors != {stored[1]}:
+                changes.append(Change(doc_id, PENDING, ",".join(sorted(vectors)), stored[1]))
+            continue
+        old = stored[1] if stored else ",".join(sorted(vectors))
+        changes.append(Change(doc_id, DELETED, old, ""))
+    for qid, q in listing.quarantined.items():
+        stored_q = committed.quarantine.get(qid)
+        if stored_q is None or stored_q[1] != q.reason:
+            changes.append(Change(q.doc_id, QUARANTINED, stored_q[1] if stored_q else "", q.reason))
+    for qid, (doc_id, reason) in committed.quarantine.items():
+        if qid not in listing.quarantined:
+            changes.append(Change(doc_id, CLEARED, reason, ""))
+    return sorted(changes)
+
+
+def _is_protected(uri: str, protected: set[str]) -> bool:
+    return uri in protected or uri.rsplit("#", 1)[0] in protected
+
+
+def touched_partitions(changes: Iterable[Change]) -> list[str]:
+    parts = {c.partition for c in changes}
+    return [p for p in ALL_PARTITIONS if p in parts]
+
+
+def change_key(changes: Sequence[Change], committed_version: str) -> str:
+    """A run key from content: the changes (old and new hash of each document) and the
+    committed version they were measured against.
+
+    The same changes seen again before anything commits give the same key (Dagster starts
+    one run per key). A file changed A -> B -> A -> B gives (A, B) twice, but the store's
+    version has moved in between, so the second (A, B) is a new key and is ingested again.
+    """
+    h = hashlib.blake2b(digest_size=12)
+    h.update(committed_version.encode())
+    for c in changes:
+        h.update(json.dumps([c.doc_id, c.kind, c.old, c.new]).encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def summarise(changes: Sequence[Change]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for c in changes:
+        counts[c.kind] = counts.get(c.kind, 0) + 1
+    return counts

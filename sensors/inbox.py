@@ -1,0 +1,148 @@
+"""inbox_sensor: files dropped, changed or deleted in the inbox flow into the store.
+
+Each tick reads the inbox (unchanged files come from a stat cache), reads what the store
+has committed for the `inbox` source, and requests ONE run of the `ingest` job over the
+shard range the differences touch, so the model loads once per tick whatever the number of
+files. The store is the state: a run that was killed leaves its work visibly undone and the
+next tick asks for it again; the cursor only counts requests and never decides anything.
+
+Run keys come from content (see `corpusmill.inbox.change_key`), suffixed with the number of
+failed or canceled runs for the same changes, so a failed run is retried and a repeated
+sighting of the same changes is not. While an inbox run is queued or running, the sensor
+waits: that run reads the folder itself and picks up whatever it finds.
+
+(No `from __future__ import annotations` in Dagster modules.)
+"""
+
+import json
+import time
+from pathlib import Path
+
+import dagster as dg
+
+from corpusmill.inbox import INBOX_LABEL, StatCache, change_key, diff, read_committed, scan_inbox
+from corpusmill.inbox import summarise as summarise_changes
+from corpusmill.runs import partition_range_tags
+from corpusmill.settings import Settings
+from resources import LanceStoreResource
+
+TRIGGER_TAG = "corpusmill/trigger"
+CHANGE_TAG = "corpusmill/change"
+PARTITIONS_TAG = "corpusmill/partitions"
+MAX_RUNTIME_TAG = "dagster/max_runtime"  # run monitoring fails a run older than this
+
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+FAILED = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+
+
+def _parse_cursor(raw: str | None) -> dict:
+    try:
+        cursor = json.loads(raw) if raw else {}
+    except ValueError:
+        cursor = {}
+    return cursor if isinstance(cursor, dict) else {}
+
+
+def build_inbox_sensor(
+    inbox: str | None = None,
+    *,
+    name: str = "inbox_sensor",
+    interval_seconds: int | None = None,
+    run_timeout_seconds: int | None = None,
+    max_file_bytes: int | None = None,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+) -> dg.SensorDefinition:
+    """The inbox sensor for one folder (default: CORPUSMILL_INBOX), ticking every
+    CORPUSMILL_SENSOR_INTERVAL seconds. Tests build their own over temporary folders."""
+    settings = Settings.from_env()
+    root = str(Path(inbox or settings.inbox).expanduser().resolve())
+    interval = interval_seconds or settings.sensor_interval
+    run_timeout = run_timeout_seconds or settings.sensor_run_timeout
+    file_limit = max_file_bytes or settings.max_file_bytes
+    cache = StatCache()  # per code-server process: survives between ticks, not restarts
+
+    @dg.sensor(
+        name=name,
+        job_name="ingest",
+        minimum_interval_seconds=interval,
+        default_status=default_status,
+        description=f"Ingest new, changed and deleted files of {root} (every {interval} s).",
+    )
+    def inbox_sensor(context: dg.SensorEvaluationContext, store: LanceStoreResource):
+        cursor = _parse_cursor(context.cursor)
+        waiting = _runs_in_flight(context.instance, name, run_timeout)
+        if waiting:
+            return dg.SkipReason(f"inbox run {waiting[0]} is in flight; it reads the folder itself")
+
+        listing = scan_inbox(root, max_file_bytes=file_limit, cache=cache)
+        committed = read_committed(store.store(), INBOX_LABEL)
+        changes = diff(listing, committed)
+        timing = (
+            f"{listing.files} files ({listing.files_read} read) in {listing.seconds:.2f}s, "
+            f"store state in {committed.seconds:.2f}s"
+        )
+        if not changes:
+            return dg.SensorResult(skip_reason=f"inbox in sync: {timing}", cursor=context.cursor)
+
+        base = change_key(changes, committed.version)
+        failed = len(
+            context.instance.get_run_records(
+                filters=dg.RunsFilter(tags={CHANGE_TAG: base}, statuses=FAILED)
+            )
+        )
+        partitions = sorted({c.partition for c in changes})
+        counts = summarise_changes(changes)
+        context.log.info(f"inbox changes {counts} in {len(partitions)} shards; {timing}")
+        request = dg.RunRequest(
+            run_key=f"inbox-{base}-{failed}",
+            run_config={
+                "ops": {
+                    "raw_corpus": {
+                        "config": {
+                            "sources": [f"{INBOX_LABEL}={root}"],
+                            "max_file_bytes": file_limit,
+                        }
+                    }
+                }
+            },
+            tags={
+                **partition_range_tags(partitions),
+                TRIGGER_TAG: name,
+                CHANGE_TAG: base,
+                PARTITIONS_TAG: ",".join(partitions),
+                MAX_RUNTIME_TAG: str(run_timeout),
+                "corpusmill/changes": json.dumps(counts, sort_keys=True),
+            },
+        )
+        # The cursor only moves forward: it counts distinct requests (a repeat of the last
+        # key is the same run, which Dagster will not start twice).
+        requests = int(cursor.get("requests", 0)) + (cursor.get("last_key") != request.run_key)
+        new_cursor = {"requests": requests, "last_key": request.run_key}
+        return dg.SensorResult(run_requests=[request], cursor=json.dumps(new_cursor))
+
+    return inbox_sensor
+
+
+def _runs_in_flight(instance: dg.DagsterInstance, sensor_name: str, run_timeout: int) -> list[str]:
+    """Ids of this sensor's runs still queued or running. A run older than the run timeout
+    is ignored: its worker died with the machine (run monitoring fails it soon), and the
+    content-derived run key still stops a duplicate if it is in fact alive."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(tags={TRIGGER_TAG: sensor_name}, statuses=IN_FLIGHT), limit=10
+    )
+    now = time.time()
+    alive = []
+    for record in records:
+        since = record.start_time or record.create_timestamp.timestamp()
+        if now - since < run_timeout:
+            alive.append(record.dagster_run.run_id)
+    return alive
+
+
+inbox_sensor = build_inbox_sensor()
