@@ -1,0 +1,23 @@
+"""Helpers for tests that run corpusmill, the webserver or the daemon as processes."""
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(env, *args, timeout=300) -> str:
+    out = subprocess.run(
+        [str(BIN / "corpusmill"), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
