@@ -58,11 +58,19 @@ def test_upkeep_compacts_cleans_and_indexes(ingested, db_uri):
     searcher = Searcher(db_uri, embedder=ingested["embedder"])
     before_hits = [h.chunk_id for h in searcher.search("word3 document", k=5)]
     rows = store.count("embeddings")
+
+    # Below the threshold: no vector index; the grace period keeps recent versions.
+    first = upkeep_run(ingested, cleanup_older_than_minutes=60)
+    assert "ivf" not in first["embeddings.indexes_built"]
+    assert "fts(text)" in first["embeddings.indexes_built"]
+    assert "vector" not in index_columns(store.open("embeddings"))
+    assert first["embeddings.versions_after"] > 1
+
     meta = upkeep_run(ingested, cleanup_older_than_minutes=0, ann_min_rows=10)
 
-    assert meta["embeddings.fragments_before"] > meta["embeddings.fragments_after"] == 1
+    assert first["embeddings.fragments_before"] > first["embeddings.fragments_after"] == 1
     assert meta["embeddings.versions_before"] > meta["embeddings.versions_after"]
-    assert meta["chunks.fragments_after"] == 1
+    assert first["chunks.fragments_after"] == 1
     assert f"partitions={ann_partitions(rows)}" in meta["embeddings.indexes_built"]
     kinds = index_columns(store.open("embeddings"))
     assert kinds["text"] == "FTS" and kinds["vector"] == "IvfSq"
@@ -84,15 +92,6 @@ def test_upkeep_compacts_cleans_and_indexes(ingested, db_uri):
     again = upkeep_run(ingested, cleanup_older_than_minutes=0, ann_min_rows=10)
     assert again["embeddings.indexes_built"] == "none"
     assert store.count("embeddings") == rows
-
-
-@pytest.mark.slow
-def test_below_the_threshold_no_vector_index(ingested, db_uri):
-    meta = upkeep_run(ingested, cleanup_older_than_minutes=60)
-    assert "ivf" not in meta["embeddings.indexes_built"]
-    assert "vector" not in index_columns(Store(db_uri).open("embeddings"))
-    # the grace period keeps recent versions
-    assert meta["embeddings.versions_after"] >= 1
 
 
 def test_upkeep_waits_for_a_writer_holding_the_lock(db_uri):
