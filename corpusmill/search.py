@@ -115,7 +115,15 @@ class Searcher:
 
     def embed_query(self, query: str) -> list[float]:
         check_card(table_card(self.table.schema), self.embedder.card)
-        return self.embedder.embed([query])[0].tolist()
+        encoder = getattr(self.embedder, "encoder", None)
+        if encoder is None:
+            return self.embedder.embed([query])[0].tolist()
+        # One query is one batch: run it in this thread. The engine's three threads and
+        # queues pay off over thousands of texts but add ~50-100 ms to a single one.
+        from corpusmill.engine.runner import collate
+
+        batch = collate(encoder.tokenize([query]), encoder.pad_id)
+        return encoder.forward(batch)[0].tolist()
 
     def search(
         self,
