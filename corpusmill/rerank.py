@@ -101,14 +101,21 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.where(norms == 0, 1.0, norms)
 
 
-def rerank_hits(query: str, hits: list, reranker, embedder) -> list:
-    """Rescore search hits against `query`; best first, ties by chunk id, failures last."""
+def rerank_hits(query: str, hits: list, reranker, embedder, stored=None) -> list:
+    """Rescore search hits against `query`; best first, ties by chunk id. A failed pair
+    is dropped. `stored` = (query vector, {chunk_id: stored vector}) lets the bi-encoder
+    score without re-encoding passages the table already holds vectors for."""
     from corpusmill.search import Hit
 
     if not hits:
         return []
     scorer = PairScorer(embedder, reranker)
-    scores = scorer.score([(query, h.text) for h in hits])
+    if not scorer.cross and stored is not None and all(h.chunk_id in stored[1] for h in hits):
+        query_vector, vectors = stored
+        passages = _unit(np.asarray([vectors[h.chunk_id] for h in hits], dtype=np.float32))
+        scores = passages @ _unit(np.asarray([query_vector], dtype=np.float32))[0]
+    else:
+        scores = scorer.score([(query, h.text) for h in hits])
     scored = [
         Hit(**{**h.as_dict(), "score": float(s), "scorer": scorer.scorer})
         for h, s in zip(hits, scores, strict=True)

@@ -85,6 +85,7 @@ class Searcher:
         self.store = Store(db_uri)
         self._embedder = embedder  # an EmbedderResource (or anything with .embed and .card)
         self._reranker = reranker  # a CrossEncoderResource; unconfigured: the bi-encoder scores
+        self._last_query: tuple[str | None, list[float]] = (None, [])
 
     @property
     def table(self):
@@ -114,6 +115,13 @@ class Searcher:
         return self._reranker
 
     def embed_query(self, query: str) -> list[float]:
+        if self._last_query[0] == query:  # hybrid + rerank ask for the same vector twice
+            return self._last_query[1]
+        vector = self._embed_query(query)
+        self._last_query = (query, vector)
+        return vector
+
+    def _embed_query(self, query: str) -> list[float]:
         check_card(table_card(self.table.schema), self.embedder.card)
         encoder = getattr(self.embedder, "encoder", None)
         if encoder is None:
@@ -152,8 +160,19 @@ class Searcher:
         if rerank:
             from corpusmill.rerank import rerank_hits
 
-            hits = rerank_hits(query, hits, self.reranker, self.embedder)
+            stored = None
+            if hits and not getattr(self.reranker, "configured", False):
+                # Bi-encoder scoring: the passages' vectors are in the table already.
+                stored = (self.embed_query(query), self.stored_vectors([h.chunk_id for h in hits]))
+            hits = rerank_hits(query, hits, self.reranker, self.embedder, stored=stored)
         return hits[:k]
+
+    def stored_vectors(self, chunk_ids: list[str]) -> dict[str, list[float]]:
+        from lancedb.expr import col, lit
+
+        where = col("chunk_id").isin([lit(c) for c in chunk_ids])
+        rows = self.table.search().where(where).select(["chunk_id", "vector"]).limit(None)
+        return {r["chunk_id"]: r["vector"] for r in rows.to_list()}
 
     def vector(self, query: str, k: int, where=None) -> list[Hit]:
         # nprobes/refine only matter once upkeep has built the ANN index; before that the

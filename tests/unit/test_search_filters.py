@@ -141,3 +141,16 @@ def test_fts_index_build_inside_a_held_write_lock_does_not_deadlock(searcher):
     searcher.table.drop_index("text_idx")
     with searcher.store.write_lock():  # as the evaluation asset holds it
         assert searcher.search("exception", k=1, mode="fts")
+
+
+def test_bi_encoder_rerank_from_stored_vectors_matches_re_encoding(searcher):
+    from corpusmill.rerank import rerank_hits
+    from resources import CrossEncoderResource
+
+    searcher._reranker = CrossEncoderResource(model_path="")  # not configured
+    query = "context manager block"
+    fast = searcher.search(query, k=4, mode="hybrid", rerank=True)
+    slow = rerank_hits(query, searcher.hybrid(query, 50), searcher.reranker, searcher.embedder)
+    assert [h.chunk_id for h in fast] == [h.chunk_id for h in slow][:4]
+    assert [h.score for h in fast] == pytest.approx([h.score for h in slow][:4], abs=1e-5)
+    assert {h.scorer for h in fast} == {"bi-encoder"}
