@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.corpus import chunked_documents, raw_corpus
 from assets.embeddings import embeddings
+from assets.evaluation import retrieval_quality
 from assets.maintenance import store_upkeep, upkeep_job, upkeep_schedule
 from assets.partitions import shards
 from assets.rerank import rerank_scores
@@ -17,7 +18,14 @@ ingest_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[raw_corpus, chunked_documents, embeddings, rerank_scores, store_upkeep],
+    assets=[
+        raw_corpus,
+        chunked_documents,
+        embeddings,
+        rerank_scores,
+        retrieval_quality,
+        store_upkeep,
+    ],
     jobs=[ingest_job, upkeep_job],
     schedules=[upkeep_schedule],
     resources={

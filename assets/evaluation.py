@@ -1,0 +1,81 @@
+"""retrieval_quality: nDCG@10 and Recall@100 of every search mode on a labelled query set.
+
+Evaluates whatever the store holds for one source (default `scifact`, as
+`corpusmill ingest --label scifact .../corpus.jsonl` or `corpusmill eval` writes it)
+against that set's BEIR qrels, and records the figures as numeric metadata, so a model or
+chunking change shows its effect on quality in the UI's plots. Not in the ingest job:
+it is materialised on demand (launchpad, or `dagster asset materialize`).
+
+(No `from __future__ import annotations`: Dagster reads the annotations at decoration.)
+"""
+
+import time
+
+import dagster as dg
+
+from assets.embeddings import embeddings
+from assets.partitions import STORE_POOL
+from corpusmill.evaluation import MODES, NDCG_K, RECALL_K, SOURCE_LABEL, default_data_dir
+from resources import EmbedderResource, LanceStoreResource
+
+
+class EvaluationConfig(dg.Config):
+    """Which labelled set to score, against which source in the store."""
+
+    data: str = str(default_data_dir())  # a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)
+    split: str = "test"
+    source: str = SOURCE_LABEL  # the `source` label the corpus was ingested under
+    modes: list[str] = list(MODES)
+    limit_queries: int = 0  # 0: every labelled query
+
+
+@dg.asset(
+    deps=[embeddings],
+    pool=STORE_POOL,  # the first full-text query builds an index: a write
+    group_name="quality",
+    kinds={"lancedb"},
+)
+def retrieval_quality(
+    context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
+    store: LanceStoreResource,
+    embedder: EmbedderResource,
+) -> dg.MaterializeResult:
+    """Mean nDCG@10 and Recall@100 per search mode over the labelled queries; a document
+    scores as its best chunk."""
+    from corpusmill.errors import ConfigError
+    from corpusmill.evaluation import evaluate, load_beir
+    from corpusmill.search import Searcher
+    from corpusmill.store import eq_filter
+
+    labelled = load_beir(config.data, config.split, config.limit_queries)
+    db = store.store()
+    chunks = db.count("embeddings", eq_filter("source", config.source))
+    if chunks == 0:
+        raise ConfigError(
+            f"no chunks of source {config.source!r} in {store.uri}: ingest the corpus first "
+            f"(corpusmill ingest --label {config.source} {labelled.corpus_path})"
+        )
+    searcher = Searcher(store.uri, embedder=embedder)
+    with db.write_lock():
+        if "fts" in config.modes or "hybrid" in config.modes:
+            searcher.ensure_fts_index()
+    t0 = time.perf_counter()
+    results = evaluate(searcher, labelled, config.modes, source=config.source)
+    meta: dict = {}
+    for mode, metrics in results.items():
+        meta[f"{mode}_ndcg_at_{NDCG_K}"] = dg.MetadataValue.float(
+            round(metrics[f"ndcg@{NDCG_K}"], 5)
+        )
+        meta[f"{mode}_recall_at_{RECALL_K}"] = dg.MetadataValue.float(
+            round(metrics[f"recall@{RECALL_K}"], 5)
+        )
+        context.log.info(f"{mode}: {metrics}")
+    meta["queries"] = len(labelled.qrels)
+    meta["chunks_in_source"] = chunks
+    meta["dataset"] = str(labelled.root)
+    meta["split"] = config.split
+    meta["seconds"] = round(time.perf_counter() - t0, 2)
+    meta.update(embedder.lineage())
+    meta["embeddings_table_version"] = db.version("embeddings")
+    return dg.MaterializeResult(metadata=meta)
