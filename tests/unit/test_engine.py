@@ -1,0 +1,96 @@
+"""The real encoder and engine on tiny saved models and on the packaged MiniLM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from corpusmill.engine.encoder import TransformerEncoder, cpu_supports_bf16
+from corpusmill.engine.runner import BatchEngine
+from corpusmill.engine.telemetry import GpuSampler
+
+MIXED_TEXTS = [
+    "Short.",
+    "A somewhat longer sentence about protein folding and the cells that do it.",
+    " ".join(["Mitochondria are the powerhouse of the cell and they make ATP."] * 12),
+    "Two words",
+    " ".join(["Vaccines train the immune system to recognise a pathogen."] * 5),
+]
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+def test_tiny_embedder_vectors_are_normalised_and_ordered(tiny_embedder_path):
+    enc = TransformerEncoder(tiny_embedder_path, dtype="float32")
+    assert enc.card.dimension == 32 and enc.max_seq_length == 64
+    rows, stats = BatchEngine(enc, max_batch_tokens=64).encode(MIXED_TEXTS)
+    assert rows.shape == (5, 32)
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+    single = np.stack([BatchEngine(enc).encode([t])[0][0] for t in MIXED_TEXTS])
+    assert cosine_rows(rows, single).min() > 0.9999
+    assert stats.batches >= 2 and stats.real_tokens > 0
+
+
+def test_tiny_cross_encoder_gives_one_logit_per_pair(tiny_cross_encoder_path):
+    enc = TransformerEncoder(tiny_cross_encoder_path, kind="cross-encoder", dtype="float32")
+    pairs = [("what is ATP", t) for t in MIXED_TEXTS]
+    logits, _ = BatchEngine(enc, max_batch_tokens=64).encode(pairs)
+    alone = np.array([BatchEngine(enc).encode([p])[0][0, 0] for p in pairs])
+    assert logits.shape == (5, 1)
+    np.testing.assert_allclose(logits[:, 0], alone, atol=1e-4)
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="CPU has no native bf16")
+def test_bf16_casts_linear_weights_once_and_keeps_norms_in_float32(tiny_embedder_path):
+    import torch
+
+    enc = TransformerEncoder(tiny_embedder_path, dtype="bfloat16")
+    linear = [m for m in enc.model.modules() if isinstance(m, torch.nn.Linear)]
+    norms = [m for m in enc.model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert linear and all(m.weight.dtype == torch.bfloat16 for m in linear)
+    assert norms and all(m.weight.dtype == torch.float32 for m in norms)
+    assert enc.model.embeddings.word_embeddings.weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", ["float32", "auto"])
+def test_batch_invariance_on_minilm(minilm_path, dtype):
+    """A text embedded alone and inside a batch of mixed lengths gives the same vector."""
+    enc = TransformerEncoder(minilm_path, dtype=dtype)
+    engine = BatchEngine(enc, max_batch_tokens=4096)
+    batched, stats = engine.encode(MIXED_TEXTS)
+    alone = np.stack([engine.encode([t])[0][0] for t in MIXED_TEXTS])
+    assert stats.batches == 1  # all five share one padded batch
+    assert cosine_rows(batched, alone).min() >= 0.9999
+
+
+def test_engine_matches_sentence_transformers(minilm_path):
+    st = pytest.importorskip("sentence_transformers")
+    reference = st.SentenceTransformer(str(minilm_path), device="cpu").encode(MIXED_TEXTS)
+    ours, _ = BatchEngine(TransformerEncoder(minilm_path, dtype="float32")).encode(MIXED_TEXTS)
+    assert cosine_rows(ours, reference).min() >= 0.99999
+
+
+def test_resource_warms_up_once_and_reports_it(tiny_embedder_path):
+    from resources.models import EmbedderResource
+
+    res = EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32")
+    res.load()
+    lineage = res.lineage()
+    assert lineage["warmup_seconds"] > 0 and lineage["model_load_seconds"] > 0
+    assert res.embed(["hello"]).shape == (1, 32)
+
+
+def test_gpu_sampler_says_plainly_when_there_is_no_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: tests/gpu/test_gpu.py covers telemetry there")
+    with GpuSampler(interval_s=0.01) as gpu:
+        pass
+    summary = gpu.summary()
+    assert summary["gpu"].startswith("no NVIDIA GPU")
+    assert gpu._thread is None and gpu.util == []
