@@ -1,0 +1,176 @@
+"""The contenders, each measured as seconds to embed the same chunk texts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from corpus_texts import chunk_docs, read_docs
+from peers import clients, servers
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_avg() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+class Bench:
+    def __init__(self, args, work: Path) -> None:
+        from corpusmill.engine.encoder import TransformerEncoder, default_model_path
+        from corpusmill.engine.runner import BatchEngine
+        from corpusmill.settings import default_batch_tokens
+
+        self.args, self.work = args, work
+        self.model_path = str(default_model_path())
+        self.encoder = TransformerEncoder(self.model_path)
+        budget = args.max_batch_tokens or default_batch_tokens(self.encoder.device)
+        self.engine = BatchEngine(self.encoder, max_batch_tokens=budget)
+        name, docs = read_docs(args.docs, Path(args.corpus))
+        self.texts = chunk_docs(name, docs, self.encoder.tokenizer, self.encoder.max_seq_length)
+        self.tokens = self.texts.total_tokens
+        self.corpus_file = work / "corpus.jsonl"
+        self.corpus_file.write_text("".join(json.dumps(d) + "\n" for d in docs))
+        self.notes: dict[str, str] = {
+            "engine": f"{self.encoder.dtype_name}, budget {budget} tokens"
+        }
+        self.extra: dict = {}
+        self._fp32 = None
+        self._st = None
+        self.servers: dict[str, servers.Server] = {}
+
+    # -- contenders: each returns seconds to embed all texts ---------------------------
+    def engine_run(self) -> float:
+        _, stats = self.engine.encode(self.texts.texts)
+        self.extra["engine_padding_fraction"] = round(stats.padding_fraction, 4)
+        self.extra["engine_batches"] = stats.batches
+        return stats.wall_seconds
+
+    def engine_fp32_run(self) -> float:
+        if self._fp32 is None:
+            from corpusmill.engine.encoder import TransformerEncoder
+            from corpusmill.engine.runner import BatchEngine
+
+            enc = TransformerEncoder(self.model_path, dtype="float32")
+            self._fp32 = BatchEngine(enc, max_batch_tokens=self.engine.max_batch_tokens)
+            self._fp32.encode(self.texts.texts[:8])
+            self.notes["engine_fp32"] = "float32, same budget"
+        _, stats = self._fp32.encode(self.texts.texts)
+        return stats.wall_seconds
+
+    def sentence_transformers_run(self) -> float:
+        if self._st is None:
+            from sentence_transformers import SentenceTransformer, __version__
+
+            self._st = SentenceTransformer(self.model_path, device="cpu")
+            self._st.encode(self.texts.texts[:8])
+            self.notes["sentence_transformers"] = (
+                f"v{__version__}, encode() defaults (batch 32, fp32)"
+            )
+        t0 = time.perf_counter()
+        self._st.encode(self.texts.texts)
+        return time.perf_counter() - t0
+
+    def chat_shape_run(self) -> float:
+        seconds, _ = clients.embed_one_by_one(self.servers["chat_shape"].port, self.texts.texts)
+        return seconds
+
+    def infinity_run(self) -> float:
+        seconds, _ = clients.infinity_embed(self.servers["infinity"].port, self.texts.texts)
+        return seconds
+
+    def pipeline_run(self, round_no: int) -> float:
+        """`corpusmill ingest` in a child process on a fresh store; returns the run's own
+        seconds (Dagster materialisation of the 3 assets, model load included)."""
+        env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME",)}
+        env["CORPUSMILL_DB"] = str(self.work / f"pipeline-db-{round_no}")
+        argv = [
+            str(REPO / ".venv" / "bin" / "corpusmill"),
+            "ingest",
+            "--json",
+            "--label",
+            "scifact",
+            str(self.corpus_file),
+        ]
+        t0 = time.perf_counter()
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=self.work)
+        process_seconds = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"corpusmill ingest failed: {done.stderr[-2000:]}")
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        self.extra.setdefault("pipeline_runs", []).append(
+            {
+                "tokens": summary["tokens"],
+                "chunks": summary["chunks_embedded"],
+                "run_seconds": summary["seconds"],
+                "process_seconds": round(process_seconds, 2),
+                "embed_stage_tokens_per_s": summary["tokens_per_s"],
+            }
+        )
+        if summary["tokens"] != self.tokens:
+            self.notes["pipeline"] = (
+                f"embedded {summary['tokens']} tokens vs {self.tokens} (chunking differs)"
+            )
+        return summary["seconds"] * self.tokens / max(1, summary["tokens"])
+
+    # -- servers ----------------------------------------------------------------------
+    def start_servers(self, contenders: list[str], unavailable: dict[str, str]) -> None:
+        if "chat_shape" in contenders:
+            s = servers.chat_server(servers.free_port(), self.work / "chat_server.log")
+            s.start()
+            self.servers["chat_shape"] = s
+            self.notes["chat_shape"] = f"{self.encoder.dtype_name}, 1 text/request, 1 in flight"
+        if "infinity" in contenders:
+            why = servers.infinity_unavailable()
+            if not why:
+                s = servers.infinity_server(
+                    servers.free_port(), self.work / "infinity.log", self.model_path
+                )
+                try:
+                    s.start()
+                    self.servers["infinity"] = s
+                    self.notes["infinity"] = (
+                        "v0.0.78 defaults (torch, dtype auto, batch 32), 4 clients x 32"
+                    )
+                    self.extra["infinity_start_seconds"] = round(s.start_seconds, 1)
+                except RuntimeError as exc:
+                    why = str(exc)
+            if why:
+                unavailable["infinity"] = why
+
+    def stop_servers(self) -> None:
+        for s in self.servers.values():
+            s.stop()
+
+
+def memory_probe(args) -> dict:
+    """Peak RSS of a streaming engine run at 1x and 10x the corpus (child processes)."""
+    docs = max(10, args.docs // 10)
+    out = {}
+    for repeat in (1, 10):
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "bench" / "memory_probe.py"),
+                "--docs",
+                str(docs),
+                "--repeat",
+                str(repeat),
+                "--corpus",
+                args.corpus,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+        if done.returncode != 0:
+            return {"error": done.stderr[-1000:]}
+        out[f"{repeat}x"] = json.loads(done.stdout.strip().splitlines()[-1])
+    out["peak_rss_growth_10x_vs_1x"] = round(
+        out["10x"]["peak_rss_mb"] / out["1x"]["peak_rss_mb"], 3
+    )
+    return out

@@ -1,0 +1,1 @@
+"""The contenders corpusmill's engine is compared with (see bench/throughput.py)."""
