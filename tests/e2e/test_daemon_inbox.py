@@ -1,0 +1,141 @@
+"""The inbox sensor under a real `dagster-daemon`: add files, change one, delete one, drop
+bad input, and check what search returns after each step, and how fast."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import dagster as dg
+import pytest
+
+from tests.e2e.daemon_harness import InboxDaemon, expected_chunks, stored_chunks, wait_for
+
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+INTERVAL = 5  # the daemon's sensor loop wakes about every 5 s; a shorter interval buys nothing
+
+FILES = {
+    "zebra.txt": "zebras graze on the savanna in large herds",
+    "notes/volcano.md": "# Volcano\n\nmagma rises through the crust and erupts as lava",
+    "page.html": "<html><body><p>the violin has four strings tuned in fifths</p></body></html>",
+}
+
+
+def _searcher(daemon):
+    from corpusmill.search import Searcher
+    from resources import EmbedderResource
+
+    return Searcher(
+        daemon.db, embedder=EmbedderResource(model_path=str(daemon.model_path), dtype="float32")
+    )
+
+
+def _top_doc(searcher, query: str) -> str | None:
+    """Top hit of a full-text search (the tiny model is random: its vectors rank nothing)."""
+    from corpusmill.errors import ConfigError
+
+    try:
+        hits = searcher.search(query, k=1, mode="fts")
+    except ConfigError:  # no embeddings table yet
+        return None
+    return hits[0].doc_id if hits else None
+
+
+def _all_hits(searcher, query: str):
+    return searcher.search(query, k=100, mode="fts")
+
+
+@pytest.mark.slow
+def test_daemon_adds_changes_deletes_and_quarantines(tmp_path, tiny_embedder_path):
+    with InboxDaemon(tmp_path, tiny_embedder_path, interval=INTERVAL) as daemon:
+        search = _searcher(daemon)
+        try:
+            _run_scenario(daemon, search)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- daemon log ---\n{daemon.log_tail()}") from exc
+
+
+def _run_scenario(daemon: InboxDaemon, search) -> None:
+    # 1. New files: each is found by its own words.
+    dropped = time.time()
+    for rel, text in FILES.items():
+        daemon.write(rel, text)
+    wait_for(
+        lambda: _top_doc(search, "zebras savanna herds") == "inbox#zebra.txt",
+        180,
+        "new files searchable",
+    )
+    visible = time.time()
+    assert _top_doc(search, "magma lava") == "inbox#notes/volcano.md"
+    assert _top_doc(search, "violin fifths") == "inbox#page.html"
+    [run] = daemon.runs()
+    assert run.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+    # Latency: the sensor asks within two intervals (plus the tick itself), and the file is
+    # searchable as soon as the run that embeds it ends.
+    asked = run.create_timestamp.timestamp() - dropped
+    assert asked <= 2 * INTERVAL + 5, f"run requested {asked:.1f}s after the drop"
+    assert visible - run.end_time <= 3, "searchable as soon as its run ends"
+    print(
+        f"latency: drop->run requested {asked:.1f}s, run created->ended "
+        f"{run.end_time - run.create_timestamp.timestamp():.1f}s, drop->searchable {visible - dropped:.1f}s"
+    )
+
+    # 2. Change one file: the new text is found, the old one is gone, the others untouched.
+    daemon.write("zebra.txt", "zebras have black and white stripes that confuse flies")
+    wait_for(
+        lambda: any("stripes" in h.text for h in _all_hits(search, "stripes")),
+        180,
+        "changed file re-embedded",
+    )
+    assert not _all_hits(search, "savanna"), "old version of a changed file still found"
+    assert sum(1 for h in _all_hits(search, "zebras") if h.doc_id == "inbox#zebra.txt") == 1
+
+    # 3. Delete one file, and SIGKILL the daemon at a random moment while that is handled
+    #    (mid-tick, mid-launch or mid-run); a restarted daemon finishes the job.
+    (daemon.inbox / "page.html").unlink()
+    time.sleep(random.uniform(0, 2 * INTERVAL))
+    daemon.kill_daemon()
+    daemon.start()
+    wait_for(
+        lambda: not _all_hits(search, "violin"),
+        180,
+        "deleted file gone from search",
+    )
+
+    # 4. Bad input next to a good file: the run succeeds, the good file is ingested, each bad
+    #    one is in the quarantine table with its reason and nothing escapes the inbox.
+    outside = daemon.root / "secret.txt"
+    outside.write_text("a secret outside the inbox that must never be ingested")
+    (daemon.inbox / "escape.txt").symlink_to(outside)
+    (daemon.inbox / "binary.txt").write_bytes(b"\x00\x01\x02binary")
+    (daemon.inbox / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    (daemon.inbox / "blank.md").write_text("   \n\t\n")
+    daemon.write("good.txt", "a good file that arrives with the bad ones")
+    wait_for(lambda: _top_doc(search, "arrives bad ones") == "inbox#good.txt", 180, "good file")
+
+    from corpusmill.store import Store
+
+    def quarantined():
+        rows = (
+            Store(daemon.db).scan("quarantine", ["uri", "reason"], "source = 'inbox'").to_pylist()
+        )
+        return {r["uri"].rsplit("/", 1)[-1]: r["reason"] for r in rows}
+
+    reasons = wait_for(lambda: (q := quarantined()) and len(q) == 4 and q, 60, "quarantine rows")
+    assert "outside" in reasons["escape.txt"]
+    assert "binary" in reasons["binary.txt"]
+    assert "UTF-8" in reasons["latin1.txt"]
+    assert "empty" in reasons["blank.md"]
+    assert not _all_hits(search, "secret"), "a file outside the inbox was ingested"
+    wait_for(lambda: not daemon.runs(IN_PROGRESS), 120, "the last run to end")
+    runs = daemon.runs()
+    assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    assert len(runs) == 4, "one run per step, none repeated"
+
+    # Exactly once: every chunk of every file on disk, once; nothing else.
+    assert stored_chunks(daemon.db) == expected_chunks(daemon.inbox, daemon.model_path)
