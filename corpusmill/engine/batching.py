@@ -55,7 +55,9 @@ def plan_batches(
     return BatchPlan(batches, sum(max(1, n) for n in lengths), padded)
 
 
-def split_batch(indices: list[int], lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
+def split_batch(
+    indices: list[int], lengths: Sequence[int], max_batch_tokens: int
+) -> list[list[int]]:
     """Re-plan one batch under a smaller budget (after an out-of-memory)."""
     sub = plan_batches([lengths[i] for i in indices], max_batch_tokens)
     return [[indices[j] for j in b] for b in sub.batches]

@@ -6,6 +6,7 @@ and samples nothing; it never fails a run.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -53,10 +54,8 @@ class GpuSampler:
         if self._thread:
             self._thread.join()
         if self._nvml:
-            try:
+            with contextlib.suppress(Exception):
                 self._nvml[0].nvmlShutdown()
-            except Exception:
-                pass
 
     def summary(self) -> dict[str, float | int | str]:
         if self.unavailable:
@@ -68,7 +67,9 @@ class GpuSampler:
             "gpu": self.name,
             "gpu_samples": len(self.util),
             "gpu_util_mean": round(sum(self.util) / len(self.util), 1),
-            "gpu_util_p10": ordered[max(0, int(0.1 * len(ordered)) - 1)] if len(ordered) >= 10 else ordered[0],
+            "gpu_util_p10": ordered[max(0, int(0.1 * len(ordered)) - 1)]
+            if len(ordered) >= 10
+            else ordered[0],
             "gpu_mem_used_mb_mean": round(sum(self.mem_mb) / len(self.mem_mb), 1),
             "gpu_mem_peak_mb": round(max(self.mem_mb), 1),
         }
