@@ -21,7 +21,7 @@ install: $(STAMP) ## create .venv and install corpusmill with its test tools
 
 demo: $(STAMP) ## materialise the whole graph on the built-in corpus, then search it
 	mkdir -p $(DAGSTER_HOME)
-	$(VENV)/bin/corpusmill ingest --default
+	$(VENV)/bin/corpusmill ingest --default --rerank
 	$(VENV)/bin/corpusmill search "how do I catch an exception" --k 3
 
 test: $(STAMP) ## the suite CI runs (no GPU, no browser)

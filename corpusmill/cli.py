@@ -27,7 +27,7 @@ def cmd_ingest(args) -> int:
         sources = list(settings.sources) if not sources else sources + ["pydoc"]
     if args.label and len(args.paths) == 1:
         sources = [f"{args.label}={args.paths[0]}"]
-    summary = run_ingest(sources, instance=instance_for_cli())
+    summary = run_ingest(sources, instance=instance_for_cli(), with_rerank=args.rerank)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -44,6 +44,14 @@ def cmd_ingest(args) -> int:
             "seconds",
         ):
             print(f"{key:>20}: {summary[key]}")
+        if args.rerank:
+            for key in (
+                "rerank_scorer",
+                "rerank_pairs_scored",
+                "rerank_pairs_reused",
+                "rerank_rows",
+            ):
+                print(f"{key:>20}: {summary[key]}")
         print(f"{'model':>20}: {summary['model_id']} on {summary['device']} ({summary['dtype']})")
     return 0 if summary["success"] else 1
 
@@ -101,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ing.add_argument("--label", help="source label for a single PATH (default: its absolute path)")
     ing.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    ing.add_argument(
+        "--rerank",
+        action="store_true",
+        help="also materialise rerank_scores for the query set (CORPUSMILL_QUERIES)",
+    )
     ing.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("search", help="search the embeddings table")

@@ -33,9 +33,9 @@ def doc_id_for(source: str, key: str) -> str:
 
 def doc_key(doc_id: str) -> str:
     """Hex digest of a document id. Write-path filters name documents by this key, never
-    by the id itself: ids come from file names, and LanceDB's SQL parser treats a
-    backslash before a quote as an escape, so a file named `it\\'s.txt` would break a
-    literal. Hex cannot."""
+    by the id itself: ids come from file names, and lancedb 0.40's `Expr.to_sql` does not
+    double a quote that follows a backslash, so a file named `it\\'s.txt` would end the
+    literal early (an injection, not just an error). Hex cannot."""
     return _digest(doc_id).hex()
 
 

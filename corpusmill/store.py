@@ -41,14 +41,17 @@ def in_filter(column: str, values: Iterable[str]) -> str:
     if not values:
         return "false"
     if any("\\" in v for v in values):
-        # LanceDB's parser reads \' as an escaped quote; see ids.doc_key.
+        # lancedb's Expr.to_sql does not double a quote that follows a backslash; see ids.doc_key.
         raise ValueError(f"filter values on {column!r} may not contain a backslash")
     return col(column).isin([lit(v) for v in values]).to_sql()
 
 
 def eq_filter(column: str, value: str) -> str:
+    """`column = value` for internal constants (a stage name, a shard key)."""
     from lancedb.expr import col, lit
 
+    if "\\" in str(value):
+        raise ValueError(f"filter values on {column!r} may not contain a backslash")
     return (col(column) == lit(str(value))).to_sql()
 
 
