@@ -65,11 +65,11 @@ def vocab_file(tmp: Path, docs) -> Path:
         return path
 
 
-def model_dir(name: str, tmp: Path, vocab: Path) -> tuple[Path, str]:
+def model_dir(name: str, tmp: Path, vocab: Path, random_minilm: bool) -> tuple[Path, str]:
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    if name == "minilm-l6":
+    if name == "minilm-l6" and not random_minilm:
         try:
             from corpusmill.engine.encoder import default_model_path
 
@@ -81,11 +81,11 @@ def model_dir(name: str, tmp: Path, vocab: Path) -> tuple[Path, str]:
     BertModel(
         BertConfig(vocab_size=30522, max_position_embeddings=512, **SHAPES[name])
     ).save_pretrained(path)
-    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(path)
+    BertTokenizerFast(vocab=str(vocab), do_lower_case=True).save_pretrained(path)
     return path, "random weights"
 
 
-def measure(path: Path, docs, rounds: int) -> dict:
+def measure(path: Path, docs, rounds: int, device: str = "cuda") -> dict:
     import torch
 
     from corpusmill.chunking import TokenChunker
@@ -94,22 +94,25 @@ def measure(path: Path, docs, rounds: int) -> dict:
     from corpusmill.engine.telemetry import GpuSampler
     from corpusmill.settings import default_batch_tokens
 
-    enc = TransformerEncoder(path, device="cuda")
+    enc = TransformerEncoder(path, device=device)
     chunks = TokenChunker(enc.tokenizer, 200, 32, enc.max_seq_length).chunk_documents(docs).chunks
     texts, tokens = [c.text for c in chunks], sum(c.n_tokens for c in chunks)
-    engine = BatchEngine(enc, max_batch_tokens=default_batch_tokens("cuda"), pin_memory=True)
+    engine = BatchEngine(
+        enc, max_batch_tokens=default_batch_tokens(device), pin_memory=device == "cuda"
+    )
     engine.encode(texts[:64])
     try:
         from sentence_transformers import SentenceTransformer
 
-        st = SentenceTransformer(str(path), device="cuda")
+        st = SentenceTransformer(str(path), device=device)
         st.encode(texts[:64])
     except Exception as exc:  # not installed, or cannot read the folder
         st, st_missing = None, f"{type(exc).__name__}: {exc}"[:200]
     out: dict = {"chunks": len(texts), "tokens": tokens, "dtype": enc.dtype_name, "rounds": []}
     for _ in range(rounds):
         r: dict = {}
-        torch.cuda.synchronize()
+        if device == "cuda":
+            torch.cuda.synchronize()
         with GpuSampler(interval_s=0.05) as gpu:
             _, stats = engine.encode(texts)
         r["engine"] = tokens / stats.wall_seconds
@@ -147,25 +150,30 @@ def main() -> int:
     ap.add_argument("--docs", type=int, default=600)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default="")
+    ap.add_argument("--device", default="cuda", help="cpu: a smoke test of this script only")
+    ap.add_argument("--no-packaged-model", action="store_true", help="random MiniLM weights")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print(json.dumps({"error": "torch sees no CUDA device"}))
         return 1
     docs = raw_docs(args.docs)
     summary: dict = {
-        "device": torch.cuda.get_device_name(0),
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu (smoke test)",
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "models": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
         vocab = vocab_file(Path(tmp), docs)
-        for name in SHAPES:
-            path, weights = model_dir(name, Path(tmp), vocab)
+        for model in SHAPES:
+            path, weights = model_dir(model, Path(tmp), vocab, args.no_packaged_model)
             t0 = time.perf_counter()
-            summary["models"][name] = {"weights": weights, **measure(path, docs, args.rounds)}
-            summary["models"][name]["seconds"] = round(time.perf_counter() - t0, 1)
-            print(name, json.dumps(summary["models"][name])[:400], flush=True)
+            summary["models"][model] = {
+                "weights": weights,
+                **measure(path, docs, args.rounds, args.device),
+            }
+            summary["models"][model]["seconds"] = round(time.perf_counter() - t0, 1)
+            print(model, json.dumps(summary["models"][model])[:400], flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary))

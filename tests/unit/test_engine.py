@@ -35,6 +35,15 @@ def test_tiny_embedder_vectors_are_normalised_and_ordered(tiny_embedder_path):
     assert stats.batches >= 2 and stats.real_tokens > 0
 
 
+def test_tiny_models_see_real_tokens_not_unknowns(tiny_embedder_path):
+    """transformers 5 ignores BertTokenizerFast(vocab_file=...): every word became [UNK]."""
+    enc = TransformerEncoder(tiny_embedder_path, dtype="float32")
+    ids = enc.tokenize(["protein folding in cells"])[0]["input_ids"]
+    assert enc.tokenizer.unk_token_id not in ids and len(ids) == 6
+    rows, _ = BatchEngine(enc).encode(["protein folding", "stock market"])
+    assert (rows[0] * rows[1]).sum() < 0.999
+
+
 def test_tiny_cross_encoder_gives_one_logit_per_pair(tiny_cross_encoder_path):
     enc = TransformerEncoder(tiny_cross_encoder_path, kind="cross-encoder", dtype="float32")
     pairs = [("what is ATP", t) for t in MIXED_TEXTS]
