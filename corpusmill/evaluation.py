@@ -274,8 +274,9 @@ def main(args) -> int:
     tokens, overlap = result["chunking"]
     print(
         f"# {result['queries']} test queries, {ing['documents']} documents, {ing['chunks']} chunks "
-        f"({tokens} tokens, overlap {overlap}), embedded {ing['chunks_embedded']}, reused "
-        f"{ing['chunks_reused']}; {ing['model_id']} {ing['dtype']} on {ing['device']}; db {db}",
+        f"({tokens} tokens, overlap {overlap}), embedded {ing['chunks_embedded']} "
+        f"({ing['tokens']} tokens, {ing['tokens_per_s']} tokens/s), reused {ing['chunks_reused']}; "
+        f"{ing['model_id']} {ing['dtype']} on {ing['device']}; db {db}",
         file=sys.stderr,
     )
     for mode, metrics in result["metrics"].items():
