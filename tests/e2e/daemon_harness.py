@@ -7,6 +7,7 @@ one of them with SIGKILL, and clean up all of them at the end. Nothing is killed
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -129,10 +130,8 @@ class InboxDaemon:
     def close(self) -> None:
         for sid in self.sessions:
             for pid in _session_pids(sid):
-                try:
+                with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
         if self.proc is not None:
             self.proc.wait(10)
 
@@ -194,3 +193,18 @@ def stored_chunks(db: str, table: str = "embeddings") -> Counter:
 
     rows = Store(db).scan(table, ["chunk_id"], "source = 'inbox'")
     return Counter(rows["chunk_id"].to_pylist())
+
+
+def documents_writer(inbox: str, db: str, locked: bool, barrier) -> None:
+    """One of several processes that sync the same inbox into `documents` at the same
+    moment (here, not in the test module, so a spawned child imports nothing heavy)."""
+    import contextlib
+
+    from corpusmill.ids import ALL_PARTITIONS
+    from corpusmill.store import Store
+    from corpusmill.sync import sync_documents
+
+    store = Store(db)
+    barrier.wait(120)
+    with store.write_lock() if locked else contextlib.nullcontext():
+        sync_documents(store, ALL_PARTITIONS, [(inbox, "inbox")], max_file_bytes=1 << 20)

@@ -24,7 +24,20 @@ import pytest
 from tests.e2e.daemon_harness import CHUNKS, expected_chunks, stored_chunks
 
 LIVE_KILLS = int(os.environ.get("CORPUSMILL_FAULT_TRIALS", "10"))
-WORDS = "lance dagster shard vector token chunk river mountain violin zebra comet harbour".split()
+WORDS = [
+    "lance",
+    "dagster",
+    "shard",
+    "vector",
+    "token",
+    "chunk",
+    "river",
+    "mountain",
+    "violin",
+    "zebra",
+    "comet",
+    "harbour",
+]
 
 
 def ingest_round(inbox: str, db: str, model: str) -> None:

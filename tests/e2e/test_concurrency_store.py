@@ -1,0 +1,128 @@
+"""Two writers on the same partitions: the write lock is what keeps rows exactly once.
+
+LanceDB commits concurrent `merge_insert`s optimistically: two inserts of the same new key
+from two processes both succeed, and the table holds the row twice. The first test shows
+that happening without `Store.write_lock()` and not with it (so it fails if the lock stops
+working); the second shows each ingest asset waits for the lock before it writes (so it
+fails if an asset stops taking it).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from corpusmill.ids import ALL_PARTITIONS
+from corpusmill.store import Store
+from tests.e2e.daemon_harness import documents_writer
+
+WRITERS = 3
+
+
+def _race(tmp_path: Path, locked: bool, attempt: int) -> tuple[Counter, list]:
+    inbox = tmp_path / f"inbox{attempt}"
+    inbox.mkdir()
+    for i in range(300):
+        (inbox / f"f{i:03d}.txt").write_text(f"file {i} about writers racing on one table " * 3)
+    db = str(tmp_path / f"db{attempt}")
+    Store(db)
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(WRITERS)
+    procs = [
+        ctx.Process(target=documents_writer, args=(str(inbox), db, locked, barrier))
+        for _ in range(WRITERS)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+    store = Store(db)
+    docs = Counter(store.scan("documents", ["doc_id"])["doc_id"].to_pylist())
+    return docs, [p.exitcode for p in procs]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("locked", [True, False], ids=["with-lock", "without-lock"])
+def test_concurrent_writers_exactly_once_only_with_the_lock(tmp_path, locked):
+    for attempt in range(3):
+        docs, exits = _race(tmp_path, locked, attempt)
+        duplicated = sum(n - 1 for n in docs.values())
+        assert len(docs) == 300
+        if locked:
+            assert exits == [0] * WRITERS
+            assert duplicated == 0, f"{duplicated} duplicate rows with the lock held"
+            return
+        # Without the lock the race is real: both writers insert the same new rows.
+        if duplicated:
+            return
+    pytest.fail("three unlocked races produced no duplicates: the test cannot see the race")
+
+
+@pytest.mark.parametrize("asset_name", ["raw_corpus", "chunked_documents", "embeddings"])
+def test_each_ingest_asset_waits_for_the_store_lock(
+    tmp_path, db_uri, tiny_embedder_path, asset_name
+):
+    from assets.corpus import chunked_documents, raw_corpus
+    from assets.embeddings import embeddings
+    from corpusmill.runs import partition_range_tags
+    from resources import EmbedderResource, LanceStoreResource
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for i in range(5):
+        (inbox / f"f{i}.txt").write_text(f"document {i} waits for the lock")
+    order = [raw_corpus, chunked_documents, embeddings]
+    target = next(a for a in order if a.key.path[-1] == asset_name)
+    upstream = order[: order.index(target)]
+    instance = dg.DagsterInstance.ephemeral()
+    kwargs = dict(
+        instance=instance,
+        tags=partition_range_tags(ALL_PARTITIONS),
+        resources={
+            "store": LanceStoreResource(uri=db_uri),
+            "embedder": EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32"),
+        },
+    )
+    ops = {
+        "raw_corpus": {"config": {"sources": [f"inbox={inbox}"]}},
+        "chunked_documents": {"config": {"chunk_tokens": 24, "chunk_overlap": 4}},
+    }
+
+    def config_for(assets):
+        names = {a.key.path[-1] for a in assets}
+        return {"ops": {k: v for k, v in ops.items() if k in names}}
+
+    if upstream:
+        assert dg.materialize(upstream, run_config=config_for(upstream), **kwargs).success
+    table = {"raw_corpus": "documents", "chunked_documents": "chunks", "embeddings": "embeddings"}[
+        asset_name
+    ]
+    store = Store(db_uri)
+    before = store.version(table)
+    results = []
+    with store.write_lock():
+        worker = threading.Thread(
+            target=lambda: results.append(
+                dg.materialize([target], run_config=config_for([target]), **kwargs)
+            )
+        )
+        worker.start()
+        deadline = time.time() + 60
+        while not instance.get_run_records(
+            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
+        ):
+            assert time.time() < deadline, "run never started"
+            time.sleep(0.05)
+        time.sleep(3)  # ample for this asset to write 5 documents, were it not waiting
+        assert store.version(table) == before, (
+            f"{asset_name} wrote while another writer held the lock"
+        )
+    worker.join(120)
+    assert results and results[0].success
+    assert store.version(table) > before
