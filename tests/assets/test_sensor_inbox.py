@@ -240,3 +240,45 @@ def test_waits_while_an_inbox_run_is_in_flight(env):
     # either way the next ticks converge with no file left behind.
     env.ingest_until_quiet()
     assert set(env.embedded_docs()) == {_doc("slow.txt"), _doc("late.txt")}
+
+
+def test_bad_input_recorded_in_metadata_and_table_then_quiet(env, tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("a file outside the inbox")
+    (env.inbox / "good.txt").write_text("the one good file")
+    (env.inbox / "bin.txt").write_bytes(b"\x00\x01binary")
+    (env.inbox / "latin.txt").write_bytes(b"caf\xe9")
+    (env.inbox / "blank.md").write_text("  \n")
+    (env.inbox / "big.txt").write_text("x" * 5000)  # over this sensor's 4096-byte limit
+    (env.inbox / "link.txt").symlink_to(outside)
+    request, _ = env.tick()
+    assert json.loads(request.tags["corpusmill/changes"]) == {"new": 1, "quarantined": 5}
+    result = env.execute(request)
+    assert result.success
+    # One materialisation per shard of the run, all with the run's metadata.
+    raw = next(
+        e.event_specific_data.materialization
+        for e in result.get_asset_materialization_events()
+        if e.event_specific_data.materialization.asset_key.to_user_string() == "raw_corpus"
+    )
+    assert raw.metadata["quarantined"].value == 5
+    sample = raw.metadata["quarantine_sample"].value
+    for name in ("bin.txt", "latin.txt", "blank.md", "big.txt", "link.txt"):
+        assert name in sample
+    rows = Store(env.db).scan("quarantine", ["uri", "reason"], "source = 'inbox'").to_pylist()
+    assert {Path(r["uri"]).name for r in rows} == {
+        "bin.txt",
+        "latin.txt",
+        "blank.md",
+        "big.txt",
+        "link.txt",
+    }
+    assert set(env.embedded_docs()) == {_doc("good.txt")}
+    assert env.tick()[0] is None, "quarantined files must not trigger a run every tick"
+    # Fixing a file takes it out of quarantine and into the table.
+    (env.inbox / "latin.txt").write_text("café, now in UTF-8")
+    request, _ = env.tick()
+    assert json.loads(request.tags["corpusmill/changes"]) == {"cleared": 1, "new": 1}
+    assert env.execute(request).success
+    assert _doc("latin.txt") in env.embedded_docs()
+    assert env.tick()[0] is None
