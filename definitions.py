@@ -9,6 +9,7 @@ from assets.maintenance import store_upkeep, upkeep_job, upkeep_schedule
 from assets.partitions import shards
 from assets.rerank import rerank_scores
 from resources import CrossEncoderResource, EmbedderResource, LanceStoreResource
+from sensors import inbox_sensor
 
 ingest_job = dg.define_asset_job(
     "ingest",
@@ -28,6 +29,7 @@ defs = dg.Definitions(
     ],
     jobs=[ingest_job, upkeep_job],
     schedules=[upkeep_schedule],
+    sensors=[inbox_sensor],
     resources={
         "store": LanceStoreResource(),
         "embedder": EmbedderResource(),
