@@ -3,7 +3,7 @@
 The engine streams a generator of chunk texts (the corpus repeated `--repeat` times, never
 materialised as a list) into a real LanceDB table, window by window. If it streams, peak
 RSS stays flat as the corpus grows; if anything holds the whole corpus, it grows with it.
-The window is small here (64 chunks) so that even the 1x corpus spans several windows; the
+The window is small here (16 chunks) so that even the 1x corpus spans several windows; the
 model resource uses 4096, which bounds memory the same way at a larger constant.
 
     python bench/memory_probe.py --docs 40 --repeat 10   # prints one JSON line
@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, required=True)
     ap.add_argument("--repeat", type=int, required=True)
     ap.add_argument("--corpus", default="")
-    ap.add_argument("--window", type=int, default=64)
+    ap.add_argument("--window", type=int, default=16)
     args = ap.parse_args()
 
     import lancedb

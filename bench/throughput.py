@@ -46,7 +46,7 @@ def parse_args(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--quick", action="store_true", help="small corpus, 2 rounds (~3 minutes)")
-    ap.add_argument("--docs", type=int, default=0, help="SciFact documents (default 200, quick 40)")
+    ap.add_argument("--docs", type=int, default=0, help="SciFact documents (default 150, quick 40)")
     ap.add_argument("--rounds", type=int, default=0, help="rounds (default 3, quick 2)")
     ap.add_argument("--corpus", default=str(SCIFACT), help="a BEIR corpus.jsonl")
     ap.add_argument("--skip", default="", help="comma-separated contenders to leave out")
@@ -54,7 +54,7 @@ def parse_args(argv=None):
         "--max-batch-tokens", type=int, default=0, help="engine budget (default: the resource's)"
     )
     args = ap.parse_args(argv)
-    args.docs = args.docs or (40 if args.quick else 200)
+    args.docs = args.docs or (40 if args.quick else 150)
     args.rounds = args.rounds or (2 if args.quick else 3)
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     return args
@@ -205,9 +205,11 @@ def main(argv=None) -> int:
         if v["median"] is not None:
             print(f"  {k:<36} {v['median']:.2f}  [{v['min']:.2f}..{v['max']:.2f}]")
     if memory and "1x" in memory:
+        m1, m10 = memory["1x"], memory["10x"]
         print(
-            f"\npeak RSS: 1x {memory['1x']['peak_rss_mb']} MB, 10x {memory['10x']['peak_rss_mb']} MB "
-            f"({memory['1x']['items']} vs {memory['10x']['items']} chunks)"
+            f"\nRSS while streaming: 1x {m1['rss_while_streaming_max_mb']} MB, "
+            f"10x {m10['rss_while_streaming_max_mb']} MB ({m1['items']} vs {m10['items']} chunks); "
+            f"process peak {m1['peak_rss_mb']} / {m10['peak_rss_mb']} MB (set by model loading)"
         )
     print(f"load average: start {load_start}, end {load_avg()}; {summary['seconds']} s")
     OUT.mkdir(parents=True, exist_ok=True)
