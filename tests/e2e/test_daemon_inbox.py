@@ -1,5 +1,6 @@
-"""The inbox sensor under a real `dagster-daemon`: add files, change one, delete one, drop
-bad input, and check what search returns after each step, and how fast."""
+"""The inbox sensor under a real `dagster-daemon`: add files, change one, delete one (with
+the daemon SIGKILLed on the way), and check what search returns after each step, and how
+fast. Bad input is covered through the same sensor in tests/assets/test_sensor_inbox.py."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def _all_hits(searcher, query: str):
 
 
 @pytest.mark.slow
-def test_daemon_adds_changes_deletes_and_quarantines(tmp_path, tiny_embedder_path):
+def test_daemon_adds_changes_and_deletes(tmp_path, tiny_embedder_path):
     with InboxDaemon(tmp_path, tiny_embedder_path, interval=INTERVAL) as daemon:
         search = _searcher(daemon)
         try:
@@ -107,35 +108,12 @@ def _run_scenario(daemon: InboxDaemon, search) -> None:
         "deleted file gone from search",
     )
 
-    # 4. Bad input next to a good file: the run succeeds, the good file is ingested, each bad
-    #    one is in the quarantine table with its reason and nothing escapes the inbox.
-    outside = daemon.root / "secret.txt"
-    outside.write_text("a secret outside the inbox that must never be ingested")
-    (daemon.inbox / "escape.txt").symlink_to(outside)
-    (daemon.inbox / "binary.txt").write_bytes(b"\x00\x01\x02binary")
-    (daemon.inbox / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
-    (daemon.inbox / "blank.md").write_text("   \n\t\n")
-    daemon.write("good.txt", "a good file that arrives with the bad ones")
-    wait_for(lambda: _top_doc(search, "arrives bad ones") == "inbox#good.txt", 180, "good file")
-
-    from corpusmill.store import Store
-
-    def quarantined():
-        rows = (
-            Store(daemon.db).scan("quarantine", ["uri", "reason"], "source = 'inbox'").to_pylist()
-        )
-        return {r["uri"].rsplit("/", 1)[-1]: r["reason"] for r in rows}
-
-    reasons = wait_for(lambda: (q := quarantined()) and len(q) == 4 and q, 60, "quarantine rows")
-    assert "outside" in reasons["escape.txt"]
-    assert "binary" in reasons["binary.txt"]
-    assert "UTF-8" in reasons["latin1.txt"]
-    assert "empty" in reasons["blank.md"]
-    assert not _all_hits(search, "secret"), "a file outside the inbox was ingested"
     wait_for(lambda: not daemon.runs(IN_PROGRESS), 120, "the last run to end")
-    runs = daemon.runs()
-    assert all(r.dagster_run.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-    assert len(runs) == 4, "one run per step, none repeated"
+    succeeded = [r for r in daemon.runs() if r.dagster_run.status == dg.DagsterRunStatus.SUCCESS]
+    changes = [r.dagster_run.tags["corpusmill/change"] for r in succeeded]
+    # One successful run per step; a run cut short by the daemon kill may have failed and
+    # been retried, but no change is ingested by two runs.
+    assert len(changes) == len(set(changes)) == 3, changes
 
     # Exactly once: every chunk of every file on disk, once; nothing else.
     assert stored_chunks(daemon.db) == expected_chunks(daemon.inbox, daemon.model_path)
