@@ -21,7 +21,7 @@ def embeddings(
 ) -> dg.MaterializeResult:
     """One vector per chunk. Chunks whose content is already embedded by this model are
     reused, not recomputed; the table refuses vectors from any other model."""
-    from corpusmill.sync import sync_embeddings
+    from corpusmill.sync import record_quarantine, sync_embeddings
 
     db = store.store()
     stats = []
@@ -31,6 +31,9 @@ def embeddings(
 
     with db.write_lock(), GpuSampler() as gpu:
         report = sync_embeddings(db, embed, embedder.card, context.partition_keys)
+        # Chunks the engine could not embed (an input too large for the device even
+        # alone) are quarantined at stage "embed"; their documents are retried next run.
+        record_quarantine(db, "embed", report._failed, None, context.partition_keys)
     meta: dict = report.as_metadata()
     meta.update(embedder.lineage())
     if stats:

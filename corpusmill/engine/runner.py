@@ -171,12 +171,10 @@ class BatchEngine:
             stop.set()
         finally:
             _put(to_write, _DONE, stop)
-            producer_alive = True
-            while producer_alive:  # drain so a blocked producer can finish
+            while producer.is_alive():  # drain so a blocked producer can finish
                 with contextlib.suppress(queue.Empty):
                     to_forward.get(timeout=0.05)
-                producer.join(timeout=0.05)
-                producer_alive = producer.is_alive()
+            producer.join()
             writer.join()
         stats.wall_seconds = time.perf_counter() - start
         stats.final_max_batch_tokens = self.max_batch_tokens

@@ -1,0 +1,85 @@
+"""`documents` -> `chunks`: re-chunk only documents whose content or chunker changed."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from corpusmill.chunking import TokenChunker
+from corpusmill.ids import doc_key
+from corpusmill.sources import document_body
+from corpusmill.store import Store, chunks_schema, groups_of, rows_to_table
+from corpusmill.sync.common import DOC_GROUP, Report, docs_filter, partition_filter
+
+
+@dataclass
+class ChunksReport(Report):
+    documents_chunked: int = 0
+    documents_removed: int = 0
+    chunks_written: int = 0
+    chunks_total: int = 0
+    tokens_total: int = 0
+    truncated: int = 0
+    chunker: str = ""
+
+
+def sync_chunks(store: Store, chunker: TokenChunker, partitions: Sequence[str]) -> ChunksReport:
+    """Re-chunk documents whose hash (or the chunker version) changed; drop removed ones."""
+    report = ChunksReport(chunker=chunker.version)
+    pf = partition_filter(partitions)
+    docs = store.scan("documents", ["doc_id", "content_hash"], pf)
+    want = dict(zip(docs["doc_id"].to_pylist(), docs["content_hash"].to_pylist(), strict=True))
+    have_rows = store.scan("chunks", ["doc_id", "doc_hash", "chunker"], pf)
+    have: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for d, h, c in zip(
+        *(have_rows[k].to_pylist() for k in ("doc_id", "doc_hash", "chunker")), strict=True
+    ):
+        have[d].add((h, c))
+    todo = sorted(d for d, h in want.items() if have.get(d) != {(h, chunker.version)})
+    gone = sorted(d for d in have if d not in want)
+    table = store.ensure("chunks", chunks_schema())
+    for group in groups_of(todo, DOC_GROUP):
+        full = store.scan_in(
+            "documents",
+            ["doc_id", "source", "uri", "partition", "title", "text", "content_hash"],
+            "doc_key",
+            [doc_key(d) for d in group],
+        ).to_pylist()
+        bodies = [(r["doc_id"], document_body(r["title"], r["text"])) for r in full]
+        result = chunker.chunk_documents(bodies)
+        by_doc = {r["doc_id"]: r for r in full}
+        rows = [
+            {
+                "chunk_id": c.chunk_id,
+                "doc_id": c.doc_id,
+                "doc_key": doc_key(c.doc_id),
+                "source": by_doc[c.doc_id]["source"],
+                "uri": by_doc[c.doc_id]["uri"],
+                "partition": by_doc[c.doc_id]["partition"],
+                "position": c.position,
+                "text": c.text,
+                "content_hash": c.content_hash,
+                "doc_hash": by_doc[c.doc_id]["content_hash"],
+                "n_tokens": c.n_tokens,
+                "chunker": chunker.version,
+            }
+            for c in result.chunks
+        ]
+        report.truncated += result.truncated
+        report.chunks_written += len(rows)
+        report.documents_chunked += len(group)
+        store.replace_rows(
+            table, "chunk_id", rows_to_table(rows, chunks_schema()), docs_filter(group)
+        )
+    for group in groups_of(gone):
+        store.replace_rows(table, "chunk_id", None, docs_filter(group))
+    report.documents_removed = len(gone)
+    totals = store.scan("chunks", ["n_tokens"], pf)
+    report.chunks_total = totals.num_rows
+    report.tokens_total = (
+        int(pa.compute.sum(totals["n_tokens"]).as_py() or 0) if totals.num_rows else 0
+    )
+    return report
