@@ -74,6 +74,8 @@ def _run_scenario(daemon: InboxDaemon, search) -> None:
     visible = time.time()
     assert _top_doc(search, "magma lava") == "inbox#notes/volcano.md"
     assert _top_doc(search, "violin fifths") == "inbox#page.html"
+    # The data is committed before the run's process reports its end: wait for that.
+    wait_for(lambda: not daemon.runs(IN_PROGRESS), 60, "the first run to end")
     [run] = daemon.runs()
     assert run.dagster_run.status == dg.DagsterRunStatus.SUCCESS
     # Latency: the sensor asks within two intervals (plus the tick itself), and the file is
