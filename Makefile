@@ -21,6 +21,7 @@ install: $(STAMP) ## create .venv and install corpusmill with its test tools
 
 demo: $(STAMP) ## materialise the whole graph on the built-in corpus, then search it
 	mkdir -p $(DAGSTER_HOME)
+	test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/corpusmill ingest --default --rerank
 	$(VENV)/bin/corpusmill search "how do I catch an exception" --k 3
 

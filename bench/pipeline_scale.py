@@ -1,0 +1,90 @@
+"""End-to-end `ingest` against the engine alone as the corpus grows (issue 4's pipeline ratio).
+
+For each size N (SciFact documents): one `run_ingest` into a fresh store, then, in the same
+process with the same resident model, the engine alone on exactly the chunk texts that
+run stored. Prints one line per size and a JSON summary as the last line.
+
+    .venv/bin/python bench/pipeline_scale.py --sizes 150,1000
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DEFAULT_CORPUS = REPO.parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--sizes", default="150,1000")
+    ap.add_argument("--corpus", default=str(DEFAULT_CORPUS))
+    args = ap.parse_args()
+
+    import dagster as dg
+
+    from corpusmill.runs import run_ingest
+    from corpusmill.store import Store
+    from definitions import defs
+    from resources import LanceStoreResource
+
+    resources = dict(defs.resources)
+    embedder = resources["embedder"]
+    lines = Path(args.corpus).read_text().splitlines()
+    results = []
+    for n in [int(x) for x in args.sizes.split(",")]:
+        work = Path(tempfile.mkdtemp(prefix=f"pipeline-{n}-"))
+        subset = work / "corpus.jsonl"
+        subset.write_text("\n".join(lines[:n]) + "\n")
+        res = dict(resources, store=LanceStoreResource(uri=str(work / "db")))
+        summary = run_ingest(
+            [f"scifact={subset}"], resources=res, instance=dg.DagsterInstance.ephemeral()
+        )
+        texts = Store(str(work / "db")).scan("chunks", ["text"])["text"].to_pylist()
+        embedder.load()
+        embedder.engine.encode(texts[:32])
+        t0 = time.perf_counter()
+        _, stats = embedder.engine.encode(texts)
+        engine_s = time.perf_counter() - t0
+        tokens = summary["tokens"]
+        row = {
+            "docs": n,
+            "tokens": tokens,
+            "ingest_seconds": summary["seconds"],
+            "model_load_seconds": summary["model_load_seconds"],
+            "engine_seconds": round(engine_s, 2),
+            "pipeline_tokens_per_s": round(tokens / summary["seconds"], 1),
+            "pipeline_without_load_tokens_per_s": round(
+                tokens / (summary["seconds"] - summary["model_load_seconds"]), 1
+            ),
+            "embed_stage_tokens_per_s": summary["tokens_per_s"],
+            "engine_tokens_per_s": round(stats.real_tokens / engine_s, 1),
+        }
+        row["pipeline_vs_engine"] = round(
+            row["pipeline_tokens_per_s"] / row["engine_tokens_per_s"], 3
+        )
+        row["pipeline_without_load_vs_engine"] = round(
+            row["pipeline_without_load_tokens_per_s"] / row["engine_tokens_per_s"], 3
+        )
+        results.append(row)
+        print(
+            f"{n:>6} docs {tokens:>9,} tokens: ingest {summary['seconds']:.1f}s "
+            f"(load {summary['model_load_seconds']:.1f}s), engine {engine_s:.1f}s; "
+            f"pipeline/engine {row['pipeline_vs_engine']:.2f}, without load {row['pipeline_without_load_vs_engine']:.2f}",
+            flush=True,
+        )
+    print(json.dumps({"load_avg_1m": os.getloadavg()[0], "runs": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
