@@ -10,10 +10,10 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
 .PHONY: install demo test test-all dev eval bench lint format clean
 
+# The grep drops this machine's notes about missing local mirror folders, not pip's errors.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip >/dev/null
-	# (grep drops this machine's notes about missing mirror folders, not pip's errors)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
 	$(PY) -m pip install -q -e '.[dev]' 2>&1 | { grep -v "^WARNING: Location" || true; }
 	touch $(STAMP)
 
