@@ -13,18 +13,14 @@ from corpusmill.runs import run_ingest
 from corpusmill.store import Store
 from resources import CrossEncoderResource, EmbedderResource, LanceStoreResource
 from resources.models import LOAD_COUNTS
+from tests.assets.corpora import write_corpus
 
 CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
 
 
 @pytest.fixture
 def corpus(tmp_path):
-    root = tmp_path / "corpus"
-    root.mkdir()
-    for i in range(12):
-        words = " ".join(f"topic{i} sentence {j} about item {i * j}." for j in range(8 + i))
-        (root / f"doc{i:02d}.txt").write_text(words)
-    return root
+    return write_corpus(tmp_path / "corpus", n_docs=12, min_sentences=8)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from corpusmill.runs import run_ingest
 from corpusmill.store import Store
 from resources import CrossEncoderResource, EmbedderResource, LanceStoreResource
 from resources.models import LOAD_COUNTS
+from tests.assets.corpora import write_corpus
 
 CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
 K = 3
@@ -18,12 +19,7 @@ K = 3
 
 @pytest.fixture
 def corpus(tmp_path):
-    root = tmp_path / "corpus"
-    root.mkdir()
-    for i in range(10):
-        words = " ".join(f"topic{i} sentence {j} about item {i * j}." for j in range(6 + i))
-        (root / f"doc{i:02d}.txt").write_text(words)
-    return root
+    return write_corpus(tmp_path / "corpus", n_docs=10, min_sentences=6)
 
 
 @pytest.fixture
