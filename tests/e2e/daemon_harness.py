@@ -195,16 +195,34 @@ def stored_chunks(db: str, table: str = "embeddings") -> Counter:
     return Counter(rows["chunk_id"].to_pylist())
 
 
-def documents_writer(inbox: str, db: str, locked: bool, barrier) -> None:
+def documents_writer(inbox: str, db: str, locked: bool, barrier, before_write) -> None:
     """One of several processes that sync the same inbox into `documents` at the same
-    moment (here, not in the test module, so a spawned child imports nothing heavy)."""
+    moment (here, not in the test module, so a spawned child imports nothing heavy).
+
+    `before_write` is a barrier every writer meets just before its first write, once it
+    has read the table: without the lock all of them get there, so the interleaving the
+    lock forbids (everyone reads, then everyone writes) happens every time instead of by
+    chance. With the lock the holder waits alone, the wait times out and breaks the
+    barrier, and the others pass it when their turn comes."""
     import contextlib
+    import threading
 
     from corpusmill.ids import ALL_PARTITIONS
     from corpusmill.store import Store
     from corpusmill.sync import sync_documents
 
     store = Store(db)
+    write = store.replace_rows
+    met = threading.Event()
+
+    def replace_rows_after_rendezvous(*args, **kwargs):
+        if not met.is_set():
+            met.set()
+            with contextlib.suppress(threading.BrokenBarrierError):
+                before_write.wait(5)
+        return write(*args, **kwargs)
+
+    store.replace_rows = replace_rows_after_rendezvous
     barrier.wait(120)
     with store.write_lock() if locked else contextlib.nullcontext():
         sync_documents(store, ALL_PARTITIONS, [(inbox, "inbox")], max_file_bytes=1 << 20)
