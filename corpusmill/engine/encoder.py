@@ -165,6 +165,7 @@ class TransformerEncoder:
         dtype: str = "auto",
         max_seq_length: int | None = None,
         model_id: str | None = None,
+        compile: bool = False,
     ) -> None:
         import torch
         import transformers
@@ -225,6 +226,9 @@ class TransformerEncoder:
         )
         self.uses_token_type_ids = "token_type_ids" in self.tokenizer.model_input_names
         self.pad_id = self.tokenizer.pad_token_id or 0
+        self.compiled = bool(compile)
+        if compile:
+            self.model = compile_model(self.model)
 
     def _guess_model_id(self) -> str:
         try:
@@ -288,6 +292,27 @@ class TransformerEncoder:
             else:
                 result = pool(out.last_hidden_state, inputs["attention_mask"], self.pooling)
         return result.cpu().numpy()
+
+
+def compile_model(model):
+    """`torch.compile` (inductor) with symbolic shapes and frozen weights.
+
+    Eager PyTorch runs LayerNorm, GELU, the residual adds and the dtype casts as separate
+    memory-bound kernels between the matmuls; inductor fuses them. Measured on the 2-core
+    CPU (MiniLM-L6, bf16, SciFact chunks, interleaved A/B): 1.23-1.28x the eager engine,
+    vectors unchanged (cosine to float32 0.99997 either way). The price is paid once, on
+    the first forwards (the resource's warm-up compiles two graphs): 70-90 s for MiniLM-L6
+    on 2 cores, every run, so it is opt-in (`CORPUSMILL_COMPILE=1`) and pays off only for
+    runs that embed for more than about six minutes. `dynamic=True` keeps one graph for
+    every later batch shape instead of one per shape.
+    Needs a C++ compiler on the machine (inductor generates C++ for CPUs).
+    """
+    import torch
+    import torch._inductor.config as inductor_config
+
+    # Weights never change after load: let inductor constant-fold them into the graph.
+    inductor_config.freezing = True
+    return torch.compile(model, dynamic=True)
 
 
 def precast_linear_weights(model, dtype) -> int:
