@@ -7,10 +7,17 @@ Two ceilings, both measured, never assumed:
   the corpus' padded sequence length), timed back to back. Everything else the model does
   (LayerNorm, GELU, softmax, embedding lookups) is left out, so this is an upper bound.
 The engine's fraction of the model-shape ceiling is the honest "how close to the metal".
+
+On the shared 2-core machine bf16 (AMX) matmul throughput swings 2x from one half-second to
+the next (524-1,059 GFLOP/s for a 2048^3 matmul within a minute, measured), while a
+contender's run lasts seconds and averages over it. So each figure here is the median of
+several short trials, not one sample: a lucky half-second would set an unreachable
+ceiling, an unlucky one a flattering fraction.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -39,16 +46,24 @@ class BertShape:
         return self.layers * per_layer
 
 
-def _timed(fn, min_seconds: float) -> float:
-    """Seconds per call: warm once, then repeat until `min_seconds` have passed."""
+TRIALS = 5
+
+
+def _timed(fn, min_seconds: float, trials: int = TRIALS) -> float:
+    """Seconds per call: warm once, then the median over `trials` trials, each repeating
+    the call until `min_seconds` have passed."""
     fn()
-    calls, start = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return elapsed / calls
+    per_call = []
+    for _ in range(trials):
+        calls, start = 0, time.perf_counter()
+        while True:
+            fn()
+            calls += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                per_call.append(elapsed / calls)
+                break
+    return statistics.median(per_call)
 
 
 def square_gflops(dtype_name: str, n: int = 2048, min_seconds: float = 0.5) -> float:
@@ -95,7 +110,7 @@ def measure(shape: BertShape, seq_len: int, tokens: int, quick: bool = False) ->
     """Both ceilings in float32 and bfloat16 (bf16 only where the CPU runs it natively)."""
     from corpusmill.engine.encoder import cpu_supports_bf16
 
-    min_s = 0.2 if quick else 0.5
+    min_s = 0.1 if quick else 0.3
     out: dict = {"flops_per_token": round(shape.flops_per_token(seq_len)), "seq_len": seq_len}
     for dt in ("float32", "bfloat16"):
         if dt == "bfloat16" and not cpu_supports_bf16():
