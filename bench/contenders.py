@@ -164,29 +164,31 @@ class Bench:
             s.stop()
 
 
+def run_bench_script(script: str, *argv: str) -> dict:
+    """Run `bench/<script>` in a child process (a cold interpreter, as a user would) and
+    return the JSON object on its last line, or {"error": ...} if it failed."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    if done.returncode != 0:
+        return {"error": done.stderr[-2000:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def memory_probe(args) -> dict:
     """Peak RSS of a streaming engine run at 1x and 10x the corpus (child processes)."""
     docs = max(10, args.docs // 10)
     out = {}
     for repeat in (1, 10):
-        done = subprocess.run(
-            [
-                sys.executable,
-                str(REPO / "bench" / "memory_probe.py"),
-                "--docs",
-                str(docs),
-                "--repeat",
-                str(repeat),
-                "--corpus",
-                args.corpus,
-            ],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
+        result = run_bench_script(
+            "memory_probe.py", "--docs", str(docs), "--repeat", str(repeat), "--corpus", args.corpus
         )
-        if done.returncode != 0:
-            return {"error": done.stderr[-1000:]}
-        out[f"{repeat}x"] = json.loads(done.stdout.strip().splitlines()[-1])
+        if "error" in result:
+            return result
+        out[f"{repeat}x"] = result
     # Resident memory while streaming: the process peak is set earlier, by model loading.
     out["streaming_rss_growth_10x_vs_1x"] = round(
         out["10x"]["rss_while_streaming_max_mb"] / out["1x"]["rss_while_streaming_max_mb"], 3

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ceiling  # noqa: E402
 import report  # noqa: E402
-from contenders import Bench, load_avg, memory_probe  # noqa: E402
+from contenders import Bench, load_avg, memory_probe, run_bench_script  # noqa: E402
 from corpus_texts import SCIFACT  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -217,23 +217,10 @@ def pipeline_at_scale(docs: int, corpus: str) -> dict:
     corpus, so the small corpus above understates what a real ingest sustains."""
     if docs <= 0:
         return {}
-    import subprocess
-
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "pipeline_scale.py"),
-            "--sizes",
-            str(docs),
-            "--corpus",
-            corpus,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        return {"error": done.stderr[-2000:]}
-    row = json.loads(done.stdout.strip().splitlines()[-1])["runs"][0]
+    result = run_bench_script("pipeline_scale.py", "--sizes", str(docs), "--corpus", corpus)
+    if "error" in result:
+        return result
+    row = result["runs"][0]
     print(
         f"pipeline at scale ({row['docs']} docs, {row['tokens']:,} tokens): ingest / engine "
         f"{row['pipeline_vs_engine']:.2f}, model load excluded "
