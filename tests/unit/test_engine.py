@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -105,6 +107,10 @@ def test_gpu_sampler_says_plainly_when_there_is_no_gpu():
     assert gpu._thread is None and gpu.util == []
 
 
+@pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("c++")),
+    reason="torch.compile on a CPU needs a C++ compiler (inductor generates C++)",
+)
 def test_compiled_model_gives_the_eager_vectors(tiny_embedder_path):
     """`compile=True` (torch.compile, opt-in) changes speed, not results: same vectors as
     eager on texts of mixed lengths, both warm-up compiles done by `load`, and the
