@@ -195,7 +195,9 @@ def stored_chunks(db: str, table: str = "embeddings") -> Counter:
     return Counter(rows["chunk_id"].to_pylist())
 
 
-def documents_writer(inbox: str, db: str, locked: bool, barrier, before_write) -> None:
+def documents_writer(
+    inbox: str, db: str, locked: bool, barrier, before_write, rendezvous_seconds: float
+) -> None:
     """One of several processes that sync the same inbox into `documents` at the same
     moment (here, not in the test module, so a spawned child imports nothing heavy).
 
@@ -219,7 +221,7 @@ def documents_writer(inbox: str, db: str, locked: bool, barrier, before_write) -
         if not met.is_set():
             met.set()
             with contextlib.suppress(threading.BrokenBarrierError):
-                before_write.wait(5)
+                before_write.wait(rendezvous_seconds)
         return write(*args, **kwargs)
 
     store.replace_rows = replace_rows_after_rendezvous

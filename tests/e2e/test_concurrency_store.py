@@ -36,8 +36,14 @@ def _race(tmp_path: Path, locked: bool) -> tuple[Counter, list]:
     Store(db)
     ctx = mp.get_context("spawn")
     start, before_write = ctx.Barrier(WRITERS), ctx.Barrier(WRITERS)
+    # Locked, the lock holder waits this long alone; unlocked, every writer arrives, so a
+    # long timeout costs nothing and keeps a slow machine from breaking the rendezvous.
+    rendezvous_seconds = 8.0 if locked else 120.0
     procs = [
-        ctx.Process(target=documents_writer, args=(str(inbox), db, locked, start, before_write))
+        ctx.Process(
+            target=documents_writer,
+            args=(str(inbox), db, locked, start, before_write, rendezvous_seconds),
+        )
         for _ in range(WRITERS)
     ]
     for p in procs:
