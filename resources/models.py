@@ -81,7 +81,7 @@ class _ModelResource(dg.ConfigurableResource):
         to the first shape it sees and compiles a shape-general one on the second, then
         never again (measured); both compiles land here, in `warmup_seconds`."""
         t0 = time.perf_counter()
-        short, long = "warm up", "warm up the engine with a longer text that needs no padding"
+        short, long = "warm up", "a longer warm-up text, so that the short one is padded"
         if self.kind == "cross-encoder":
             self._engine.encode([(short, short)] * 4)
             self._engine.encode([(short, short), (short, long)])
