@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.texts import MIXED_TEXTS
+
 torch = pytest.importorskip("torch")
 
 pytestmark = [
@@ -16,13 +18,7 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
 
-TEXTS = [
-    "Short.",
-    "A somewhat longer sentence about protein folding and the cells that do it.",
-    " ".join(["Mitochondria are the powerhouse of the cell and they make ATP."] * 12),
-    "Two words",
-    " ".join(["Vaccines train the immune system to recognise a pathogen."] * 5),
-] * 20
+TEXTS = MIXED_TEXTS * 20
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,7 @@ import pytest
 from corpusmill.engine.encoder import TransformerEncoder, cpu_supports_bf16
 from corpusmill.engine.runner import BatchEngine
 from corpusmill.engine.telemetry import GpuSampler
-
-MIXED_TEXTS = [
-    "Short.",
-    "A somewhat longer sentence about protein folding and the cells that do it.",
-    " ".join(["Mitochondria are the powerhouse of the cell and they make ATP."] * 12),
-    "Two words",
-    " ".join(["Vaccines train the immune system to recognise a pathogen."] * 5),
-]
+from tests.texts import MIXED_TEXTS
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
