@@ -168,6 +168,12 @@ class Committed:
     seconds: float = 0.0
 
 
+def _pairs_by_key(rows) -> dict[str, tuple[str, str]]:
+    """A three-column scan as {first column: (second, third)}."""
+    key, a, b = (rows.column(i).to_pylist() for i in range(3))
+    return {k: (x, y) for k, x, y in zip(key, a, b, strict=True)}
+
+
 def read_committed(store, label: str = INBOX_LABEL) -> Committed:
     """Scan the three tables the inbox writes, only the columns the diff needs."""
     from corpusmill.store import all_of, eq_filter
@@ -175,17 +181,9 @@ def read_committed(store, label: str = INBOX_LABEL) -> Committed:
     t0 = time.perf_counter()
     out = Committed()
     of_source = eq_filter("source", label)
-    docs = store.scan("documents", ["doc_id", "uri", "content_hash"], of_source)
-    if docs.num_rows:
-        out.documents = {
-            d: (u, h)
-            for d, u, h in zip(
-                docs["doc_id"].to_pylist(),
-                docs["uri"].to_pylist(),
-                docs["content_hash"].to_pylist(),
-                strict=True,
-            )
-        }
+    out.documents = _pairs_by_key(
+        store.scan("documents", ["doc_id", "uri", "content_hash"], of_source)
+    )
     emb = store.scan("embeddings", ["doc_id", "doc_hash"], of_source)
     if emb.num_rows:
         pairs = emb.group_by(["doc_id", "doc_hash"]).aggregate([])
@@ -193,21 +191,13 @@ def read_committed(store, label: str = INBOX_LABEL) -> Committed:
         for d, h in zip(pairs["doc_id"].to_pylist(), pairs["doc_hash"].to_pylist(), strict=True):
             grouped.setdefault(d, set()).add(h)
         out.embedded = {d: frozenset(hs) for d, hs in grouped.items()}
-    quar = store.scan(
-        "quarantine",
-        ["quarantine_id", "doc_id", "reason"],
-        all_of(of_source, eq_filter("stage", "source")),
+    out.quarantine = _pairs_by_key(
+        store.scan(
+            "quarantine",
+            ["quarantine_id", "doc_id", "reason"],
+            all_of(of_source, eq_filter("stage", "source")),
+        )
     )
-    if quar.num_rows:
-        out.quarantine = {
-            q: (d, r)
-            for q, d, r in zip(
-                quar["quarantine_id"].to_pylist(),
-                quar["doc_id"].to_pylist(),
-                quar["reason"].to_pylist(),
-                strict=True,
-            )
-        }
     out.version = ".".join(str(store.version(t)) for t in ("documents", "embeddings", "quarantine"))
     out.seconds = time.perf_counter() - t0
     return out
