@@ -21,7 +21,7 @@ import dagster as dg
 import pytest
 
 from corpusmill.ids import ALL_PARTITIONS
-from corpusmill.store import Store
+from corpusmill.store import Store, documents_schema, quarantine_schema
 from tests.e2e.daemon_harness import documents_writer
 
 WRITERS = 3
@@ -33,7 +33,12 @@ def _race(tmp_path: Path, locked: bool) -> tuple[Counter, list]:
     for i in range(300):
         (inbox / f"f{i:03d}.txt").write_text(f"file {i} about writers racing on one table " * 3)
     db = str(tmp_path / "db")
-    Store(db)
+    # The tables exist before the race, so what races is the writes, not the creation of
+    # a table (which unlocked writers can also trip over, one of them failing to open a
+    # table another is still creating).
+    store = Store(db)
+    store.ensure("documents", documents_schema())
+    store.ensure("quarantine", quarantine_schema())
     ctx = mp.get_context("spawn")
     start, before_write = ctx.Barrier(WRITERS), ctx.Barrier(WRITERS)
     # Locked, the lock holder waits this long alone; unlocked, every writer arrives, so a
