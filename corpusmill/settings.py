@@ -43,6 +43,7 @@ class Settings:
     device: str = "auto"
     dtype: str = "auto"
     max_batch_tokens: int = 0  # 0: 4096 on CPU, 32768 on CUDA
+    tokenize_threads: int = 0  # 0: 1 on CPU, up to 8 on CUDA
     compile: bool = False  # torch.compile: 70-90 s per run, then ~1.25x on CPU
     chunk_tokens: int = 200
     chunk_overlap: int = 32
@@ -67,6 +68,7 @@ class Settings:
             dtype=_env("CORPUSMILL_DTYPE", cls.dtype),
             max_batch_tokens=_env_int("CORPUSMILL_MAX_BATCH_TOKENS", cls.max_batch_tokens),
             compile=_env_bool("CORPUSMILL_COMPILE", cls.compile),
+            tokenize_threads=_env_int("CORPUSMILL_TOKENIZE_THREADS", cls.tokenize_threads),
             chunk_tokens=_env_int("CORPUSMILL_CHUNK_TOKENS", cls.chunk_tokens),
             chunk_overlap=_env_int("CORPUSMILL_CHUNK_OVERLAP", cls.chunk_overlap),
             inbox=_env("CORPUSMILL_INBOX", cls.inbox),
@@ -98,3 +100,13 @@ def default_batch_tokens(device: str) -> int:
     """Measured on MiniLM-L6: 4k padded tokens per batch keeps a 2-core CPU's caches warm;
     a GPU needs wide batches to fill its SMs."""
     return 32768 if device == "cuda" else 4096
+
+
+def default_tokenize_threads(device: str) -> int:
+    """Measured on an H100 (docs/BENCHMARKS.md): one tokenising thread feeds MiniLM-L6 at
+    ~0.25M tokens/s while the GPU could take ~4M, so on CUDA the engine tokenises on
+    several threads. On a CPU the model needs every core and tokenising is ~5% of the
+    work, so one thread."""
+    if device != "cuda":
+        return 1
+    return max(1, min(8, (os.cpu_count() or 2) - 2))

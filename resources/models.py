@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import dagster as dg
 from pydantic import PrivateAttr
 
-from corpusmill.settings import Settings, default_batch_tokens
+from corpusmill.settings import Settings, default_batch_tokens, default_tokenize_threads
 
 _settings = Settings.from_env()
 
@@ -31,6 +31,7 @@ class _ModelResource(dg.ConfigurableResource):
     max_batch_tokens: int = _settings.max_batch_tokens
     max_seq_length: int = 0
     compile: bool = _settings.compile
+    tokenize_threads: int = _settings.tokenize_threads
 
     kind: ClassVar[str] = "embedder"
     _encoder: Any = PrivateAttr(default=None)
@@ -71,7 +72,10 @@ class _ModelResource(dg.ConfigurableResource):
         budget = self.max_batch_tokens or default_batch_tokens(encoder.device)
         self._encoder = encoder
         self._engine = BatchEngine(
-            encoder, max_batch_tokens=budget, pin_memory=encoder.device == "cuda"
+            encoder,
+            max_batch_tokens=budget,
+            pin_memory=encoder.device == "cuda",
+            tokenize_threads=self.tokenize_threads or default_tokenize_threads(encoder.device),
         )
         self._warm_up()
 
@@ -116,6 +120,7 @@ class _ModelResource(dg.ConfigurableResource):
             "dtype": enc.dtype_name,
             "compiled": enc.compiled,
             "max_batch_tokens": self.engine.max_batch_tokens,
+            "tokenize_threads": self.engine.tokenize_threads,
             "model_load_seconds": round(self._load_seconds, 3),
             "warmup_seconds": round(self._warmup_seconds, 3),
         }

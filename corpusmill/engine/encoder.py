@@ -12,8 +12,10 @@ Batching, ordering and overlap live in `engine.runner`; this module is one batch
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import queue
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -156,6 +158,11 @@ class TransformerEncoder:
     """A resident tokenizer + model. `tokenize` is thread-safe and runs on the CPU;
     `forward` takes a padded batch of token ids and returns float32 numpy rows."""
 
+    # A Rust tokenizer object must not be used by two threads at once: a call that changes
+    # its truncation settings while another thread encodes fails with "Already borrowed"
+    # (huggingface/tokenizers#537). `tokenize` therefore borrows a private copy from a
+    # pool of spares, made on first need (~40 ms) and reused across runs and threads.
+
     def __init__(
         self,
         model_path: str | Path,
@@ -188,6 +195,7 @@ class TransformerEncoder:
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(
             str(model_dir), local_files_only=True, trust_remote_code=False
         )
+        self._spare_tokenizers: queue.SimpleQueue = queue.SimpleQueue()
         auto_cls = (
             transformers.AutoModel
             if kind == "embedder"
@@ -246,10 +254,20 @@ class TransformerEncoder:
     # -- tokenisation (CPU, no padding) ---------------------------------------------
     def tokenize(self, texts: list[str] | list[tuple[str, str]]) -> list[dict[str, list[int]]]:
         """Token ids per text (or per (query, passage) pair), truncated to the model limit."""
+        try:
+            tokenizer = self._spare_tokenizers.get_nowait()
+        except queue.Empty:
+            tokenizer = copy.deepcopy(self.tokenizer)
+        try:
+            return self._tokenize_with(tokenizer, texts)
+        finally:
+            self._spare_tokenizers.put(tokenizer)
+
+    def _tokenize_with(self, tokenizer, texts) -> list[dict[str, list[int]]]:
         if self.kind == "cross-encoder":
             firsts = [a for a, _ in texts]  # type: ignore[misc]
             seconds = [b for _, b in texts]  # type: ignore[misc]
-            enc = self.tokenizer(
+            enc = tokenizer(
                 firsts,
                 seconds,
                 truncation="longest_first",
@@ -257,7 +275,7 @@ class TransformerEncoder:
                 return_attention_mask=False,
             )
         else:
-            enc = self.tokenizer(
+            enc = tokenizer(
                 list(texts),  # type: ignore[arg-type]
                 truncation=True,
                 max_length=self.max_seq_length,

@@ -1,13 +1,14 @@
 """The batch engine: tokenise, forward and write in three overlapping stages.
 
-    producer thread         main thread              writer thread
+    producer thread(s)      main thread              writer thread
     tokenise a window  -->  forward one batch  -->   scatter rows back into input
     plan + pad batches  q1  (OOM: halve budget)  q2  order; hand each finished
                                                      window to the sink (LanceDB)
 
 Like infinity's engine, the stages talk through bounded queues, so the model never waits
 on tokenisation or on a LanceDB write, and memory stays bounded by the window size, not
-by the corpus. Unlike a chat runtime, nothing here is per request: the caller hands over
+by the corpus. On a GPU one tokenising thread cannot keep up with the model, so the
+producer can spread a window over `tokenize_threads` workers (slices, order kept). Unlike a chat runtime, nothing here is per request: the caller hands over
 a whole partition and the engine decides the batches.
 
 The encoder is any object with `tokenize(items) -> list[dict[str, list[int]]]`,
@@ -22,6 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -31,6 +33,7 @@ import numpy as np
 from corpusmill.engine.batching import plan_batches, split_batch
 
 _DONE = object()
+TOKENIZE_SLICE = 256  # texts per tokenising task when several threads tokenise
 
 
 @dataclass
@@ -123,6 +126,7 @@ class BatchEngine:
         window: int = 4096,
         queue_depth: int = 4,
         pin_memory: bool = False,
+        tokenize_threads: int = 1,
     ) -> None:
         self.encoder = encoder
         self.max_batch_tokens = max_batch_tokens  # lowered for the rest of the run on OOM
@@ -130,6 +134,7 @@ class BatchEngine:
         self.window = window
         self.queue_depth = queue_depth
         self.pin_memory = pin_memory
+        self.tokenize_threads = max(1, tokenize_threads)
 
     # -- public API -----------------------------------------------------------------
     def encode(self, items: Sequence[Any]) -> tuple[np.ndarray, EngineStats]:
@@ -186,6 +191,7 @@ class BatchEngine:
     def _produce(
         self, it: Iterator, text_of, out: queue.Queue, stats: EngineStats, errors, stop
     ) -> None:
+        pool = ThreadPoolExecutor(self.tokenize_threads) if self.tokenize_threads > 1 else None
         try:
             offset = 0
             while not stop.is_set():
@@ -194,7 +200,7 @@ class BatchEngine:
                     break
                 t0 = time.perf_counter()
                 texts = window_items if text_of is None else [text_of(x) for x in window_items]
-                tokens = self.encoder.tokenize(texts)
+                tokens = self._tokenize(texts, pool)
                 lengths = [len(t["input_ids"]) for t in tokens]
                 plan = plan_batches(lengths, self.max_batch_tokens, self.max_batch_size)
                 stats.tokenize_seconds += time.perf_counter() - t0
@@ -209,7 +215,17 @@ class BatchEngine:
             errors.append(exc)
             stop.set()
         finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             _put(out, _DONE, stop)
+
+    def _tokenize(self, texts: list, pool: ThreadPoolExecutor | None) -> list:
+        """The window's token ids in input order; sliced over the pool when there is one
+        (the Rust tokenizer releases the GIL, so the slices really run in parallel)."""
+        if pool is None or len(texts) <= TOKENIZE_SLICE:
+            return self.encoder.tokenize(texts)
+        slices = [texts[i : i + TOKENIZE_SLICE] for i in range(0, len(texts), TOKENIZE_SLICE)]
+        return [t for part in pool.map(self.encoder.tokenize, slices) for t in part]
 
     def _forward_loop(
         self, inbox: queue.Queue, outbox: queue.Queue, stats: EngineStats, stop

@@ -30,6 +30,50 @@ def test_tiny_embedder_vectors_are_normalised_and_ordered(tiny_embedder_path):
     assert stats.batches >= 2 and stats.real_tokens > 0
 
 
+def test_several_tokenising_threads_give_the_same_rows_in_the_same_order(tiny_embedder_path):
+    enc = TransformerEncoder(tiny_embedder_path, dtype="float32")
+    texts = [f"{i} " + MIXED_TEXTS[i % len(MIXED_TEXTS)] for i in range(1500)]
+    one, _ = BatchEngine(enc, max_batch_tokens=512, window=700).encode(texts)
+    four, stats = BatchEngine(enc, max_batch_tokens=512, window=700, tokenize_threads=4).encode(
+        texts
+    )
+    assert stats.items == 1500 and not stats.failed
+    np.testing.assert_array_equal(one, four)
+
+
+def test_tokenize_is_safe_while_other_threads_use_the_tokenizer(tiny_embedder_path):
+    """The chunker calls the same tokenizer without truncation; a shared Rust tokenizer
+    switched between settings by two threads fails with "Already borrowed"."""
+    import threading
+
+    enc = TransformerEncoder(tiny_embedder_path, dtype="float32")
+    texts = [" ".join(["word"] * 300)] * 64
+    expected = enc.tokenize(texts)
+    errors: list[BaseException] = []
+
+    def tokenise() -> None:
+        try:
+            for _ in range(30):
+                assert enc.tokenize(texts) == expected
+        except BaseException as exc:
+            errors.append(exc)
+
+    def chunk() -> None:
+        try:
+            for _ in range(30):
+                enc.tokenizer(texts, add_special_tokens=False, truncation=False)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=tokenise) for _ in range(3)]
+    threads += [threading.Thread(target=chunk) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+
+
 def test_tiny_models_see_real_tokens_not_unknowns(tiny_embedder_path):
     """transformers 5 ignores BertTokenizerFast(vocab_file=...): every word became [UNK]."""
     enc = TransformerEncoder(tiny_embedder_path, dtype="float32")
