@@ -1,10 +1,14 @@
 """On a CUDA device: precision, pinned memory, batch invariance and telemetry.
 
 Skipped where torch sees no CUDA device. bench/gpu.sh runs these on a lent GPU machine.
-The MiniLM checks use the packaged model when it is installed, else a tiny saved model.
+The checks use MiniLM-L6: CORPUSMILL_GPU_TEST_MODEL (the float16 copy bench/gpu_pack.py
+makes, since a lent GPU machine lacks the package) or the packaged model.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +27,8 @@ TEXTS = MIXED_TEXTS * 20
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
+    if os.environ.get("CORPUSMILL_GPU_TEST_MODEL"):
+        return Path(os.environ["CORPUSMILL_GPU_TEST_MODEL"])
     try:
         from corpusmill.engine.encoder import default_model_path
 
@@ -75,3 +81,27 @@ def test_pinned_batches_and_telemetry_samples(model_dir):
     assert summary["gpu_samples"] > 0, summary
     assert summary["gpu_mem_peak_mb"] > 0
     assert 0 <= summary["gpu_util_p10"] <= summary["gpu_util_mean"] <= 100
+
+
+def test_real_cuda_out_of_memory_halves_the_budget_and_loses_nothing(model_dir):
+    """A real CUDA OOM, not the CPU tests' fake: the allocator is capped at ~1 GiB and the
+    engine is handed one 600k-token batch, whose activations need several GiB."""
+    from corpusmill.engine.encoder import TransformerEncoder
+    from corpusmill.engine.runner import BatchEngine
+
+    enc = TransformerEncoder(model_dir, device="cuda")
+    texts = [MIXED_TEXTS[2]] * 4000  # ~150 tokens each
+    reference, _ = BatchEngine(enc, max_batch_tokens=32768).encode(texts[:8])
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.set_per_process_memory_fraction(2**30 / total)
+    try:
+        engine = BatchEngine(enc, max_batch_tokens=1_000_000)
+        rows, stats = engine.encode(texts)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+    assert stats.oom_retries >= 1
+    assert stats.final_max_batch_tokens < 600_000
+    assert not stats.failed and not np.isnan(rows).any()
+    assert (rows[:8] * reference).sum(axis=1).min() >= 0.9999
