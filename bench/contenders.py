@@ -42,6 +42,7 @@ class Bench:
         self._fp32 = None
         self._compiled = None
         self._st = None
+        self._st_bf16 = None
         self.servers: dict[str, servers.Server] = {}
 
     # -- contenders: each returns seconds to embed all texts ---------------------------
@@ -89,6 +90,20 @@ class Bench:
             )
         t0 = time.perf_counter()
         self._st.encode(self.texts.texts)
+        return time.perf_counter() - t0
+
+    def sentence_transformers_bf16_run(self) -> float:
+        if self._st_bf16 is None:
+            import torch
+            from sentence_transformers import SentenceTransformer
+
+            self._st_bf16 = SentenceTransformer(
+                self.model_path, device="cpu", model_kwargs={"dtype": torch.bfloat16}
+            )
+            self._st_bf16.encode(self.texts.texts[:8])
+            self.notes["sentence_transformers_bf16"] = "encode() defaults, weights in bf16"
+        t0 = time.perf_counter()
+        self._st_bf16.encode(self.texts.texts)
         return time.perf_counter() - t0
 
     def chat_shape_run(self) -> float:

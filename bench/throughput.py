@@ -9,6 +9,8 @@ spread instead of as a verdict. Contenders:
   engine_compiled  the same engine with torch.compile (opt-in; compile time reported apart)
   pipeline         `corpusmill ingest` end to end (read, chunk, embed, LanceDB), fresh store
   sentence_transformers  SentenceTransformer.encode() with its defaults (batch 32, fp32)
+  sentence_transformers_bf16  the same with the model loaded in bf16: a tuned peer, what a
+                   user who knows the CPU has AMX would try first
   infinity         an infinity-emb server (own venv, defaults, loopback), 4 concurrent
                    clients posting batches of 32
   chat_shape       a loopback server running one forward per text, one request in flight
@@ -79,6 +81,7 @@ CONTENDERS = [
     "engine_compiled",
     "pipeline",
     "sentence_transformers",
+    "sentence_transformers_bf16",
     "infinity",
     "chat_shape",
 ]
@@ -89,6 +92,7 @@ LABELS = {
     "engine_compiled": "corpusmill engine, torch.compile",
     "pipeline": "corpusmill ingest, end to end",
     "sentence_transformers": "sentence-transformers encode()",
+    "sentence_transformers_bf16": "sentence-transformers encode(), bf16 weights",
     "infinity": "infinity-emb server",
     "chat_shape": "chat-runtime shape",
     "ceiling": "ceiling: bf16 matmul peak",
@@ -160,6 +164,7 @@ def summarise(
         "pipeline_tokens_per_s": s["pipeline"]["median"],
         "pipeline_without_load_tokens_per_s": s["pipeline_without_load"]["median"],
         "sentence_transformers_tokens_per_s": s["sentence_transformers"]["median"],
+        "sentence_transformers_bf16_tokens_per_s": s["sentence_transformers_bf16"]["median"],
         "infinity_tokens_per_s": s["infinity"]["median"],
         "chat_shape_tokens_per_s": s["chat_shape"]["median"],
         "pipeline_embed_stage_tokens_per_s": report.spread(
@@ -172,6 +177,9 @@ def summarise(
         "ratios_paired_by_round": {
             "engine_vs_sentence_transformers": report.paired_ratios(
                 per_round, "engine", "sentence_transformers"
+            ),
+            "engine_vs_sentence_transformers_bf16": report.paired_ratios(
+                per_round, "engine", "sentence_transformers_bf16"
             ),
             "engine_vs_infinity": report.paired_ratios(per_round, "engine", "infinity"),
             "engine_vs_chat_shape": report.paired_ratios(per_round, "engine", "chat_shape"),
