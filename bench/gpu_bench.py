@@ -10,6 +10,8 @@ Every contender encodes the same chunk texts, round after round, interleaved:
 - engine_1_tokenize_thread / engine_N_tokenize_threads: the same with one tokenising thread
   (what corpusmill did before the first H100 run showed the GPU starved) and with more
   than the default, to show whether the CPU side still limits the GPU;
+- engine_pretokenized: the engine handed token ids instead of texts (what reusing the ids
+  the chunker computes anyway would give);
 - forward_only: the engine's batches, tokenised and padded beforehand, through the model:
   what the GPU does when nothing on the CPU is in its way;
 - sentence_transformers: `encode()` with its defaults (batch 32, float32), and the same
@@ -127,6 +129,21 @@ def matmul_peak_tflops(device: str, n: int = 8192, iters: int = 20) -> float:
     return 2 * n**3 * iters / (time.perf_counter() - t0) / 1e12
 
 
+class Pretokenized:
+    """The real encoder with tokenisation replaced by a lookup of ids computed beforehand:
+    what the engine would do if it were handed the ids the chunker already computes."""
+
+    def __init__(self, encoder, texts, token_lists) -> None:
+        self.encoder, self.pad_id = encoder, encoder.pad_id
+        self.ids = dict(zip(texts, token_lists, strict=True))
+
+    def tokenize(self, texts):
+        return [self.ids[t] for t in texts]
+
+    def forward(self, batch):
+        return self.encoder.forward(batch)
+
+
 def sentence_transformer(path: Path, device: str, dtype):
     from sentence_transformers import SentenceTransformer
 
@@ -172,6 +189,9 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
     token_lists = enc.tokenize(texts)
     plan = plan_batches([len(t["input_ids"]) for t in token_lists], engine.max_batch_tokens)
     batches = [collate([token_lists[i] for i in b], enc.pad_id, cuda) for b in plan.batches]
+    engines["engine_pretokenized"] = BatchEngine(
+        Pretokenized(enc, texts, token_lists), max_batch_tokens=budget, pin_memory=cuda
+    )
 
     peers: dict = {}
     unavailable: dict[str, str] = {}
