@@ -8,8 +8,9 @@
 Like infinity's engine, the stages talk through bounded queues, so the model never waits
 on tokenisation or on a LanceDB write, and memory stays bounded by the window size, not
 by the corpus. On a GPU one tokenising thread cannot keep up with the model, so the
-producer can spread a window over `tokenize_threads` workers (slices, order kept). Unlike a chat runtime, nothing here is per request: the caller hands over
-a whole partition and the engine decides the batches.
+producer can spread a window over `tokenize_threads` workers (slices, order kept).
+Unlike a chat runtime, nothing here is per request: the caller hands over a whole
+partition and the engine decides the batches.
 
 The encoder is any object with `tokenize(items) -> list[dict[str, list[int]]]`,
 `forward(batch: dict) -> np.ndarray` and `pad_id`; `TransformerEncoder` is the real one,
