@@ -87,7 +87,11 @@ def chunked_documents(
 
     enc = embedder.encoder
     chunker = TokenChunker(
-        enc.tokenizer, config.chunk_tokens, config.chunk_overlap, enc.max_seq_length
+        enc.tokenizer,
+        config.chunk_tokens,
+        config.chunk_overlap,
+        enc.max_seq_length,
+        tokenizer_id=enc.tokenizer_id,  # chunks keep their input ids for the embedder
     )
     db = store.store()
     with db.write_lock():

@@ -30,7 +30,13 @@ def embeddings(
         stats.append(embedder.embed_stream(items, sink))
 
     with db.write_lock(), GpuSampler() as gpu:
-        report = sync_embeddings(db, embed, embedder.card, context.partition_keys)
+        report = sync_embeddings(
+            db,
+            embed,
+            embedder.card,
+            context.partition_keys,
+            tokenizer_id=embedder.encoder.tokenizer_id,
+        )
         # Chunks the engine could not embed (an input too large for the device even
         # alone) are quarantined at stage "embed"; their documents are retried next run.
         record_quarantine(db, "embed", report._failed, None, context.partition_keys)

@@ -4,6 +4,9 @@ Chunks are windows of `chunk_tokens` tokens with `overlap` tokens shared between
 neighbours. A cut is moved back to the nearest word boundary (a whitespace gap between
 two tokens) so that re-tokenising a chunk gives the same tokens; every chunk is then
 re-tokenised with special tokens and counted, so truncation is measured, never assumed.
+Those ids are exactly what the embedding engine would compute again, so each chunk keeps
+them (`input_ids`) for the engine, together with the fingerprint of the tokenizer that
+made them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ class Chunk:
     text: str
     content_hash: str
     n_tokens: int  # as the model sees it, special tokens included
+    # The model's input ids for this text; None when over the model limit (the engine
+    # then tokenises with truncation) or when the chunker has no tokenizer_id.
+    input_ids: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -37,7 +43,14 @@ class ChunkedBatch:
 class TokenChunker:
     """Splits text by the tokenizer of the model that will embed it."""
 
-    def __init__(self, tokenizer, chunk_tokens: int, overlap: int, max_seq_length: int) -> None:
+    def __init__(
+        self,
+        tokenizer,
+        chunk_tokens: int,
+        overlap: int,
+        max_seq_length: int,
+        tokenizer_id: str = "",
+    ) -> None:
         special = tokenizer.num_special_tokens_to_add(pair=False)
         if chunk_tokens < 8:
             raise ConfigError(
@@ -58,6 +71,7 @@ class TokenChunker:
         self.chunk_tokens = chunk_tokens
         self.overlap = overlap
         self.max_seq_length = max_seq_length
+        self.tokenizer_id = tokenizer_id  # e.g. TransformerEncoder.tokenizer_id; "" = keep no ids
 
     @property
     def version(self) -> str:
@@ -79,8 +93,11 @@ class TokenChunker:
         for (doc_id, text), offsets in zip(docs, enc["offset_mapping"], strict=True):
             for position, (start, end) in enumerate(self._spans(offsets)):
                 pieces.append((doc_id, position, text[start:end]))
-        counts = self.tokenizer(
-            [p[2] for p in pieces], add_special_tokens=True, return_attention_mask=False
+        input_ids = self.tokenizer(
+            [p[2] for p in pieces],
+            add_special_tokens=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
         )["input_ids"]
         chunks = [
             Chunk(
@@ -90,8 +107,9 @@ class TokenChunker:
                 text=text,
                 content_hash=content_hash(text),
                 n_tokens=len(ids),
+                input_ids=ids if self.tokenizer_id and len(ids) <= self.max_seq_length else None,
             )
-            for (doc_id, position, text), ids in zip(pieces, counts, strict=True)
+            for (doc_id, position, text), ids in zip(pieces, input_ids, strict=True)
         ]
         truncated = sum(1 for c in chunks if c.n_tokens > self.max_seq_length)
         return ChunkedBatch(chunks, truncated)

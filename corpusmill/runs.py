@@ -106,6 +106,7 @@ def summarise(result, seconds: float) -> dict[str, Any]:
         "chunks_reused": emb.get("chunks_reused", 0),
         "rows": emb.get("rows", 0),
         "tokens": emb.get("tokens", 0),
+        "pretokenized_items": emb.get("pretokenized_items", 0),
         "tokens_per_s": emb.get("tokens_per_s", 0.0),
         "padding_fraction": emb.get("padding_fraction", 0.0),
         "model_load_seconds": emb.get("model_load_seconds", 0.0),

@@ -80,27 +80,39 @@ def documents_schema() -> pa.Schema:
     )
 
 
+def chunk_fields() -> list[pa.Field]:
+    """What a chunk is: the columns `chunks` and `embeddings` share."""
+    return [
+        pa.field("chunk_id", pa.string()),
+        pa.field("doc_id", pa.string()),
+        pa.field("doc_key", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("uri", pa.string()),
+        pa.field("partition", pa.string()),
+        pa.field("position", pa.int32()),
+        pa.field("text", pa.string()),
+        pa.field("content_hash", pa.string()),
+        pa.field("doc_hash", pa.string()),
+        pa.field("n_tokens", pa.int32()),
+        pa.field("chunker", pa.string()),
+    ]
+
+
 def chunks_schema() -> pa.Schema:
+    """Chunk fields plus the engine's input ids, computed while chunking and reused at
+    embedding time when `tokenizer` still matches the embedder's (null: tokenise again).
+    About 4 bytes per token on disk, to save tokenising every chunk a second time."""
     return pa.schema(
-        [
-            ("chunk_id", pa.string()),
-            ("doc_id", pa.string()),
-            ("doc_key", pa.string()),
-            ("source", pa.string()),
-            ("uri", pa.string()),
-            ("partition", pa.string()),
-            ("position", pa.int32()),
-            ("text", pa.string()),
-            ("content_hash", pa.string()),
-            ("doc_hash", pa.string()),
-            ("n_tokens", pa.int32()),
-            ("chunker", pa.string()),
+        chunk_fields()
+        + [
+            pa.field("input_ids", pa.list_(pa.int32())),
+            pa.field("tokenizer", pa.string()),
         ]
     )
 
 
 def embeddings_schema(card: ModelCard) -> pa.Schema:
-    fields = list(chunks_schema()) + [
+    fields = chunk_fields() + [
         pa.field("vector", pa.list_(pa.float32(), card.dimension)),
         pa.field("model_id", pa.string()),
     ]
@@ -190,9 +202,15 @@ class Store:
         return self.db.open_table(name)
 
     def ensure(self, name: str, schema: pa.Schema):
+        """The table, created with `schema` if new. A table written by an older corpusmill
+        gains the columns it lacks, as nulls (one metadata-only commit): every column
+        added to a schema must therefore be nullable and mean "unknown" when null."""
         table = self.open(name)
         if table is None:
-            table = self.db.create_table(name, schema=schema, exist_ok=True)
+            return self.db.create_table(name, schema=schema, exist_ok=True)
+        missing = [f for f in schema if f.name not in table.schema.names]
+        if missing:
+            table.add_columns(missing)
         return table
 
     def ensure_embeddings(self, card: ModelCard):

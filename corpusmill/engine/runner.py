@@ -14,7 +14,9 @@ partition and the engine decides the batches.
 
 The encoder is any object with `tokenize(items) -> list[dict[str, list[int]]]`,
 `forward(batch: dict) -> np.ndarray` and `pad_id`; `TransformerEncoder` is the real one,
-tests use a labelled fake.
+tests use a labelled fake. An item may also arrive already tokenised, as `TokenIds`
+(the ids the chunker computed when it measured the chunk): the engine then skips the
+tokenizer for it, which on a GPU is most of the host's work per token.
 """
 
 from __future__ import annotations
@@ -37,12 +39,21 @@ _DONE = object()
 TOKENIZE_SLICE = 256  # texts per tokenising task when several threads tokenise
 
 
+@dataclass(frozen=True, slots=True)
+class TokenIds:
+    """An input already tokenised by the encoder's own tokenizer: special tokens included,
+    within the model's sequence limit. Used as is, never re-tokenised."""
+
+    ids: Sequence[int]
+
+
 @dataclass
 class EngineStats:
     items: int = 0
     real_tokens: int = 0
     padded_tokens: int = 0
     batches: int = 0
+    pretokenized: int = 0  # items that arrived as TokenIds and skipped the tokenizer
     tokenize_seconds: float = 0.0
     forward_seconds: float = 0.0
     sink_seconds: float = 0.0
@@ -62,6 +73,7 @@ class EngineStats:
     def as_metadata(self) -> dict[str, float | int]:
         return {
             "engine_items": self.items,
+            "pretokenized_items": self.pretokenized,
             "tokens": self.real_tokens,
             "padding_fraction": round(self.padding_fraction, 4),
             "batches": self.batches,
@@ -201,7 +213,7 @@ class BatchEngine:
                     break
                 t0 = time.perf_counter()
                 texts = window_items if text_of is None else [text_of(x) for x in window_items]
-                tokens = self._tokenize(texts, pool)
+                tokens = self._tokenize(texts, pool, stats)
                 lengths = [len(t["input_ids"]) for t in tokens]
                 plan = plan_batches(lengths, self.max_batch_tokens, self.max_batch_size)
                 stats.tokenize_seconds += time.perf_counter() - t0
@@ -220,9 +232,32 @@ class BatchEngine:
                 pool.shutdown(wait=True, cancel_futures=True)
             _put(out, _DONE, stop)
 
-    def _tokenize(self, texts: list, pool: ThreadPoolExecutor | None) -> list:
-        """The window's token ids in input order; sliced over the pool when there is one
-        (the Rust tokenizer releases the GIL, so the slices really run in parallel)."""
+    def _tokenize(self, texts: list, pool: ThreadPoolExecutor | None, stats: EngineStats) -> list:
+        """The window's token ids in input order. `TokenIds` items are taken as they are;
+        the rest go through the encoder's tokenizer."""
+        if not any(isinstance(t, TokenIds) for t in texts):
+            return self._run_tokenizer(texts, pool)
+        raw = [t for t in texts if not isinstance(t, TokenIds)]
+        tokenised = iter(self._run_tokenizer(raw, pool) if raw else [])
+        # Single-sequence inputs: every token type id is 0, as the tokenizer would give.
+        type_ids = bool(getattr(self.encoder, "uses_token_type_ids", False))
+        out = []
+        for t in texts:
+            if isinstance(t, TokenIds):
+                ids = list(t.ids)
+                out.append(
+                    {"input_ids": ids, "token_type_ids": [0] * len(ids)}
+                    if type_ids
+                    else {"input_ids": ids}
+                )
+            else:
+                out.append(next(tokenised))
+        stats.pretokenized += len(texts) - len(raw)
+        return out
+
+    def _run_tokenizer(self, texts: list, pool: ThreadPoolExecutor | None) -> list:
+        """Sliced over the pool when there is one (the Rust tokenizer releases the GIL, so
+        the slices really run in parallel)."""
         if pool is None or len(texts) <= TOKENIZE_SLICE:
             return self.encoder.tokenize(texts)
         slices = [texts[i : i + TOKENIZE_SLICE] for i in range(0, len(texts), TOKENIZE_SLICE)]

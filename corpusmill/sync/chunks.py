@@ -65,6 +65,8 @@ def sync_chunks(store: Store, chunker: TokenChunker, partitions: Sequence[str]) 
                 "doc_hash": by_doc[c.doc_id]["content_hash"],
                 "n_tokens": c.n_tokens,
                 "chunker": chunker.version,
+                "input_ids": c.input_ids,
+                "tokenizer": chunker.tokenizer_id if c.input_ids is not None else None,
             }
             for c in result.chunks
         ]

@@ -4,6 +4,8 @@ Stale documents are read from `chunks` in groups as the engine asks for more tex
 memory is bounded by the engine's window and the groups in flight, not by the partition.
 A group is committed (one atomic `merge_insert`) as soon as every one of its chunks has a
 vector, so a changed document's new chunks replace its old ones in a single commit.
+A chunk goes to the engine as the token ids the chunker stored with it when they came from
+this embedder's tokenizer (`tokenizer_id`), and as text otherwise.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from corpusmill.engine.runner import TokenIds
 from corpusmill.ids import doc_key
 from corpusmill.sources import Quarantined
 from corpusmill.store import Store, chunks_schema, groups_of
@@ -24,7 +27,7 @@ from corpusmill.sync.common import DOC_GROUP, Report, docs_filter, partition_fil
 
 _CHUNK_COLUMNS = [f.name for f in chunks_schema()]
 
-Embed = Callable[[Iterable[tuple[str, str]], Callable], object]
+Embed = Callable[[Iterable[tuple[str, str | TokenIds]], Callable], object]
 
 
 @dataclass
@@ -40,12 +43,14 @@ class EmbeddingsReport(Report):
 
 
 def sync_embeddings(
-    store: Store, embed: Embed, card, partitions: Sequence[str]
+    store: Store, embed: Embed, card, partitions: Sequence[str], tokenizer_id: str = ""
 ) -> EmbeddingsReport:
     """Make `embeddings` mirror `chunks` for `partitions`, embedding only new content.
 
-    `embed(items, sink)` streams (chunk_id, text) items through the engine and calls
-    `sink(items, rows, failed)` per window; the model resource provides it.
+    `embed(items, sink)` streams (chunk_id, text or TokenIds) items through the engine and
+    calls `sink(items, rows, failed)` per window; the model resource provides it.
+    `tokenizer_id` is the embedder's tokenizer fingerprint: stored ids made under another
+    one (or none) are ignored and the text is tokenised.
     """
     t0 = time.perf_counter()
     report = EmbeddingsReport()
@@ -63,13 +68,16 @@ def sync_embeddings(
 
     # Content hashes held anywhere in the table: only these are worth a vector lookup.
     known = set(store.scan("embeddings", ["content_hash"])["content_hash"].to_pylist())
-    committer = _GroupCommitter(store, table, card, report)
+    committer = _GroupCommitter(store, table, card, report, tokenizer_id)
+    # A chunks table from before stored ids has no such columns until it is next synced.
+    chunk_table = store.open("chunks")
+    present = set(chunk_table.schema.names) if chunk_table is not None else set()
+    columns = [c for c in _CHUNK_COLUMNS if c in present]
 
-    def items() -> Iterator[tuple[str, str]]:
+    def items() -> Iterator[tuple[str, str | TokenIds]]:
         for group in groups_of(stale, DOC_GROUP):
-            rows = store.scan_in(
-                "chunks", _CHUNK_COLUMNS, "doc_key", [doc_key(d) for d in group]
-            ).to_pylist()
+            rows = store.scan_in("chunks", columns, "doc_key", [doc_key(d) for d in group])
+            rows = rows.to_pylist()
             reusable = _stored_vectors(store, {r["content_hash"] for r in rows} & known)
             yield from committer.add_group(list(group), rows, reusable)
 
@@ -108,8 +116,11 @@ class _GroupCommitter:
     `sink` in its writer thread, so both hold one lock; commits happen under it too.
     """
 
-    def __init__(self, store: Store, table, card, report: EmbeddingsReport) -> None:
+    def __init__(
+        self, store: Store, table, card, report: EmbeddingsReport, tokenizer_id: str
+    ) -> None:
         self.store, self.table, self.card, self.report = store, table, card, report
+        self.tokenizer_id = tokenizer_id
         self.groups: list[dict] = []  # {docs, rows, missing: set of chunk ids, done}
         self.vectors: dict[str, list[float] | None] = {}
         self.owner: dict[str, int] = {}
@@ -117,19 +128,21 @@ class _GroupCommitter:
 
     def add_group(
         self, docs: list[str], rows: list[dict], reused: dict[str, list[float]]
-    ) -> list[tuple[str, str]]:
+    ) -> list[tuple[str, str | TokenIds]]:
         with self.lock:
             gid = len(self.groups)
             missing = set()
             todo = []
             for r in rows:
+                ids, made_by = r.pop("input_ids", None), r.pop("tokenizer", None)
                 vec = reused.get(r["content_hash"])
                 if vec is not None:
                     self.vectors[r["chunk_id"]] = vec
-                else:
-                    missing.add(r["chunk_id"])
-                    self.owner[r["chunk_id"]] = gid
-                    todo.append((r["chunk_id"], r["text"]))
+                    continue
+                missing.add(r["chunk_id"])
+                self.owner[r["chunk_id"]] = gid
+                usable = ids is not None and self.tokenizer_id and made_by == self.tokenizer_id
+                todo.append((r["chunk_id"], TokenIds(ids) if usable else r["text"]))
             self.groups.append({"docs": docs, "rows": rows, "missing": missing, "done": False})
             if not missing:
                 self._commit(gid)

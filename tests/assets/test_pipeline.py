@@ -5,6 +5,7 @@ changed and deleted documents, other sources untouched, quarantine, model lock.
 """
 
 import dagster as dg
+import numpy as np
 import pytest
 
 from corpusmill.errors import ModelMismatchError
@@ -163,6 +164,23 @@ def test_another_model_is_refused(corpus, resources, db_uri, minilm_path):
     other = dict(resources, embedder=EmbedderResource(model_path=str(minilm_path)))
     with pytest.raises(ModelMismatchError):
         ingest([corpus], other, chunk_config={"chunk_tokens": 24, "chunk_overlap": 4})
+
+
+def test_embedding_uses_the_ids_the_chunker_stored_and_only_its_own(corpus, resources, db_uri):
+    summary = ingest([corpus], resources)
+    assert summary["pretokenized_items"] == summary["chunks_embedded"] > 12
+    rows = Store(db_uri).scan("embeddings", ["text", "vector"]).to_pylist()
+    fresh = resources["embedder"].embed([r["text"] for r in rows])  # tokenised afresh
+    stored = np.array([r["vector"] for r in rows], dtype=np.float32)
+    assert (stored * fresh).sum(axis=1).min() > 0.99999  # unit vectors: dot = cosine
+
+    # Ids from any other tokenizer are not trusted: the texts are tokenised again.
+    store = Store(db_uri)
+    store.db.open_table("chunks").update(values={"tokenizer": "another-tokenizer"})
+    store.db.drop_table("embeddings")
+    again = ingest([corpus], resources)
+    assert again["chunks_embedded"] == summary["chunks_embedded"]
+    assert again["pretokenized_items"] == 0
 
 
 def test_all_partitions_listed():

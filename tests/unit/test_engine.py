@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from corpusmill.engine.encoder import TransformerEncoder, cpu_supports_bf16
-from corpusmill.engine.runner import BatchEngine
+from corpusmill.engine.runner import BatchEngine, TokenIds
 from corpusmill.engine.telemetry import GpuSampler
 from tests.texts import MIXED_TEXTS
 
@@ -165,3 +165,32 @@ def test_compiled_model_gives_the_eager_vectors(tiny_embedder_path):
     assert cosine_rows(compiled.embed(MIXED_TEXTS), eager.embed(MIXED_TEXTS)).min() >= 0.9999
     # The warm-up compiled a shape-general graph: new shapes compile nothing more.
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+
+
+def test_token_ids_skip_the_tokenizer_and_give_the_same_rows(tiny_embedder_path):
+    """Items handed over as TokenIds (what the chunker stores) are never re-tokenised, and
+    embed exactly as their texts do, token type ids included (the tiny model is a BERT)."""
+    enc = TransformerEncoder(tiny_embedder_path, dtype="float32")
+    assert enc.uses_token_type_ids
+    texts = [f"{i} " + MIXED_TEXTS[i % len(MIXED_TEXTS)] for i in range(40)]
+    ids = [t["input_ids"] for t in enc.tokenize(texts)]
+    mixed = [TokenIds(ids[i]) if i % 3 else texts[i] for i in range(len(texts))]
+
+    seen: list = []
+
+    class Counting:
+        pad_id = enc.pad_id
+        uses_token_type_ids = enc.uses_token_type_ids
+
+        def tokenize(self, items):
+            seen.extend(items)
+            return enc.tokenize(items)
+
+        def forward(self, batch):
+            return enc.forward(batch)
+
+    from_text, _ = BatchEngine(enc, max_batch_tokens=256).encode(texts)
+    from_ids, stats = BatchEngine(Counting(), max_batch_tokens=256).encode(mixed)
+    np.testing.assert_array_equal(from_text, from_ids)
+    assert stats.pretokenized == sum(1 for m in mixed if isinstance(m, TokenIds)) > 0
+    assert seen == [t for t in mixed if isinstance(t, str)]

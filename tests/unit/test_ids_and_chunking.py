@@ -82,3 +82,44 @@ def test_chunker_version_changes_ids(tokenizer):
     a = TokenChunker(tokenizer, 100, 10, 256).chunk_documents([("d", "hello world")]).chunks[0]
     b = TokenChunker(tokenizer, 120, 10, 256).chunk_documents([("d", "hello world")]).chunks[0]
     assert a.content_hash == b.content_hash and a.chunk_id != b.chunk_id
+
+
+def test_chunks_keep_exactly_the_ids_the_encoder_would_compute(tiny_embedder_path):
+    from corpusmill.engine.encoder import TransformerEncoder
+
+    enc = TransformerEncoder(tiny_embedder_path, dtype="float32")
+    text = " ".join(f"Protein {i} folds, unfolds; refolds again." for i in range(60))
+    chunks = (
+        TokenChunker(enc.tokenizer, 40, 8, enc.max_seq_length, tokenizer_id=enc.tokenizer_id)
+        .chunk_documents([("doc#1", text), ("doc#2", "short one")])
+        .chunks
+    )
+    assert len(chunks) > 3
+    expected = [t["input_ids"] for t in enc.tokenize([c.text for c in chunks])]
+    assert [c.input_ids for c in chunks] == expected
+    assert all(len(c.input_ids) == c.n_tokens for c in chunks)
+    # Without a tokenizer id there is nothing to vouch for the ids: none are kept.
+    plain = TokenChunker(enc.tokenizer, 40, 8, enc.max_seq_length).chunk_documents(
+        [("doc#2", "short one")]
+    )
+    assert plain.chunks[0].input_ids is None
+
+
+def test_tokenizer_fingerprint_follows_tokenizer_files_and_limit_not_weights(
+    tiny_embedder_path, tmp_path
+):
+    import shutil
+
+    from corpusmill.engine.encoder import tokenizer_fingerprint
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_embedder_path, copy)
+    base = tokenizer_fingerprint(copy, 64)
+    assert tokenizer_fingerprint(copy, 64) == base
+    assert tokenizer_fingerprint(copy, 32) != base
+    for weights in copy.glob("*.safetensors"):
+        weights.write_bytes(weights.read_bytes() + b"\0")
+    assert tokenizer_fingerprint(copy, 64) == base
+    vocab = next(p for p in copy.iterdir() if p.name in ("vocab.txt", "tokenizer.json"))
+    vocab.write_text(vocab.read_text() + "\n")
+    assert tokenizer_fingerprint(copy, 64) != base

@@ -78,3 +78,49 @@ def test_filters_quote_hostile_values(db_uri):
 def test_scan_of_missing_table_is_empty(db_uri):
     assert Store(db_uri).scan("embeddings", ["chunk_id"]).num_rows == 0
     assert isinstance(Store(db_uri).scan("chunks", ["chunk_id"]), pa.Table)
+
+
+def test_a_chunks_table_from_before_stored_ids_gains_the_columns(db_uri):
+    from corpusmill.store import chunk_fields, chunks_schema
+
+    store = Store(db_uri)
+    old_row = {f.name: "x" for f in chunk_fields()} | {"position": 0, "n_tokens": 3}
+    old = store.db.create_table("chunks", schema=pa.schema(chunk_fields()))
+    old.add(rows_to_table([old_row], pa.schema(chunk_fields())))
+    table = store.ensure("chunks", chunks_schema())
+    assert table.schema.names == chunks_schema().names
+    new_row = old_row | {"chunk_id": "y", "input_ids": [101, 7, 102], "tokenizer": "t1"}
+    store.replace_rows(table, "chunk_id", rows_to_table([new_row], chunks_schema()), None)
+    rows = store.scan("chunks", ["chunk_id", "input_ids", "tokenizer"]).to_pylist()
+    assert sorted(rows, key=lambda r: r["chunk_id"]) == [
+        {"chunk_id": "x", "input_ids": None, "tokenizer": None},
+        {"chunk_id": "y", "input_ids": [101, 7, 102], "tokenizer": "t1"},
+    ]
+    assert store.ensure("chunks", chunks_schema()).version == table.version  # no-op now
+
+
+def test_embeddings_sync_reads_a_chunks_table_from_before_stored_ids(db_uri):
+    """Only the embeddings asset re-run on an old store: no ids to read, texts embed."""
+    from corpusmill.engine.runner import BatchEngine
+    from corpusmill.ids import doc_key
+    from corpusmill.store import chunk_fields
+    from corpusmill.sync import sync_embeddings
+    from tests.fakes import FakeHashEncoder
+
+    store = Store(db_uri)
+    rows = [
+        {f.name: f"{f.name}-{i}" for f in chunk_fields()}
+        | {"position": 0, "n_tokens": 3, "partition": "shard-00", "text": f"text number {i}"}
+        | {"doc_key": doc_key(f"doc_id-{i}")}
+        for i in range(3)
+    ]
+    store.db.create_table("chunks", rows_to_table(rows, pa.schema(chunk_fields())))
+    engine = BatchEngine(FakeHashEncoder(dim=4))
+    stats = []
+
+    def embed(items, sink):
+        stats.append(engine.run(items, sink, text_of=lambda item: item[1]))
+
+    report = sync_embeddings(store, embed, CARD, ["shard-00"], tokenizer_id="t1")
+    assert report.chunks_embedded == 3 and report.rows == 3
+    assert stats[0].pretokenized == 0
