@@ -31,5 +31,8 @@ timeout 330 "$PY" bench/gpu_bench.py --docs "${GPU_BENCH_DOCS:-2000}" --rounds "
   --device "${GPU_BENCH_DEVICE:-cuda}" ${MODEL:+--model "$MODEL"} "${CORPUS_ARGS[@]}" \
   --out "$OUT_DIR/gpu.json"
 bench_rc=$?
+# How fast this machine's CPUs can feed the GPU (no GPU work): from texts vs stored ids.
+timeout 90 "$PY" bench/host_feed.py --docs "${GPU_BENCH_DOCS:-2000}" --rounds 2 \
+  ${MODEL:+--model "$MODEL"} "${CORPUS_ARGS[@]}" | tee "$OUT_DIR/host_feed.txt" | tail -1
 echo "gpu tests rc=$tests_rc, gpu bench rc=$bench_rc"
 exit $(( tests_rc != 0 || bench_rc != 0 ))

@@ -10,16 +10,17 @@ Every contender encodes the same chunk texts, round after round, interleaved:
 - engine_1_tokenize_thread / engine_N_tokenize_threads: the same with one tokenising thread
   (what corpusmill did before the first H100 run showed the GPU starved) and with more
   than the default, to show whether the CPU side still limits the GPU;
-- engine_pretokenized: the engine handed token ids instead of texts (what reusing the ids
-  the chunker computes anyway would give);
+- engine_pretokenized: the engine handed the token ids the chunker stored with each chunk
+  (`TokenIds`), which is what the pipeline's embeddings stage does;
 - forward_only: the engine's batches, tokenised and padded beforehand, through the model:
   what the GPU does when nothing on the CPU is in its way;
 - sentence_transformers: `encode()` with its defaults (batch 32, float32), and the same
   in bf16 (a tuned peer);
 - chat_shape: one forward per text, one at a time, in-process (no HTTP cost: the kindest
   version of that shape).
-A first, cold pass of the engine over the texts is reported on its own. Then a sustained
-engine phase of several seconds samples GPU utilisation with pynvml, and a
+A first, cold pass of the engine over the texts is reported on its own. Then two sustained
+engine phases of several seconds each (from texts, and from the stored ids) sample GPU
+utilisation with pynvml, and a
 bf16 8192^3 matmul gives the machine's peak, converted to a tokens/s ceiling with the
 model's FLOPs per token at the engine's mean padded length.
 
@@ -129,21 +130,6 @@ def matmul_peak_tflops(device: str, n: int = 8192, iters: int = 20) -> float:
     return 2 * n**3 * iters / (time.perf_counter() - t0) / 1e12
 
 
-class Pretokenized:
-    """The real encoder with tokenisation replaced by a lookup of ids computed beforehand:
-    what the engine would do if it were handed the ids the chunker already computes."""
-
-    def __init__(self, encoder, texts, token_lists) -> None:
-        self.encoder, self.pad_id = encoder, encoder.pad_id
-        self.ids = dict(zip(texts, token_lists, strict=True))
-
-    def tokenize(self, texts):
-        return [self.ids[t] for t in texts]
-
-    def forward(self, batch):
-        return self.encoder.forward(batch)
-
-
 def sentence_transformer(path: Path, device: str, dtype):
     from sentence_transformers import SentenceTransformer
 
@@ -158,13 +144,15 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
     from corpusmill.chunking import TokenChunker
     from corpusmill.engine.batching import plan_batches
     from corpusmill.engine.encoder import TransformerEncoder
-    from corpusmill.engine.runner import BatchEngine, collate
+    from corpusmill.engine.runner import BatchEngine, TokenIds, collate
     from corpusmill.engine.telemetry import GpuSampler
     from corpusmill.settings import default_batch_tokens, default_tokenize_threads
 
     enc = TransformerEncoder(path, device=device)
-    chunks = TokenChunker(enc.tokenizer, 200, 32, enc.max_seq_length).chunk_documents(docs).chunks
+    chunker = TokenChunker(enc.tokenizer, 200, 32, enc.max_seq_length, enc.tokenizer_id)
+    chunks = chunker.chunk_documents(docs).chunks
     texts, tokens = [c.text for c in chunks], sum(c.n_tokens for c in chunks)
+    stored_ids = [TokenIds(c.input_ids) if c.input_ids else c.text for c in chunks]
     cuda = device == "cuda"
     threads = default_tokenize_threads(device)
     budget = default_batch_tokens(device)
@@ -189,9 +177,8 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
     token_lists = enc.tokenize(texts)
     plan = plan_batches([len(t["input_ids"]) for t in token_lists], engine.max_batch_tokens)
     batches = [collate([token_lists[i] for i in b], enc.pad_id, cuda) for b in plan.batches]
-    engines["engine_pretokenized"] = BatchEngine(
-        Pretokenized(enc, texts, token_lists), max_batch_tokens=budget, pin_memory=cuda
-    )
+    engines["engine_pretokenized"] = engine
+    inputs = {"engine_pretokenized": stored_ids}
 
     peers: dict = {}
     unavailable: dict[str, str] = {}
@@ -207,7 +194,7 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
     def engine_run(r: dict, key: str) -> None:
         sync(device)
         with GpuSampler(interval_s=0.05) as gpu:
-            _, stats = engines[key].encode(texts)
+            _, stats = engines[key].encode(inputs.get(key, texts))
         r[key] = tokens / stats.wall_seconds
         r[f"{key}_gpu_util_mean"] = gpu.summary().get("gpu_util_mean")
         r[f"{key}_stage_seconds"] = {
@@ -246,18 +233,23 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
         r["chat_shape"] = tokens / (time.perf_counter() - t0)
         out["rounds"].append({k: (round(v) if isinstance(v, float) else v) for k, v in r.items()})
 
-    # Sustained phase: long enough for NVML's utilisation counter (a ~1/6 s window) to mean
-    # something; the texts repeat so the engine never runs dry.
-    per_pass = tokens / max(1.0, out["rounds"][-1]["engine"])
-    repeats = max(1, int(sustain_s / max(per_pass, 1e-3)))
-    with GpuSampler(interval_s=0.05) as gpu:
-        _, stats = engine.encode(texts * repeats)
-    out["sustained"] = {
-        "repeats": repeats,
-        "tokens_per_s": round(stats.tokens_per_second),
-        "seconds": round(stats.wall_seconds, 2),
-        **gpu.summary(),
-    }
+    # Sustained phases: long enough for NVML's utilisation counter (a ~1/6 s window) to
+    # mean something; the inputs repeat so the engine never runs dry. Texts, then the ids
+    # the chunker stored (what the pipeline's embeddings stage feeds the engine).
+    for phase, key, items in (
+        ("sustained", "engine", texts),
+        ("sustained_from_ids", "engine_pretokenized", stored_ids),
+    ):
+        per_pass = tokens / max(1.0, out["rounds"][-1][key])
+        repeats = max(1, int(sustain_s / max(per_pass, 1e-3)))
+        with GpuSampler(interval_s=0.05) as gpu:
+            _, stats = engine.encode(items * repeats)
+        out[phase] = {
+            "repeats": repeats,
+            "tokens_per_s": round(stats.tokens_per_second),
+            "seconds": round(stats.wall_seconds, 2),
+            **gpu.summary(),
+        }
 
     for key in (*engines, "forward_only", *peers, "chat_shape"):
         values = sorted(r[key] for r in out["rounds"])
