@@ -101,7 +101,7 @@ def chunk_fields() -> list[pa.Field]:
 def chunks_schema() -> pa.Schema:
     """Chunk fields plus the engine's input ids, computed while chunking and reused at
     embedding time when `tokenizer` still matches the embedder's (null: tokenise again).
-    About 4 bytes per token on disk, to save tokenising every chunk a second time."""
+    About 2 bytes per token on disk (4 in memory), to save tokenising every chunk twice."""
     return pa.schema(
         chunk_fields()
         + [
@@ -203,7 +203,7 @@ class Store:
 
     def ensure(self, name: str, schema: pa.Schema):
         """The table, created with `schema` if new. A table written by an older corpusmill
-        gains the columns it lacks, as nulls (one metadata-only commit): every column
+        gains the columns it lacks, as nulls (one commit, no rows rewritten): every column
         added to a schema must therefore be nullable and mean "unknown" when null."""
         table = self.open(name)
         if table is None:

@@ -16,6 +16,7 @@ import copy
 import hashlib
 import json
 import queue
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -103,18 +104,24 @@ def weights_fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack"}
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
 
 
-def tokenizer_fingerprint(model_dir: Path, max_seq_length: int) -> str:
-    """Identifies what the tokenizer turns a text into: sha256 over the directory's
-    top-level files other than weights (vocabulary, tokenizer and model config), plus the
+def tokenizer_fingerprint(model_dir: Path, vocab_files: Iterable[str], max_seq_length: int) -> str:
+    """Identifies what the tokenizer turns a text into: sha256 over its files (the
+    vocabulary files it names, plus tokenizer.json, its config and special tokens) and the
     sequence limit. Token ids stored with a chunk are reused only under the same value;
     any edit to those files makes them stale, and the text is tokenised again."""
     digest = hashlib.sha256(f"max_seq_length={max_seq_length}".encode())
-    for path in sorted(model_dir.iterdir()):
-        if path.is_file() and path.suffix not in _WEIGHT_SUFFIXES:
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    for name in sorted(set(vocab_files) | set(_TOKENIZER_FILES)):
+        path = model_dir / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -247,7 +254,9 @@ class TransformerEncoder:
             normalize=self.pooling.normalize,
             max_seq_length=self.max_seq_length,
         )
-        self.tokenizer_id = tokenizer_fingerprint(model_dir, self.max_seq_length)
+        self.tokenizer_id = tokenizer_fingerprint(
+            model_dir, self.tokenizer.vocab_files_names.values(), self.max_seq_length
+        )
         self.uses_token_type_ids = "token_type_ids" in self.tokenizer.model_input_names
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.compiled = bool(compile)

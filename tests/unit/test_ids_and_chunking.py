@@ -114,12 +114,21 @@ def test_tokenizer_fingerprint_follows_tokenizer_files_and_limit_not_weights(
 
     copy = tmp_path / "model"
     shutil.copytree(tiny_embedder_path, copy)
-    base = tokenizer_fingerprint(copy, 64)
-    assert tokenizer_fingerprint(copy, 64) == base
-    assert tokenizer_fingerprint(copy, 32) != base
-    for weights in copy.glob("*.safetensors"):
-        weights.write_bytes(weights.read_bytes() + b"\0")
-    assert tokenizer_fingerprint(copy, 64) == base
-    vocab = next(p for p in copy.iterdir() if p.name in ("vocab.txt", "tokenizer.json"))
-    vocab.write_text(vocab.read_text() + "\n")
-    assert tokenizer_fingerprint(copy, 64) != base
+    vocab_files = ["vocab.txt", "tokenizer.json"]
+
+    def fingerprint(limit: int = 64) -> str:
+        return tokenizer_fingerprint(copy, vocab_files, limit)
+
+    base = fingerprint()
+    assert fingerprint() == base and fingerprint(32) != base
+    for unrelated in (*copy.glob("*.safetensors"), copy / "config.json"):
+        unrelated.write_bytes(unrelated.read_bytes() + b" ")
+    assert fingerprint() == base
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        path = copy / name
+        assert path.is_file()
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n")
+        assert fingerprint() != base
+        path.write_bytes(original)
+    assert fingerprint() == base
