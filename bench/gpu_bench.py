@@ -11,7 +11,8 @@ Every contender encodes the same chunk texts, round after round, interleaved:
   (what corpusmill did before the first H100 run showed the GPU starved) and with more
   than the default, to show whether the CPU side still limits the GPU;
 - engine_pretokenized: the engine handed the token ids the chunker stored with each chunk
-  (`TokenIds`), which is what the pipeline's embeddings stage does;
+  (`TokenIds`), which is what the pipeline's embeddings stage does; and the same with
+  launch-ahead off (each batch's rows back on the host before the next launch);
 - forward_only: the engine's batches, tokenised and padded beforehand, through the model:
   what the GPU does when nothing on the CPU is in its way;
 - sentence_transformers: `encode()` with its defaults (batch 32, float32), and the same
@@ -156,16 +157,16 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
     cuda = device == "cuda"
     threads = default_tokenize_threads(device)
     budget = default_batch_tokens(device)
+    # As the model resource builds it: pinned batches and launch-ahead on CUDA.
+    as_resource = {"max_batch_tokens": budget, "pin_memory": cuda, "launch_ahead": cuda}
     engines = {
-        "engine": BatchEngine(
-            enc, max_batch_tokens=budget, pin_memory=cuda, tokenize_threads=threads
-        ),
-        "engine_1_tokenize_thread": BatchEngine(enc, max_batch_tokens=budget, pin_memory=cuda),
+        "engine": BatchEngine(enc, tokenize_threads=threads, **as_resource),
+        "engine_1_tokenize_thread": BatchEngine(enc, **as_resource),
     }
     more = max(threads, (os.cpu_count() or 2) - 2)
     if more > threads:
         engines[f"engine_{more}_tokenize_threads"] = BatchEngine(
-            enc, max_batch_tokens=budget, pin_memory=cuda, tokenize_threads=more
+            enc, tokenize_threads=more, **as_resource
         )
     engine = engines["engine"]
     _, warm = engine.encode(texts[:512])
@@ -178,7 +179,11 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
     plan = plan_batches([len(t["input_ids"]) for t in token_lists], engine.max_batch_tokens)
     batches = [collate([token_lists[i] for i in b], enc.pad_id, cuda) for b in plan.batches]
     engines["engine_pretokenized"] = engine
-    inputs = {"engine_pretokenized": stored_ids}
+    # The same without launch-ahead: each batch's rows copied back before the next launch.
+    engines["engine_pretokenized_no_launch_ahead"] = BatchEngine(
+        enc, tokenize_threads=threads, max_batch_tokens=budget, pin_memory=cuda
+    )
+    inputs = {"engine_pretokenized": stored_ids, "engine_pretokenized_no_launch_ahead": stored_ids}
 
     peers: dict = {}
     unavailable: dict[str, str] = {}
@@ -201,6 +206,7 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
             "wall": round(stats.wall_seconds, 3),
             "tokenize": round(stats.tokenize_seconds, 3),
             "forward": round(stats.forward_seconds, 3),
+            "device_wait": round(stats.device_wait_seconds, 3),
         }
         r["padding_fraction"] = round(stats.padding_fraction, 4)
         r["mean_padded_length"] = stats.padded_tokens / max(1, stats.items)

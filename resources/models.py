@@ -75,6 +75,7 @@ class _ModelResource(dg.ConfigurableResource):
             encoder,
             max_batch_tokens=budget,
             pin_memory=encoder.device == "cuda",
+            launch_ahead=encoder.device == "cuda",
             tokenize_threads=self.tokenize_threads or default_tokenize_threads(encoder.device),
         )
         self._warm_up()
@@ -121,6 +122,7 @@ class _ModelResource(dg.ConfigurableResource):
             "compiled": enc.compiled,
             "max_batch_tokens": self.engine.max_batch_tokens,
             "tokenize_threads": self.engine.tokenize_threads,
+            "launch_ahead": self.engine.launch_ahead,
             "model_load_seconds": round(self._load_seconds, 3),
             "warmup_seconds": round(self._warmup_seconds, 3),
         }

@@ -3,11 +3,14 @@
 A deterministic hash encoder with the same interface as `TransformerEncoder`
 (`tokenize`, `forward`, `pad_id`). It counts the batches it sees and can be told to raise
 `torch.cuda.OutOfMemoryError` above a padded-token budget, to test the OOM back-off.
+`FakeLaunchingEncoder` adds a `launch` whose rows arrive late, to test launch-ahead.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 
 import numpy as np
 
@@ -47,3 +50,34 @@ class FakeHashEncoder:
 
 def hash_token(word: str) -> int:
     return 1000 + int.from_bytes(hashlib.blake2b(word.encode(), digest_size=2).digest(), "big")
+
+
+class FakeLaunchingEncoder(FakeHashEncoder):
+    """FAKE, as above, with `launch`: rows come back as a pending handle whose `wait` takes
+    a while, like a GPU batch still running. Records how many launched batches were not
+    yet waited for at each launch, so a test can tell whether launches ran ahead."""
+
+    def __init__(self, wait_s: float = 0.02, **kw) -> None:
+        super().__init__(**kw)
+        self.wait_s = wait_s
+        self.pending = 0
+        self.max_pending = 0
+        self._lock = threading.Lock()
+
+    def launch(self, batch):
+        rows = self.forward(batch)
+        with self._lock:
+            self.pending += 1
+            self.max_pending = max(self.max_pending, self.pending)
+        return _FakePending(self, rows)
+
+
+class _FakePending:
+    def __init__(self, owner: FakeLaunchingEncoder, rows: np.ndarray) -> None:
+        self.owner, self.rows = owner, rows
+
+    def wait(self) -> np.ndarray:
+        time.sleep(self.owner.wait_s)
+        with self.owner._lock:
+            self.owner.pending -= 1
+        return self.rows

@@ -8,7 +8,9 @@
 Like infinity's engine, the stages talk through bounded queues, so the model never waits
 on tokenisation or on a LanceDB write, and memory stays bounded by the window size, not
 by the corpus. On a GPU one tokenising thread cannot keep up with the model, so the
-producer can spread a window over `tokenize_threads` workers (slices, order kept).
+producer can spread a window over `tokenize_threads` workers (slices, order kept), and
+with `launch_ahead` the main thread only queues each batch on the device: the writer
+waits for its rows while the next batch is already being launched.
 Unlike a chat runtime, nothing here is per request: the caller hands over a whole
 partition and the engine decides the batches.
 
@@ -55,7 +57,8 @@ class EngineStats:
     batches: int = 0
     pretokenized: int = 0  # items that arrived as TokenIds and skipped the tokenizer
     tokenize_seconds: float = 0.0
-    forward_seconds: float = 0.0
+    forward_seconds: float = 0.0  # with launch_ahead: the time to queue the work, not run it
+    device_wait_seconds: float = 0.0  # the writer waiting for launched rows (launch_ahead)
     sink_seconds: float = 0.0
     wall_seconds: float = 0.0
     oom_retries: int = 0
@@ -80,6 +83,7 @@ class EngineStats:
             "tokens_per_s": round(self.tokens_per_second, 1),
             "forward_seconds": round(self.forward_seconds, 3),
             "tokenize_seconds": round(self.tokenize_seconds, 3),
+            "device_wait_seconds": round(self.device_wait_seconds, 3),
             "write_seconds": round(self.sink_seconds, 3),
             "engine_seconds": round(self.wall_seconds, 3),
             "oom_retries": self.oom_retries,
@@ -140,6 +144,7 @@ class BatchEngine:
         queue_depth: int = 4,
         pin_memory: bool = False,
         tokenize_threads: int = 1,
+        launch_ahead: bool = False,
     ) -> None:
         self.encoder = encoder
         self.max_batch_tokens = max_batch_tokens  # lowered for the rest of the run on OOM
@@ -148,6 +153,9 @@ class BatchEngine:
         self.queue_depth = queue_depth
         self.pin_memory = pin_memory
         self.tokenize_threads = max(1, tokenize_threads)
+        # Queue each batch on the device and let the writer wait for its rows, so the next
+        # launch overlaps this batch's GPU time (needs an encoder with `launch`).
+        self.launch_ahead = launch_ahead and hasattr(encoder, "launch")
 
     # -- public API -----------------------------------------------------------------
     def encode(self, items: Sequence[Any]) -> tuple[np.ndarray, EngineStats]:
@@ -297,7 +305,7 @@ class BatchEngine:
                 continue
             try:
                 t0 = time.perf_counter()
-                rows = self.encoder.forward(b)
+                rows = self.encoder.launch(b) if self.launch_ahead else self.encoder.forward(b)
                 stats.forward_seconds += time.perf_counter() - t0
             except BaseException as exc:
                 if not is_out_of_memory(exc):
@@ -344,6 +352,10 @@ class BatchEngine:
                         for i in indices:
                             current[4][i] = failure
                         continue
+                    if not isinstance(rows, np.ndarray):  # launched, still on the device
+                        t0 = time.perf_counter()
+                        rows = rows.wait()
+                        stats.device_wait_seconds += time.perf_counter() - t0
                     if current[3] is None:
                         current[3] = np.full(
                             (len(current[1]), rows.shape[1]), np.nan, dtype=np.float32

@@ -1,4 +1,4 @@
-"""On a CUDA device: precision, pinned memory, batch invariance and telemetry.
+"""On a CUDA device: precision, pinned memory, launch-ahead, batch invariance, telemetry.
 
 Skipped where torch sees no CUDA device. bench/gpu.sh runs these on a lent GPU machine.
 The checks use MiniLM-L6: CORPUSMILL_GPU_TEST_MODEL (the float16 copy bench/gpu_pack.py
@@ -66,6 +66,21 @@ def test_cuda_batch_invariance(model_dir):
     assert (batched * alone).sum(axis=1).min() >= 0.9999
 
 
+def test_launch_ahead_gives_the_rows_of_waiting_for_each_batch(model_dir):
+    """The resource's CUDA default: launch a batch, let the writer wait for its rows."""
+    from corpusmill.engine.encoder import TransformerEncoder
+    from corpusmill.engine.runner import BatchEngine
+
+    enc = TransformerEncoder(model_dir, device="cuda")
+    texts = [f"{i} {t}" for i, t in enumerate(TEXTS * 10)]
+    kw = {"max_batch_tokens": 2048, "pin_memory": True}
+    waited, _ = BatchEngine(enc, **kw).encode(texts)
+    ahead, stats = BatchEngine(enc, launch_ahead=True, **kw).encode(texts)
+    assert stats.batches > 4 and stats.device_wait_seconds > 0
+    # A row read before its copy finished would be zeros or another batch's: far off.
+    assert (ahead * waited).sum(axis=1).min() >= 0.99999
+
+
 def test_pinned_batches_and_telemetry_samples(model_dir):
     from corpusmill.engine.encoder import TransformerEncoder
     from corpusmill.engine.runner import BatchEngine, collate
@@ -83,7 +98,8 @@ def test_pinned_batches_and_telemetry_samples(model_dir):
     assert 0 <= summary["gpu_util_p10"] <= summary["gpu_util_mean"] <= 100
 
 
-def test_real_cuda_out_of_memory_halves_the_budget_and_loses_nothing(model_dir):
+@pytest.mark.parametrize("launch_ahead", [False, True])
+def test_real_cuda_out_of_memory_halves_the_budget_and_loses_nothing(model_dir, launch_ahead):
     """A real CUDA OOM, not the CPU tests' fake: the allocator is capped at ~1 GiB and the
     engine is handed one 600k-token batch, whose activations need several GiB."""
     from corpusmill.engine.encoder import TransformerEncoder
@@ -96,7 +112,7 @@ def test_real_cuda_out_of_memory_halves_the_budget_and_loses_nothing(model_dir):
     total = torch.cuda.get_device_properties(0).total_memory
     torch.cuda.set_per_process_memory_fraction(2**30 / total)
     try:
-        engine = BatchEngine(enc, max_batch_tokens=1_000_000)
+        engine = BatchEngine(enc, max_batch_tokens=1_000_000, launch_ahead=launch_ahead)
         rows, stats = engine.encode(texts)
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0)

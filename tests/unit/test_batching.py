@@ -12,7 +12,7 @@ import pytest
 
 from corpusmill.engine.batching import plan_batches, split_batch
 from corpusmill.engine.runner import BatchEngine
-from tests.fakes import FakeHashEncoder
+from tests.fakes import FakeHashEncoder, FakeLaunchingEncoder
 
 
 def texts_of_lengths(lengths):
@@ -138,3 +138,20 @@ def _one(enc, text):
     from corpusmill.engine.runner import collate
 
     return collate(enc.tokenize([text]), enc.pad_id)
+
+
+def test_launch_ahead_queues_the_next_batch_before_the_last_rows_are_back():
+    texts = texts_of_lengths(MIXED * 3)
+    expected, _ = BatchEngine(FakeHashEncoder(), max_batch_tokens=128).encode(texts)
+
+    ahead = FakeLaunchingEncoder()
+    rows, stats = BatchEngine(ahead, max_batch_tokens=128, launch_ahead=True).encode(texts)
+    np.testing.assert_array_equal(rows, expected)
+    assert ahead.max_pending >= 2 and ahead.pending == 0
+    assert stats.device_wait_seconds > 0
+
+    # Off, the same encoder is only ever called through `forward`: nothing is pending.
+    sync = FakeLaunchingEncoder()
+    rows, stats = BatchEngine(sync, max_batch_tokens=128).encode(texts)
+    np.testing.assert_array_equal(rows, expected)
+    assert sync.max_pending == 0 and stats.device_wait_seconds == 0
