@@ -377,9 +377,9 @@ def compile_model(model):
     memory-bound kernels between the matmuls; inductor fuses them. Measured on the 2-core
     CPU (MiniLM-L6, bf16, SciFact chunks, interleaved A/B): 1.23-1.28x the eager engine,
     vectors unchanged (cosine to float32 0.99997 either way). The price is paid once, on
-    the first forwards (the resource's warm-up compiles two graphs): 70-90 s for MiniLM-L6
+    the first forwards (the resource's warm-up compiles two graphs): 32-90 s for MiniLM-L6
     on 2 cores, every run, so it is opt-in (`CORPUSMILL_COMPILE=1`) and pays off only for
-    runs that embed for more than about six minutes. `dynamic=True` keeps one graph for
+    runs that embed for several minutes (1.09-1.15x in the 5-round benchmarks). `dynamic=True` keeps one graph for
     every later batch shape instead of one per shape.
     Needs a C++ compiler on the machine (inductor generates C++ for CPUs).
     """
