@@ -2,7 +2,10 @@
 
 On the engine's own batches of SciFact chunks (150 documents, 4k-token budget, bf16), in
 one process, interleaved:
-- eager: `TransformerEncoder.forward`, what the engine runs;
+- eager: `TransformerEncoder.forward`, what the engine runs (on a CPU: attention by
+  `corpusmill/engine/attention.py`);
+- sdpa: the same model with transformers' SDPA attention (torch's CPU flash kernel),
+  what the engine ran before that module;
 - fp32_attention: the same model with attention computed in float32 (q, k, v upcast);
 - fused_qkv: a hand-written MiniLM forward from the same weights, Q, K and V as one
   matmul, activations cast to bf16 once per matmul;
@@ -10,7 +13,7 @@ one process, interleaved:
   freezing, the ahead-of-time compiled model a compile cache would load.
 Each reports tokens/s over the batches (median of --passes), the paired ratio to eager,
 and its worst cosine to float32. `--profile` prints the operator shares of one eager pass.
-None of these were kept (docs/BENCHMARKS.md says why); the script is here so the figures
+Only the attention module was kept (docs/BENCHMARKS.md says why); the script is here so the figures
 can be checked.
 
     .venv/bin/python bench/forward_variants.py --profile [--aoti]   # one JSON line last
@@ -91,6 +94,15 @@ def fused_qkv_forward(enc):
             return pool(x, mask, enc.pooling).numpy()
 
     return forward
+
+
+def sdpa_forward():
+    """A second copy of the model on transformers' SDPA attention."""
+    from corpusmill.engine.encoder import TransformerEncoder, default_model_path
+
+    enc = TransformerEncoder(default_model_path(), device="cpu")
+    enc.model.set_attn_implementation("sdpa")
+    return enc.forward
 
 
 def fp32_attention_forward():
@@ -193,6 +205,7 @@ def main() -> int:
     out: dict = {"corpus": name, "tokens": texts.total_tokens, "batches": len(batches)}
     variants = {
         "eager": enc.forward,
+        "sdpa": sdpa_forward(),
         "fp32_attention": fp32_attention_forward(),
         "fused_qkv": fused_qkv_forward(enc),
     }
