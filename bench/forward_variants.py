@@ -1,11 +1,11 @@
 """Where the CPU forward pass spends its time, and the alternatives tried against it.
 
 On the engine's own batches of SciFact chunks (150 documents, 4k-token budget, bf16), in
-one process, interleaved:
-- eager: `TransformerEncoder.forward`, what the engine runs (on a CPU: attention by
-  `corpusmill/engine/attention.py`);
-- sdpa: the same model with transformers' SDPA attention (torch's CPU flash kernel),
-  what the engine ran before that module;
+one process, interleaved (the order rotates each pass):
+- eager: `TransformerEncoder.forward`, what the engine runs (SDPA: torch's CPU flash
+  kernel for attention);
+- small_head_attention: the same model with `small_head_attention.py`'s attention
+  (float32 scores per cache-sized group of sequences);
 - fp32_attention: the same model with attention computed in float32 (q, k, v upcast);
 - fused_qkv: a hand-written MiniLM forward from the same weights, Q, K and V as one
   matmul, activations cast to bf16 once per matmul;
@@ -13,7 +13,7 @@ one process, interleaved:
   freezing, the ahead-of-time compiled model a compile cache would load.
 Each reports tokens/s over the batches (median of --passes), the paired ratio to eager,
 and its worst cosine to float32. `--profile` prints the operator shares of one eager pass.
-Only the attention module was kept (docs/BENCHMARKS.md says why); the script is here so the figures
+None of these were kept (docs/BENCHMARKS.md says why); the script is here so the figures
 can be checked.
 
     .venv/bin/python bench/forward_variants.py --profile [--aoti]   # one JSON line last
@@ -96,12 +96,14 @@ def fused_qkv_forward(enc):
     return forward
 
 
-def sdpa_forward():
-    """A second copy of the model on transformers' SDPA attention."""
+def small_head_attention_forward():
+    """A second copy of the model on `small_head_attention.py`'s attention."""
+    import small_head_attention
+
     from corpusmill.engine.encoder import TransformerEncoder, default_model_path
 
     enc = TransformerEncoder(default_model_path(), device="cpu")
-    enc.model.set_attn_implementation("sdpa")
+    enc.model.set_attn_implementation(small_head_attention.register())
     return enc.forward
 
 
@@ -205,7 +207,7 @@ def main() -> int:
     out: dict = {"corpus": name, "tokens": texts.total_tokens, "batches": len(batches)}
     variants = {
         "eager": enc.forward,
-        "sdpa": sdpa_forward(),
+        "small_head_attention": small_head_attention_forward(),
         "fp32_attention": fp32_attention_forward(),
         "fused_qkv": fused_qkv_forward(enc),
     }
@@ -221,8 +223,10 @@ def main() -> int:
                 6,
             )
         rates: dict[str, list[float]] = {k: [] for k in variants}
-        for _ in range(args.passes):
-            for key, fn in variants.items():
+        keys = list(variants)
+        for p in range(args.passes):  # order rotated each pass: no variant always goes first
+            for key in keys[p % len(keys) :] + keys[: p % len(keys)]:
+                fn = variants[key]
                 t0 = time.perf_counter()
                 for b in batches:
                     fn(b)

@@ -120,7 +120,6 @@ class _ModelResource(dg.ConfigurableResource):
             "device": enc.device,
             "dtype": enc.dtype_name,
             "compiled": enc.compiled,
-            "attention": enc.attention,
             "max_batch_tokens": self.engine.max_batch_tokens,
             "tokenize_threads": self.engine.tokenize_threads,
             "launch_ahead": self.engine.launch_ahead,

@@ -260,12 +260,6 @@ class TransformerEncoder:
         self.uses_token_type_ids = "token_type_ids" in self.tokenizer.model_input_names
         self.pad_id = self.tokenizer.pad_token_id or 0
         self.compiled = bool(compile)
-        # On a CPU, attention for small heads runs faster as our own loop than as SDPA's
-        # flash kernel (engine/attention.py). A compiled model keeps SDPA: the loop's
-        # data-dependent lengths would break its graph.
-        self.attention = self.model.config._attn_implementation
-        if self.device == "cpu" and not compile:
-            self.attention = use_small_head_attention(self.model)
         if compile:
             self.model = compile_model(self.model)
 
@@ -374,21 +368,6 @@ class PendingRows:
     def wait(self) -> np.ndarray:
         self.done.synchronize()
         return self.host.numpy()
-
-
-def use_small_head_attention(model) -> str:
-    """Switch a model to `attention.NAME` where its class takes transformers' attention
-    interface (BERT-style encoders do); returns the implementation it ends up with."""
-    import contextlib
-
-    from corpusmill.engine import attention
-
-    name = attention.register()
-    if type(model)._can_set_attn_implementation():
-        # A class that refuses a custom name keeps SDPA.
-        with contextlib.suppress(ValueError, ImportError):
-            model.set_attn_implementation(name)
-    return model.config._attn_implementation
 
 
 def compile_model(model):

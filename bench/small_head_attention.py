@@ -1,5 +1,10 @@
 """Attention for small heads on a CPU, plugged into transformers' attention interface.
 
+TRIED, NOT KEPT (2026-11-28, docs/BENCHMARKS.md): against SDPA it measured 1.07x faster in
+one A/B harness and 1.13-1.17x slower in `bench/forward_variants.py`, on the same host
+within the same hour. A gain that flips sign between harnesses is not one to ship, so
+the engine keeps SDPA and this file stays here, where `forward_variants.py` measures it.
+
 Why: on a CPU, torch's SDPA runs its flash-attention kernel, which cuts the work into
 blocks sized for large heads. At MiniLM's head size 32 it reaches under a quarter of the
 matmul rate, and the profiler puts it at ~25% of a bf16 forward for ~7% of the FLOPs
@@ -14,7 +19,9 @@ the P V product, as SDPA's own bf16 kernel does.
 
 Where it applies: CPU, inference, bidirectional attention over a right-padded batch (what
 `runner.collate` builds). Anything else (a GPU, a causal or left-padded mask, dropout)
-goes to SDPA unchanged, so registering it can only change speed, never the meaning.
+goes to SDPA unchanged. Checked against SDPA on right-padded batches (bf16 and float32,
+sequences alone and grouped) while it sat in the engine, commit "engine: CPU attention
+for small heads".
 """
 
 from __future__ import annotations
@@ -88,25 +95,42 @@ def small_head_attention(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
         )
     scale = head_dim**-0.5 if scaling is None else scaling
+    spans = list(groups(lengths, heads))
+    # One set of work buffers per call, sized for the largest group and reused by every
+    # group: scores of ~1-2 MB allocated per group would each be a fresh mmap and ~500
+    # page faults (glibc), which costs as much as the product itself.
+    rows = max((stop - start) * heads for start, stop, _ in spans)
+    longest = max(n for _, _, n in spans)
+    q32 = query.new_empty(rows * longest * head_dim, dtype=torch.float32)
+    k32 = torch.empty_like(q32)
+    s32 = query.new_empty(rows * longest * longest, dtype=torch.float32)
+    probs = s32 if value.dtype == torch.float32 else torch.empty_like(s32, dtype=value.dtype)
+    context = query.new_empty(rows * longest * head_dim, dtype=value.dtype)
     # Written as (b, h, L, d) and returned transposed, as SDPA's wrapper does. A padded
     # query position holds zeros, or attention over its sequence's real keys when a
     # longer sequence shares its group: pooling and later layers ignore it either way.
     out = query.new_zeros(batch, heads, length, head_dim)
-    for start, stop, n in groups(lengths, heads):
-        if stop - start == 1:  # one sequence: 3-d strided views, no gathering copies
-            q, k, v, o = query[start, :, :n], key[start, :, :n], value[start, :, :n], out[start]
-        else:
-            q, k, v = (t[start:stop, :, :n].reshape(-1, n, head_dim) for t in (query, key, value))
-            o = out[start:stop].view(-1, length, head_dim)
-        # copy=True: a float32 query must not be scaled in place under its caller.
-        scaled = q.to(torch.float32, copy=True).mul_(scale)
-        scores = torch.bmm(scaled, k.float().transpose(-1, -2))
+    for start, stop, n in spans:
+        g = (stop - start) * heads
+        shape = (stop - start, heads, n, head_dim)
+        q = q32[: g * n * head_dim].view(shape).copy_(query[start:stop, :, :n]).mul_(scale)
+        k = k32[: g * n * head_dim].view(shape).copy_(key[start:stop, :, :n])
+        scores = s32[: g * n * n].view(g, n, n)
+        torch.bmm(q.view(g, n, head_dim), k.view(g, n, head_dim).transpose(1, 2), out=scores)
         for i in range(start, stop):
             if lengths[i] < n:  # a shorter sequence in the group: mask its padded keys
-                rows = scores.view(stop - start, heads, n, n)[i - start]
-                rows[:, :, lengths[i] :] = float("-inf")
+                grid = scores.view(stop - start, heads, n, n)[i - start]
+                grid[:, :, lengths[i] :] = float("-inf")
         torch.softmax(scores, dim=-1, out=scores)
-        o[:, :n] = torch.bmm(scores.to(value.dtype), v)
+        p = probs[: g * n * n].view(g, n, n)
+        if p.data_ptr() != scores.data_ptr():
+            p.copy_(scores)
+        c = context[: g * n * head_dim].view(g, n, head_dim)
+        if stop - start == 1:
+            torch.bmm(p, value[start, :, :n], out=c)
+        else:
+            torch.bmm(p, value[start:stop, :, :n].reshape(g, n, head_dim), out=c)
+        out[start:stop, :, :n] = c.view(shape)
     out = out.transpose(1, 2)
     return out, None
 
