@@ -197,6 +197,11 @@ def main() -> int:
     ap.add_argument("--passes", type=int, default=5)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--aoti", action="store_true")
+    ap.add_argument(
+        "--variants",
+        default="small_head_attention,fp32_attention,fused_qkv",
+        help="comma-separated variants to run against eager",
+    )
     args = ap.parse_args()
 
     enc = TransformerEncoder(default_model_path(), device="cpu")
@@ -205,12 +210,13 @@ def main() -> int:
     texts = chunk_docs(name, docs, enc.tokenizer, enc.max_seq_length)
     batches = engine_batches(enc, texts.texts, 4096)
     out: dict = {"corpus": name, "tokens": texts.total_tokens, "batches": len(batches)}
-    variants = {
-        "eager": enc.forward,
-        "small_head_attention": small_head_attention_forward(),
-        "fp32_attention": fp32_attention_forward(),
-        "fused_qkv": fused_qkv_forward(enc),
+    builders = {
+        "small_head_attention": small_head_attention_forward,
+        "fp32_attention": fp32_attention_forward,
+        "fused_qkv": lambda: fused_qkv_forward(enc),
     }
+    variants = {"eager": enc.forward}
+    variants.update({key: builders[key]() for key in args.variants.split(",") if key})
     with tempfile.TemporaryDirectory() as tmp:
         if args.aoti:
             variants["aoti"], info = aoti_forward(enc, Path(tmp))

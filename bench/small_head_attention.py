@@ -1,9 +1,9 @@
 """Attention for small heads on a CPU, plugged into transformers' attention interface.
 
-TRIED, NOT KEPT (2026-11-28, docs/BENCHMARKS.md): against SDPA it measured 1.07x faster in
-one A/B harness and 1.13-1.17x slower in `bench/forward_variants.py`, on the same host
-within the same hour. A gain that flips sign between harnesses is not one to ship, so
-the engine keeps SDPA and this file stays here, where `forward_variants.py` measures it.
+TRIED, NOT KEPT (2026-11-28, docs/BENCHMARKS.md): alone it beats SDPA's flash kernel
+(`attention_probe.py`: 12.3 against 15.1 ms per layer in bf16), but the whole model runs
+at 0.85-0.89x of the SDPA engine in `forward_variants.py`, so the engine keeps SDPA and
+this file stays here, where those two scripts measure it.
 
 Why: on a CPU, torch's SDPA runs its flash-attention kernel, which cuts the work into
 blocks sized for large heads. At MiniLM's head size 32 it reaches under a quarter of the
