@@ -16,7 +16,7 @@ and its worst cosine to float32. `--profile` prints the operator shares of one e
 None of these were kept (docs/BENCHMARKS.md says why); the script is here so the figures
 can be checked.
 
-    .venv/bin/python bench/forward_variants.py --profile [--aoti]   # one JSON line last
+    .venv/bin/python bench/forward_variants.py --profile [--aoti] [--variants a,b]  # JSON last
 """
 
 from __future__ import annotations
@@ -96,24 +96,26 @@ def fused_qkv_forward(enc):
     return forward
 
 
-def small_head_attention_forward():
-    """A second copy of the model on `small_head_attention.py`'s attention."""
-    import small_head_attention
-
+def encoder_with_attention(name: str):
+    """A second copy of the engine's model whose attention is `name`'s function."""
     from corpusmill.engine.encoder import TransformerEncoder, default_model_path
 
     enc = TransformerEncoder(default_model_path(), device="cpu")
-    enc.model.set_attn_implementation(small_head_attention.register())
+    enc.model.set_attn_implementation(name)
     return enc.forward
 
 
-def fp32_attention_forward():
-    """A second copy of the model whose attention function runs in float32."""
-    from transformers import AttentionInterface
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+def small_head_attention_forward():
+    """The model on `small_head_attention.py`'s attention."""
+    import small_head_attention
 
-    from corpusmill.engine.encoder import TransformerEncoder, default_model_path
+    return encoder_with_attention(small_head_attention.register())
+
+
+def fp32_attention_forward():
+    """The model with SDPA run in float32 (q, k, v and the mask upcast)."""
+    import small_head_attention
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     def sdpa_fp32(module, q, k, v, mask, **kw):
         if mask is not None and mask.is_floating_point():
@@ -121,12 +123,7 @@ def fp32_attention_forward():
         out, weights = sdpa_attention_forward(module, q.float(), k.float(), v.float(), mask, **kw)
         return out.to(q.dtype), weights
 
-    AttentionInterface.register("corpusmill_sdpa_fp32", sdpa_fp32)
-    # ...and the padding mask built exactly as for "sdpa" (a new name gets no mask builder).
-    AttentionMaskInterface.register("corpusmill_sdpa_fp32", ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
-    enc = TransformerEncoder(default_model_path(), device="cpu")
-    enc.model.set_attn_implementation("corpusmill_sdpa_fp32")
-    return enc.forward
+    return encoder_with_attention(small_head_attention.register("corpusmill_sdpa_fp32", sdpa_fp32))
 
 
 def aoti_forward(enc, work: Path):

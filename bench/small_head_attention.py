@@ -135,12 +135,12 @@ def small_head_attention(
     return out, None
 
 
-def register() -> str:
-    """Make NAME a valid `attn_implementation` (idempotent); returns NAME."""
+def register(name: str = NAME, function=small_head_attention) -> str:
+    """Make `name` a valid `attn_implementation` running `function` (idempotent)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
-    AttentionInterface.register(NAME, small_head_attention)
+    AttentionInterface.register(name, function)
     # A new name gets no mask builder of its own: build the padding mask as for SDPA.
-    AttentionMaskInterface.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
-    return NAME
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    return name
