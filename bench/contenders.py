@@ -36,10 +36,12 @@ class Bench:
         self.corpus_file = work / "corpus.jsonl"
         self.corpus_file.write_text("".join(json.dumps(d) + "\n" for d in docs))
         self.notes: dict[str, str] = {
-            "engine": f"{self.encoder.dtype_name}, budget {budget} tokens"
+            "engine": f"{self.encoder.dtype_name}, budget {budget} tokens, "
+            f"linear kernel {self.encoder.linear_kernel}"
         }
         self.extra: dict = {}
         self._fp32 = None
+        self._plain_linear = None
         self._compiled = None
         self._st = None
         self._st_bf16 = None
@@ -52,16 +54,32 @@ class Bench:
         self.extra["engine_batches"] = stats.batches
         return stats.wall_seconds
 
+    def _engine_variant(self, **encoder_options):
+        """Another engine on the same model and budget, its encoder built with these options."""
+        from corpusmill.engine.encoder import TransformerEncoder
+        from corpusmill.engine.runner import BatchEngine
+
+        enc = TransformerEncoder(self.model_path, **encoder_options)
+        engine = BatchEngine(enc, max_batch_tokens=self.engine.max_batch_tokens)
+        engine.encode(self.texts.texts[:8])
+        return engine
+
     def engine_fp32_run(self) -> float:
         if self._fp32 is None:
-            from corpusmill.engine.encoder import TransformerEncoder
-            from corpusmill.engine.runner import BatchEngine
-
-            enc = TransformerEncoder(self.model_path, dtype="float32")
-            self._fp32 = BatchEngine(enc, max_batch_tokens=self.engine.max_batch_tokens)
-            self._fp32.encode(self.texts.texts[:8])
+            self._fp32 = self._engine_variant(dtype="float32")
             self.notes["engine_fp32"] = "float32, same budget"
         _, stats = self._fp32.encode(self.texts.texts)
+        return stats.wall_seconds
+
+    def engine_plain_linear_run(self) -> float:
+        """The default engine with `pack_linear=False`: Linear layers through `F.linear`, as
+        the engine ran before the oneDNN-packed weights (corpusmill/engine/packed_linear.py)."""
+        if self._plain_linear is None:
+            self._plain_linear = self._engine_variant(pack_linear=False)
+            self.notes["engine_plain_linear"] = (
+                f"{self._plain_linear.encoder.dtype_name}, F.linear, same budget"
+            )
+        _, stats = self._plain_linear.encode(self.texts.texts)
         return stats.wall_seconds
 
     def engine_compiled_run(self) -> float:

@@ -2,19 +2,21 @@
 
 On the engine's own batches of SciFact chunks (150 documents, 4k-token budget, bf16), in
 one process, interleaved (the order rotates each pass):
-- eager: `TransformerEncoder.forward`, what the engine runs (SDPA: torch's CPU flash
-  kernel for attention);
+- eager: `TransformerEncoder.forward`, what the engine runs (Linear layers as oneDNN
+  products on packed weights, SDPA: torch's CPU flash kernel for attention);
+- plain_linear: the same with `pack_linear=False` (`F.linear`), the engine as
+  it was before packed_linear.py, kept for the comparison;
 - small_head_attention: the same model with `small_head_attention.py`'s attention
   (float32 scores per cache-sized group of sequences);
 - fp32_attention: the same model with attention computed in float32 (q, k, v upcast);
-- fused_qkv: a hand-written MiniLM forward from the same weights, Q, K and V as one
-  matmul, activations cast to bf16 once per matmul;
+- fused_qkv: a hand-written MiniLM forward from the same weights (`F.linear`), Q, K and
+  V as one matmul, activations cast to bf16 once per matmul;
 - aoti (`--aoti`, ~30 s to build): `torch.export` + `aoti_compile_and_package` with
   freezing, the ahead-of-time compiled model a compile cache would load.
 Each reports tokens/s over the batches (median of --passes), the paired ratio to eager,
 and its worst cosine to float32. `--profile` prints the operator shares of one eager pass.
-None of these were kept (docs/BENCHMARKS.md says why); the script is here so the figures
-can be checked.
+Only the packed Linear layers were kept (docs/BENCHMARKS.md says why); the script is here
+so the figures can be checked.
 
     .venv/bin/python bench/forward_variants.py --profile [--aoti] [--variants a,b]  # JSON last
 """
@@ -46,14 +48,15 @@ def engine_batches(enc, texts: list[str], budget: int) -> list[dict]:
     return [collate([tokens[i] for i in b], enc.pad_id) for b in plan.batches]
 
 
-def fused_qkv_forward(enc):
-    """MiniLM's forward written out: one QKV matmul per layer, bf16 weights."""
+def fused_qkv_forward():
+    """MiniLM's forward written out: one QKV matmul per layer, bf16 weights (`F.linear`)."""
     import torch
     import torch.nn.functional as F
 
     from corpusmill.engine.encoder import pool
 
     bf = torch.bfloat16
+    enc = plain_encoder()
     model = enc.model
     layers = []
     for layer in model.encoder.layer:
@@ -126,6 +129,18 @@ def fp32_attention_forward():
     return encoder_with_attention(small_head_attention.register("corpusmill_sdpa_fp32", sdpa_fp32))
 
 
+def plain_encoder():
+    """The engine's model with `pack_linear=False`: every Linear an `nn.Linear` run by
+    `F.linear` on its plain bf16 weight, as the engine ran before packed_linear.py."""
+    from corpusmill.engine.encoder import TransformerEncoder, default_model_path
+
+    return TransformerEncoder(default_model_path(), device="cpu", pack_linear=False)
+
+
+def plain_linear_forward():
+    return plain_encoder().forward
+
+
 def aoti_forward(enc, work: Path):
     """`torch.export` with dynamic batch and length, then AOTInductor with freezing."""
     import torch
@@ -196,7 +211,7 @@ def main() -> int:
     ap.add_argument("--aoti", action="store_true")
     ap.add_argument(
         "--variants",
-        default="small_head_attention,fp32_attention,fused_qkv",
+        default="plain_linear,small_head_attention,fp32_attention,fused_qkv",
         help="comma-separated variants to run against eager",
     )
     args = ap.parse_args()
@@ -210,13 +225,14 @@ def main() -> int:
     builders = {
         "small_head_attention": small_head_attention_forward,
         "fp32_attention": fp32_attention_forward,
-        "fused_qkv": lambda: fused_qkv_forward(enc),
+        "fused_qkv": fused_qkv_forward,
+        "plain_linear": plain_linear_forward,
     }
     variants = {"eager": enc.forward}
     variants.update({key: builders[key]() for key in args.variants.split(",") if key})
     with tempfile.TemporaryDirectory() as tmp:
         if args.aoti:
-            variants["aoti"], info = aoti_forward(enc, Path(tmp))
+            variants["aoti"], info = aoti_forward(plain_encoder(), Path(tmp))
             out.update(info)
         reference = [ref.forward(b) for b in batches]
         for key, fn in variants.items():

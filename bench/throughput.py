@@ -6,6 +6,8 @@ spread instead of as a verdict. Contenders:
 
   engine           corpusmill's BatchEngine (dtype auto: bf16 autocast on AMX CPUs)
   engine_fp32      the same engine in float32 (separates the batching win from bf16)
+  engine_plain_linear  the same engine with CORPUSMILL_PACK_LINEAR=0 (F.linear instead of
+                   oneDNN products on packed weights)
   engine_compiled  the same engine with torch.compile (opt-in; compile time reported apart)
   pipeline         `corpusmill ingest` end to end (read, chunk, embed, LanceDB), fresh store
   sentence_transformers  SentenceTransformer.encode() with its defaults (batch 32, fp32)
@@ -78,6 +80,7 @@ def parse_args(argv=None):
 CONTENDERS = [
     "engine",
     "engine_fp32",
+    "engine_plain_linear",
     "engine_compiled",
     "pipeline",
     "sentence_transformers",
@@ -89,6 +92,7 @@ DERIVED = ["pipeline_without_load", "ceiling", "model_shapes"]
 LABELS = {
     "engine": "corpusmill engine",
     "engine_fp32": "corpusmill engine, float32",
+    "engine_plain_linear": "corpusmill engine, F.linear",
     "engine_compiled": "corpusmill engine, torch.compile",
     "pipeline": "corpusmill ingest, end to end",
     "sentence_transformers": "sentence-transformers encode()",
@@ -160,6 +164,7 @@ def summarise(
     summary = {
         "engine_tokens_per_s": s["engine"]["median"],
         "engine_fp32_tokens_per_s": s["engine_fp32"]["median"],
+        "engine_plain_linear_tokens_per_s": s["engine_plain_linear"]["median"],
         "engine_compiled_tokens_per_s": s["engine_compiled"]["median"],
         "pipeline_tokens_per_s": s["pipeline"]["median"],
         "pipeline_without_load_tokens_per_s": s["pipeline_without_load"]["median"],
@@ -192,6 +197,12 @@ def summarise(
                 per_round, "pipeline_without_load", "engine"
             ),
             "engine_bf16_vs_fp32": report.paired_ratios(per_round, "engine", "engine_fp32"),
+            "engine_vs_plain_linear": report.paired_ratios(
+                per_round, "engine", "engine_plain_linear"
+            ),
+            "engine_plain_linear_fraction_of_ceiling": report.paired_ratios(
+                per_round, "engine_plain_linear", "ceiling"
+            ),
             "engine_compiled_vs_engine": report.paired_ratios(
                 per_round, "engine_compiled", "engine"
             ),

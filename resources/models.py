@@ -31,6 +31,7 @@ class _ModelResource(dg.ConfigurableResource):
     max_batch_tokens: int = _settings.max_batch_tokens
     max_seq_length: int = 0
     compile: bool = _settings.compile
+    pack_linear: bool = _settings.pack_linear
     tokenize_threads: int = _settings.tokenize_threads
 
     kind: ClassVar[str] = "embedder"
@@ -65,6 +66,7 @@ class _ModelResource(dg.ConfigurableResource):
             max_seq_length=self.max_seq_length or None,
             model_id=self.model_id or None,
             compile=self.compile,
+            pack_linear=self.pack_linear,
         )
         with _load_lock:
             LOAD_COUNTS[self.kind] += 1
@@ -120,6 +122,7 @@ class _ModelResource(dg.ConfigurableResource):
             "device": enc.device,
             "dtype": enc.dtype_name,
             "compiled": enc.compiled,
+            "linear_kernel": enc.linear_kernel,
             "max_batch_tokens": self.engine.max_batch_tokens,
             "tokenize_threads": self.engine.tokenize_threads,
             "launch_ahead": self.engine.launch_ahead,

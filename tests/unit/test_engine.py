@@ -96,7 +96,9 @@ def test_tiny_cross_encoder_gives_one_logit_per_pair(tiny_cross_encoder_path):
 def test_bf16_casts_linear_weights_once_and_keeps_norms_in_float32(tiny_embedder_path):
     import torch
 
-    enc = TransformerEncoder(tiny_embedder_path, dtype="bfloat16")
+    # pack_linear=False keeps the nn.Linear modules to look at (test_packed_linear.py
+    # covers the packed ones, which are built from these same bf16 weights)
+    enc = TransformerEncoder(tiny_embedder_path, dtype="bfloat16", pack_linear=False)
     linear = [m for m in enc.model.modules() if isinstance(m, torch.nn.Linear)]
     norms = [m for m in enc.model.modules() if isinstance(m, torch.nn.LayerNorm)]
     assert linear and all(m.weight.dtype == torch.bfloat16 for m in linear)

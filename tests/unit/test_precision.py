@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from corpusmill.engine import packed_linear
 from corpusmill.engine.encoder import TransformerEncoder, cpu_supports_bf16
 from corpusmill.engine.runner import BatchEngine
 
@@ -71,3 +72,6 @@ def test_precision_matches_float32_per_vector(minilm_path, reference, dtype):
     # and the precision really differs, so the test could fail: not float32 in disguise
     if enc.dtype_name != "float32":
         assert not np.array_equal(rows, fp32)
+    # on a CPU this is the engine's default path: Linear layers on oneDNN-packed weights
+    if enc.device == "cpu" and packed_linear.supported(enc.torch_dtype):
+        assert enc.linear_kernel == "onednn_packed"
