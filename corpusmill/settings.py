@@ -44,8 +44,8 @@ class Settings:
     dtype: str = "auto"
     max_batch_tokens: int = 0  # 0: 4096 on CPU, 32768 on CUDA
     tokenize_threads: int = 0  # 0: 1 on CPU, up to 8 on CUDA
-    compile: bool = False  # torch.compile: 70-90 s per run, then ~1.25x on CPU
-    pack_linear: bool = True  # CPU: Linear layers on oneDNN-packed weights (1.08-1.12x)
+    compile: bool = False  # torch.compile: 30-90 s per run, then ~1.1x on CPU
+    pack_linear: bool = True  # CPU: Linear layers on oneDNN-packed weights (1.06-1.12x)
     chunk_tokens: int = 200
     chunk_overlap: int = 32
     inbox: str = "./data/inbox"
