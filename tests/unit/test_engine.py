@@ -11,12 +11,7 @@ from corpusmill.engine.encoder import TransformerEncoder, cpu_supports_bf16
 from corpusmill.engine.runner import BatchEngine, TokenIds
 from corpusmill.engine.telemetry import GpuSampler
 from tests.texts import MIXED_TEXTS
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return (a * b).sum(axis=1)
+from tests.vectors import cosine_rows
 
 
 def test_tiny_embedder_vectors_are_normalised_and_ordered(tiny_embedder_path):

@@ -13,16 +13,11 @@ from corpusmill.engine.encoder import TransformerEncoder
 from corpusmill.engine.packed_linear import PackedLinear, pack_linear, pack_linear_layers
 from corpusmill.engine.runner import BatchEngine
 from tests.texts import MIXED_TEXTS
+from tests.vectors import cosine_rows
 
 needs_onednn_bf16 = pytest.mark.skipif(
     not packed_linear.supported(torch.bfloat16), reason="no oneDNN bf16 on this CPU"
 )
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return (a * b).sum(axis=1)
 
 
 def _linear(n_in: int, n_out: int, bias: bool) -> torch.nn.Linear:
