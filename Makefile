@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export CORPUSMILL_DB ?= ./data/lancedb
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: install demo test test-all dev eval bench lint format clean
+.PHONY: install demo test test-fast test-all dev eval bench lint typecheck format clean
 
 # The grep drops this machine's notes about missing local mirror folders, not pip's errors.
 $(STAMP): pyproject.toml
@@ -28,6 +28,12 @@ demo: $(STAMP) ## materialise the whole graph on the built-in corpus, then searc
 test: $(STAMP) ## the suite CI runs (no GPU, no browser)
 	$(PY) -m pytest -q -m "not gpu and not browser"
 
+# The inner loop: pure logic (tests/unit) and dagster.materialize runs with tiny models
+# (tests/assets), without the real MiniLM, torch.compile, daemons or subprocesses.
+# FAST_TIME on 2 shared cores.
+test-fast: $(STAMP) ## pure logic and asset tests with tiny models (about a minute)
+	$(PY) -m pytest -q -m "not slow and not gpu and not browser" tests/unit tests/assets tests/test_definitions.py
+
 test-all: $(STAMP) ## everything, GPU and browser tests included where the machine has them
 	$(PY) -m pytest -q
 
@@ -42,8 +48,11 @@ eval: $(STAMP) ## nDCG@10 / Recall@100 on BEIR SciFact from ../shared/eval/scifa
 bench: $(STAMP) ## side-by-side throughput benchmark (see docs/BENCHMARKS.md)
 	$(PY) bench/throughput.py
 
-lint: $(STAMP)
+lint: $(STAMP) ## ruff: lint and format check over the whole repo
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP) ## mypy over the packages listed in pyproject.toml [tool.mypy]
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .

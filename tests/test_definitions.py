@@ -1,27 +1,115 @@
-"""definitions.py loads and describes the graph the README promises."""
+"""definitions.py against a written-out snapshot of the graph the README promises.
+
+Any change to definitions.py (an asset, a dependency, the partitions, a check, a job's
+selection, a sensor, a schedule, the executor) changes `snapshot(defs)` and fails
+`test_definitions_match_the_snapshot`: update EXPECTED in the same commit, on purpose.
+"""
 
 import dagster as dg
 
-from assets.partitions import shards
-from corpusmill.ids import ALL_PARTITIONS
+SHARDS = [f"shard-{i:02d}" for i in range(16)]
+INGEST = ["chunked_documents", "embeddings", "raw_corpus"]
+
+EXPECTED = {
+    "assets": {
+        "raw_corpus": {"deps": [], "partitions": SHARDS, "backfill": "single_run"},
+        "chunked_documents": {
+            "deps": ["raw_corpus"],
+            "partitions": SHARDS,
+            "backfill": "single_run",
+        },
+        "embeddings": {
+            "deps": ["chunked_documents"],
+            "partitions": SHARDS,
+            "backfill": "single_run",
+        },
+        "rerank_scores": {"deps": ["embeddings"], "partitions": SHARDS, "backfill": "single_run"},
+        "retrieval_quality": {"deps": ["embeddings"], "partitions": None, "backfill": None},
+        "store_upkeep": {
+            "deps": ["embeddings", "rerank_scores"],
+            "partitions": None,
+            "backfill": None,
+        },
+    },
+    # None today: adding a check changes this line on purpose.
+    "asset_checks": [],
+    "jobs": {"ingest": INGEST, "upkeep": ["store_upkeep"]},
+    "schedules": {
+        "upkeep_schedule": {"job": "upkeep", "cron": "0 3 * * *", "default_status": "RUNNING"}
+    },
+    "sensors": {
+        "inbox_sensor": {"jobs": ["ingest"], "default_status": "RUNNING", "interval_s": 15}
+    },
+    # In-process: one model load per run, shared by every step (see the pipeline tests).
+    "executor": "in_process",
+    "job_executors": {"ingest": "in_process", "upkeep": "in_process"},
+    "resources": ["embedder", "reranker", "store"],
+}
 
 
-def test_graph_assets_dependencies_partitions_resources():
+def _backfill(policy) -> str | None:
+    if policy is None:
+        return None
+    return "single_run" if policy == dg.BackfillPolicy.single_run() else repr(policy)
+
+
+def snapshot(defs: dg.Definitions) -> dict:
+    """The graph as plain data, read from the Definitions object itself (not from the
+    modules it was built from), so an asset or schedule left out of it shows here."""
+    graph = defs.resolve_asset_graph()
+    assets = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assets[key.to_user_string()] = {
+            "deps": sorted(p.to_user_string() for p in node.parent_keys),
+            "partitions": node.partitions_def.get_partition_keys() if node.partitions_def else None,
+            "backfill": _backfill(node.backfill_policy),
+        }
+    # Dagster adds an implicit "__ASSET_JOB" over every asset; only the declared jobs count.
+    jobs = {j.name: j for j in defs.resolve_all_job_defs() if not j.name.startswith("__")}
+    return {
+        "assets": assets,
+        "asset_checks": sorted(k.to_user_string() for k in graph.asset_check_keys),
+        "jobs": {
+            name: sorted(k.to_user_string() for k in job.asset_layer.selected_asset_keys)
+            for name, job in jobs.items()
+        },
+        "schedules": {
+            s.name: {
+                "job": s.job_name,
+                "cron": s.cron_schedule,
+                "default_status": s.default_status.value,
+            }
+            for s in defs.schedules or []
+        },
+        "sensors": {
+            s.name: {
+                "jobs": sorted(t.job_name for t in s.targets),
+                "default_status": s.default_status.value,
+                "interval_s": s.minimum_interval_seconds,
+            }
+            for s in defs.sensors or []
+        },
+        "executor": defs.executor.name if defs.executor else None,
+        "job_executors": {name: job.executor_def.name for name, job in jobs.items()},
+        "resources": sorted(defs.resources or {}),
+    }
+
+
+def test_definitions_match_the_snapshot():
     from definitions import defs
 
-    graph = defs.resolve_asset_graph()
-    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert {"raw_corpus", "chunked_documents", "embeddings"} <= keys
-    parents = lambda name: {p.to_user_string() for p in graph.get(dg.AssetKey(name)).parent_keys}  # noqa: E731
-    assert parents("chunked_documents") == {"raw_corpus"}
-    assert parents("embeddings") == {"chunked_documents"}
-    for name in ("raw_corpus", "chunked_documents", "embeddings"):
-        node = graph.get(dg.AssetKey(name))
-        assert node.partitions_def == shards
-        assert node.backfill_policy == dg.BackfillPolicy.single_run()
-    assert shards.get_partition_keys() == ALL_PARTITIONS
-    assert {"store", "embedder", "reranker"} <= set(defs.resources)
-    assert defs.resolve_job_def("ingest") is not None
+    assert snapshot(defs) == EXPECTED
+
+
+def test_schedule_and_sensor_resolve_to_runnable_jobs():
+    """The schedule and the sensor are in the Definitions, and their jobs resolve there."""
+    from definitions import defs
+
+    schedule = defs.resolve_schedule_def("upkeep_schedule")
+    assert defs.resolve_job_def(schedule.job_name).name == "upkeep"
+    sensor = defs.resolve_sensor_def("inbox_sensor")
+    assert [defs.resolve_job_def(t.job_name).name for t in sensor.targets] == ["ingest"]
 
 
 def test_loading_definitions_does_not_import_torch():
