@@ -8,12 +8,17 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from app.runs import run_ingest
 from corpusmill.errors import ModelMismatchError
 from corpusmill.ids import ALL_PARTITIONS, partition_of
-from corpusmill.runs import run_ingest
+from corpusmill.model import LOADS as LOAD_COUNTS
 from corpusmill.store import Store
-from resources import CrossEncoderResource, EmbedderResource, LanceStoreResource
-from resources.models import LOAD_COUNTS
+from resources import (
+    CrossEncoderResource,
+    EmbedderResource,
+    LanceStoreResource,
+    PipelineSettingsResource,
+)
 from tests.assets.corpora import write_corpus
 
 CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
@@ -28,6 +33,7 @@ def corpus(tmp_path):
 def resources(db_uri, tiny_embedder_path):
     return {
         "store": LanceStoreResource(uri=db_uri),
+        "settings": PipelineSettingsResource(),
         "embedder": EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32"),
         "reranker": CrossEncoderResource(),
     }
@@ -170,7 +176,7 @@ def test_embedding_uses_the_ids_the_chunker_stored_and_only_its_own(corpus, reso
     summary = ingest([corpus], resources)
     assert summary["pretokenized_items"] == summary["chunks_embedded"] > 12
     rows = Store(db_uri).scan("embeddings", ["text", "vector"]).to_pylist()
-    fresh = resources["embedder"].embed([r["text"] for r in rows])  # tokenised afresh
+    fresh = resources["embedder"].model.embed([r["text"] for r in rows])  # tokenised afresh
     stored = np.array([r["vector"] for r in rows], dtype=np.float32)
     assert (stored * fresh).sum(axis=1).min() > 0.99999  # unit vectors: dot = cosine
 
