@@ -13,6 +13,7 @@ A run whose chunks are all embedded already never loads the weights.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
@@ -165,15 +166,16 @@ class Model:
             self._engine.encode([short, long])
         self.warmup_seconds = time.perf_counter() - t0
 
-    @property
-    def engine(self) -> BatchEngine:
-        return self.load()._engine  # type: ignore[return-value]
+    def _loaded_engine(self) -> BatchEngine:
+        self.load()
+        assert self._engine is not None
+        return self._engine
 
     # -- domain methods --------------------------------------------------------------------
     def encode(self, items: list) -> tuple[np.ndarray, EngineStats]:
         """Rows for texts (embedder) or (query, passage) pairs (cross-encoder), in input
         order, with the engine's statistics; a row the engine failed is NaN."""
-        return self.engine.encode(items)
+        return self._loaded_engine().encode(items)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """One float32 vector per text, in input order.
@@ -181,7 +183,7 @@ class Model:
         A few short texts (a query, a micro-batch of queries) that fit one batch run in the
         calling thread: the engine's three threads and queues pay off over thousands of
         texts but add ~50-100 ms to a single one."""
-        engine = self.engine
+        engine = self._loaded_engine()
         if 0 < len(texts) <= 64:
             tokens = self._encoder.tokenize(texts)
             width = max(len(t["input_ids"]) for t in tokens)
@@ -192,12 +194,18 @@ class Model:
 
     def embed_stream(self, items: Iterable[tuple[str, Any]], sink: Sink) -> EngineStats:
         """Stream (key, text or TokenIds) items through the engine; `sink(window, rows,
-        failed)` gets each finished window, in order."""
-        return self.engine.run(items, sink=sink, text_of=lambda item: item[1])
+        failed)` gets each finished window, in order. Nothing to embed: no weights load."""
+        stream = iter(items)
+        first = next(stream, None)
+        if first is None:
+            return EngineStats()
+        return self._loaded_engine().run(
+            itertools.chain([first], stream), sink=sink, text_of=lambda item: item[1]
+        )
 
     def score(self, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, EngineStats]:
         """One relevance logit per (query, passage) pair (cross-encoder), NaN if failed."""
-        logits, stats = self.engine.encode(pairs)
+        logits, stats = self._loaded_engine().encode(pairs)
         return (logits[:, 0] if logits.ndim == 2 else logits), stats
 
     def lineage(self) -> dict[str, Any]:

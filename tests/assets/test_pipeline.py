@@ -72,6 +72,17 @@ def test_all_shards_in_one_run_with_one_model_load(corpus, resources, db_uri):
     assert summary["tokens"] > 0 and summary["tokens_per_s"] > 0
 
 
+def test_a_run_with_nothing_to_embed_loads_no_weights(corpus, resources, db_uri):
+    assert ingest([corpus], resources)["chunks_embedded"] > 0
+    before = LOAD_COUNTS["embedder"]
+    again = ingest([corpus], resources)
+    assert again["success"] and again["chunks_embedded"] == 0 and again["chunks_reused"] > 0
+    assert LOAD_COUNTS["embedder"] == before  # chunking used the tokenizer only
+    (corpus / "doc03.txt").write_text("one new sentence about tokenizers and weights.")
+    assert ingest([corpus], resources)["chunks_embedded"] > 0
+    assert LOAD_COUNTS["embedder"] == before + 1
+
+
 def test_rematerialising_changes_nothing_and_embeds_nothing(corpus, resources, db_uri):
     ingest([corpus], resources)
     first = embedded_rows(db_uri)
