@@ -43,7 +43,7 @@ EXPECTED = {
     # In-process: one model load per run, shared by every step (see the pipeline tests).
     "executor": "in_process",
     "job_executors": {"ingest": "in_process", "upkeep": "in_process"},
-    "resources": ["embedder", "reranker", "store"],
+    "resources": ["embedder", "reranker", "settings", "store"],
 }
 
 
