@@ -52,30 +52,30 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = _Env(os.environ if environ is None else environ)
         return cls(
-            db=env.str("CORPUSMILL_DB", cls.db),
+            db=env.text("CORPUSMILL_DB", cls.db),
             sources=tuple(
-                s.strip() for s in env.str("CORPUSMILL_SOURCES", PYDOC).split(",") if s.strip()
+                s.strip() for s in env.text("CORPUSMILL_SOURCES", PYDOC).split(",") if s.strip()
             ),
-            model=env.str("CORPUSMILL_MODEL", cls.model),
-            device=env.str("CORPUSMILL_DEVICE", cls.device),
-            dtype=env.str("CORPUSMILL_DTYPE", cls.dtype),
-            max_batch_tokens=env.int("CORPUSMILL_MAX_BATCH_TOKENS", cls.max_batch_tokens),
-            tokenize_threads=env.int("CORPUSMILL_TOKENIZE_THREADS", cls.tokenize_threads),
-            compile=env.bool("CORPUSMILL_COMPILE", cls.compile),
-            pack_linear=env.bool("CORPUSMILL_PACK_LINEAR", cls.pack_linear),
-            chunk_tokens=env.int("CORPUSMILL_CHUNK_TOKENS", cls.chunk_tokens),
-            chunk_overlap=env.int("CORPUSMILL_CHUNK_OVERLAP", cls.chunk_overlap),
-            inbox=env.str("CORPUSMILL_INBOX", cls.inbox),
-            sensor_interval=env.int("CORPUSMILL_SENSOR_INTERVAL", cls.sensor_interval),
-            sensor_run_timeout=env.int("CORPUSMILL_SENSOR_RUN_TIMEOUT", cls.sensor_run_timeout),
-            max_file_bytes=env.int("CORPUSMILL_MAX_FILE_BYTES", cls.max_file_bytes),
-            reranker=env.str("CORPUSMILL_RERANKER", cls.reranker),
-            queries=env.str("CORPUSMILL_QUERIES", cls.queries),
-            rerank_k=env.int("CORPUSMILL_RERANK_K", cls.rerank_k),
-            eval_data=env.str("CORPUSMILL_EVAL_DATA", cls.eval_data),
-            eval_db=env.str("CORPUSMILL_EVAL_DB", cls.eval_db),
-            eval_chunk_tokens=env.int("CORPUSMILL_CHUNK_TOKENS", cls.eval_chunk_tokens),
-            eval_chunk_overlap=env.int("CORPUSMILL_CHUNK_OVERLAP", cls.eval_chunk_overlap),
+            model=env.text("CORPUSMILL_MODEL", cls.model),
+            device=env.text("CORPUSMILL_DEVICE", cls.device),
+            dtype=env.text("CORPUSMILL_DTYPE", cls.dtype),
+            max_batch_tokens=env.integer("CORPUSMILL_MAX_BATCH_TOKENS", cls.max_batch_tokens),
+            tokenize_threads=env.integer("CORPUSMILL_TOKENIZE_THREADS", cls.tokenize_threads),
+            compile=env.flag("CORPUSMILL_COMPILE", cls.compile),
+            pack_linear=env.flag("CORPUSMILL_PACK_LINEAR", cls.pack_linear),
+            chunk_tokens=env.integer("CORPUSMILL_CHUNK_TOKENS", cls.chunk_tokens),
+            chunk_overlap=env.integer("CORPUSMILL_CHUNK_OVERLAP", cls.chunk_overlap),
+            inbox=env.text("CORPUSMILL_INBOX", cls.inbox),
+            sensor_interval=env.integer("CORPUSMILL_SENSOR_INTERVAL", cls.sensor_interval),
+            sensor_run_timeout=env.integer("CORPUSMILL_SENSOR_RUN_TIMEOUT", cls.sensor_run_timeout),
+            max_file_bytes=env.integer("CORPUSMILL_MAX_FILE_BYTES", cls.max_file_bytes),
+            reranker=env.text("CORPUSMILL_RERANKER", cls.reranker),
+            queries=env.text("CORPUSMILL_QUERIES", cls.queries),
+            rerank_k=env.integer("CORPUSMILL_RERANK_K", cls.rerank_k),
+            eval_data=env.text("CORPUSMILL_EVAL_DATA", cls.eval_data),
+            eval_db=env.text("CORPUSMILL_EVAL_DB", cls.eval_db),
+            eval_chunk_tokens=env.integer("CORPUSMILL_CHUNK_TOKENS", cls.eval_chunk_tokens),
+            eval_chunk_overlap=env.integer("CORPUSMILL_CHUNK_OVERLAP", cls.eval_chunk_overlap),
         )
 
     def embedder_spec(self) -> ModelSpec:
@@ -122,19 +122,19 @@ class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         value = self.environ.get(name)
         return default if value is None or value == "" else value
 
-    def int(self, name: str, default: int) -> int:
-        raw = self.str(name, str(default))
+    def integer(self, name: str, default: int) -> int:
+        raw = self.text(name, str(default))
         try:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{name}={raw!r} is not an integer") from None
 
-    def bool(self, name: str, default: bool) -> bool:
-        raw = self.str(name, "1" if default else "0").strip().lower()
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name, "1" if default else "0").strip().lower()
         if raw in ("1", "true", "yes", "on"):
             return True
         if raw in ("0", "false", "no", "off"):

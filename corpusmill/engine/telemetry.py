@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from typing import Any
 
 
 class GpuSampler:
@@ -21,7 +22,7 @@ class GpuSampler:
         self.unavailable = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._nvml = None
+        self._nvml: tuple[Any, Any] | None = None  # (the pynvml module, the device handle)
 
     def __enter__(self) -> GpuSampler:
         try:
@@ -40,6 +41,8 @@ class GpuSampler:
         return self
 
     def _loop(self) -> None:
+        if self._nvml is None:  # started only after NVML answered
+            return
         pynvml, handle = self._nvml
         while not self._stop.is_set():
             try:

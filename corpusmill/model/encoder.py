@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from corpusmill.model.files import ModelDescription, describe_model
 from corpusmill.model.hardware import resolve_device, resolve_dtype
 from corpusmill.model.kernels import compile_model, pool, precast_linear_weights
 from corpusmill.model.tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # torch is imported lazily, at load (definitions.py must stay light)
+    import torch
 
 
 class TransformerEncoder:
@@ -165,8 +169,8 @@ class TransformerEncoder:
 class PendingRows:
     """Rows on their way from the GPU: a pinned host buffer and the event after its copy."""
 
-    host: object  # torch.Tensor, pinned
-    done: object  # torch.cuda.Event recorded after the copy
+    host: torch.Tensor  # pinned
+    done: torch.cuda.Event  # recorded after the copy
 
     def wait(self) -> np.ndarray:
         self.done.synchronize()

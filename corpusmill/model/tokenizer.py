@@ -47,8 +47,8 @@ class Tokenizer:
 
     def _tokenize_with(self, tokenizer, texts) -> list[dict[str, list[int]]]:
         if self.kind == "cross-encoder":
-            firsts = [a for a, _ in texts]  # type: ignore[misc]
-            seconds = [b for _, b in texts]  # type: ignore[misc]
+            firsts = [a for a, _ in texts]
+            seconds = [b for _, b in texts]
             enc = tokenizer(
                 firsts,
                 seconds,
@@ -58,7 +58,7 @@ class Tokenizer:
             )
         else:
             enc = tokenizer(
-                list(texts),  # type: ignore[arg-type]
+                list(texts),
                 truncation=True,
                 max_length=self.max_seq_length,
                 return_attention_mask=False,

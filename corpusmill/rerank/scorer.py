@@ -9,7 +9,7 @@ passage vectors.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -18,6 +18,14 @@ from corpusmill.model import Model
 
 CROSS_ENCODER = "cross-encoder"
 BI_ENCODER = "bi-encoder"
+
+
+class ScorerIdentity(TypedDict):
+    """Which model scored a pair: stored on every rerank row and in the run's metadata."""
+
+    scorer: str
+    reranker_id: str
+    reranker_revision: str
 
 
 class PairScorer:
@@ -35,7 +43,7 @@ class PairScorer:
         self.revision = card.revision
         self.stats: list[EngineStats] = []
 
-    def identity(self) -> dict[str, str]:
+    def identity(self) -> ScorerIdentity:
         return {
             "scorer": self.scorer,
             "reranker_id": self.model_id,

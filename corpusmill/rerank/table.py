@@ -147,7 +147,7 @@ def _candidates(store, partition, queries, query_vectors, scorer, have, k, repor
             if old is not None and old["content_hash"] == hashes[i]:
                 row["score"] = old["score"]
                 report.pairs_reused += 1
-            elif scorer.cross:
+            elif texts is not None:  # read only for a cross-encoder
                 pending.append((row, (query.text, texts[i])))
             else:
                 row["score"] = float(sims[i, j])

@@ -125,10 +125,11 @@ def record_quarantine(
     store: Store,
     stage: str,
     items: Iterable[Quarantined],
-    sources: set[str],
+    sources: set[str] | None,
     partitions: Sequence[str],
 ) -> None:
-    """Replace this scope's quarantine rows with the current list (a fixed file leaves it)."""
+    """Replace this scope's quarantine rows with the current list (a fixed file leaves it).
+    `sources=None` scopes it to every source (the embed stage does not know them)."""
     now = dt.datetime.now(dt.UTC)
     rows = [
         {
