@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PACKAGES = ("corpusmill", "app", "assets", "resources", "sensors")
 ABOVE_THE_CORE = ("dagster", "assets", "resources", "sensors", "definitions", "app")
 

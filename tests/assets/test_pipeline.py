@@ -1,14 +1,16 @@
 """The asset graph through real `dagster.materialize` runs: tiny real transformer, real LanceDB.
 
-Covers: one model load per run over all shards, idempotency, nothing re-embedded twice,
-changed and deleted documents, other sources untouched, quarantine, model lock.
+Covers: one model load per run over all shards (through the Definitions' own ingest job
+and executor), idempotency, nothing re-embedded twice, changed and deleted documents,
+other sources untouched, quarantine, model lock.
 """
 
 import dagster as dg
 import numpy as np
 import pytest
 
-from app.runs import run_ingest
+from app.runs import run_ingest, summarise
+from assets.partitions import partition_range_tags
 from corpusmill.errors import ModelMismatchError
 from corpusmill.ids import ALL_PARTITIONS, partition_of
 from corpusmill.model import LOADS as LOAD_COUNTS
@@ -19,6 +21,7 @@ from resources import (
     LanceStoreResource,
     PipelineSettingsResource,
 )
+from tests.assets import definitions_jobs
 from tests.assets.corpora import write_corpus
 
 CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
@@ -58,11 +61,40 @@ def embedded_rows(db_uri):
     return sorted(rows, key=lambda r: r["chunk_id"])
 
 
-def test_all_shards_in_one_run_with_one_model_load(corpus, resources, db_uri):
+def ingest_through_definitions(corpus, model_path, db_uri, home):
+    """Launch the Definitions' ingest job over every shard, as the UI or the sensor would:
+    `execute_job` runs it with the job's own executor (`dg.materialize`, which run_ingest
+    uses, always runs in-process and so could not tell). Only the store and the model
+    are overridden, through run config."""
+    run_config = {
+        "ops": {
+            "raw_corpus": {"config": {"sources": [str(corpus)]}},
+            "chunked_documents": {"config": CHUNKS},
+        },
+        "resources": {
+            "store": {"config": {"uri": db_uri}},
+            "embedder": {"config": {"model_path": str(model_path), "dtype": "float32"}},
+        },
+        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        result = dg.execute_job(
+            dg.reconstructable(definitions_jobs.ingest_job),
+            instance=instance,
+            run_config=run_config,
+            tags=partition_range_tags(ALL_PARTITIONS),
+        )
+        return summarise(result, 0.0)
+
+
+def test_all_shards_in_one_run_with_one_model_load(corpus, tiny_embedder_path, db_uri, tmp_path):
     before = LOAD_COUNTS["embedder"]
-    summary = ingest([corpus], resources)
+    summary = ingest_through_definitions(corpus, tiny_embedder_path, db_uri, tmp_path / "home")
     assert summary["success"]
-    assert LOAD_COUNTS["embedder"] - before == 1  # 16 partitions, 3 assets, one load
+    # 16 partitions, 3 assets (steps), one load, and in this process: with a
+    # multiprocess executor each step would load the model in a child of its own.
+    assert LOAD_COUNTS["embedder"] - before == 1
     assert summary["documents"] == 12
     rows = embedded_rows(db_uri)
     assert len(rows) == summary["chunks"] == summary["chunks_embedded"] > 12

@@ -1,22 +1,19 @@
-"""The retrieval evaluation: metrics against hand-computed cases, the BEIR loader on a
-tiny folder with CRLF qrels, and one small end-to-end eval through ingest and search."""
+"""The retrieval evaluation's pure logic: metrics against hand-computed cases, the BEIR
+loader on a tiny folder with CRLF qrels. The end-to-end eval (a Dagster ingest, then
+search) is in tests/assets/test_evaluation_run.py."""
 
 from __future__ import annotations
 
-import json
 import math
-from argparse import Namespace
-from pathlib import Path
 
 import pytest
 
-from app.evaluation import main, run_eval
-from corpusmill.config import Settings
 from corpusmill.errors import ConfigError
 from corpusmill.evaluation.beir import load_beir, read_qrels
 from corpusmill.evaluation.metrics import mean_metrics, ndcg_at_k, recall_at_k, trec_order
 from corpusmill.evaluation.retrieval import doc_run
 from corpusmill.search import Hit
+from tests.beir import write_beir
 
 LOG2_3 = math.log2(3)
 
@@ -102,21 +99,6 @@ def test_doc_run_keeps_each_documents_best_chunk_and_drops_other_sources():
 
 
 # -- BEIR loader -----------------------------------------------------------------------
-def write_beir(root: Path, docs: dict, queries: dict, qrels: list[tuple[str, str, int]]) -> Path:
-    (root / "qrels").mkdir(parents=True)
-    with (root / "corpus.jsonl").open("w") as fh:
-        for doc_id, (title, text) in docs.items():
-            fh.write(
-                json.dumps({"_id": doc_id, "title": title, "text": text, "metadata": {}}) + "\n"
-            )
-    with (root / "queries.jsonl").open("w") as fh:
-        for qid, text in queries.items():
-            fh.write(json.dumps({"_id": qid, "text": text, "metadata": {"evidence": "x"}}) + "\n")
-    lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in qrels]
-    (root / "qrels" / "test.tsv").write_bytes(("\r\n".join(lines) + "\r\n").encode())
-    return root
-
-
 def test_loader_reads_crlf_qrels_and_only_labelled_queries(tmp_path):
     root = write_beir(
         tmp_path / "beir",
@@ -139,51 +121,3 @@ def test_loader_explains_a_missing_folder_and_a_bad_header(tmp_path):
     (root / "qrels" / "test.tsv").write_text("q\td\t1\n")
     with pytest.raises(ConfigError, match="header"):
         load_beir(root)
-
-
-# -- end to end: ingest through Dagster, search through the Searcher ------------------
-TINY_DOCS = {
-    "101": ("", "Zebrafish regenerate heart muscle after cryoinjury within weeks."),
-    "102": ("Vitamin D", "Supplementation lowers fracture risk in elderly women."),
-    "103": ("", "Statins reduce cholesterol synthesis by inhibiting HMG-CoA reductase."),
-    "104": ("", "Malaria parasites invade red blood cells through the basigin receptor."),
-}
-TINY_QUERIES = {
-    # the exact text of a document: identical tokens give cosine 1 even for a random model
-    "1": "Statins reduce cholesterol synthesis by inhibiting HMG-CoA reductase.",
-    "2": "zebrafish cryoinjury",
-    "3": "basigin receptor malaria",
-    "9": "a train query that is not labelled",
-}
-TINY_QRELS = [("1", "103", 1), ("2", "101", 1), ("3", "104", 1)]
-
-
-def test_end_to_end_eval_on_a_tiny_beir_folder(tmp_path, tiny_embedder_path, capsys, monkeypatch):
-    root = write_beir(tmp_path / "beir", TINY_DOCS, TINY_QUERIES, TINY_QRELS)
-    db = str(tmp_path / "eval-db")
-    settings = Settings(model=str(tiny_embedder_path), dtype="float32")
-    first = run_eval(root, db, chunking=(48, 0), settings=settings)
-    assert first["queries"] == 3
-    assert first["ingest"]["documents"] == 4
-    assert first["ingest"]["chunks_embedded"] == 4
-    fts = first["metrics"]["fts"]
-    assert fts["ndcg@10"] == 1.0 and fts["recall@100"] == 1.0  # rare words: BM25 finds them
-    vector = first["metrics"]["vector"]
-    assert vector["recall@100"] == 1.0  # only 4 documents: all are retrieved
-    assert 1 / 3 <= vector["ndcg@10"] <= 1.0  # query 1 is its document's exact text
-    assert first["metrics"]["hybrid"]["recall@100"] == 1.0
-
-    # a second run reuses the store: nothing embedded again, the same figures
-    second = run_eval(root, db, modes=["fts", "vector"], chunking=(48, 0), settings=settings)
-    assert second["ingest"]["chunks_embedded"] == 0
-    assert second["ingest"]["chunks_reused"] == 4
-    assert second["metrics"]["fts"]["ndcg@10"] == fts["ndcg@10"]
-    assert second["metrics"]["vector"]["ndcg@10"] == pytest.approx(vector["ndcg@10"])
-
-    # the CLI entry point prints one line per mode in the issue's format
-    monkeypatch.setenv("CORPUSMILL_MODEL", str(tiny_embedder_path))
-    monkeypatch.setenv("CORPUSMILL_CHUNK_TOKENS", "48")
-    monkeypatch.setenv("CORPUSMILL_CHUNK_OVERLAP", "0")
-    args = Namespace(data=str(root), db=db, modes="fts", limit_queries=2)
-    assert main(args, Settings.from_env()) == 0
-    assert capsys.readouterr().out.strip() == "fts nDCG@10=1.0000 Recall@100=1.0000"
