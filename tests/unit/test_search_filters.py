@@ -109,8 +109,11 @@ def test_fulltext_finds_the_word_and_ranks_by_bm25(searcher):
     hits = searcher.search("anonymous lambda", k=3, mode="fts")
     assert hits[0].doc_id == "pydoc#lambda" and hits[0].scorer == "fts"
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
-    # query syntax characters are plain text, never an error
-    assert searcher.search("he said \"x' OR (1=1); --", k=3, mode="fts") is not None
+    # query syntax characters are plain text, never an error: the words still match, and
+    # words found in no document match nothing (an "OR" or "1=1" would match every row)
+    hits = searcher.search("anonymous\" OR (1=1); --", k=3, mode="fts")
+    assert [h.doc_id for h in hits] == ["pydoc#lambda"]
+    assert searcher.search("he said \"x' OR (1=1); --", k=3, mode="fts") == []
 
 
 def test_hybrid_is_rrf_of_vector_and_fulltext(searcher):
