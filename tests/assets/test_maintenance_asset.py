@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 
 from app.runs import run_ingest
-from assets.maintenance import store_upkeep, upkeep_schedule
+from assets.maintenance import store_upkeep
 from corpusmill.maintenance import ann_partitions, index_columns
 from corpusmill.search import Searcher
 from corpusmill.store import Store
@@ -120,8 +120,3 @@ def test_upkeep_waits_for_a_writer_holding_the_lock(db_uri):
     assert meta["documents.rows"] == 0
     t.join()
     assert finished == ["writer", "upkeep"]
-
-
-def test_upkeep_runs_on_a_schedule():
-    assert upkeep_schedule.cron_schedule == "0 3 * * *"
-    assert upkeep_schedule.default_status == dg.DefaultScheduleStatus.RUNNING

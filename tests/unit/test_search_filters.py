@@ -111,7 +111,7 @@ def test_fulltext_finds_the_word_and_ranks_by_bm25(searcher):
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
     # query syntax characters are plain text, never an error: the words still match, and
     # words found in no document match nothing (an "OR" or "1=1" would match every row)
-    hits = searcher.search("anonymous\" OR (1=1); --", k=3, mode="fts")
+    hits = searcher.search('anonymous" OR (1=1); --', k=3, mode="fts")
     assert [h.doc_id for h in hits] == ["pydoc#lambda"]
     assert searcher.search("he said \"x' OR (1=1); --", k=3, mode="fts") == []
 
