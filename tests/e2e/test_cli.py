@@ -3,11 +3,14 @@
 import json
 import subprocess
 
+import pytest
+
 from tests.e2e.procs import BIN, run_cli
 
 CLI = BIN / "corpusmill"
 
 
+@pytest.mark.slow  # two CLI processes, each importing torch and Dagster, plus an ingest
 def test_ingest_then_search(cli_env, tmp_path):
     env = cli_env
     docs = tmp_path / "docs"

@@ -79,6 +79,7 @@ def webserver(cli_env):
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow  # a dagster-webserver process and a CLI ingest
 def test_ui_shows_partitioned_assets_and_truthful_metadata(cli_env, tmp_path, webserver):
     docs = tmp_path / "docs"
     docs.mkdir()

@@ -37,6 +37,7 @@ def test_several_tokenising_threads_give_the_same_rows_in_the_same_order(tiny_em
     np.testing.assert_array_equal(one, four)
 
 
+@pytest.mark.slow  # 5 threads x 30 rounds of 64 long texts: a race needs the volume
 def test_tokenize_is_safe_while_other_threads_use_the_tokenizer(tiny_embedder_path):
     """The chunker calls the same tokenizer without truncation; a shared Rust tokenizer
     switched between settings by two threads fails with "Already borrowed"."""
@@ -102,6 +103,7 @@ def test_bf16_casts_linear_weights_once_and_keeps_norms_in_float32(tiny_embedder
     assert enc.model.embeddings.word_embeddings.weight.dtype == torch.float32
 
 
+@pytest.mark.slow  # the real MiniLM
 @pytest.mark.parametrize("dtype", ["float32", "auto"])
 def test_batch_invariance_on_minilm(minilm_path, dtype):
     """A text embedded alone and inside a batch of mixed lengths gives the same vector."""
@@ -113,6 +115,7 @@ def test_batch_invariance_on_minilm(minilm_path, dtype):
     assert cosine_rows(batched, alone).min() >= 0.9999
 
 
+@pytest.mark.slow  # the real MiniLM, twice (ours and the sentence-transformers reference)
 def test_engine_matches_sentence_transformers(minilm_path):
     st = pytest.importorskip("sentence_transformers")
     reference = st.SentenceTransformer(str(minilm_path), device="cpu").encode(MIXED_TEXTS)
@@ -150,6 +153,7 @@ def test_gpu_sampler_says_plainly_when_there_is_no_gpu():
     assert gpu._thread is None and gpu.util == []
 
 
+@pytest.mark.slow  # torch.compile: inductor builds C++ kernels, tens of seconds
 @pytest.mark.skipif(
     not (shutil.which("g++") or shutil.which("c++")),
     reason="torch.compile on a CPU needs a C++ compiler (inductor generates C++)",

@@ -18,6 +18,9 @@ from corpusmill.model import packed_linear
 from corpusmill.model.encoder import TransformerEncoder
 from corpusmill.model.hardware import cpu_supports_bf16
 
+# The real MiniLM over a real corpus: seconds per precision, not the inner loop.
+pytestmark = pytest.mark.slow
+
 SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "eval" / "scifact" / "corpus.jsonl"
 N_DOCS = 25
 
