@@ -28,8 +28,9 @@ demo: $(STAMP) ## materialise the whole graph on the built-in corpus, then searc
 test: $(STAMP) ## the suite CI runs (no GPU, no browser)
 	$(PY) -m pytest -q -m "not gpu and not browser"
 
-# The inner loop: pure logic (tests/unit) and dagster.materialize runs with tiny models
-# (tests/assets), without the real MiniLM, torch.compile, daemons or subprocesses.
+# The inner loop: pure logic (tests/unit), dagster.materialize runs with tiny models
+# (tests/assets) and the two whole-project checks (Definitions snapshot, layers); no real
+# MiniLM weights, torch.compile, daemons or CLI processes (those are marked slow or e2e).
 # Measured: 93 s wall (40 s user CPU) for 147 tests on the 2-core machine while other
 # work held its load average at 11; `time make test-fast` to check on yours.
 test-fast: $(STAMP) ## pure logic and asset tests with tiny models (about a minute)
