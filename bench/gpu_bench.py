@@ -25,7 +25,7 @@ utilisation with pynvml, and a
 bf16 8192^3 matmul gives the machine's peak, converted to a tokens/s ceiling with the
 model's FLOPs per token at the engine's mean padded length.
 
-    python bench/gpu_bench.py --docs 2000 --rounds 2   # prints one JSON line last
+    python -m bench.gpu_bench --docs 2000 --rounds 2   # prints one JSON line last
 """
 
 from __future__ import annotations
@@ -41,11 +41,8 @@ import time
 from pathlib import Path
 
 import corpusmill.engine  # noqa: F401
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ceiling import BertShape  # noqa: E402
-from corpus_texts import SCIFACT  # noqa: E402
+from bench.ceiling import BertShape
+from bench.corpus_texts import SCIFACT
 
 SHAPES = {
     "minilm-l6": dict(

@@ -4,7 +4,7 @@ For each size N (SciFact documents): one `run_ingest` into a fresh store, then, 
 process with the same resident model, the engine alone on exactly the chunk texts that
 run stored. Prints one line per size and a JSON summary as the last line.
 
-    .venv/bin/python bench/pipeline_scale.py --sizes 150,1000
+    .venv/bin/python -m bench.pipeline_scale --sizes 150,1000
 """
 
 import argparse
@@ -16,10 +16,9 @@ import time
 import warnings
 from pathlib import Path
 
+from bench.corpus_texts import SCIFACT
+
 warnings.filterwarnings("ignore")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DEFAULT_CORPUS = REPO.parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
 
 
 def main() -> int:
@@ -27,7 +26,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--sizes", default="150,1000")
-    ap.add_argument("--corpus", default=str(DEFAULT_CORPUS))
+    ap.add_argument("--corpus", default=str(SCIFACT))
     args = ap.parse_args()
 
     import dagster as dg
