@@ -66,15 +66,20 @@ def export(model_dir: Path, fingerprint: str) -> dict[str, Path]:
 class OnnxEncoder:
     """One ONNX Runtime session and the model's tokenizer; `encode(texts)` -> unit rows."""
 
-    def __init__(self, onnx_file: Path, tokenizer, max_seq_length: int, batch: int = 32):
+    def __init__(
+        self,
+        onnx_file: Path,
+        tokenizer,
+        max_seq_length: int,
+        batch: int = 32,
+        providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    ):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = os.cpu_count() or 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(onnx_file), opts, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(str(onnx_file), opts, providers=list(providers))
         self.tokenizer, self.max_seq_length, self.batch = tokenizer, max_seq_length, batch
         self.version = ort.__version__
 
@@ -113,3 +118,16 @@ class OnnxEncoder:
         t0 = time.perf_counter()
         rows = self.encode(texts)
         return time.perf_counter() - t0, rows
+
+
+def unavailable_on(device: str) -> str:
+    """Why ONNX Runtime cannot run on `device` here, or '' when it can."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return "onnxruntime is not installed"
+    if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        # onnxruntime-gpu is a separate package; installing it would be a download at run
+        # time, which the GPU machine cannot make, so the contender is skipped there.
+        return "no CUDAExecutionProvider: onnxruntime-gpu is not installed on this machine"
+    return ""
