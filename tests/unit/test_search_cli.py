@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from corpusmill.ids import partition_of
+from corpusmill.model import Model, ModelSpec
 from corpusmill.store import Store, rows_to_table
-from resources import EmbedderResource
 
 TEXTS = {
     "pydoc#exceptions": "try and except clauses catch an exception raised in the block",
@@ -20,7 +20,7 @@ TEXTS = {
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, tiny_embedder_path):
-    embedder = EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32")
+    embedder = Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32"))
     store = Store(str(tmp_path_factory.mktemp("cli") / "db"))
     table = store.ensure_embeddings(embedder.card)
     vectors = embedder.embed(list(TEXTS.values()))
@@ -57,7 +57,7 @@ def env(tmp_path_factory, tiny_embedder_path):
 
 def search(env, *args):
     out = subprocess.run(
-        [sys.executable, "-m", "corpusmill.cli", "search", *args, "--json"],
+        [sys.executable, "-m", "app.cli", "search", *args, "--json"],
         env=env,
         capture_output=True,
         text=True,
@@ -86,7 +86,7 @@ def test_rerank_without_a_cross_encoder_uses_the_bi_encoder(env):
 
 def test_bad_partition_is_a_clear_error(env):
     out = subprocess.run(
-        [sys.executable, "-m", "corpusmill.cli", "search", "x", "--partition", "1' OR '1'='1"],
+        [sys.executable, "-m", "app.cli", "search", "x", "--partition", "1' OR '1'='1"],
         env=env,
         capture_output=True,
         text=True,

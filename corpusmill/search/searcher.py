@@ -1,0 +1,148 @@
+"""Search the embeddings table: vector, full-text, hybrid, optionally reranked.
+
+The Python API behind `corpusmill search`:
+
+    from corpusmill.model import Model
+    from corpusmill.search import Searcher
+    hits = Searcher("./data/lancedb", embedder=Model()).search("catch an exception", k=5)
+
+Scores: vector = cosine similarity, fts = BM25, hybrid = reciprocal rank fusion of the
+vector and full-text top 100, reranked = the scorer's raw score (cross-encoder logit, or
+bi-encoder cosine); `Hit.scorer` says which. Filters (`doc_id`, `source`, `partition`) are
+expression objects (`filters.build_filter`); a partition must be one of the 16 shard keys.
+"""
+
+from __future__ import annotations
+
+from corpusmill.errors import ConfigError
+from corpusmill.maintenance import ANN_NPROBES, ANN_REFINE_FACTOR, ensure_fts_index, has_fts_index
+from corpusmill.model import Model
+from corpusmill.search.filters import build_filter
+from corpusmill.search.fusion import rrf_fuse
+from corpusmill.search.hit import HIT_COLUMNS, Hit
+from corpusmill.search.rerank import rerank_hits
+from corpusmill.store import Store, check_card, table_card
+
+MODES = ("vector", "fts", "hybrid")
+HYBRID_DEPTH = 100  # each list fused by RRF is this deep (the BEIR hybrid setting)
+
+
+class Searcher:
+    """Opens the store; embeds queries with `embedder` (the model that wrote the table:
+    checked before the first vector query) and reranks with `reranker` when one is
+    configured, else with the embedder. Without an embedder, the packaged default model."""
+
+    def __init__(
+        self, store: Store | str, embedder: Model | None = None, reranker: Model | None = None
+    ) -> None:
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.embedder = embedder or Model()
+        self.reranker = reranker
+        self._last_query: tuple[str | None, list[float]] = (None, [])
+
+    @property
+    def table(self):
+        table = self.store.open("embeddings")
+        if table is None:
+            raise ConfigError(
+                f"no embeddings table in {self.store.uri!r}: run `corpusmill ingest` (or "
+                "`make demo`) first, or set CORPUSMILL_DB"
+            )
+        return table
+
+    def embed_query(self, query: str) -> list[float]:
+        if self._last_query[0] == query:  # hybrid + rerank ask for the same vector twice
+            return self._last_query[1]
+        vector = self.embed_queries([query])[0]
+        self._last_query = (query, vector)
+        return vector
+
+    def embed_queries(self, queries: list[str]) -> list[list[float]]:
+        """Query vectors, all in one call to the model (a batch of queries is one batch)."""
+        check_card(table_card(self.table.schema), self.embedder.card)
+        return self.embedder.embed(list(queries)).tolist()
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        mode: str = "vector",
+        *,
+        rerank: bool = False,
+        candidates: int = 50,
+        doc_id: str | None = None,
+        source: str | None = None,
+        partition: str | None = None,
+    ) -> list[Hit]:
+        if mode not in MODES:
+            raise ConfigError(f"mode={mode!r} is not one of {MODES}")
+        if not query.strip():
+            raise ConfigError("empty query")
+        where = build_filter(doc_id, source, partition)
+        depth = max(k, candidates if rerank else k)
+        if mode == "vector":
+            hits = self.vector(query, depth, where)
+        elif mode == "fts":
+            hits = self.fulltext(query, depth, where)
+        else:
+            hits = self.hybrid(query, depth, where)
+        if rerank:
+            hits = self._rerank(query, hits)
+        return hits[:k]
+
+    def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
+        if self.reranker is not None and self.reranker.configured:
+            return rerank_hits(query, hits, cross_encoder=self.reranker)
+        # Bi-encoder scoring: the passages' vectors are in the table already.
+        vectors = self.stored_vectors([h.chunk_id for h in hits]) if hits else {}
+        return rerank_hits(
+            query, hits, embedder=self.embedder, stored=(self.embed_query(query), vectors)
+        )
+
+    def stored_vectors(self, chunk_ids: list[str]) -> dict[str, list[float]]:
+        from lancedb.expr import col, lit
+
+        where = col("chunk_id").isin([lit(c) for c in chunk_ids])
+        rows = self.table.search().where(where).select(["chunk_id", "vector"]).limit(None)
+        return {r["chunk_id"]: r["vector"] for r in rows.to_list()}
+
+    def vector(self, query: str, k: int, where=None) -> list[Hit]:
+        # nprobes/refine only matter once upkeep has built the ANN index; before that the
+        # search is an exact flat scan.
+        q = self.table.search(self.embed_query(query)).distance_type("cosine").nprobes(ANN_NPROBES)
+        if ANN_REFINE_FACTOR:
+            q = q.refine_factor(ANN_REFINE_FACTOR)
+        if where is not None:
+            q = q.where(where, prefilter=True)
+        rows = q.select(HIT_COLUMNS + ["_distance"]).limit(k).to_list()
+        return [Hit.from_row(r, 1.0 - float(r["_distance"]), "vector") for r in rows]
+
+    def fulltext(self, query: str, k: int, where=None) -> list[Hit]:
+        self.ensure_fts_index()
+        # The query string is a plain BM25 match query: no operators are parsed from it.
+        q = self.table.search(query, query_type="fts", fts_columns="text")
+        if where is not None:
+            q = q.where(where, prefilter=True)
+        rows = q.select(HIT_COLUMNS + ["_score"]).limit(k).to_list()
+        return [Hit.from_row(r, float(r["_score"]), "fts") for r in rows]
+
+    def hybrid(self, query: str, k: int, where=None, depth: int = HYBRID_DEPTH) -> list[Hit]:
+        """Fuse the vector and full-text top `depth` by reciprocal rank fusion (ties broken
+        by chunk id, so the order is deterministic)."""
+        depth = max(depth, k)
+        vec = self.vector(query, depth, where)
+        fts = self.fulltext(query, depth, where)
+        fused = rrf_fuse([[h.chunk_id for h in vec], [h.chunk_id for h in fts]])
+        by_id = {h.chunk_id: h for h in fts + vec}
+        ranked = sorted(fused, key=lambda c: (-fused[c], c))[:k]
+        return [by_id[c].rescored(fused[c], "hybrid") for c in ranked]
+
+    def ensure_fts_index(self) -> None:
+        """Build the full-text index on first use if upkeep has not yet. Building is a
+        write, so it waits for the store's write lock (never racing an ingest) and checks
+        again once it holds it. Rows added after the build are still searched (LanceDB
+        scans the unindexed part) until upkeep folds them into the index."""
+        if has_fts_index(self.table):
+            return
+        with self.store.write_lock():
+            ensure_fts_index(self.table)
