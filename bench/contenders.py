@@ -21,9 +21,10 @@ def load_avg() -> float:
 
 class Bench:
     def __init__(self, args, work: Path) -> None:
-        from corpusmill.engine.encoder import TransformerEncoder, default_model_path
         from corpusmill.engine.runner import BatchEngine
-        from corpusmill.settings import default_batch_tokens
+        from corpusmill.model.encoder import TransformerEncoder
+        from corpusmill.model.files import default_model_path
+        from corpusmill.model.hardware import default_batch_tokens
 
         self.args, self.work = args, work
         self.model_path = str(default_model_path())
@@ -63,8 +64,8 @@ class Bench:
 
     def _engine_variant(self, **encoder_options):
         """Another engine on the same model and budget, its encoder built with these options."""
-        from corpusmill.engine.encoder import TransformerEncoder
         from corpusmill.engine.runner import BatchEngine
+        from corpusmill.model.encoder import TransformerEncoder
 
         enc = TransformerEncoder(self.model_path, **encoder_options)
         engine = BatchEngine(enc, max_batch_tokens=self.engine.max_batch_tokens)
@@ -92,15 +93,16 @@ class Bench:
         return stats.wall_seconds
 
     def engine_compiled_run(self) -> float:
-        """The same engine with `compile=True` (opt-in): the model resource, so its warm-up
+        """The same engine with `compile=True` (opt-in): corpusmill's `Model`, so its warm-up
         compiles both graphs; that one-off cost is reported, not counted in tokens/s."""
         if self._compiled is None:
-            from resources.models import EmbedderResource
+            from corpusmill.model import Model, ModelSpec
 
-            res = EmbedderResource(model_path=self.model_path, compile=True)
-            res.load()
-            self._compiled = res.engine
-            compile_s = res.lineage()["warmup_seconds"]
+            spec = ModelSpec(
+                path=self.model_path, compile=True, max_batch_tokens=self.engine.max_batch_tokens
+            )
+            self._compiled = Model(spec).load()
+            compile_s = self._compiled.warmup_seconds
             self.extra["engine_compile_seconds"] = compile_s
             self.notes["engine_compiled"] = f"torch.compile, compiled once in {compile_s:.0f} s"
         rows, stats = self._compiled.encode(self.texts.texts)

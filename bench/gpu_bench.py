@@ -43,7 +43,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import corpusmill.engine  # noqa: F401
 from bench.ceiling import BertShape
 from bench.corpus_texts import SCIFACT
 from bench.peers import onnx_runtime
@@ -88,7 +87,7 @@ def minilm_dir(given: str) -> tuple[Path | None, str]:
     if given:
         return Path(given), f"MiniLM-L6 weights from {Path(given).name}"
     try:
-        from corpusmill.engine.encoder import default_model_path
+        from corpusmill.model.files import default_model_path
 
         return default_model_path(), "packaged MiniLM-L6 weights"
     except ImportError:
@@ -145,10 +144,10 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
 
     from corpusmill.chunking import TokenChunker
     from corpusmill.engine.batching import plan_batches
-    from corpusmill.engine.encoder import TransformerEncoder
     from corpusmill.engine.runner import BatchEngine, TokenIds, collate
     from corpusmill.engine.telemetry import GpuSampler
-    from corpusmill.settings import default_batch_tokens, default_tokenize_threads
+    from corpusmill.model.encoder import TransformerEncoder
+    from corpusmill.model.hardware import default_batch_tokens, default_tokenize_threads
 
     enc = TransformerEncoder(path, device=device)
     chunker = TokenChunker(enc.tokenizer, 200, 32, enc.max_seq_length, enc.tokenizer_id)

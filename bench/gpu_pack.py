@@ -26,7 +26,7 @@ def pack_minilm(dest: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from corpusmill.engine.encoder import default_model_path
+    from corpusmill.model.files import default_model_path
 
     src = default_model_path()
     shutil.rmtree(dest, ignore_errors=True)

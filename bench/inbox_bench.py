@@ -83,12 +83,10 @@ def tiny_model(root: Path) -> Path:
 
 
 def resources(db: str, model: str | None):
-    from resources import EmbedderResource, LanceStoreResource
+    from corpusmill.config import Settings
+    from resources import build_resources
 
-    return {
-        "store": LanceStoreResource(uri=db),
-        "embedder": EmbedderResource(model_path=model or ""),
-    }
+    return build_resources(Settings(db=db, model=model or ""))
 
 
 def tick(sensor, db: str, instance):
@@ -110,7 +108,7 @@ def tick(sensor, db: str, instance):
 def bench_tick(n_files: int, work: Path) -> dict:
     import dagster as dg
 
-    from corpusmill.runs import run_ingest
+    from app.runs import run_ingest
     from sensors.inbox import build_inbox_sensor
 
     rng = random.Random(0)
@@ -180,8 +178,8 @@ def bench_tick(n_files: int, work: Path) -> dict:
 def bench_incremental(n_docs: int, model: str | None, work: Path) -> dict:
     import dagster as dg
 
+    from app.runs import run_ingest
     from corpusmill.inbox import diff, read_committed, scan_inbox, touched_partitions
-    from corpusmill.runs import run_ingest
     from corpusmill.store import Store
 
     inbox = work / "inbox"

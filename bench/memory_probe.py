@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import corpusmill.engine  # noqa: F401 (OpenMP wait policy before torch loads)
 from bench.corpus_texts import SCIFACT, chunk_docs, read_docs
 
 
@@ -42,9 +41,10 @@ def main() -> None:
     import lancedb
     import pyarrow as pa
 
-    from corpusmill.engine.encoder import TransformerEncoder, default_model_path
     from corpusmill.engine.runner import BatchEngine
-    from corpusmill.settings import default_batch_tokens
+    from corpusmill.model.encoder import TransformerEncoder
+    from corpusmill.model.files import default_model_path
+    from corpusmill.model.hardware import default_batch_tokens
 
     encoder = TransformerEncoder(default_model_path())
     name, docs = read_docs(args.docs, Path(args.corpus) if args.corpus else SCIFACT)

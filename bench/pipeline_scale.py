@@ -31,13 +31,13 @@ def main() -> int:
 
     import dagster as dg
 
-    from corpusmill.runs import run_ingest
+    from app.runs import run_ingest
+    from corpusmill.config import Settings
     from corpusmill.store import Store
-    from definitions import defs
-    from resources import LanceStoreResource
+    from resources import LanceStoreResource, build_resources
 
-    resources = dict(defs.resources)
-    embedder = resources["embedder"]
+    resources = build_resources(Settings.from_env())
+    model = resources["embedder"].model  # the run's resident model, as the run left it
     lines = Path(args.corpus).read_text().splitlines()
     results = []
     for n in [int(x) for x in args.sizes.split(",")]:
@@ -49,10 +49,10 @@ def main() -> int:
             [f"scifact={subset}"], resources=res, instance=dg.DagsterInstance.ephemeral()
         )
         texts = Store(str(work / "db")).scan("chunks", ["text"])["text"].to_pylist()
-        embedder.load()
-        embedder.engine.encode(texts[:32])
+        model.load()
+        model.encode(texts[:32])
         t0 = time.perf_counter()
-        _, stats = embedder.engine.encode(texts)
+        _, stats = model.encode(texts)
         engine_s = time.perf_counter() - t0
         tokens = summary["tokens"]
         row = {

@@ -36,7 +36,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import corpusmill.engine  # noqa: F401 (sets the OpenMP wait policy before torch loads)
 from bench import ceiling, report
 from bench.contenders import Bench, load_avg, memory_probe, run_bench_script
 from bench.corpus_texts import SCIFACT

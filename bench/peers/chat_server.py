@@ -48,8 +48,8 @@ def make_handler(encoder):
 
 
 def main() -> None:
-    import corpusmill.engine  # noqa: F401 (sets the OpenMP wait policy before torch loads)
-    from corpusmill.engine.encoder import TransformerEncoder, default_model_path
+    from corpusmill.model.encoder import TransformerEncoder
+    from corpusmill.model.files import default_model_path
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
