@@ -13,6 +13,8 @@ spread instead of as a verdict. Contenders:
   sentence_transformers  SentenceTransformer.encode() with its defaults (batch 32, fp32)
   sentence_transformers_bf16  the same with the model loaded in bf16: a tuned peer, what a
                    user who knows the CPU has AMX would try first
+  onnxruntime_fp32 ONNX Runtime on MiniLM exported locally (torch.onnx.export), fp32
+  onnxruntime_int8 the same file after ONNX Runtime's dynamic int8 quantisation
   infinity         an infinity-emb server (own venv, defaults, loopback), 4 concurrent
                    clients posting batches of 32
   chat_shape       a loopback server running one forward per text, one request in flight
@@ -21,6 +23,8 @@ spread instead of as a verdict. Contenders:
                    also the stricter bound of the model's own matmul shapes, which run
                    faster than the square peak on AMX because their weights stay in cache
 
+Each contender's vectors are compared with the float32 engine's (cosine, min and mean);
+the fastest engine path whose every vector is at cosine >= 0.999 is `engine_fastest_path`.
 Prints a table, then one JSON summary as the last line (also written to bench/out/).
 
     make bench                                  # default, ~12 minutes on 2 CPU cores
