@@ -51,6 +51,7 @@ $(BENCH_STAMP): $(STAMP) bench/requirements.txt
 
 $(INFINITY_STAMP): bench/setup_infinity.sh
 	PYTHON=$(PYTHON) bash bench/setup_infinity.sh
+	touch $(INFINITY_STAMP)
 
 bench: $(BENCH_STAMP) $(INFINITY_STAMP) ## side-by-side throughput against every peer (docs/BENCHMARKS.md); BENCH_ARGS="--quick"
 	$(PY) -m bench.throughput $(BENCH_ARGS)
