@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export CORPUSMILL_DB ?= ./data/lancedb
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: install demo test test-fast test-all dev eval bench lint typecheck format clean
+.PHONY: install demo test test-fast test-all dev eval bench bench-gpu bench-search bench-inbox bench-ann gpu-pack lint typecheck format clean
 
 # The grep drops this machine's notes about missing local mirror folders, not pip's errors.
 $(STAMP): pyproject.toml
@@ -47,8 +47,38 @@ dev: $(STAMP) ## Dagster webserver on 127.0.0.1:3000 plus the daemon (sensors, s
 eval: $(STAMP) ## nDCG@10 / Recall@100 on BEIR SciFact from ../shared/eval/scifact
 	$(VENV)/bin/corpusmill eval
 
-bench: $(STAMP) ## side-by-side throughput benchmark (see docs/BENCHMARKS.md)
-	$(PY) bench/throughput.py
+# Every peer `make bench` compares against is set up here, so one command gives every row:
+# ONNX Runtime beside corpusmill in .venv, infinity-emb in a venv of its own (its pins clash).
+BENCH_STAMP := $(VENV)/.bench-stamp
+INFINITY_STAMP := .venv-infinity/.installed-stamp
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt
+	$(PY) -m pip install -q -r bench/requirements.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
+	touch $(BENCH_STAMP)
+
+$(INFINITY_STAMP): bench/setup_infinity.sh
+	PYTHON=$(PYTHON) bash bench/setup_infinity.sh
+	touch $(INFINITY_STAMP)
+
+bench: $(BENCH_STAMP) $(INFINITY_STAMP) ## side-by-side throughput against every peer (docs/BENCHMARKS.md); BENCH_ARGS="--quick"
+	$(PY) -m bench.throughput $(BENCH_ARGS)
+
+bench-search: $(STAMP) ## search latency per mode on the built-in corpus, after ingesting it twice
+	CORPUSMILL_DB=$${BENCH_SEARCH_DB:-./data/bench-search} $(PY) -m bench.search_latency --ingest
+
+bench-ann: $(STAMP) ## flat scan vs IVF-SQ latency and recall at 100k and 1M synthetic rows
+	$(PY) -m bench.ann --rows $${ANN_ROWS:-100000,1000000}
+
+bench-inbox: $(STAMP) ## inbox sensor tick over 10,000 files, then 1% incremental re-ingest of SciFact
+	$(PY) -m bench.inbox_bench tick --files $${INBOX_FILES:-10000}
+	$(PY) -m bench.inbox_bench incremental
+
+gpu-pack: $(STAMP) ## pack MiniLM (fp16) and a SciFact slice into .gpu/ for a GPU machine
+	$(PY) -m bench.gpu_pack
+
+bench-gpu: ## on a CUDA machine: the GPU tests and the GPU benchmark (bench/gpu.sh; no .venv needed)
+	bash bench/gpu.sh
 
 lint: $(STAMP) ## ruff: lint and format check over the whole repo
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

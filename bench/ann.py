@@ -1,6 +1,6 @@
 """Vector search latency and recall@10, flat scan vs the IVF-SQ index corpusmill builds.
 
-    .venv/bin/python bench/ann.py --rows 100000,1000000 --out bench/out/ann.json
+    .venv/bin/python -m bench.ann --rows 100000,1000000 --out bench/out/ann.json
 
 Synthetic 384-d unit vectors drawn from a mixture of Gaussians (real embeddings cluster
 by topic; uniform random vectors would be the worst case for any ANN index). Queries are

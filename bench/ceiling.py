@@ -108,7 +108,7 @@ def model_shape_tokens_per_s(
 
 def measure(shape: BertShape, seq_len: int, tokens: int, quick: bool = False) -> dict:
     """Both ceilings in float32 and bfloat16 (bf16 only where the CPU runs it natively)."""
-    from corpusmill.engine.encoder import cpu_supports_bf16
+    from corpusmill.model.hardware import cpu_supports_bf16
 
     min_s = 0.1 if quick else 0.3
     out: dict = {"flops_per_token": round(shape.flops_per_token(seq_len)), "seq_len": seq_len}

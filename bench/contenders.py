@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from corpus_texts import chunk_docs, read_docs
-from peers import clients, servers
+from bench.corpus_texts import chunk_docs, read_docs
+from bench.peers import clients, servers
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -21,9 +21,10 @@ def load_avg() -> float:
 
 class Bench:
     def __init__(self, args, work: Path) -> None:
-        from corpusmill.engine.encoder import TransformerEncoder, default_model_path
         from corpusmill.engine.runner import BatchEngine
-        from corpusmill.settings import default_batch_tokens
+        from corpusmill.model.encoder import TransformerEncoder
+        from corpusmill.model.files import default_model_path
+        from corpusmill.model.hardware import default_batch_tokens
 
         self.args, self.work = args, work
         self.model_path = str(default_model_path())
@@ -40,24 +41,31 @@ class Bench:
             f"linear kernel {self.encoder.linear_kernel}"
         }
         self.extra: dict = {}
+        # Each contender's vectors from its first run, for the cosine to float32.
+        self.vectors: dict = {}
         self._fp32 = None
         self._plain_linear = None
         self._compiled = None
         self._st = None
         self._st_bf16 = None
+        self._onnx: dict = {}
         self.servers: dict[str, servers.Server] = {}
 
     # -- contenders: each returns seconds to embed all texts ---------------------------
+    def _keep(self, name: str, rows) -> None:
+        self.vectors.setdefault(name, rows)
+
     def engine_run(self) -> float:
-        _, stats = self.engine.encode(self.texts.texts)
+        rows, stats = self.engine.encode(self.texts.texts)
+        self._keep("engine", rows)
         self.extra["engine_padding_fraction"] = round(stats.padding_fraction, 4)
         self.extra["engine_batches"] = stats.batches
         return stats.wall_seconds
 
     def _engine_variant(self, **encoder_options):
         """Another engine on the same model and budget, its encoder built with these options."""
-        from corpusmill.engine.encoder import TransformerEncoder
         from corpusmill.engine.runner import BatchEngine
+        from corpusmill.model.encoder import TransformerEncoder
 
         enc = TransformerEncoder(self.model_path, **encoder_options)
         engine = BatchEngine(enc, max_batch_tokens=self.engine.max_batch_tokens)
@@ -68,7 +76,8 @@ class Bench:
         if self._fp32 is None:
             self._fp32 = self._engine_variant(dtype="float32")
             self.notes["engine_fp32"] = "float32, same budget"
-        _, stats = self._fp32.encode(self.texts.texts)
+        rows, stats = self._fp32.encode(self.texts.texts)
+        self._keep("engine_fp32", rows)
         return stats.wall_seconds
 
     def engine_plain_linear_run(self) -> float:
@@ -79,22 +88,25 @@ class Bench:
             self.notes["engine_plain_linear"] = (
                 f"{self._plain_linear.encoder.dtype_name}, F.linear, same budget"
             )
-        _, stats = self._plain_linear.encode(self.texts.texts)
+        rows, stats = self._plain_linear.encode(self.texts.texts)
+        self._keep("engine_plain_linear", rows)
         return stats.wall_seconds
 
     def engine_compiled_run(self) -> float:
-        """The same engine with `compile=True` (opt-in): the model resource, so its warm-up
+        """The same engine with `compile=True` (opt-in): corpusmill's `Model`, so its warm-up
         compiles both graphs; that one-off cost is reported, not counted in tokens/s."""
         if self._compiled is None:
-            from resources.models import EmbedderResource
+            from corpusmill.model import Model, ModelSpec
 
-            res = EmbedderResource(model_path=self.model_path, compile=True)
-            res.load()
-            self._compiled = res.engine
-            compile_s = res.lineage()["warmup_seconds"]
+            spec = ModelSpec(
+                path=self.model_path, compile=True, max_batch_tokens=self.engine.max_batch_tokens
+            )
+            self._compiled = Model(spec).load()
+            compile_s = self._compiled.warmup_seconds
             self.extra["engine_compile_seconds"] = compile_s
             self.notes["engine_compiled"] = f"torch.compile, compiled once in {compile_s:.0f} s"
-        _, stats = self._compiled.encode(self.texts.texts)
+        rows, stats = self._compiled.encode(self.texts.texts)
+        self._keep("engine_compiled", rows)
         return stats.wall_seconds
 
     def sentence_transformers_run(self) -> float:
@@ -107,8 +119,10 @@ class Bench:
                 f"v{__version__}, encode() defaults (batch 32, fp32)"
             )
         t0 = time.perf_counter()
-        self._st.encode(self.texts.texts)
-        return time.perf_counter() - t0
+        rows = self._st.encode(self.texts.texts)
+        seconds = time.perf_counter() - t0
+        self._keep("sentence_transformers", rows)
+        return seconds
 
     def sentence_transformers_bf16_run(self) -> float:
         if self._st_bf16 is None:
@@ -121,8 +135,44 @@ class Bench:
             self._st_bf16.encode(self.texts.texts[:8])
             self.notes["sentence_transformers_bf16"] = "encode() defaults, weights in bf16"
         t0 = time.perf_counter()
-        self._st_bf16.encode(self.texts.texts)
-        return time.perf_counter() - t0
+        rows = self._st_bf16.encode(self.texts.texts)
+        seconds = time.perf_counter() - t0
+        self._keep("sentence_transformers_bf16", rows)
+        return seconds
+
+    def _onnxruntime(self, precision: str) -> float:
+        if precision not in self._onnx:
+            from bench.peers import onnx_runtime
+
+            t0 = time.perf_counter()
+            files = onnx_runtime.export(self.encoder.model_dir, self.encoder.card.revision)
+            self.extra["onnx_export_seconds"] = round(time.perf_counter() - t0, 1)
+            enc = onnx_runtime.OnnxEncoder(
+                files[precision], self.encoder.tokenizer, self.encoder.max_seq_length
+            )
+            enc.encode(self.texts.texts[:8])
+            self._onnx[precision] = enc
+            quant = ", dynamic int8 quantisation" if precision == "int8" else ""
+            self.notes[f"onnxruntime_{precision}"] = (
+                f"v{enc.version}{quant}, batch 32, {enc.session.get_session_options().intra_op_num_threads} threads"
+            )
+        seconds, rows = self._onnx[precision].timed(self.texts.texts)
+        self._keep(f"onnxruntime_{precision}", rows)
+        return seconds
+
+    def onnxruntime_fp32_run(self) -> float:
+        return self._onnxruntime("fp32")
+
+    def onnxruntime_int8_run(self) -> float:
+        return self._onnxruntime("int8")
+
+    def reference_vectors(self):
+        """float32 engine rows: the reference every contender's cosine is taken against."""
+        if "engine_fp32" not in self.vectors:
+            self._keep(
+                "engine_fp32", self._engine_variant(dtype="float32").encode(self.texts.texts)[0]
+            )
+        return self.vectors["engine_fp32"]
 
     def chat_shape_run(self) -> float:
         seconds, _ = clients.embed_one_by_one(self.servers["chat_shape"].port, self.texts.texts)
@@ -197,11 +247,11 @@ class Bench:
             s.stop()
 
 
-def run_bench_script(script: str, *argv: str) -> dict:
-    """Run `bench/<script>` in a child process (a cold interpreter, as a user would) and
-    return the JSON object on its last line, or {"error": ...} if it failed."""
+def run_bench_script(module: str, *argv: str) -> dict:
+    """Run `python -m bench.<module>` in a child process (a cold interpreter, as a user
+    would) and return the JSON object on its last line, or {"error": ...} if it failed."""
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / script), *argv],
+        [sys.executable, "-m", f"bench.{module}", *argv],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -217,7 +267,7 @@ def memory_probe(args) -> dict:
     out = {}
     for repeat in (1, 10):
         result = run_bench_script(
-            "memory_probe.py", "--docs", str(docs), "--repeat", str(repeat), "--corpus", args.corpus
+            "memory_probe", "--docs", str(docs), "--repeat", str(repeat), "--corpus", args.corpus
         )
         if "error" in result:
             return result

@@ -10,8 +10,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-SCIFACT = REPO.parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
+from corpusmill.config import DEFAULT_EVAL_DATA
+
+SCIFACT = Path(DEFAULT_EVAL_DATA) / "corpus.jsonl"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ Every contender encodes the same chunk texts, round after round, interleaved:
   what the GPU does when nothing on the CPU is in its way;
 - sentence_transformers: `encode()` with its defaults (batch 32, float32), and the same
   in bf16 (a tuned peer);
+- onnxruntime_fp32 / onnxruntime_int8: MiniLM exported with torch.onnx.export, and its
+  dynamic int8 quantisation, where ONNX Runtime runs on the device (on CUDA that needs
+  the onnxruntime-gpu package; without it they are listed as unavailable, not installed);
 - chat_shape: one forward per text, one at a time, in-process (no HTTP cost: the kindest
   version of that shape), on every 8th text (its rate does not need all of them).
 A first, cold pass of the engine over the texts is reported on its own. Then two sustained
@@ -25,7 +28,7 @@ utilisation with pynvml, and a
 bf16 8192^3 matmul gives the machine's peak, converted to a tokens/s ceiling with the
 model's FLOPs per token at the engine's mean padded length.
 
-    python bench/gpu_bench.py --docs 2000 --rounds 2   # prints one JSON line last
+    python -m bench.gpu_bench --docs 2000 --rounds 2   # prints one JSON line last
 """
 
 from __future__ import annotations
@@ -40,12 +43,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import corpusmill.engine  # noqa: F401
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ceiling import BertShape  # noqa: E402
-from corpus_texts import SCIFACT  # noqa: E402
+from bench.ceiling import BertShape
+from bench.corpus_texts import SCIFACT
+from bench.peers import onnx_runtime
 
 SHAPES = {
     "minilm-l6": dict(
@@ -87,7 +87,7 @@ def minilm_dir(given: str) -> tuple[Path | None, str]:
     if given:
         return Path(given), f"MiniLM-L6 weights from {Path(given).name}"
     try:
-        from corpusmill.engine.encoder import default_model_path
+        from corpusmill.model.files import default_model_path
 
         return default_model_path(), "packaged MiniLM-L6 weights"
     except ImportError:
@@ -144,10 +144,10 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
 
     from corpusmill.chunking import TokenChunker
     from corpusmill.engine.batching import plan_batches
-    from corpusmill.engine.encoder import TransformerEncoder
     from corpusmill.engine.runner import BatchEngine, TokenIds, collate
     from corpusmill.engine.telemetry import GpuSampler
-    from corpusmill.settings import default_batch_tokens, default_tokenize_threads
+    from corpusmill.model.encoder import TransformerEncoder
+    from corpusmill.model.hardware import default_batch_tokens, default_tokenize_threads
 
     enc = TransformerEncoder(path, device=device)
     chunker = TokenChunker(enc.tokenizer, 200, 32, enc.max_seq_length, enc.tokenizer_id)
@@ -195,6 +195,23 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
             peers[name] = sentence_transformer(path, device, dtype)
         except Exception as exc:  # not installed, or cannot read the folder
             unavailable[name] = f"{type(exc).__name__}: {exc}"[:200]
+    # ONNX Runtime, fp32 and int8, where this machine has it for the device (its CUDA
+    # provider is the separate onnxruntime-gpu package: never downloaded at run time).
+    why = onnx_runtime.unavailable_on(device)
+    if not why:
+        try:
+            files = onnx_runtime.export(enc.model_dir, enc.card.revision)
+            providers = ("CUDAExecutionProvider",) if cuda else ("CPUExecutionProvider",)
+            for precision, file in files.items():
+                onnx = onnx_runtime.OnnxEncoder(
+                    file, enc.tokenizer, enc.max_seq_length, providers=providers
+                )
+                onnx.encode(texts[:64])
+                peers[f"onnxruntime_{precision}"] = onnx
+        except Exception as exc:  # export or session failed: say why, keep the rest
+            why = f"{type(exc).__name__}: {exc}"[:200]
+    if why:
+        unavailable["onnxruntime_fp32"] = unavailable["onnxruntime_int8"] = why
 
     def engine_run(r: dict, key: str) -> None:
         sync(device)
@@ -267,7 +284,13 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
     if unavailable:
         out["unavailable"] = unavailable
     e = out["engine_tokens_per_s"]
-    for key in ("sentence_transformers", "sentence_transformers_bf16", "chat_shape"):
+    for key in (
+        "sentence_transformers",
+        "sentence_transformers_bf16",
+        "onnxruntime_fp32",
+        "onnxruntime_int8",
+        "chat_shape",
+    ):
         if out.get(f"{key}_tokens_per_s"):
             out[f"engine_vs_{key}"] = round(e / out[f"{key}_tokens_per_s"], 2)
     out["engine_vs_forward_only"] = round(e / out["forward_only_tokens_per_s"], 2)

@@ -7,7 +7,7 @@ travel as float16 (45 MB): the trained MiniLM weights rounded to 11 significant 
 back as float32 by the loader. The GPU tests compare CUDA precisions against CPU float32
 of these same weights, and throughput does not depend on the weights' values.
 
-    .venv/bin/python bench/gpu_pack.py      # then: run(carry=[".gpu"], bash bench/gpu.sh)
+    make gpu-pack      # then, on the GPU machine with .gpu carried along: make bench-gpu
 """
 
 from __future__ import annotations
@@ -17,17 +17,16 @@ import shutil
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
+from bench.corpus_texts import SCIFACT
 
-from corpus_texts import SCIFACT  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 def pack_minilm(dest: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from corpusmill.engine.encoder import default_model_path
+    from corpusmill.model.files import default_model_path
 
     src = default_model_path()
     shutil.rmtree(dest, ignore_errors=True)

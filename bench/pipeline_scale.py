@@ -4,7 +4,7 @@ For each size N (SciFact documents): one `run_ingest` into a fresh store, then, 
 process with the same resident model, the engine alone on exactly the chunk texts that
 run stored. Prints one line per size and a JSON summary as the last line.
 
-    .venv/bin/python bench/pipeline_scale.py --sizes 150,1000
+    .venv/bin/python -m bench.pipeline_scale --sizes 150,1000
 """
 
 import argparse
@@ -16,10 +16,9 @@ import time
 import warnings
 from pathlib import Path
 
+from bench.corpus_texts import SCIFACT
+
 warnings.filterwarnings("ignore")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-DEFAULT_CORPUS = REPO.parent / "shared" / "eval" / "scifact" / "corpus.jsonl"
 
 
 def main() -> int:
@@ -27,18 +26,18 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--sizes", default="150,1000")
-    ap.add_argument("--corpus", default=str(DEFAULT_CORPUS))
+    ap.add_argument("--corpus", default=str(SCIFACT))
     args = ap.parse_args()
 
     import dagster as dg
 
-    from corpusmill.runs import run_ingest
+    from app.runs import run_ingest
+    from corpusmill.config import Settings
     from corpusmill.store import Store
-    from definitions import defs
-    from resources import LanceStoreResource
+    from resources import LanceStoreResource, build_resources
 
-    resources = dict(defs.resources)
-    embedder = resources["embedder"]
+    resources = build_resources(Settings.from_env())
+    model = resources["embedder"].model  # the run's resident model, as the run left it
     lines = Path(args.corpus).read_text().splitlines()
     results = []
     for n in [int(x) for x in args.sizes.split(",")]:
@@ -50,10 +49,10 @@ def main() -> int:
             [f"scifact={subset}"], resources=res, instance=dg.DagsterInstance.ephemeral()
         )
         texts = Store(str(work / "db")).scan("chunks", ["text"])["text"].to_pylist()
-        embedder.load()
-        embedder.engine.encode(texts[:32])
+        model.load()
+        model.encode(texts[:32])
         t0 = time.perf_counter()
-        _, stats = embedder.engine.encode(texts)
+        _, stats = model.encode(texts)
         engine_s = time.perf_counter() - t0
         tokens = summary["tokens"]
         row = {

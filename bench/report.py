@@ -19,7 +19,7 @@ def machine() -> dict:
         pass
     import torch
 
-    from corpusmill.engine.encoder import cpu_supports_bf16
+    from corpusmill.model.hardware import cpu_supports_bf16
 
     return {
         "cpu": cpu or platform.processor(),

@@ -1,6 +1,6 @@
 """Search latency per mode on an ingested store, and the rerank_scores run on it.
 
-    CORPUSMILL_DB=/tmp/cm-pydoc .venv/bin/python bench/search_latency.py --ingest
+    make bench-search   # = CORPUSMILL_DB=./data/bench-search python -m bench.search_latency --ingest
 
 With --ingest it first materialises the whole graph (rerank_scores included) on the
 built-in Python docs corpus, twice: the second run shows what reuse leaves to do.
@@ -21,16 +21,18 @@ def main() -> None:
     p.add_argument("--k", type=int, default=10)
     args = p.parse_args()
 
+    from corpusmill.config import Settings
+    from corpusmill.model import Model
     from corpusmill.queries import load_queries
     from corpusmill.search import Searcher
-    from corpusmill.settings import Settings
 
     settings = Settings.from_env()
     if args.ingest:
-        from corpusmill.runs import run_ingest
+        from app.runs import run_ingest
+        from resources import build_resources
 
         for label in ("first", "second"):
-            s = run_ingest(["pydoc"], with_rerank=True)
+            s = run_ingest(["pydoc"], resources=build_resources(settings), with_rerank=True)
             keep = (
                 "documents",
                 "chunks",
@@ -44,7 +46,7 @@ def main() -> None:
             )
             print(json.dumps({"ingest": label, **{k: s[k] for k in keep}}), flush=True)
 
-    searcher = Searcher(settings.db)
+    searcher = Searcher(settings.db, embedder=Model(settings.embedder_spec()))
     queries = [q.text for q in load_queries("")]
     searcher.search(queries[0], k=args.k, mode="hybrid")  # load the model, build FTS index
     rows = searcher.table.count_rows()

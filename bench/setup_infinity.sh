@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install infinity-emb in a virtual environment of its own (.venv-infinity, ignored by git).
+# Install infinity-emb in a virtual environment of its own (.venv-infinity, ignored by git);
+# `make bench` runs this through a stamp, so the infinity row never needs a manual step.
 #
 # infinity pins older transformers / sentence-transformers than corpusmill, so it cannot share
 # .venv. torch is pinned to 2.13.0 first: this machine's pip has a local CPU wheel for it, and

@@ -13,6 +13,8 @@ spread instead of as a verdict. Contenders:
   sentence_transformers  SentenceTransformer.encode() with its defaults (batch 32, fp32)
   sentence_transformers_bf16  the same with the model loaded in bf16: a tuned peer, what a
                    user who knows the CPU has AMX would try first
+  onnxruntime_fp32 ONNX Runtime on MiniLM exported locally (torch.onnx.export), fp32
+  onnxruntime_int8 the same file after ONNX Runtime's dynamic int8 quantisation
   infinity         an infinity-emb server (own venv, defaults, loopback), 4 concurrent
                    clients posting batches of 32
   chat_shape       a loopback server running one forward per text, one request in flight
@@ -21,10 +23,12 @@ spread instead of as a verdict. Contenders:
                    also the stricter bound of the model's own matmul shapes, which run
                    faster than the square peak on AMX because their weights stay in cache
 
+Each contender's vectors are compared with the float32 engine's (cosine, min and mean);
+the fastest engine path whose every vector is at cosine >= 0.999 is `engine_fastest_path`.
 Prints a table, then one JSON summary as the last line (also written to bench/out/).
 
-    make bench                      # default, ~10 minutes on a 2-core CPU machine
-    .venv/bin/python bench/throughput.py --quick
+    make bench                                  # default, ~12 minutes on 2 CPU cores
+    .venv/bin/python -m bench.throughput --quick  # from the repository root
 """
 
 from __future__ import annotations
@@ -36,14 +40,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import corpusmill.engine  # noqa: F401 (sets the OpenMP wait policy before torch loads)
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import ceiling  # noqa: E402
-import report  # noqa: E402
-from contenders import Bench, load_avg, memory_probe, run_bench_script  # noqa: E402
-from corpus_texts import SCIFACT  # noqa: E402
+from bench import ceiling, report
+from bench.contenders import Bench, load_avg, memory_probe, run_bench_script
+from bench.corpus_texts import SCIFACT
+from bench.summary import CONTENDERS, DERIVED, LABELS, summarise
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
@@ -75,34 +75,6 @@ def parse_args(argv=None):
     args.rounds = args.rounds or (2 if args.quick else 3)
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     return args
-
-
-CONTENDERS = [
-    "engine",
-    "engine_fp32",
-    "engine_plain_linear",
-    "engine_compiled",
-    "pipeline",
-    "sentence_transformers",
-    "sentence_transformers_bf16",
-    "infinity",
-    "chat_shape",
-]
-DERIVED = ["pipeline_without_load", "ceiling", "model_shapes"]
-LABELS = {
-    "engine": "corpusmill engine",
-    "engine_fp32": "corpusmill engine, float32",
-    "engine_plain_linear": "corpusmill engine, F.linear",
-    "engine_compiled": "corpusmill engine, torch.compile",
-    "pipeline": "corpusmill ingest, end to end",
-    "sentence_transformers": "sentence-transformers encode()",
-    "sentence_transformers_bf16": "sentence-transformers encode(), bf16 weights",
-    "infinity": "infinity-emb server",
-    "chat_shape": "chat-runtime shape",
-    "ceiling": "ceiling: bf16 matmul peak",
-    "model_shapes": "bound: matmuls at model shapes",
-    "pipeline_without_load": "corpusmill ingest, model load excluded",
-}
 
 
 def run_rounds(
@@ -153,90 +125,13 @@ def run_rounds(
     return per_round, log
 
 
-def summarise(
-    bench: Bench, per_round, log, unavailable, memory, started: float, load_start: float
-) -> dict:
-    def med(name):
-        return report.spread([r[name] for r in per_round if name in r])
-
-    s = {name: med(name) for name in CONTENDERS + DERIVED}
-    last_ceiling = bench.extra.get("ceiling_runs", [{}])[-1]
-    summary = {
-        "engine_tokens_per_s": s["engine"]["median"],
-        "engine_fp32_tokens_per_s": s["engine_fp32"]["median"],
-        "engine_plain_linear_tokens_per_s": s["engine_plain_linear"]["median"],
-        "engine_compiled_tokens_per_s": s["engine_compiled"]["median"],
-        "pipeline_tokens_per_s": s["pipeline"]["median"],
-        "pipeline_without_load_tokens_per_s": s["pipeline_without_load"]["median"],
-        "sentence_transformers_tokens_per_s": s["sentence_transformers"]["median"],
-        "sentence_transformers_bf16_tokens_per_s": s["sentence_transformers_bf16"]["median"],
-        "infinity_tokens_per_s": s["infinity"]["median"],
-        "chat_shape_tokens_per_s": s["chat_shape"]["median"],
-        "pipeline_embed_stage_tokens_per_s": report.spread(
-            [p["embed_stage_tokens_per_s"] for p in bench.extra.get("pipeline_runs", [])]
-        )["median"],
-        "ceiling_tokens_per_s": s["ceiling"]["median"],
-        "model_shapes_tokens_per_s": s["model_shapes"]["median"],
-        "device": f"cpu: {report.machine()['cpu']}",
-        "dtype": bench.encoder.dtype_name,
-        "ratios_paired_by_round": {
-            "engine_vs_sentence_transformers": report.paired_ratios(
-                per_round, "engine", "sentence_transformers"
-            ),
-            "engine_vs_sentence_transformers_bf16": report.paired_ratios(
-                per_round, "engine", "sentence_transformers_bf16"
-            ),
-            "engine_vs_infinity": report.paired_ratios(per_round, "engine", "infinity"),
-            "engine_vs_chat_shape": report.paired_ratios(per_round, "engine", "chat_shape"),
-            "engine_fraction_of_ceiling": report.paired_ratios(per_round, "engine", "ceiling"),
-            "engine_fraction_of_model_shapes": report.paired_ratios(
-                per_round, "engine", "model_shapes"
-            ),
-            "pipeline_vs_engine": report.paired_ratios(per_round, "pipeline", "engine"),
-            "pipeline_without_load_vs_engine": report.paired_ratios(
-                per_round, "pipeline_without_load", "engine"
-            ),
-            "engine_bf16_vs_fp32": report.paired_ratios(per_round, "engine", "engine_fp32"),
-            "engine_vs_plain_linear": report.paired_ratios(
-                per_round, "engine", "engine_plain_linear"
-            ),
-            "engine_plain_linear_fraction_of_ceiling": report.paired_ratios(
-                per_round, "engine_plain_linear", "ceiling"
-            ),
-            "engine_compiled_vs_engine": report.paired_ratios(
-                per_round, "engine_compiled", "engine"
-            ),
-            "engine_compiled_fraction_of_ceiling": report.paired_ratios(
-                per_round, "engine_compiled", "ceiling"
-            ),
-        },
-        "spread": s,
-        "unavailable": unavailable,
-        "corpus": {
-            "name": bench.texts.name,
-            "chunks": len(bench.texts.texts),
-            "tokens": bench.tokens,
-        },
-        "memory": memory,
-        "machine": report.machine(),
-        "load_avg_1m": {"start": load_start, "end": load_avg()},
-        "measurements": log,
-        "notes": bench.notes,
-        **{k: v for k, v in bench.extra.items() if k != "ceiling_runs"},
-        "ceiling_detail": last_ceiling,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    return summary
-
-
 def pipeline_at_scale(docs: int, corpus: str) -> dict:
-    """`bench/pipeline_scale.py` at one larger size, in a child process (cold model load):
+    """`python -m bench.pipeline_scale` at one larger size, in a child process (cold model load):
     the run's fixed cost (load, Dagster set-up, first table writes) does not grow with the
     corpus, so the small corpus above understates what a real ingest sustains."""
     if docs <= 0:
         return {}
-    result = run_bench_script("pipeline_scale.py", "--sizes", str(docs), "--corpus", corpus)
+    result = run_bench_script("pipeline_scale", "--sizes", str(docs), "--corpus", corpus)
     if "error" in result:
         return result
     row = result["runs"][0]
@@ -263,6 +158,11 @@ def main(argv=None) -> int:
         )
         bench.engine.encode(bench.texts.texts[:8])  # warm-up, as the model resource does
         try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            for c in ("onnxruntime_fp32", "onnxruntime_int8"):
+                unavailable[c] = "onnxruntime missing: `make bench` installs bench/requirements.txt"
+        try:
             bench.start_servers(contenders, unavailable)
             contenders = [c for c in contenders if c not in unavailable]
             per_round, log = run_rounds(bench, contenders, args.rounds, args.quick)
@@ -282,6 +182,13 @@ def main(argv=None) -> int:
     for k, v in summary["ratios_paired_by_round"].items():
         if v["median"] is not None:
             print(f"  {k:<36} {v['median']:.2f}  [{v['min']:.2f}..{v['max']:.2f}]")
+    print("\nvector cosine to the float32 engine (min / mean over every chunk):")
+    for k, v in summary["cosine_to_fp32"].items():
+        print(f"  {k:<36} {v['min']:.6f} / {v['mean']:.6f}")
+    print(
+        f"fastest engine path at cosine >= 0.999: {summary['engine_fastest_path']} "
+        f"({summary['engine_fastest_setting']})"
+    )
     if memory and "1x" in memory:
         m1, m10 = memory["1x"], memory["10x"]
         print(

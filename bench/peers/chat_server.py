@@ -6,7 +6,7 @@ sends the next text when the answer arrives (one request in flight). The weights
 precision and the kernels are corpusmill's own (`TransformerEncoder`), so the only thing
 that differs from the batch engine is the shape of the work.
 
-    python bench/peers/chat_server.py --port 18080 [--model PATH] [--dtype auto]
+    python -m bench.peers.chat_server --port 18080 [--model PATH] [--dtype auto]
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def make_handler(encoder):
 
 
 def main() -> None:
-    import corpusmill.engine  # noqa: F401 (sets the OpenMP wait policy before torch loads)
-    from corpusmill.engine.encoder import TransformerEncoder, default_model_path
+    from corpusmill.model.encoder import TransformerEncoder
+    from corpusmill.model.files import default_model_path
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)

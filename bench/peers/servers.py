@@ -75,7 +75,8 @@ class Server:
 def chat_server(port: int, log: Path, model: str = "", dtype: str = "auto") -> Server:
     argv = [
         sys.executable,
-        str(REPO / "bench" / "peers" / "chat_server.py"),
+        "-m",
+        "bench.peers.chat_server",
         "--port",
         str(port),
         "--dtype",
@@ -88,7 +89,7 @@ def infinity_unavailable() -> str:
     """Why infinity cannot run here, or '' when it can."""
     exe = INFINITY_VENV / "bin" / "infinity_emb"
     if not exe.exists():
-        return f"{exe} is missing: run bench/setup_infinity.sh"
+        return f"{exe} is missing: `make bench` installs it (bench/setup_infinity.sh)"
     return ""
 
 

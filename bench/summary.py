@@ -1,0 +1,137 @@
+"""The bench's contenders, their labels, and the JSON summary of one `make bench` run."""
+
+from __future__ import annotations
+
+import time
+
+from bench import report
+from bench.contenders import load_avg
+
+CONTENDERS = [
+    "engine",
+    "engine_fp32",
+    "engine_plain_linear",
+    "engine_compiled",
+    "pipeline",
+    "sentence_transformers",
+    "sentence_transformers_bf16",
+    "onnxruntime_fp32",
+    "onnxruntime_int8",
+    "infinity",
+    "chat_shape",
+]
+DERIVED = ["pipeline_without_load", "ceiling", "model_shapes"]
+LABELS = {
+    "engine": "corpusmill engine",
+    "engine_fp32": "corpusmill engine, float32",
+    "engine_plain_linear": "corpusmill engine, F.linear",
+    "engine_compiled": "corpusmill engine, torch.compile",
+    "pipeline": "corpusmill ingest, end to end",
+    "sentence_transformers": "sentence-transformers encode()",
+    "sentence_transformers_bf16": "sentence-transformers encode(), bf16 weights",
+    "onnxruntime_fp32": "ONNX Runtime, fp32",
+    "onnxruntime_int8": "ONNX Runtime, int8 (dynamic)",
+    "infinity": "infinity-emb server",
+    "chat_shape": "chat-runtime shape",
+    "ceiling": "ceiling: bf16 matmul peak",
+    "model_shapes": "bound: matmuls at model shapes",
+    "pipeline_without_load": "corpusmill ingest, model load excluded",
+}
+# The engine's paths a user can pick by a setting, and the bar a path must meet to count
+# as "the same quality": every vector at cosine >= 0.999 to the float32 engine.
+ENGINE_PATHS = {
+    "engine": "default (CORPUSMILL_DTYPE=auto: bf16 autocast, packed Linear)",
+    "engine_compiled": "CORPUSMILL_COMPILE=1",
+    "engine_plain_linear": "CORPUSMILL_PACK_LINEAR=0",
+    "engine_fp32": "CORPUSMILL_DTYPE=float32",
+}
+QUALITY_BAR_MIN_COSINE = 0.999
+# (num, den) pairs reported as ratios paired within each round.
+RATIOS = {
+    "engine_vs_sentence_transformers": ("engine", "sentence_transformers"),
+    "engine_vs_sentence_transformers_bf16": ("engine", "sentence_transformers_bf16"),
+    "engine_vs_onnxruntime_fp32": ("engine", "onnxruntime_fp32"),
+    "engine_vs_onnxruntime_int8": ("engine", "onnxruntime_int8"),
+    "engine_vs_infinity": ("engine", "infinity"),
+    "engine_vs_chat_shape": ("engine", "chat_shape"),
+    "engine_fraction_of_ceiling": ("engine", "ceiling"),
+    "engine_fraction_of_model_shapes": ("engine", "model_shapes"),
+    "pipeline_vs_engine": ("pipeline", "engine"),
+    "pipeline_without_load_vs_engine": ("pipeline_without_load", "engine"),
+    "engine_bf16_vs_fp32": ("engine", "engine_fp32"),
+    "engine_vs_plain_linear": ("engine", "engine_plain_linear"),
+    "engine_plain_linear_fraction_of_ceiling": ("engine_plain_linear", "ceiling"),
+    "engine_compiled_vs_engine": ("engine_compiled", "engine"),
+    "engine_compiled_fraction_of_ceiling": ("engine_compiled", "ceiling"),
+    "onnxruntime_int8_vs_fp32": ("onnxruntime_int8", "onnxruntime_fp32"),
+}
+
+
+def quality(bench) -> dict[str, dict]:
+    """Each contender's vector cosine to the float32 engine, over every chunk: min, mean."""
+    import numpy as np
+
+    if not bench.vectors:
+        return {}
+    ref = np.asarray(bench.reference_vectors(), dtype=np.float64)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    out = {}
+    for name, rows in bench.vectors.items():
+        rows = np.asarray(rows, dtype=np.float64)
+        cos = (rows * ref).sum(1) / np.linalg.norm(rows, axis=1)
+        out[name] = {"min": round(float(cos.min()), 6), "mean": round(float(cos.mean()), 6)}
+    return out
+
+
+def fastest_engine_path(spread: dict, cosine: dict) -> str | None:
+    """The engine path with the highest median tokens/s among those at the quality bar."""
+    ok = [
+        n
+        for n in ENGINE_PATHS
+        if spread.get(n, {}).get("median")
+        and cosine.get(n, {}).get("min", 0) >= QUALITY_BAR_MIN_COSINE
+    ]
+    return max(ok, key=lambda n: spread[n]["median"]) if ok else None
+
+
+def summarise(
+    bench, per_round, log, unavailable, memory, started: float, load_start: float
+) -> dict:
+    s = {name: report.spread([r[name] for r in per_round if name in r]) for name in LABELS}
+    cosine = quality(bench)
+    fastest = fastest_engine_path(s, cosine)
+    ratios = {k: report.paired_ratios(per_round, a, b) for k, (a, b) in RATIOS.items()}
+    if fastest:
+        for peer in ("onnxruntime_int8", "onnxruntime_fp32"):
+            ratios[f"engine_fastest_vs_{peer}"] = report.paired_ratios(per_round, fastest, peer)
+    tps = {f"{n}_tokens_per_s": s[n]["median"] for n in CONTENDERS + DERIVED}
+    return {
+        **tps,
+        "engine_fastest_tokens_per_s": s[fastest]["median"] if fastest else None,
+        "engine_fastest_path": fastest,
+        "engine_fastest_setting": ENGINE_PATHS.get(fastest or ""),
+        "quality_bar": f"every vector at cosine >= {QUALITY_BAR_MIN_COSINE} to float32",
+        "cosine_to_fp32": cosine,
+        "pipeline_embed_stage_tokens_per_s": report.spread(
+            [p["embed_stage_tokens_per_s"] for p in bench.extra.get("pipeline_runs", [])]
+        )["median"],
+        "device": f"cpu: {report.machine()['cpu']}",
+        "dtype": bench.encoder.dtype_name,
+        "ratios_paired_by_round": ratios,
+        "spread": s,
+        "unavailable": unavailable,
+        "corpus": {
+            "name": bench.texts.name,
+            "chunks": len(bench.texts.texts),
+            "tokens": bench.tokens,
+        },
+        "memory": memory,
+        "machine": report.machine(),
+        "load_avg_1m": {"start": load_start, "end": load_avg()},
+        "measurements": log,
+        "notes": bench.notes,
+        **{k: v for k, v in bench.extra.items() if k != "ceiling_runs"},
+        "ceiling_detail": bench.extra.get("ceiling_runs", [{}])[-1],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
