@@ -37,7 +37,14 @@ from corpusmill.errors import ConfigError
 NDCG_K = 10
 RECALL_K = 100
 RETRIEVE_DEPTH = 1000  # chunks per query: MTEB retrieves the top 1,000 documents
-MODES = ("vector", "fts", "hybrid")
+MODES = ("vector", "fts", "hybrid", "hybrid-rrf")
+# Eval mode -> (search mode, fusion): `hybrid` is the default (convex) fusion, as served.
+SEARCH_OF = {
+    "vector": ("vector", "convex"),
+    "fts": ("fts", "convex"),
+    "hybrid": ("hybrid", "convex"),
+    "hybrid-rrf": ("hybrid", "rrf"),
+}
 SOURCE_LABEL = "scifact"  # the `source` the eval corpus gets in the store
 DEFAULT_DB = "./data/eval-scifact"
 EVAL_CHUNK_TOKENS = 254  # MiniLM's 256-token window minus [CLS] and [SEP]
@@ -179,8 +186,12 @@ def evaluate(
     results: dict[str, dict[str, float]] = {}
     for mode in modes:
         t0 = time.perf_counter()
+        search_mode, fusion = SEARCH_OF[mode]
         runs = {
-            qid: doc_run(searcher.search(text, k=depth, mode=mode, source=source), source)
+            qid: doc_run(
+                searcher.search(text, k=depth, mode=search_mode, fusion=fusion, source=source),
+                source,
+            )
             for qid, text in labelled.queries.items()
         }
         results[mode] = {**mean_metrics(runs, labelled.qrels), "seconds": time.perf_counter() - t0}

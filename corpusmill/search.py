@@ -1,4 +1,4 @@
-"""Search the embeddings table: vector, full-text, hybrid (reciprocal rank fusion).
+"""Search the embeddings table: vector, full-text, hybrid (fusion of the two).
 
 The Python API behind `corpusmill search`:
 
@@ -12,24 +12,31 @@ a backslash before a quote, e.g. `x\\') OR (1=1) --`, comes out as SQL that matc
 every row; tests/unit/test_search_filters.py keeps both paths honest.) A partition must
 be one of the 16 shard keys.
 
-Scores: vector = cosine similarity, fts = BM25, hybrid = reciprocal rank fusion (k=60)
-of the vector and full-text top 100, reranked = the scorer's raw score (cross-encoder
+Scores: vector = cosine similarity, fts = BM25, hybrid = the vector and full-text top 100
+fused (corpusmill/fusion.py: convex combination of min-max scores by default, or
+reciprocal rank fusion with `fusion="rrf"`), reranked = the scorer's raw score (cross-encoder
 logit, or bi-encoder cosine); `Hit.scorer` says which.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from corpusmill.errors import ConfigError
+from corpusmill.fusion import CONVEX_ALPHA, DEFAULT_FUSION, FUSIONS, RRF_K, fuse, rrf_fuse  # noqa: F401 (rrf_fuse re-exported)
 from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.maintenance import ANN_NPROBES, ANN_REFINE_FACTOR, ensure_fts_index, has_fts_index
 from corpusmill.store import Store, check_card, table_card
 
 MODES = ("vector", "fts", "hybrid")
-RRF_K = 60  # the constant of Cormack et al.; also LanceDB's and most engines' default
-HYBRID_DEPTH = 100  # each list fused by RRF is this deep (the BEIR hybrid setting)
+HYBRID_DEPTH = 100  # each list fused is this deep (the BEIR hybrid setting)
+# Up to this many queries are one padded batch run in the caller's thread; the engine's
+# three threads and queues pay off over thousands of texts but add ~50-100 ms to a few.
+ONE_BATCH_QUERIES = 64
 HIT_COLUMNS = ["chunk_id", "doc_id", "source", "uri", "partition", "position", "text"]
 
 
@@ -69,15 +76,6 @@ def build_filter(
     return expr
 
 
-def rrf_fuse(rankings: list[list[str]], k: int = RRF_K) -> dict[str, float]:
-    """Reciprocal rank fusion: score(d) = sum over rankings of 1 / (k + rank(d))."""
-    scores: dict[str, float] = {}
-    for ranking in rankings:
-        for rank, key in enumerate(ranking, start=1):
-            scores[key] = scores.get(key, 0.0) + 1.0 / (k + rank)
-    return scores
-
-
 class Searcher:
     """Opens the store and (lazily) the embedder that wrote it."""
 
@@ -86,9 +84,22 @@ class Searcher:
         self._embedder = embedder  # an EmbedderResource (or anything with .embed and .card)
         self._reranker = reranker  # a CrossEncoderResource; unconfigured: the bi-encoder scores
         self._last_query: tuple[str | None, list[float]] = (None, [])
+        self._pinned = None  # set on the views `pinned()` returns
+
+    def pinned(self) -> Searcher:
+        """A view of this searcher fixed on the latest committed version of the table:
+        every list of one request (vector and full-text of a hybrid, the stored vectors of
+        a rerank) then reads the same version, and a commit made since the last request is
+        seen. Opening is one manifest read; the model is shared, not copied."""
+        view = copy.copy(self)
+        view._pinned = None
+        view._pinned = view.table
+        return view
 
     @property
     def table(self):
+        if self._pinned is not None:
+            return self._pinned
         table = self.store.open("embeddings")
         if table is None:
             raise ConfigError(
@@ -122,16 +133,19 @@ class Searcher:
         return vector
 
     def _embed_query(self, query: str) -> list[float]:
+        return self.embed_queries([query])[0].tolist()
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """Query vectors (float32 rows, in input order) from one pass of the embedder:
+        up to ONE_BATCH_QUERIES as one batch in this thread, more through the engine."""
         check_card(table_card(self.table.schema), self.embedder.card)
         encoder = getattr(self.embedder, "encoder", None)
-        if encoder is None:
-            return self.embedder.embed([query])[0].tolist()
-        # One query is one batch: run it in this thread. The engine's three threads and
-        # queues pay off over thousands of texts but add ~50-100 ms to a single one.
+        if encoder is None or len(texts) > ONE_BATCH_QUERIES:
+            return np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
         from corpusmill.engine.runner import collate
 
-        batch = collate(encoder.tokenize([query]), encoder.pad_id)
-        return encoder.forward(batch)[0].tolist()
+        batch = collate(encoder.tokenize(list(texts)), encoder.pad_id)
+        return np.asarray(encoder.forward(batch), dtype=np.float32)
 
     def search(
         self,
@@ -144,28 +158,49 @@ class Searcher:
         doc_id: str | None = None,
         source: str | None = None,
         partition: str | None = None,
+        fusion: str = DEFAULT_FUSION,
+        vector: Any = None,
     ) -> list[Hit]:
+        """`vector`: the query's vector if the caller embedded it already (a batch of
+        queries, the service's micro-batch); else it is embedded here when needed."""
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r} is not one of {MODES}")
+        if fusion not in FUSIONS:
+            raise ConfigError(f"fusion={fusion!r} is not one of {FUSIONS}")
         if not query.strip():
             raise ConfigError("empty query")
         where = build_filter(doc_id, source, partition)
         depth = max(k, candidates if rerank else k)
+        qvec = None if vector is None else [float(x) for x in vector]
         if mode == "vector":
-            hits = self.vector(query, depth, where)
+            hits = self.vector(query, depth, where, qvec=qvec)
         elif mode == "fts":
             hits = self.fulltext(query, depth, where)
         else:
-            hits = self.hybrid(query, depth, where)
+            hits = self.hybrid(query, depth, where, fusion=fusion, qvec=qvec)
         if rerank:
             from corpusmill.rerank import rerank_hits
 
             stored = None
             if hits and not getattr(self.reranker, "configured", False):
                 # Bi-encoder scoring: the passages' vectors are in the table already.
-                stored = (self.embed_query(query), self.stored_vectors([h.chunk_id for h in hits]))
+                qvec = qvec if qvec is not None else self.embed_query(query)
+                stored = (qvec, self.stored_vectors([h.chunk_id for h in hits]))
             hits = rerank_hits(query, hits, self.reranker, self.embedder, stored=stored)
         return hits[:k]
+
+    def search_many(self, queries: list[str], k: int = 10, mode: str = "vector", **options):
+        """`search` for each query, the query vectors embedded together in one pass."""
+        needs_vectors = mode != "fts" or (
+            options.get("rerank") and not getattr(self.reranker, "configured", False)
+        )
+        if not queries:
+            return []
+        vectors = self.embed_queries(queries) if needs_vectors else [None] * len(queries)
+        return [
+            self.search(q, k, mode, vector=v, **options)
+            for q, v in zip(queries, vectors, strict=True)
+        ]
 
     def stored_vectors(self, chunk_ids: list[str]) -> dict[str, list[float]]:
         from lancedb.expr import col, lit
@@ -174,10 +209,11 @@ class Searcher:
         rows = self.table.search().where(where).select(["chunk_id", "vector"]).limit(None)
         return {r["chunk_id"]: r["vector"] for r in rows.to_list()}
 
-    def vector(self, query: str, k: int, where=None) -> list[Hit]:
+    def vector(self, query: str, k: int, where=None, qvec=None) -> list[Hit]:
         # nprobes/refine only matter once upkeep has built the ANN index; before that the
         # search is an exact flat scan.
-        q = self.table.search(self.embed_query(query)).distance_type("cosine").nprobes(ANN_NPROBES)
+        qvec = self.embed_query(query) if qvec is None else qvec
+        q = self.table.search(qvec).distance_type("cosine").nprobes(ANN_NPROBES)
         if ANN_REFINE_FACTOR:
             q = q.refine_factor(ANN_REFINE_FACTOR)
         if where is not None:
@@ -194,16 +230,31 @@ class Searcher:
         rows = q.select(HIT_COLUMNS + ["_score"]).limit(k).to_list()
         return [_hit(r, float(r["_score"]), "fts") for r in rows]
 
-    def hybrid(self, query: str, k: int, where=None, depth: int = HYBRID_DEPTH) -> list[Hit]:
-        """Fuse the vector and full-text top `depth` by reciprocal rank fusion (ties broken
-        by chunk id, so the order is deterministic)."""
+    def hybrid(
+        self,
+        query: str,
+        k: int,
+        where=None,
+        depth: int = HYBRID_DEPTH,
+        *,
+        fusion: str = DEFAULT_FUSION,
+        alpha: float = CONVEX_ALPHA,
+        qvec=None,
+    ) -> list[Hit]:
+        """Fuse the vector and full-text top `depth` (corpusmill/fusion.py; ties broken by
+        chunk id, so the order is deterministic)."""
         depth = max(depth, k)
-        vec = self.vector(query, depth, where)
+        vec = self.vector(query, depth, where, qvec=qvec)
         fts = self.fulltext(query, depth, where)
-        fused = rrf_fuse([[h.chunk_id for h in vec], [h.chunk_id for h in fts]])
+        ranked = fuse(
+            [(h.chunk_id, h.score) for h in vec],
+            [(h.chunk_id, h.score) for h in fts],
+            fusion,
+            alpha=alpha,
+            k=k,
+        )
         by_id = {h.chunk_id: h for h in fts + vec}
-        ranked = sorted(fused, key=lambda c: (-fused[c], c))[:k]
-        return [_with_score(by_id[c], fused[c], "hybrid") for c in ranked]
+        return [_with_score(by_id[c], score, "hybrid") for c, score in ranked]
 
     def ensure_fts_index(self) -> None:
         """Build the full-text index on first use if upkeep has not yet. Building is a

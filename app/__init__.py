@@ -1,0 +1,1 @@
+"""The application layer: what drives corpusmill from outside (the query service)."""
