@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="longest a query waits to share a forward with others (app/microbatch.py)",
     )
-    v.add_argument("--max-batch", type=int, default=64, help="queries per forward at most")
+    v.add_argument("--max-batch", type=int, default=32, help="queries per forward at most")
     v.add_argument(
         "--no-microbatch", action="store_true", help="one forward per query (for comparison)"
     )

@@ -36,7 +36,7 @@ MODES = ("vector", "fts", "hybrid")
 HYBRID_DEPTH = 100  # each list fused is this deep (the BEIR hybrid setting)
 # Up to this many queries are one padded batch run in the caller's thread; the engine's
 # three threads and queues pay off over thousands of texts but add ~50-100 ms to a few.
-ONE_BATCH_QUERIES = 64
+ONE_BATCH_QUERIES = 32
 HIT_COLUMNS = ["chunk_id", "doc_id", "source", "uri", "partition", "position", "text"]
 
 

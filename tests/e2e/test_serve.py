@@ -195,29 +195,29 @@ def test_a_commit_during_the_test_becomes_visible_whole(tmp_path, embedder):
     new_doc = "pydoc#fresh-arrival"
     chunks = [f"fresh arrival part {i} about walrus operators" for i in range(3)]
     seen: list[int] = []
-    with Service(create_app(Searcher(store.uri, embedder=embedder))) as service:
-        with httpx.Client(base_url=service.url, timeout=60) as client:
-            body = {"query": "walrus operators", "k": 10, "mode": "hybrid", "doc_id": new_doc}
-            assert client.post("/search", json=body).json()["hits"] == []
-            version0 = client.get("/store").json()["tables"][0]["version"]
+    app = create_app(Searcher(store.uri, embedder=embedder))
+    with Service(app) as service, httpx.Client(base_url=service.url, timeout=60) as client:
+        body = {"query": "walrus operators", "k": 10, "mode": "hybrid", "doc_id": new_doc}
+        assert client.post("/search", json=body).json()["hits"] == []
+        version0 = client.get("/store").json()["tables"][0]["version"]
 
-            def write() -> None:
-                time.sleep(0.3)
-                table = store.open("embeddings")
-                rows = chunk_rows(embedder, table, {new_doc: chunks})
-                store.replace_rows(table, "chunk_id", rows, docs_filter([new_doc]))
+        def write() -> None:
+            time.sleep(0.3)
+            table = store.open("embeddings")
+            rows = chunk_rows(embedder, table, {new_doc: chunks})
+            store.replace_rows(table, "chunk_id", rows, docs_filter([new_doc]))
 
-            writer = threading.Thread(target=write)
-            writer.start()
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and (not seen or seen[-1] == 0 or writer.is_alive()):
-                r = client.post("/search", json=body)
-                assert r.status_code == 200, r.text
-                seen.append(len(r.json()["hits"]))
-            writer.join()
-            assert set(seen) <= {0, 3}, seen  # never half a document
-            assert seen[0] == 0 and seen[-1] == 3
-            assert client.post("/search", json=body).json()["table_version"] > version0
+        writer = threading.Thread(target=write)
+        writer.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not seen or seen[-1] == 0 or writer.is_alive()):
+            r = client.post("/search", json=body)
+            assert r.status_code == 200, r.text
+            seen.append(len(r.json()["hits"]))
+        writer.join()
+        assert set(seen) <= {0, 3}, seen  # never half a document
+        assert seen[0] == 0 and seen[-1] == 3
+        assert client.post("/search", json=body).json()["table_version"] > version0
 
 
 @pytest.fixture(scope="module")

@@ -77,22 +77,39 @@ def test_max_batch_caps_a_forward_and_one_turns_batching_off(encoder):
     unbatched.close()
 
 
-def test_the_wait_gathers_requests_that_arrive_together(encoder):
+def busy(batcher: MicroBatcher, encoder: FakeTextEncoder) -> None:
+    """Make the batcher see concurrent traffic: one forward of two queries."""
+    encoder.gate.clear()
+    hold = batcher.submit("hold")
+    assert encoder.entered.wait(5)
+    pair = [batcher.submit("p1"), batcher.submit("p2")]
+    encoder.gate.set()
+    [f.result(5) for f in [hold, *pair]]
+    encoder.calls.clear()
+
+
+def test_under_concurrent_traffic_the_wait_gathers_requests_that_arrive_together(encoder):
     # A long wait (1 s) so the test does not depend on the machine's speed: five requests
-    # submitted back to back all land in the first batch.
+    # submitted back to back all land in one batch.
     batcher = MicroBatcher(encoder, max_wait_s=1.0, max_batch=5)
+    busy(batcher, encoder)
     futures = [batcher.submit(f"q{i}") for i in range(5)]
     [f.result(5) for f in futures]
     assert encoder.calls == [[f"q{i}" for i in range(5)]]  # max_batch reached: no more wait
     batcher.close()
 
 
-def test_a_lone_request_waits_at_most_about_the_wait(encoder):
-    batcher = MicroBatcher(encoder, max_wait_s=0.05, max_batch=64)
+def test_an_idle_batcher_does_not_make_a_lone_request_wait(encoder):
+    batcher = MicroBatcher(encoder, max_wait_s=1.0, max_batch=64)
+    for i in range(3):  # a single sequential client
+        t0 = time.monotonic()
+        batcher.submit(f"alone{i}").result(5)
+        assert time.monotonic() - t0 < 0.5  # far below the 1 s wait
+    busy(batcher, encoder)
     t0 = time.monotonic()
-    batcher.submit("alone").result(5)
-    assert time.monotonic() - t0 < 2.0  # bounded by max_wait_s, not by max_batch filling
-    assert encoder.calls == [["alone"]]
+    batcher.submit("after a burst").result(5)
+    assert time.monotonic() - t0 >= 0.9  # concurrent traffic seen: this one waited
+    assert encoder.calls == [["after a burst"]]
     batcher.close()
 
 
