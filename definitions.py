@@ -1,4 +1,8 @@
-"""The whole corpusmill graph in one place: assets, resources, jobs, sensors, executor."""
+"""The whole corpusmill graph in one place: assets, resources, jobs, sensors, executor.
+
+The configuration is read here, once (`Settings.from_env()`), and handed to the resources
+and the sensor; nothing below reads the environment.
+"""
 
 import dagster as dg
 
@@ -8,8 +12,12 @@ from assets.evaluation import retrieval_quality
 from assets.maintenance import store_upkeep, upkeep_job, upkeep_schedule
 from assets.partitions import shards
 from assets.rerank import rerank_scores
-from resources import CrossEncoderResource, EmbedderResource, LanceStoreResource
-from sensors import inbox_sensor
+from corpusmill.config import Settings, prepare_process
+from resources import build_resources
+from sensors import build_inbox_sensor
+
+prepare_process()
+settings = Settings.from_env()
 
 ingest_job = dg.define_asset_job(
     "ingest",
@@ -29,12 +37,15 @@ defs = dg.Definitions(
     ],
     jobs=[ingest_job, upkeep_job],
     schedules=[upkeep_schedule],
-    sensors=[inbox_sensor],
-    resources={
-        "store": LanceStoreResource(),
-        "embedder": EmbedderResource(),
-        "reranker": CrossEncoderResource(),
-    },
+    sensors=[
+        build_inbox_sensor(
+            settings.inbox,
+            interval_seconds=settings.sensor_interval,
+            run_timeout_seconds=settings.sensor_run_timeout,
+            max_file_bytes=settings.max_file_bytes,
+        )
+    ],
+    resources=build_resources(settings),
     # In-process: the model resource is initialised once and shared by every step.
     executor=dg.in_process_executor,
 )

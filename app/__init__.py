@@ -1,1 +1,2 @@
-"""The application layer: what drives corpusmill from outside (the query service)."""
+"""Applications that drive corpusmill from outside: the `corpusmill` CLI, ingest runs
+through Dagster, and the retrieval eval. They read the configuration once and pass it down."""

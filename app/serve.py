@@ -7,7 +7,8 @@
 Endpoints: POST /search, POST /search/batch, GET /health, GET /store. Hits carry the same
 fields as `corpusmill search --json` (`Hit.as_dict()`).
 
-- One model load per process; single queries are embedded in micro-batches
+- One model load per process (`corpusmill.model.Model`, from the settings read once by
+  app/cli.py); single queries are embedded in micro-batches
   (app/microbatch.py), a batch request in one pass of the embedder (`Searcher.search_many`).
 - Fresh reads: every request searches `Searcher.pinned()`, the latest committed version of
   the table, fixed for that request; an ingest commits a partition's rows in one commit, so
@@ -34,9 +35,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.microbatch import DEFAULT_MAX_BATCH, DEFAULT_WAIT_S, MicroBatcher
+from corpusmill.config import Settings
 from corpusmill.errors import ConfigError, CorpusmillError
-from corpusmill.fusion import DEFAULT_FUSION
 from corpusmill.ids import ALL_PARTITIONS
+from corpusmill.search.fusion import DEFAULT_FUSION
 from corpusmill.store import table_card
 
 MAX_K = 1000  # as deep as `make eval` searches; deeper is a table dump, not a search
@@ -152,12 +154,6 @@ def create_app(
         except ConfigError as exc:  # no embeddings table yet: the service is up, the store not
             raise _Unavailable(str(exc)) from exc
 
-    def needs_vector(body: SearchOptions) -> bool:
-        # fts needs none, unless the bi-encoder reranks (it scores with the query vector)
-        if body.mode != "fts":
-            return True
-        return body.rerank and not getattr(searcher.reranker, "configured", False)
-
     @app.exception_handler(_Unavailable)
     async def _unavailable(request: Request, exc: _Unavailable):
         return JSONResponse({"error": str(exc)}, status_code=503)
@@ -165,7 +161,8 @@ def create_app(
     @app.post("/search")
     async def search(body: SearchRequest) -> dict:
         view = await run_in_threadpool(pin)
-        vector = await batcher.embed(body.query) if needs_vector(body) else None
+        wants_vector = searcher.needs_vector(body.mode, body.rerank)
+        vector = await batcher.embed(body.query) if wants_vector else None
         opts = body.options(default_candidates)
         hits = await run_in_threadpool(view.search, body.query, vector=vector, **opts)
         return {"hits": [h.as_dict() for h in hits], "table_version": view.table.version}
@@ -291,30 +288,23 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 def serve(
+    settings: Settings,
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
-    token: str | None = None,
     max_wait_s: float = DEFAULT_WAIT_S,
     max_batch: int = DEFAULT_MAX_BATCH,
 ) -> None:
     """Load the models once, then serve until interrupted."""
     import uvicorn
 
+    from corpusmill.model import Model
     from corpusmill.search import Searcher
-    from corpusmill.settings import Settings
-    from resources import CrossEncoderResource, EmbedderResource
 
+    token = settings.api_token or None
     check_bind(host, token)
-    settings = Settings.from_env()
-    embedder = EmbedderResource(
-        model_path=settings.model,
-        device=settings.device,
-        dtype=settings.dtype,
-        max_batch_tokens=settings.max_batch_tokens,
-    )
-    embedder.load()  # now, not on the first request
-    reranker = CrossEncoderResource(model_path=settings.reranker)
+    embedder = Model(settings.embedder_spec()).load()  # now, not on the first request
+    reranker = Model(settings.reranker_spec())
     if reranker.configured:
         reranker.load()
     searcher = Searcher(settings.db, embedder=embedder, reranker=reranker)

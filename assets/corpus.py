@@ -8,22 +8,20 @@ import dagster as dg
 
 from assets.partitions import STORE_POOL, one_run, shards
 from corpusmill.chunking import TokenChunker
-from corpusmill.settings import Settings, parse_source
-from corpusmill.sources import RecordFields
-from resources import EmbedderResource, LanceStoreResource
-
-_settings = Settings.from_env()
+from corpusmill.sources import RecordFields, parse_source
+from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
 
 
 class CorpusConfig(dg.Config):
     """Which sources this run reads. Entries: `pydoc` (the Python docs that ship with
-    CPython), a path, or `label=path`. Rows of sources not listed are left alone."""
+    CPython), a path, or `label=path`. Rows of sources not listed are left alone.
+    Unset fields take the deployment's settings (CORPUSMILL_SOURCES, ...)."""
 
-    sources: list[str] = list(_settings.sources)
+    sources: list[str] | None = None
     id_field: str = "_id"
     text_field: str = "text"
     title_field: str = "title"
-    max_file_bytes: int = _settings.max_file_bytes
+    max_file_bytes: int | None = None
 
 
 @dg.asset(
@@ -34,20 +32,27 @@ class CorpusConfig(dg.Config):
     kinds={"lancedb"},
 )
 def raw_corpus(
-    context: dg.AssetExecutionContext, config: CorpusConfig, store: LanceStoreResource
+    context: dg.AssetExecutionContext,
+    config: CorpusConfig,
+    store: LanceStoreResource,
+    settings: PipelineSettingsResource,
 ) -> dg.MaterializeResult:
     """Documents read from the configured sources, one row each, with a content hash.
     Unreadable files go to the `quarantine` table with their reason; the run goes on."""
     from corpusmill.sync import sync_documents
 
+    sources = settings.sources if config.sources is None else config.sources
+    max_file_bytes = (
+        settings.max_file_bytes if config.max_file_bytes is None else config.max_file_bytes
+    )
     db = store.store()
     with db.write_lock():
         report = sync_documents(
             db,
             context.partition_keys,
-            [parse_source(s) for s in config.sources],
+            [parse_source(s) for s in sources],
             fields=RecordFields(config.id_field, config.text_field, config.title_field),
-            max_file_bytes=config.max_file_bytes,
+            max_file_bytes=max_file_bytes,
         )
     for q in report._quarantine[:20]:
         context.log.warning(f"quarantined {q.uri}: {q.reason}")
@@ -56,16 +61,17 @@ def raw_corpus(
     meta["quarantine_sample"] = dg.MetadataValue.md(
         "\n".join(f"- `{q.uri}`: {q.reason}" for q in report._quarantine[:20]) or "none"
     )
-    meta["sources"] = ", ".join(config.sources)
+    meta["sources"] = ", ".join(sources)
     meta["table_version"] = db.version("documents")
     return dg.MaterializeResult(metadata=meta)
 
 
 class ChunkConfig(dg.Config):
-    """Chunk size and overlap in the embedder's tokens (special tokens not counted)."""
+    """Chunk size and overlap in the embedder's tokens (special tokens not counted).
+    Unset: CORPUSMILL_CHUNK_TOKENS / CORPUSMILL_CHUNK_OVERLAP (200 / 32)."""
 
-    chunk_tokens: int = _settings.chunk_tokens
-    chunk_overlap: int = _settings.chunk_overlap
+    chunk_tokens: int | None = None
+    chunk_overlap: int | None = None
 
 
 @dg.asset(
@@ -81,17 +87,19 @@ def chunked_documents(
     config: ChunkConfig,
     store: LanceStoreResource,
     embedder: EmbedderResource,
+    settings: PipelineSettingsResource,
 ) -> dg.MaterializeResult:
-    """Chunks cut with the embedder's own tokenizer, never longer than its sequence limit."""
+    """Chunks cut with the embedder's own tokenizer, never longer than its sequence limit.
+    Needs only the tokenizer: the model's weights are not loaded here."""
     from corpusmill.sync import sync_chunks
 
-    enc = embedder.encoder
+    model = embedder.model
     chunker = TokenChunker(
-        enc.tokenizer,
-        config.chunk_tokens,
-        config.chunk_overlap,
-        enc.max_seq_length,
-        tokenizer_id=enc.tokenizer_id,  # chunks keep their input ids for the embedder
+        model.tokenizer,
+        settings.chunk_tokens if config.chunk_tokens is None else config.chunk_tokens,
+        settings.chunk_overlap if config.chunk_overlap is None else config.chunk_overlap,
+        model.max_seq_length,
+        tokenizer_id=model.tokenizer_id,  # chunks keep their input ids for the embedder
     )
     db = store.store()
     with db.write_lock():

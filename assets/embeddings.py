@@ -23,25 +23,26 @@ def embeddings(
     reused, not recomputed; the table refuses vectors from any other model."""
     from corpusmill.sync import record_quarantine, sync_embeddings
 
+    model = embedder.model
     db = store.store()
     stats = []
 
     def embed(items, sink):
-        stats.append(embedder.embed_stream(items, sink))
+        stats.append(model.embed_stream(items, sink))
 
     with db.write_lock(), GpuSampler() as gpu:
         report = sync_embeddings(
             db,
             embed,
-            embedder.card,
+            model.card,
             context.partition_keys,
-            tokenizer_id=embedder.encoder.tokenizer_id,
+            tokenizer_id=model.tokenizer_id,
         )
         # Chunks the engine could not embed (an input too large for the device even
         # alone) are quarantined at stage "embed"; their documents are retried next run.
         record_quarantine(db, "embed", report._failed, None, context.partition_keys)
     meta: dict = report.as_metadata()
-    meta.update(embedder.lineage())
+    meta.update(model.lineage())
     if stats:
         meta.update(stats[0].as_metadata())
     else:

@@ -15,14 +15,16 @@ import dagster as dg
 
 from assets.embeddings import embeddings
 from assets.partitions import STORE_POOL
-from corpusmill.evaluation import MODES, NDCG_K, RECALL_K, SOURCE_LABEL, default_data_dir
-from resources import EmbedderResource, LanceStoreResource
+from corpusmill.evaluation.metrics import NDCG_K, RECALL_K
+from corpusmill.evaluation.retrieval import SOURCE_LABEL
+from corpusmill.search import MODES
+from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
 
 
 class EvaluationConfig(dg.Config):
     """Which labelled set to score, against which source in the store."""
 
-    data: str = str(default_data_dir())  # a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)
+    data: str | None = None  # a BEIR folder; unset: CORPUSMILL_EVAL_DATA (../shared/eval/scifact)
     split: str = "test"
     source: str = SOURCE_LABEL  # the `source` label the corpus was ingested under
     modes: list[str] = list(MODES)
@@ -40,15 +42,18 @@ def retrieval_quality(
     config: EvaluationConfig,
     store: LanceStoreResource,
     embedder: EmbedderResource,
+    settings: PipelineSettingsResource,
 ) -> dg.MaterializeResult:
     """Mean nDCG@10 and Recall@100 per search mode over the labelled queries; a document
     scores as its best chunk."""
     from corpusmill.errors import ConfigError
-    from corpusmill.evaluation import evaluate, load_beir
+    from corpusmill.evaluation.beir import load_beir
+    from corpusmill.evaluation.retrieval import evaluate
     from corpusmill.search import Searcher
     from corpusmill.store import eq_filter
 
-    labelled = load_beir(config.data, config.split, config.limit_queries)
+    data = settings.eval_data if config.data is None else config.data
+    labelled = load_beir(data, config.split, config.limit_queries)
     db = store.store()
     chunks = db.count("embeddings", eq_filter("source", config.source))
     if chunks == 0:
@@ -56,7 +61,7 @@ def retrieval_quality(
             f"no chunks of source {config.source!r} in {store.uri}: ingest the corpus first "
             f"(corpusmill ingest --label {config.source} {labelled.corpus_path})"
         )
-    searcher = Searcher(store.uri, embedder=embedder)
+    searcher = Searcher(db, embedder=embedder.model)
     with db.write_lock():
         if "fts" in config.modes or "hybrid" in config.modes:
             searcher.ensure_fts_index()
@@ -76,6 +81,6 @@ def retrieval_quality(
     meta["dataset"] = str(labelled.root)
     meta["split"] = config.split
     meta["seconds"] = round(time.perf_counter() - t0, 2)
-    meta.update(embedder.lineage())
+    meta.update(embedder.model.lineage())
     meta["embeddings_table_version"] = db.version("embeddings")
     return dg.MaterializeResult(metadata=meta)

@@ -6,6 +6,8 @@ shards, and an incremental ingest touches only the shards of the files that chan
 See docs/DESIGN.md for why not time or source partitions.
 """
 
+from collections.abc import Sequence
+
 import dagster as dg
 
 from corpusmill.ids import ALL_PARTITIONS
@@ -18,3 +20,13 @@ one_run = dg.BackfillPolicy.single_run()
 # Writers of the store queue on this pool (limit 1 in dagster.yaml), so two runs that
 # touch the same tables never interleave their commits.
 STORE_POOL = "corpusmill_store"
+
+# A single-run backfill over shards[first..last]: the tags Dagster reads for it.
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+
+
+def partition_range_tags(partitions: Sequence[str]) -> dict[str, str]:
+    """Tags that make one run cover the shards from the first to the last of `partitions`."""
+    ordered = sorted(partitions, key=ALL_PARTITIONS.index)
+    return {RANGE_START: ordered[0], RANGE_END: ordered[-1]}

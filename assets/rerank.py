@@ -12,17 +12,21 @@ import dagster as dg
 
 from assets.embeddings import embeddings
 from assets.partitions import STORE_POOL, one_run, shards
-from corpusmill.settings import Settings
-from resources import CrossEncoderResource, EmbedderResource, LanceStoreResource
-
-_settings = Settings.from_env()
+from resources import (
+    CrossEncoderResource,
+    EmbedderResource,
+    LanceStoreResource,
+    PipelineSettingsResource,
+)
 
 
 class RerankConfig(dg.Config):
-    """Which queries to score, and how many candidates per query and shard."""
+    """Which queries to score, and how many candidates per query and shard. Unset:
+    CORPUSMILL_QUERIES (a JSONL of {"id", "text"}; empty: the built-in set) and
+    CORPUSMILL_RERANK_K."""
 
-    queries: str = _settings.queries  # JSONL of {"id", "text"}; empty: the built-in set
-    k: int = _settings.rerank_k
+    queries: str | None = None
+    k: int | None = None
 
 
 @dg.asset(
@@ -39,6 +43,7 @@ def rerank_scores(
     store: LanceStoreResource,
     embedder: EmbedderResource,
     reranker: CrossEncoderResource,
+    settings: PipelineSettingsResource,
 ) -> dg.MaterializeResult:
     """Scores of (query, chunk) pairs for each query's k nearest chunks in each shard.
     Pairs whose query text, chunk content and reranker are unchanged keep their score;
@@ -47,10 +52,12 @@ def rerank_scores(
     from corpusmill.queries import load_queries
     from corpusmill.rerank import PairScorer, sync_rerank_scores
 
-    if config.k < 1:
-        raise ConfigError(f"k={config.k} must be >= 1 (CORPUSMILL_RERANK_K)")
-    queries = load_queries(config.queries)
-    scorer = PairScorer(embedder, reranker)
+    k = settings.rerank_k if config.k is None else config.k
+    query_set = settings.rerank_queries if config.queries is None else config.queries
+    if k < 1:
+        raise ConfigError(f"k={k} must be >= 1 (CORPUSMILL_RERANK_K)")
+    queries = load_queries(query_set)
+    scorer = PairScorer(embedder.model, reranker.model)
     if not scorer.cross:
         context.log.info(
             "no cross-encoder configured (CORPUSMILL_RERANKER): scoring pairs with the "
@@ -58,10 +65,10 @@ def rerank_scores(
         )
     db = store.store()
     with db.write_lock():
-        report = sync_rerank_scores(db, queries, context.partition_keys, scorer, k=config.k)
+        report = sync_rerank_scores(db, queries, context.partition_keys, scorer, k=k)
     meta = report.as_metadata()
-    meta.update((reranker if scorer.cross else embedder).lineage())
-    meta["query_set"] = config.queries or "built-in (Python docs)"
+    meta.update(scorer.model.lineage())
+    meta["query_set"] = query_set or "built-in (Python docs)"
     meta["table_version"] = db.version("rerank_scores")
     meta["partitions"] = len(context.partition_keys)
     return dg.MaterializeResult(metadata=meta)

@@ -51,10 +51,10 @@ def summary(ms: list[float]) -> dict[str, float]:
 
 
 def scifact_queries(n: int) -> list[str]:
-    from corpusmill.evaluation import default_data_dir
+    from corpusmill.config import Settings
 
     out = []
-    with open(default_data_dir() / "queries.jsonl", encoding="utf-8") as fh:
+    with open(Path(Settings.from_env().eval_data) / "queries.jsonl", encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 out.append(json.loads(line)["text"])
@@ -175,16 +175,19 @@ def cold_cli(env: dict, queries: list[str]) -> list[float]:
 
 def lancedb_floor(db: str, queries: list[str]) -> list[float]:
     """Vector search alone, query vectors computed beforehand (as Searcher.vector asks)."""
+    from corpusmill.config import Settings
     from corpusmill.maintenance import ANN_NPROBES
-    from corpusmill.search import HIT_COLUMNS, Searcher
+    from corpusmill.model import Model
+    from corpusmill.search import Searcher
+    from corpusmill.search.hit import HIT_COLUMNS
 
-    searcher = Searcher(db)
+    searcher = Searcher(db, embedder=Model(Settings.from_env().embedder_spec()))
     vectors = searcher.embed_queries(queries)
     table = searcher.table
     ms = []
     for v in vectors:
         t0 = time.perf_counter()
-        q = table.search(v.tolist()).distance_type("cosine").nprobes(ANN_NPROBES)
+        q = table.search(list(v)).distance_type("cosine").nprobes(ANN_NPROBES)
         q.select(HIT_COLUMNS + ["_distance"]).limit(10).to_list()
         ms.append((time.perf_counter() - t0) * 1000)
     return ms
@@ -237,6 +240,9 @@ def main() -> int:
     args = p.parse_args()
     if args.quick:
         args.latency_queries, args.cold_runs, args.seconds, args.batch = 30, 2, 2.0, 100
+    from corpusmill.config import prepare_process
+
+    prepare_process()  # as the `corpusmill` entry point does: passive OpenMP waits, offline
     os.environ["CORPUSMILL_DB"] = args.db
     os.environ.setdefault("LANCEDB_LOG", "error")
     env = {**os.environ, "CORPUSMILL_DB": args.db}

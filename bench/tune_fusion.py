@@ -5,7 +5,7 @@
 
 For every query the vector and full-text lists are fetched once, 1,000 deep (as `make
 eval` searches), through `Searcher` on the eval store; each weight on the grid then fuses
-those same lists with `corpusmill.fusion.fuse`, the function `hybrid` serves with. The
+those same lists with `corpusmill.search.fusion.fuse`, the function `hybrid` serves with. The
 weight with the best mean nDCG@10 over the train qrels (qrels/train.tsv) wins (ties: the
 one nearer 0.5). Only then are the test queries (qrels/test.tsv) fused, with that weight and
 with RRF, for the record: they never take part in the choice.
@@ -27,7 +27,7 @@ def lists_for(searcher, queries: dict[str, str], depth: int, where):
     vectors = searcher.embed_queries([queries[q] for q in ids])
     out = {}
     for qid, vec in zip(ids, vectors, strict=True):
-        v = searcher.vector(queries[qid], depth, where, qvec=vec.tolist())
+        v = searcher.vector(queries[qid], depth, where, qvec=list(vec))
         f = searcher.fulltext(queries[qid], depth, where)
         out[qid] = (
             [(h.chunk_id, h.score) for h in v],
@@ -38,8 +38,9 @@ def lists_for(searcher, queries: dict[str, str], depth: int, where):
 
 
 def metrics(lists, qrels, fusion: str, alpha: float, source: str) -> dict[str, float]:
-    from corpusmill.evaluation import doc_run, mean_metrics
-    from corpusmill.fusion import fuse
+    from corpusmill.evaluation.metrics import mean_metrics
+    from corpusmill.evaluation.retrieval import doc_run
+    from corpusmill.search.fusion import fuse
 
     runs = {}
     for qid, (vec, fts, doc_of) in lists.items():
@@ -59,17 +60,18 @@ def main() -> int:
     args = p.parse_args()
     os.environ.setdefault("LANCEDB_LOG", "error")
 
-    from corpusmill.evaluation import SOURCE_LABEL, default_data_dir, load_beir
-    from corpusmill.search import Searcher, build_filter
-    from corpusmill.settings import Settings
-    from resources import EmbedderResource
+    from corpusmill.config import Settings, prepare_process
+    from corpusmill.evaluation.beir import load_beir
+    from corpusmill.evaluation.retrieval import SOURCE_LABEL
+    from corpusmill.model import Model
+    from corpusmill.search import Searcher
+    from corpusmill.search.filters import build_filter
 
+    prepare_process()
     settings = Settings.from_env()
-    data = args.data or default_data_dir()
+    data = args.data or settings.eval_data
     train, test = load_beir(data, "train"), load_beir(data, "test")
-    embedder = EmbedderResource(
-        model_path=settings.model, device=settings.device, dtype=settings.dtype
-    )
+    embedder = Model(settings.embedder_spec()).load()
     searcher = Searcher(args.db, embedder=embedder)
     where = build_filter(source=SOURCE_LABEL)
     t0 = time.perf_counter()
@@ -89,7 +91,7 @@ def main() -> int:
         "test_queries": len(test.qrels),
         "depth": args.depth,
         "model": embedder.card.model_id,
-        "dtype": embedder.encoder.dtype_name,
+        "dtype": embedder.lineage()["dtype"],
         "chosen_alpha": best["alpha"],
         "train": {"convex": best, "rrf": train_rrf},
         "test": {

@@ -1,9 +1,6 @@
-"""corpusmill: a corpus -> chunks -> embeddings -> rerank scores batch engine on Dagster and LanceDB."""
+"""corpusmill: a corpus -> chunks -> embeddings -> rerank scores batch engine on LanceDB.
 
-import os
-
-# Models are local directories; nothing may reach for a model hub at run time.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+This package is the core: plain Python, no Dagster. The Dagster wiring (assets/,
+resources/, sensors/, definitions.py) and the applications (app/: the CLI, the query
+service, the eval harness) sit above it and import it; it never imports them.
+"""

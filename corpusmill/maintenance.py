@@ -54,10 +54,6 @@ def ann_index_config(n_rows: int):
     return IvfSq(distance_type="cosine", num_partitions=ann_partitions(n_rows))
 
 
-def vector_dim(table, column: str = "vector") -> int:
-    return int(table.schema.field(column).type.list_size)
-
-
 def index_columns(table) -> dict[str, str]:
     """column -> index type of the indexes the table has (one column each here)."""
     return {idx.columns[0]: str(idx.index_type) for idx in table.list_indices() if idx.columns}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
+from corpusmill.errors import ConfigError
 from corpusmill.ids import content_hash, doc_id_for
 
 PYDOC = "pydoc"
@@ -82,6 +83,21 @@ def make_document(source: str, key: str, uri: str, title: str, text: str) -> Doc
 def source_label(spec: str) -> str:
     """`pydoc` stays `pydoc`; a path becomes its absolute form, the label rows carry."""
     return spec if spec == PYDOC else str(Path(spec).expanduser().resolve())
+
+
+def parse_source(entry: str) -> tuple[str, str]:
+    """`pydoc`, `PATH`, or `LABEL=PATH` -> (spec, label).
+
+    The label is what rows carry in their `source` column and what `--source` filters on;
+    by default it is `pydoc` or the absolute path.
+    """
+    entry = entry.strip()
+    if not entry:
+        raise ConfigError("empty source entry (CORPUSMILL_SOURCES is a comma-separated list)")
+    if "=" in entry and not entry.startswith(("/", ".")):
+        label, spec = entry.split("=", 1)
+        return spec, label
+    return entry, source_label(entry)
 
 
 def read_source(

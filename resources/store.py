@@ -2,14 +2,13 @@
 
 import dagster as dg
 
-from corpusmill.settings import Settings
 from corpusmill.store import Store
 
 
 class LanceStoreResource(dg.ConfigurableResource):
     """A LanceDB database: a local directory by default, any URI lancedb accepts."""
 
-    uri: str = Settings.from_env().db
+    uri: str = "./data/lancedb"
 
     def store(self) -> Store:
         return Store(self.uri)

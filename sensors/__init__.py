@@ -1,3 +1,3 @@
-from sensors.inbox import build_inbox_sensor, inbox_sensor
+from sensors.inbox import build_inbox_sensor
 
-__all__ = ["build_inbox_sensor", "inbox_sensor"]
+__all__ = ["build_inbox_sensor"]

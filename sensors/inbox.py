@@ -20,10 +20,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.partitions import partition_range_tags
+from corpusmill.config import Settings
 from corpusmill.inbox import INBOX_LABEL, StatCache, change_key, diff, read_committed, scan_inbox
 from corpusmill.inbox import summarise as summarise_changes
-from corpusmill.runs import partition_range_tags
-from corpusmill.settings import Settings
 from resources import LanceStoreResource
 
 TRIGGER_TAG = "corpusmill/trigger"
@@ -50,21 +50,21 @@ def _parse_cursor(raw: str | None) -> dict:
 
 
 def build_inbox_sensor(
-    inbox: str | None = None,
+    inbox: str = Settings.inbox,
     *,
     name: str = "inbox_sensor",
-    interval_seconds: int | None = None,
-    run_timeout_seconds: int | None = None,
-    max_file_bytes: int | None = None,
+    interval_seconds: int = Settings.sensor_interval,
+    run_timeout_seconds: int = Settings.sensor_run_timeout,
+    max_file_bytes: int = Settings.max_file_bytes,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
-    """The inbox sensor for one folder (default: CORPUSMILL_INBOX), ticking every
-    CORPUSMILL_SENSOR_INTERVAL seconds. Tests build their own over temporary folders."""
-    settings = Settings.from_env()
-    root = str(Path(inbox or settings.inbox).expanduser().resolve())
-    interval = interval_seconds or settings.sensor_interval
-    run_timeout = run_timeout_seconds or settings.sensor_run_timeout
-    file_limit = max_file_bytes or settings.max_file_bytes
+    """The inbox sensor for one folder, ticking every `interval_seconds`. definitions.py
+    builds it from the settings (CORPUSMILL_INBOX, ...); tests build their own over
+    temporary folders."""
+    root = str(Path(inbox).expanduser().resolve())
+    interval = interval_seconds
+    run_timeout = run_timeout_seconds
+    file_limit = max_file_bytes
     cache = StatCache()  # per code-server process: survives between ticks, not restarts
 
     @dg.sensor(
@@ -143,6 +143,3 @@ def _runs_in_flight(instance: dg.DagsterInstance, sensor_name: str, run_timeout:
         if now - since < run_timeout:
             alive.append(record.dagster_run.run_id)
     return alive
-
-
-inbox_sensor = build_inbox_sensor()

@@ -7,13 +7,14 @@ so the real loading code (`TransformerEncoder`) runs in every test that uses the
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from corpusmill.config import prepare_process
+
+prepare_process()  # offline, quiet tokenizers: what every entry point does
 warnings.filterwarnings("ignore", message=".*pynvml.*")
 
 TINY_MAX_SEQ = 64
@@ -98,7 +99,7 @@ def tiny_cross_encoder_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
-    from corpusmill.engine.encoder import default_model_path
+    from corpusmill.model.files import default_model_path
 
     return default_model_path()
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from corpusmill.engine.runner import TokenIds
+from corpusmill.engine.batch import TokenIds
 from corpusmill.ids import doc_key
 from corpusmill.sources import Quarantined
 from corpusmill.store import Store, chunks_schema, groups_of

@@ -31,10 +31,16 @@ def write_tiny_beir(root: Path) -> Path:
 
 
 def _resources(db_uri: str, model: Path) -> dict:
-    from resources import CrossEncoderResource, EmbedderResource, LanceStoreResource
+    from resources import (
+        CrossEncoderResource,
+        EmbedderResource,
+        LanceStoreResource,
+        PipelineSettingsResource,
+    )
 
     return {
         "store": LanceStoreResource(uri=db_uri),
+        "settings": PipelineSettingsResource(),
         "embedder": EmbedderResource(model_path=str(model), dtype="float32"),
         "reranker": CrossEncoderResource(model_path=""),
     }
@@ -55,7 +61,7 @@ def _materialise(resources: dict, config: dict, raise_on_error: bool = True):
 def test_retrieval_quality_records_metrics_as_numeric_metadata(
     tmp_path, db_uri, tiny_embedder_path
 ):
-    from corpusmill.runs import run_ingest
+    from app.runs import run_ingest
 
     root = write_tiny_beir(tmp_path / "beir")
     resources = _resources(db_uri, tiny_embedder_path)

@@ -7,12 +7,17 @@ import time
 import dagster as dg
 import pytest
 
+from app.runs import run_ingest
 from assets.maintenance import store_upkeep, upkeep_schedule
 from corpusmill.maintenance import ann_partitions, index_columns
-from corpusmill.runs import run_ingest
 from corpusmill.search import Searcher
 from corpusmill.store import Store
-from resources import CrossEncoderResource, EmbedderResource, LanceStoreResource
+from resources import (
+    CrossEncoderResource,
+    EmbedderResource,
+    LanceStoreResource,
+    PipelineSettingsResource,
+)
 
 
 @pytest.fixture
@@ -21,6 +26,7 @@ def ingested(tmp_path, db_uri, tiny_embedder_path):
     corpus.mkdir()
     res = {
         "store": LanceStoreResource(uri=db_uri),
+        "settings": PipelineSettingsResource(),
         "embedder": EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32"),
         "reranker": CrossEncoderResource(),
     }
@@ -55,7 +61,7 @@ def upkeep_run(res, **config):
 @pytest.mark.slow
 def test_upkeep_compacts_cleans_and_indexes(ingested, db_uri):
     store = Store(db_uri)
-    searcher = Searcher(db_uri, embedder=ingested["embedder"])
+    searcher = Searcher(db_uri, embedder=ingested["embedder"].model)
     before_hits = [h.chunk_id for h in searcher.search("word3 document", k=5)]
     rows = store.count("embeddings")
 

@@ -8,12 +8,17 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from app.runs import run_ingest
 from corpusmill.errors import ModelMismatchError
 from corpusmill.ids import ALL_PARTITIONS, partition_of
-from corpusmill.runs import run_ingest
+from corpusmill.model import LOADS as LOAD_COUNTS
 from corpusmill.store import Store
-from resources import CrossEncoderResource, EmbedderResource, LanceStoreResource
-from resources.models import LOAD_COUNTS
+from resources import (
+    CrossEncoderResource,
+    EmbedderResource,
+    LanceStoreResource,
+    PipelineSettingsResource,
+)
 from tests.assets.corpora import write_corpus
 
 CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
@@ -28,6 +33,7 @@ def corpus(tmp_path):
 def resources(db_uri, tiny_embedder_path):
     return {
         "store": LanceStoreResource(uri=db_uri),
+        "settings": PipelineSettingsResource(),
         "embedder": EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32"),
         "reranker": CrossEncoderResource(),
     }
@@ -64,6 +70,17 @@ def test_all_shards_in_one_run_with_one_model_load(corpus, resources, db_uri):
     assert {r["partition"] for r in rows} == {partition_of(r["doc_id"]) for r in rows}
     assert len({r["partition"] for r in rows}) > 4  # spread over many shards
     assert summary["tokens"] > 0 and summary["tokens_per_s"] > 0
+
+
+def test_a_run_with_nothing_to_embed_loads_no_weights(corpus, resources, db_uri):
+    assert ingest([corpus], resources)["chunks_embedded"] > 0
+    before = LOAD_COUNTS["embedder"]
+    again = ingest([corpus], resources)
+    assert again["success"] and again["chunks_embedded"] == 0 and again["chunks_reused"] > 0
+    assert LOAD_COUNTS["embedder"] == before  # chunking used the tokenizer only
+    (corpus / "doc03.txt").write_text("one new sentence about tokenizers and weights.")
+    assert ingest([corpus], resources)["chunks_embedded"] > 0
+    assert LOAD_COUNTS["embedder"] == before + 1
 
 
 def test_rematerialising_changes_nothing_and_embeds_nothing(corpus, resources, db_uri):
@@ -170,7 +187,7 @@ def test_embedding_uses_the_ids_the_chunker_stored_and_only_its_own(corpus, reso
     summary = ingest([corpus], resources)
     assert summary["pretokenized_items"] == summary["chunks_embedded"] > 12
     rows = Store(db_uri).scan("embeddings", ["text", "vector"]).to_pylist()
-    fresh = resources["embedder"].embed([r["text"] for r in rows])  # tokenised afresh
+    fresh = resources["embedder"].model.embed([r["text"] for r in rows])  # tokenised afresh
     stored = np.array([r["vector"] for r in rows], dtype=np.float32)
     assert (stored * fresh).sum(axis=1).min() > 0.99999  # unit vectors: dot = cosine
 

@@ -6,11 +6,16 @@ import json
 import dagster as dg
 import pytest
 
+from app.runs import run_ingest
 from corpusmill.ids import ALL_PARTITIONS
-from corpusmill.runs import run_ingest
+from corpusmill.model import LOADS as LOAD_COUNTS
 from corpusmill.store import Store
-from resources import CrossEncoderResource, EmbedderResource, LanceStoreResource
-from resources.models import LOAD_COUNTS
+from resources import (
+    CrossEncoderResource,
+    EmbedderResource,
+    LanceStoreResource,
+    PipelineSettingsResource,
+)
 from tests.assets.corpora import write_corpus
 
 CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
@@ -36,6 +41,7 @@ def write_queries(path, queries):
 def resources(db_uri, embedder_path, cross_path=None):
     return {
         "store": LanceStoreResource(uri=db_uri),
+        "settings": PipelineSettingsResource(),
         "embedder": EmbedderResource(model_path=str(embedder_path), dtype="float32"),
         "reranker": CrossEncoderResource(
             model_path=str(cross_path or ""), dtype="float32", max_batch_tokens=512
@@ -148,7 +154,7 @@ def test_bi_encoder_fallback_says_so(corpus, queries, db_uri, tiny_embedder_path
         if e.event_specific_data.materialization.asset_key.to_user_string() == "rerank_scores"
     )
     assert meta["scorer"].value == "bi-encoder"
-    assert meta["reranker_id"].value == res["embedder"].card.model_id
+    assert meta["reranker_id"].value == res["embedder"].model.card.model_id
     rows = scores(db_uri)
     assert rows and {r["scorer"] for r in rows} == {"bi-encoder"}
     assert all(-1.0001 <= r["score"] <= 1.0001 for r in rows)  # a cosine

@@ -12,8 +12,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from assets.partitions import RANGE_END, RANGE_START
 from corpusmill.ids import doc_id_for, partition_of
-from corpusmill.runs import RANGE_END, RANGE_START
 from corpusmill.store import Store
 
 SENSOR = "test_inbox_sensor"
@@ -22,7 +22,7 @@ CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}  # the tiny model reads 64 tok
 
 @pytest.fixture
 def env(tmp_path, db_uri, tiny_embedder_path):
-    from resources import EmbedderResource, LanceStoreResource
+    from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
     from sensors.inbox import build_inbox_sensor
 
     inbox = tmp_path / "inbox"
@@ -35,6 +35,7 @@ def env(tmp_path, db_uri, tiny_embedder_path):
         instance=dg.DagsterInstance.ephemeral(),
         resources={
             "store": LanceStoreResource(uri=db_uri),
+            "settings": PipelineSettingsResource(),
             "embedder": EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32"),
         },
     )

@@ -81,8 +81,8 @@ def test_each_ingest_asset_waits_for_the_store_lock(
 ):
     from assets.corpus import chunked_documents, raw_corpus
     from assets.embeddings import embeddings
-    from corpusmill.runs import partition_range_tags
-    from resources import EmbedderResource, LanceStoreResource
+    from assets.partitions import partition_range_tags
+    from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -97,6 +97,7 @@ def test_each_ingest_asset_waits_for_the_store_lock(
         tags=partition_range_tags(ALL_PARTITIONS),
         resources={
             "store": LanceStoreResource(uri=db_uri),
+            "settings": PipelineSettingsResource(),
             "embedder": EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32"),
         },
     )

@@ -28,11 +28,11 @@ FILES = {
 
 
 def _searcher(daemon):
+    from corpusmill.model import Model, ModelSpec
     from corpusmill.search import Searcher
-    from resources import EmbedderResource
 
     return Searcher(
-        daemon.db, embedder=EmbedderResource(model_path=str(daemon.model_path), dtype="float32")
+        daemon.db, embedder=Model(ModelSpec(path=str(daemon.model_path), dtype="float32"))
     )
 
 

@@ -43,10 +43,10 @@ WORDS = [
 def ingest_round(inbox: str, db: str, model: str) -> None:
     """What one sensor tick plus its run do: diff the inbox against the store, then run the
     ingest job over the touched shards. Runs in the child that gets killed."""
+    from app.runs import run_ingest
     from corpusmill.inbox import diff, read_committed, scan_inbox, touched_partitions
-    from corpusmill.runs import run_ingest
     from corpusmill.store import Store
-    from resources import EmbedderResource, LanceStoreResource
+    from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
 
     changes = diff(scan_inbox(inbox, max_file_bytes=1 << 20), read_committed(Store(db)))
     if not changes:
@@ -56,6 +56,7 @@ def ingest_round(inbox: str, db: str, model: str) -> None:
         partitions=touched_partitions(changes),
         resources={
             "store": LanceStoreResource(uri=db),
+            "settings": PipelineSettingsResource(),
             "embedder": EmbedderResource(model_path=model, dtype="float32"),
         },
         chunk_config={
@@ -110,7 +111,7 @@ def test_sigkill_runs_at_random_points_then_exactly_once(tmp_path, tiny_embedder
 
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(
-        ["definitions", "corpusmill.runs", "corpusmill.inbox", "torch", "transformers"]
+        ["definitions", "app.runs", "corpusmill.inbox", "torch", "transformers"]
     )
     args = (str(inbox), db, model)
 

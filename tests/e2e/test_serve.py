@@ -13,10 +13,10 @@ import pytest
 
 from app.serve import MAX_BODY_BYTES, check_bind, create_app
 from corpusmill.ids import partition_of
+from corpusmill.model import Model, ModelSpec
 from corpusmill.search import Searcher
 from corpusmill.store import Store, rows_to_table
 from corpusmill.sync.common import docs_filter
-from resources import EmbedderResource
 
 TOPICS = ["exception", "context manager", "lambda", "generator", "decorator", "iterator"]
 DOCS = {
@@ -31,9 +31,7 @@ QUERIES = ["catch an exception", "with statement context manager", "anonymous la
 
 @pytest.fixture(scope="module")
 def embedder(tiny_embedder_path):
-    resource = EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32")
-    resource.load()
-    return resource
+    return Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32")).load()
 
 
 def chunk_rows(embedder, table, docs: dict[str, list[str]]):
@@ -287,7 +285,7 @@ def test_token_is_checked_on_every_request(guarded):
 def test_non_loopback_bind_needs_a_token(monkeypatch, capsys, tiny_embedder_path):
     import uvicorn
 
-    from corpusmill.cli import main
+    from app.cli import main
 
     binds: list[str] = []
     # Never bind beyond loopback in a test: uvicorn.run records what it was asked instead.

@@ -30,7 +30,7 @@ def model_dir(tmp_path_factory):
     if os.environ.get("CORPUSMILL_GPU_TEST_MODEL"):
         return Path(os.environ["CORPUSMILL_GPU_TEST_MODEL"])
     try:
-        from corpusmill.engine.encoder import default_model_path
+        from corpusmill.model.files import default_model_path
 
         return default_model_path()
     except ImportError:
@@ -38,8 +38,8 @@ def model_dir(tmp_path_factory):
 
 
 def encode(path, device, dtype, **engine_kw):
-    from corpusmill.engine.encoder import TransformerEncoder
     from corpusmill.engine.runner import BatchEngine
+    from corpusmill.model.encoder import TransformerEncoder
 
     enc = TransformerEncoder(path, device=device, dtype=dtype)
     return BatchEngine(enc, **engine_kw).encode(TEXTS)
@@ -57,8 +57,8 @@ def test_cuda_precisions_match_cpu_float32(model_dir, dtype):
 
 
 def test_cuda_batch_invariance(model_dir):
-    from corpusmill.engine.encoder import TransformerEncoder
     from corpusmill.engine.runner import BatchEngine
+    from corpusmill.model.encoder import TransformerEncoder
 
     engine = BatchEngine(TransformerEncoder(model_dir, device="cuda"), max_batch_tokens=32768)
     batched, _ = engine.encode(TEXTS[:5])
@@ -68,8 +68,8 @@ def test_cuda_batch_invariance(model_dir):
 
 def test_launch_ahead_gives_the_rows_of_waiting_for_each_batch(model_dir):
     """The resource's CUDA default: launch a batch, let the writer wait for its rows."""
-    from corpusmill.engine.encoder import TransformerEncoder
     from corpusmill.engine.runner import BatchEngine
+    from corpusmill.model.encoder import TransformerEncoder
 
     enc = TransformerEncoder(model_dir, device="cuda")
     texts = [f"{i} {t}" for i, t in enumerate(TEXTS * 10)]
@@ -82,9 +82,9 @@ def test_launch_ahead_gives_the_rows_of_waiting_for_each_batch(model_dir):
 
 
 def test_pinned_batches_and_telemetry_samples(model_dir):
-    from corpusmill.engine.encoder import TransformerEncoder
     from corpusmill.engine.runner import BatchEngine, collate
     from corpusmill.engine.telemetry import GpuSampler
+    from corpusmill.model.encoder import TransformerEncoder
 
     enc = TransformerEncoder(model_dir, device="cuda")
     assert collate(enc.tokenize(["pin me"]), enc.pad_id, pin=True)["input_ids"].is_pinned()
@@ -102,8 +102,8 @@ def test_pinned_batches_and_telemetry_samples(model_dir):
 def test_real_cuda_out_of_memory_halves_the_budget_and_loses_nothing(model_dir, launch_ahead):
     """A real CUDA OOM, not the CPU tests' fake: the allocator is capped at ~1 GiB and the
     engine is handed one 600k-token batch, whose activations need several GiB."""
-    from corpusmill.engine.encoder import TransformerEncoder
     from corpusmill.engine.runner import BatchEngine
+    from corpusmill.model.encoder import TransformerEncoder
 
     enc = TransformerEncoder(model_dir, device="cuda")
     texts = [MIXED_TEXTS[2]] * 4000  # ~150 tokens each

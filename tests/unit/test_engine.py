@@ -7,9 +7,10 @@ import shutil
 import numpy as np
 import pytest
 
-from corpusmill.engine.encoder import TransformerEncoder, cpu_supports_bf16
 from corpusmill.engine.runner import BatchEngine, TokenIds
 from corpusmill.engine.telemetry import GpuSampler
+from corpusmill.model.encoder import TransformerEncoder
+from corpusmill.model.hardware import cpu_supports_bf16
 from tests.texts import MIXED_TEXTS
 from tests.vectors import cosine_rows
 
@@ -119,14 +120,22 @@ def test_engine_matches_sentence_transformers(minilm_path):
     assert cosine_rows(ours, reference).min() >= 0.99999
 
 
-def test_resource_warms_up_once_and_reports_it(tiny_embedder_path):
-    from resources.models import EmbedderResource
+def test_model_loads_its_weights_on_first_use_and_only_once(tiny_embedder_path):
+    from corpusmill.model import LOADS, Model, ModelSpec
 
-    res = EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32")
-    res.load()
-    lineage = res.lineage()
-    assert lineage["warmup_seconds"] > 0 and lineage["model_load_seconds"] > 0
-    assert res.embed(["hello"]).shape == (1, 32)
+    before = LOADS["embedder"]
+    model = Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32"))
+    # The card, the sequence limit and the tokenizer come from the files: no weights.
+    assert model.card.dimension == 32 and model.max_seq_length == 64
+    assert model.tokenizer_id and model.tokenizer("hello")["input_ids"]
+    assert not model.loaded and LOADS["embedder"] == before
+    assert model.lineage()["weights_loaded"] is False
+    assert model.embed(["hello"]).shape == (1, 32)
+    assert model.embed(["hello", "world"] * 100).shape == (200, 32)  # through the engine
+    assert model.loaded and LOADS["embedder"] == before + 1
+    assert model.lineage()["weights_loaded"] is True
+    model.release()
+    assert not model.loaded
 
 
 def test_gpu_sampler_says_plainly_when_there_is_no_gpu():
@@ -151,11 +160,11 @@ def test_compiled_model_gives_the_eager_vectors(tiny_embedder_path):
     lineage says the model was compiled."""
     import torch._dynamo
 
-    from resources.models import EmbedderResource
+    from corpusmill.model import Model, ModelSpec
 
     torch._dynamo.reset()
-    eager = EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32")
-    compiled = EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32", compile=True)
+    eager = Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32")).load()
+    compiled = Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32", compile=True))
     compiled.load()
     assert compiled.lineage()["compiled"] is True and eager.lineage()["compiled"] is False
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]

@@ -10,18 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from app.evaluation import main, run_eval
+from corpusmill.config import Settings
 from corpusmill.errors import ConfigError
-from corpusmill.evaluation import (
-    doc_run,
-    load_beir,
-    main,
-    mean_metrics,
-    ndcg_at_k,
-    read_qrels,
-    recall_at_k,
-    run_eval,
-    trec_order,
-)
+from corpusmill.evaluation.beir import load_beir, read_qrels
+from corpusmill.evaluation.metrics import mean_metrics, ndcg_at_k, recall_at_k, trec_order
+from corpusmill.evaluation.retrieval import doc_run
 from corpusmill.search import Hit
 
 LOG2_3 = math.log2(3)
@@ -165,12 +159,10 @@ TINY_QRELS = [("1", "103", 1), ("2", "101", 1), ("3", "104", 1)]
 
 
 def test_end_to_end_eval_on_a_tiny_beir_folder(tmp_path, tiny_embedder_path, capsys, monkeypatch):
-    from resources import EmbedderResource
-
     root = write_beir(tmp_path / "beir", TINY_DOCS, TINY_QUERIES, TINY_QRELS)
     db = str(tmp_path / "eval-db")
-    embedder = EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32")
-    first = run_eval(root, db, chunking=(48, 0), embedder=embedder)
+    settings = Settings(model=str(tiny_embedder_path), dtype="float32")
+    first = run_eval(root, db, chunking=(48, 0), settings=settings)
     assert first["queries"] == 3
     assert first["ingest"]["documents"] == 4
     assert first["ingest"]["chunks_embedded"] == 4
@@ -182,7 +174,7 @@ def test_end_to_end_eval_on_a_tiny_beir_folder(tmp_path, tiny_embedder_path, cap
     assert first["metrics"]["hybrid"]["recall@100"] == 1.0
 
     # a second run reuses the store: nothing embedded again, the same figures
-    second = run_eval(root, db, modes=["fts", "vector"], chunking=(48, 0), embedder=embedder)
+    second = run_eval(root, db, modes=["fts", "vector"], chunking=(48, 0), settings=settings)
     assert second["ingest"]["chunks_embedded"] == 0
     assert second["ingest"]["chunks_reused"] == 4
     assert second["metrics"]["fts"]["ndcg@10"] == fts["ndcg@10"]
@@ -193,5 +185,5 @@ def test_end_to_end_eval_on_a_tiny_beir_folder(tmp_path, tiny_embedder_path, cap
     monkeypatch.setenv("CORPUSMILL_CHUNK_TOKENS", "48")
     monkeypatch.setenv("CORPUSMILL_CHUNK_OVERLAP", "0")
     args = Namespace(data=str(root), db=db, modes="fts", limit_queries=2)
-    assert main(args) == 0
+    assert main(args, Settings.from_env()) == 0
     assert capsys.readouterr().out.strip() == "fts nDCG@10=1.0000 Recall@100=1.0000"

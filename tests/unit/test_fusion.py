@@ -1,9 +1,9 @@
-"""The two hybrid fusions (corpusmill/fusion.py) on hand-made lists."""
+"""The two hybrid fusions (corpusmill/search/fusion.py) on hand-made lists."""
 
 import pytest
 
 from corpusmill.errors import ConfigError
-from corpusmill.fusion import convex_fuse, fuse, minmax, rrf_fuse
+from corpusmill.search.fusion import convex_fuse, fuse, minmax, rrf_fuse
 
 
 def test_minmax_maps_each_list_to_unit_range():

@@ -85,7 +85,7 @@ def test_chunker_version_changes_ids(tokenizer):
 
 
 def test_chunks_keep_exactly_the_ids_the_encoder_would_compute(tiny_embedder_path):
-    from corpusmill.engine.encoder import TransformerEncoder
+    from corpusmill.model.encoder import TransformerEncoder
 
     enc = TransformerEncoder(tiny_embedder_path, dtype="float32")
     text = " ".join(f"Protein {i} folds, unfolds; refolds again." for i in range(60))
@@ -110,7 +110,7 @@ def test_tokenizer_fingerprint_follows_tokenizer_files_and_limit_not_weights(
 ):
     import shutil
 
-    from corpusmill.engine.encoder import tokenizer_fingerprint
+    from corpusmill.model.files import tokenizer_fingerprint
 
     copy = tmp_path / "model"
     shutil.copytree(tiny_embedder_path, copy)

@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from corpusmill.engine import packed_linear
-from corpusmill.engine.encoder import TransformerEncoder
-from corpusmill.engine.packed_linear import PackedLinear, pack_linear, pack_linear_layers
 from corpusmill.engine.runner import BatchEngine
+from corpusmill.model import packed_linear
+from corpusmill.model.encoder import TransformerEncoder
+from corpusmill.model.packed_linear import PackedLinear, pack_linear, pack_linear_layers
 from tests.texts import MIXED_TEXTS
 from tests.vectors import cosine_rows
 
@@ -90,18 +90,19 @@ def test_a_layer_whose_packed_product_differs_stays_plain(monkeypatch, tiny_embe
     assert cosine_rows(got, want).min() >= 0.99999
 
 
-def test_resource_reports_the_linear_kernel(tiny_embedder_path):
-    from resources.models import EmbedderResource
+def test_model_lineage_reports_the_linear_kernel(tiny_embedder_path):
+    from corpusmill.model import Model, ModelSpec
 
-    res = EmbedderResource(model_path=str(tiny_embedder_path), dtype="bfloat16", pack_linear=False)
+    spec = ModelSpec(path=str(tiny_embedder_path), dtype="bfloat16")
+    res = Model(spec.with_(pack_linear=False)).load()
     assert res.lineage()["linear_kernel"] == "aten"
-    res = EmbedderResource(model_path=str(tiny_embedder_path), dtype="bfloat16")
+    res = Model(spec).load()
     expected = "onednn_packed" if packed_linear.supported(torch.bfloat16) else "aten"
     assert res.lineage()["linear_kernel"] == expected
 
 
 def test_pack_linear_setting_reads_the_environment(monkeypatch):
-    from corpusmill.settings import Settings
+    from corpusmill.config import Settings
 
     monkeypatch.delenv("CORPUSMILL_PACK_LINEAR", raising=False)
     assert Settings.from_env().pack_linear is True

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from corpusmill.engine import packed_linear
-from corpusmill.engine.encoder import TransformerEncoder, cpu_supports_bf16
 from corpusmill.engine.runner import BatchEngine
+from corpusmill.model import packed_linear
+from corpusmill.model.encoder import TransformerEncoder
+from corpusmill.model.hardware import cpu_supports_bf16
 
 SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "eval" / "scifact" / "corpus.jsonl"
 N_DOCS = 25

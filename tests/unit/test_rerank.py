@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from corpusmill.errors import ConfigError
+from corpusmill.model import Model, ModelSpec
 from corpusmill.queries import Query, load_queries, parse_queries
-from corpusmill.rerank import BI_ENCODER, CROSS_ENCODER, PairScorer, rerank_hits, score_id
+from corpusmill.rerank import BI_ENCODER, CROSS_ENCODER, PairScorer
+from corpusmill.rerank.table import score_id
 from corpusmill.search import Hit
-from resources import CrossEncoderResource, EmbedderResource
+from corpusmill.search.rerank import rerank_hits
 
 PAIRS = [
     ("how do I catch an exception", "try and except catch exceptions " * 6),
@@ -22,14 +24,19 @@ PAIRS = [
 
 @pytest.fixture(scope="module")
 def embedder(tiny_embedder_path):
-    return EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32")
+    return Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32"))
 
 
 @pytest.fixture(scope="module")
 def cross(tiny_cross_encoder_path):
     # A tiny token budget forces several length-sorted batches through the engine.
-    return CrossEncoderResource(
-        model_path=str(tiny_cross_encoder_path), dtype="float32", max_batch_tokens=96
+    return Model(
+        ModelSpec(
+            path=str(tiny_cross_encoder_path),
+            kind="cross-encoder",
+            dtype="float32",
+            max_batch_tokens=96,
+        )
     )
 
 
@@ -42,7 +49,7 @@ def test_cross_encoder_scores_match_the_model_run_pair_by_pair(cross, embedder):
     scores = scorer.score(PAIRS)
     assert scorer.stats[0].batches > 1  # batched by token budget, not one call per pair
 
-    path = cross.model_path
+    path = cross.spec.path
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     with torch.inference_mode():
@@ -54,7 +61,7 @@ def test_cross_encoder_scores_match_the_model_run_pair_by_pair(cross, embedder):
 
 
 def test_without_a_cross_encoder_the_bi_encoder_scores_and_says_so(embedder):
-    unconfigured = CrossEncoderResource(model_path="")
+    unconfigured = Model(ModelSpec(path="", kind="cross-encoder"))
     scorer = PairScorer(embedder, unconfigured)
     assert scorer.scorer == BI_ENCODER and scorer.model_id == embedder.card.model_id
     scores = scorer.score(PAIRS)
@@ -77,11 +84,13 @@ def test_rerank_hits_orders_by_score_and_labels_the_scorer(cross, embedder):
         )
         for i, (_, p) in enumerate(PAIRS)
     ]
-    ranked = rerank_hits("how do I catch an exception", hits, cross, embedder)
+    ranked = rerank_hits("how do I catch an exception", hits, cross_encoder=cross)
     assert sorted(h.chunk_id for h in ranked) == sorted(h.chunk_id for h in hits)
     assert all(a.score >= b.score for a, b in zip(ranked, ranked[1:], strict=False))
     assert {h.scorer for h in ranked} == {CROSS_ENCODER}
-    assert rerank_hits("q", [], cross, embedder) == []
+    assert rerank_hits("q", [], cross_encoder=cross) == []
+    by_cosine = rerank_hits("how do I catch an exception", hits, embedder=embedder)
+    assert {h.scorer for h in by_cosine} == {BI_ENCODER} and len(by_cosine) == len(hits)
 
 
 def test_score_id_changes_with_query_text_chunk_and_reranker_only():

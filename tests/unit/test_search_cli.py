@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from corpusmill.ids import partition_of
+from corpusmill.model import Model, ModelSpec
 from corpusmill.store import Store, rows_to_table
-from resources import EmbedderResource
 
 TEXTS = {
     "pydoc#exceptions": "try and except clauses catch an exception raised in the block",
@@ -20,7 +20,7 @@ TEXTS = {
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, tiny_embedder_path):
-    embedder = EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32")
+    embedder = Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32"))
     store = Store(str(tmp_path_factory.mktemp("cli") / "db"))
     table = store.ensure_embeddings(embedder.card)
     vectors = embedder.embed(list(TEXTS.values()))
@@ -57,7 +57,7 @@ def env(tmp_path_factory, tiny_embedder_path):
 
 def search(env, *args):
     out = subprocess.run(
-        [sys.executable, "-m", "corpusmill.cli", "search", *args, "--json"],
+        [sys.executable, "-m", "app.cli", "search", *args, "--json"],
         env=env,
         capture_output=True,
         text=True,
@@ -86,7 +86,7 @@ def test_rerank_without_a_cross_encoder_uses_the_bi_encoder(env):
 
 def test_bad_partition_is_a_clear_error(env):
     out = subprocess.run(
-        [sys.executable, "-m", "corpusmill.cli", "search", "x", "--partition", "1' OR '1'='1"],
+        [sys.executable, "-m", "app.cli", "search", "x", "--partition", "1' OR '1'='1"],
         env=env,
         capture_output=True,
         text=True,
@@ -106,7 +106,7 @@ def test_queries_file_gives_one_json_line_per_query_as_the_searcher_does(
     path.write_text("".join(json.dumps({"id": q, "text": t}) + "\n" for q, t in queries))
     for mode in ("vector", "fts", "hybrid"):
         out = subprocess.run(
-            [sys.executable, "-m", "corpusmill.cli", "search", "--queries", str(path)]
+            [sys.executable, "-m", "app.cli", "search", "--queries", str(path)]
             + ["--mode", mode, "--k", "2", "--json"],
             env=env,
             capture_output=True,
@@ -116,7 +116,7 @@ def test_queries_file_gives_one_json_line_per_query_as_the_searcher_does(
         assert out.returncode == 0, out.stderr
         lines = [json.loads(line) for line in out.stdout.splitlines()]
         assert [line["id"] for line in lines] == [q for q, _ in queries]
-        embedder = EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32")
+        embedder = Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32"))
         reference = Searcher(env["CORPUSMILL_DB"], embedder=embedder)
         for line, (_, text) in zip(lines, queries, strict=True):
             want = reference.search(text, k=2, mode=mode)
@@ -128,7 +128,7 @@ def test_queries_file_with_a_bad_line_names_it(env, tmp_path):
     path = tmp_path / "queries.jsonl"
     path.write_text('{"id": 1, "text": "fine"}\n{"id": 2}\n')
     out = subprocess.run(
-        [sys.executable, "-m", "corpusmill.cli", "search", "--queries", str(path), "--json"],
+        [sys.executable, "-m", "app.cli", "search", "--queries", str(path), "--json"],
         env=env,
         capture_output=True,
         text=True,

@@ -4,11 +4,12 @@ bi-encoder. Hostile filter values match nothing extra and delete nothing."""
 import pytest
 
 from corpusmill.errors import ConfigError
-from corpusmill.fusion import CONVEX_ALPHA, convex_fuse
 from corpusmill.ids import partition_of
-from corpusmill.search import Searcher, build_filter, rrf_fuse
+from corpusmill.model import Model, ModelSpec
+from corpusmill.search import Searcher
+from corpusmill.search.filters import build_filter
+from corpusmill.search.fusion import CONVEX_ALPHA, convex_fuse, rrf_fuse
 from corpusmill.store import Store, rows_to_table
-from resources import EmbedderResource
 
 HOSTILE = [
     "x' OR '1'='1",
@@ -32,9 +33,7 @@ TEXTS = {
 
 @pytest.fixture(scope="module")
 def embedder(tiny_embedder_path):
-    resource = EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32")
-    resource.load()
-    return resource
+    return Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32")).load()
 
 
 @pytest.fixture
@@ -155,13 +154,12 @@ def test_fts_index_build_inside_a_held_write_lock_does_not_deadlock(searcher):
 
 
 def test_bi_encoder_rerank_from_stored_vectors_matches_re_encoding(searcher):
-    from corpusmill.rerank import rerank_hits
-    from resources import CrossEncoderResource
+    from corpusmill.search.rerank import rerank_hits
 
-    searcher._reranker = CrossEncoderResource(model_path="")  # not configured
+    searcher.reranker = Model(ModelSpec(kind="cross-encoder"))  # not configured
     query = "context manager block"
     fast = searcher.search(query, k=4, mode="hybrid", rerank=True)
-    slow = rerank_hits(query, searcher.hybrid(query, 50), searcher.reranker, searcher.embedder)
+    slow = rerank_hits(query, searcher.hybrid(query, 50), embedder=searcher.embedder)
     assert [h.chunk_id for h in fast] == [h.chunk_id for h in slow][:4]
     assert [h.score for h in fast] == pytest.approx([h.score for h in slow][:4], abs=1e-5)
     assert {h.scorer for h in fast} == {"bi-encoder"}

@@ -3,8 +3,8 @@
 import pyarrow as pa
 import pytest
 
-from corpusmill.engine.encoder import ModelCard
 from corpusmill.errors import ModelMismatchError
+from corpusmill.model.card import ModelCard
 from corpusmill.store import Store, documents_schema, in_filter, rows_to_table, table_card
 
 CARD = ModelCard("org/model", "abc123", 4, "mean", True, 128)

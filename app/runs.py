@@ -1,8 +1,8 @@
 """Run the asset graph in-process through Dagster: what `corpusmill ingest` and the tests use.
 
-There is no second code path: this calls `dagster.materialize` on the same assets and
-resources that `definitions.py` lists, for a range of shards in one run (so the model is
-loaded once), and summarises the materialisation metadata.
+There is no second code path: this calls `dagster.materialize` on the same assets that
+`definitions.py` lists, with resources built by the same `build_resources`, for a range
+of shards in one run (so the model is loaded once), and summarises the metadata.
 """
 
 from __future__ import annotations
@@ -12,22 +12,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import dagster as dg
+
+from assets.corpus import chunked_documents, raw_corpus
+from assets.embeddings import embeddings
+from assets.partitions import partition_range_tags
+from assets.rerank import rerank_scores
 from corpusmill.ids import ALL_PARTITIONS
 
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 
-
-def partition_range_tags(partitions: Sequence[str]) -> dict[str, str]:
-    """Tags that make one run cover shards[first..last] (a single-run backfill)."""
-    ordered = sorted(partitions, key=ALL_PARTITIONS.index)
-    return {RANGE_START: ordered[0], RANGE_END: ordered[-1]}
-
-
-def instance_for_cli():
+def instance_for_cli() -> dg.DagsterInstance:
     """The persistent instance when DAGSTER_HOME is set (runs show up in the UI)."""
-    import dagster as dg
-
     if os.environ.get("DAGSTER_HOME"):
         os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
         return dg.DagsterInstance.get()
@@ -37,8 +32,8 @@ def instance_for_cli():
 def run_ingest(
     sources: Sequence[str],
     *,
+    resources: dict[str, Any],
     partitions: Sequence[str] = ALL_PARTITIONS,
-    resources: dict[str, Any] | None = None,
     instance=None,
     corpus_config: dict[str, Any] | None = None,
     chunk_config: dict[str, Any] | None = None,
@@ -48,15 +43,8 @@ def run_ingest(
     rerank_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Materialise raw_corpus -> chunked_documents -> embeddings (-> rerank_scores when
-    `with_rerank`) for `sources` over `partitions` in one run; returns a summary dict
-    (see `summarise`)."""
-    import dagster as dg
-
-    from assets.corpus import chunked_documents, raw_corpus
-    from assets.embeddings import embeddings
-    from assets.rerank import rerank_scores
-    from definitions import defs
-
+    `with_rerank`) for `sources` over `partitions` in one run, with `resources` as
+    `resources.build_resources(settings)` makes them; returns a summary dict."""
     t0 = time.perf_counter()
     run_config = {
         "ops": {
@@ -72,7 +60,7 @@ def run_ingest(
     result = dg.materialize(
         selection,
         run_config=run_config,
-        resources=resources or dict(defs.resources),
+        resources=resources,
         instance=instance,
         tags={**partition_range_tags(partitions), **(tags or {})},
     )

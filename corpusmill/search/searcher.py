@@ -1,88 +1,47 @@
-"""Search the embeddings table: vector, full-text, hybrid (fusion of the two).
+"""Search the embeddings table: vector, full-text, hybrid, optionally reranked.
 
 The Python API behind `corpusmill search`:
 
+    from corpusmill.model import Model
     from corpusmill.search import Searcher
-    hits = Searcher("./data/lancedb").search("how do I catch an exception", k=5, mode="hybrid")
-
-Filters (`doc_id`, `source`, `partition`) are LanceDB expression objects handed to
-`.where()` as they are: user input is a typed literal and is never rendered into SQL.
-(Rendering them with `Expr.to_sql()` is *not* safe in lancedb 0.40: a value containing
-a backslash before a quote, e.g. `x\\') OR (1=1) --`, comes out as SQL that matches
-every row; tests/unit/test_search_filters.py keeps both paths honest.) A partition must
-be one of the 16 shard keys.
+    hits = Searcher("./data/lancedb", embedder=Model()).search("catch an exception", k=5)
 
 Scores: vector = cosine similarity, fts = BM25, hybrid = the vector and full-text top 100
-fused (corpusmill/fusion.py: convex combination of min-max scores by default, or
-reciprocal rank fusion with `fusion="rrf"`), reranked = the scorer's raw score (cross-encoder
-logit, or bi-encoder cosine); `Hit.scorer` says which.
+fused (`fusion.py`: a convex combination of min-max normalised scores by default, reciprocal
+rank fusion with `fusion="rrf"`), reranked = the scorer's raw score (cross-encoder logit, or
+bi-encoder cosine); `Hit.scorer` says which. Filters (`doc_id`, `source`, `partition`) are
+expression objects (`filters.build_filter`); a partition must be one of the 16 shard keys.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
 from corpusmill.errors import ConfigError
-from corpusmill.fusion import CONVEX_ALPHA, DEFAULT_FUSION, FUSIONS, RRF_K, fuse, rrf_fuse  # noqa: F401 (rrf_fuse re-exported)
-from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.maintenance import ANN_NPROBES, ANN_REFINE_FACTOR, ensure_fts_index, has_fts_index
+from corpusmill.model import Model
+from corpusmill.search.filters import build_filter
+from corpusmill.search.fusion import CONVEX_ALPHA, DEFAULT_FUSION, FUSIONS, fuse
+from corpusmill.search.hit import HIT_COLUMNS, Hit
+from corpusmill.search.rerank import rerank_hits
 from corpusmill.store import Store, check_card, table_card
 
 MODES = ("vector", "fts", "hybrid")
 HYBRID_DEPTH = 100  # each list fused is this deep (the BEIR hybrid setting)
-# Up to this many queries are one padded batch run in the caller's thread; the engine's
-# three threads and queues pay off over thousands of texts but add ~50-100 ms to a few.
-ONE_BATCH_QUERIES = 32
-HIT_COLUMNS = ["chunk_id", "doc_id", "source", "uri", "partition", "position", "text"]
-
-
-@dataclass
-class Hit:
-    text: str
-    score: float
-    doc_id: str
-    chunk_id: str
-    source: str
-    uri: str
-    partition: str
-    position: int
-    scorer: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def build_filter(
-    doc_id: str | None = None, source: str | None = None, partition: str | None = None
-):
-    """An `Expr` (or None) for `.where()`: equality on each given column, ANDed."""
-    from lancedb.expr import col, lit
-
-    if partition is not None and partition not in ALL_PARTITIONS:
-        raise ConfigError(
-            f"partition={partition!r} is not a shard key; use one of "
-            f"{ALL_PARTITIONS[0]} .. {ALL_PARTITIONS[-1]}"
-        )
-    expr = None
-    for column, value in (("doc_id", doc_id), ("source", source), ("partition", partition)):
-        if value is None:
-            continue
-        term = col(column) == lit(str(value))
-        expr = term if expr is None else expr & term
-    return expr
 
 
 class Searcher:
-    """Opens the store and (lazily) the embedder that wrote it."""
+    """Opens the store; embeds queries with `embedder` (the model that wrote the table:
+    checked before the first vector query) and reranks with `reranker` when one is
+    configured, else with the embedder. Without an embedder, the packaged default model."""
 
-    def __init__(self, db_uri: str, embedder=None, reranker=None) -> None:
-        self.store = Store(db_uri)
-        self._embedder = embedder  # an EmbedderResource (or anything with .embed and .card)
-        self._reranker = reranker  # a CrossEncoderResource; unconfigured: the bi-encoder scores
+    def __init__(
+        self, store: Store | str, embedder: Model | None = None, reranker: Model | None = None
+    ) -> None:
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.embedder = embedder or Model()
+        self.reranker = reranker
         self._last_query: tuple[str | None, list[float]] = (None, [])
         self._pinned = None  # set on the views `pinned()` returns
 
@@ -90,7 +49,7 @@ class Searcher:
         """A view of this searcher fixed on the latest committed version of the table:
         every list of one request (vector and full-text of a hybrid, the stored vectors of
         a rerank) then reads the same version, and a commit made since the last request is
-        seen. Opening is one manifest read; the model is shared, not copied."""
+        seen. Opening is one manifest read (~0.5 ms); the models are shared, not copied."""
         view = copy.copy(self)
         view._pinned = None
         view._pinned = view.table
@@ -108,44 +67,17 @@ class Searcher:
             )
         return table
 
-    @property
-    def embedder(self):
-        if self._embedder is None:
-            from resources.models import EmbedderResource
-
-            self._embedder = EmbedderResource()
-        return self._embedder
-
-    @property
-    def reranker(self):
-        """The cross-encoder named by CORPUSMILL_RERANKER unless one was passed in."""
-        if self._reranker is None:
-            from resources.models import CrossEncoderResource
-
-            self._reranker = CrossEncoderResource()
-        return self._reranker
-
     def embed_query(self, query: str) -> list[float]:
         if self._last_query[0] == query:  # hybrid + rerank ask for the same vector twice
             return self._last_query[1]
-        vector = self._embed_query(query)
+        vector = self.embed_queries([query])[0]
         self._last_query = (query, vector)
         return vector
 
-    def _embed_query(self, query: str) -> list[float]:
-        return self.embed_queries([query])[0].tolist()
-
-    def embed_queries(self, texts: list[str]) -> np.ndarray:
-        """Query vectors (float32 rows, in input order) from one pass of the embedder:
-        up to ONE_BATCH_QUERIES as one batch in this thread, more through the engine."""
+    def embed_queries(self, queries: list[str]) -> list[list[float]]:
+        """Query vectors, all in one call to the model (a batch of queries is one batch)."""
         check_card(table_card(self.table.schema), self.embedder.card)
-        encoder = getattr(self.embedder, "encoder", None)
-        if encoder is None or len(texts) > ONE_BATCH_QUERIES:
-            return np.asarray(self.embedder.embed(list(texts)), dtype=np.float32)
-        from corpusmill.engine.runner import collate
-
-        batch = collate(encoder.tokenize(list(texts)), encoder.pad_id)
-        return np.asarray(encoder.forward(batch), dtype=np.float32)
+        return self.embedder.embed(list(queries)).tolist()
 
     def search(
         self,
@@ -179,28 +111,33 @@ class Searcher:
         else:
             hits = self.hybrid(query, depth, where, fusion=fusion, qvec=qvec)
         if rerank:
-            from corpusmill.rerank import rerank_hits
-
-            stored = None
-            if hits and not getattr(self.reranker, "configured", False):
-                # Bi-encoder scoring: the passages' vectors are in the table already.
-                qvec = qvec if qvec is not None else self.embed_query(query)
-                stored = (qvec, self.stored_vectors([h.chunk_id for h in hits]))
-            hits = rerank_hits(query, hits, self.reranker, self.embedder, stored=stored)
+            hits = self._rerank(query, hits, qvec)
         return hits[:k]
 
     def search_many(self, queries: list[str], k: int = 10, mode: str = "vector", **options):
         """`search` for each query, the query vectors embedded together in one pass."""
-        needs_vectors = mode != "fts" or (
-            options.get("rerank") and not getattr(self.reranker, "configured", False)
-        )
         if not queries:
             return []
-        vectors = self.embed_queries(queries) if needs_vectors else [None] * len(queries)
+        vectors = [None] * len(queries)
+        if self.needs_vector(mode, options.get("rerank", False)):
+            vectors = self.embed_queries(queries)
         return [
             self.search(q, k, mode, vector=v, **options)
             for q, v in zip(queries, vectors, strict=True)
         ]
+
+    def needs_vector(self, mode: str, rerank: bool = False) -> bool:
+        """fts needs no query vector, unless the bi-encoder reranks (it scores with it)."""
+        cross = self.reranker is not None and self.reranker.configured
+        return mode != "fts" or (rerank and not cross)
+
+    def _rerank(self, query: str, hits: list[Hit], qvec=None) -> list[Hit]:
+        if self.reranker is not None and self.reranker.configured:
+            return rerank_hits(query, hits, cross_encoder=self.reranker)
+        # Bi-encoder scoring: the passages' vectors are in the table already.
+        vectors = self.stored_vectors([h.chunk_id for h in hits]) if hits else {}
+        qvec = qvec if qvec is not None else self.embed_query(query)
+        return rerank_hits(query, hits, embedder=self.embedder, stored=(qvec, vectors))
 
     def stored_vectors(self, chunk_ids: list[str]) -> dict[str, list[float]]:
         from lancedb.expr import col, lit
@@ -219,7 +156,7 @@ class Searcher:
         if where is not None:
             q = q.where(where, prefilter=True)
         rows = q.select(HIT_COLUMNS + ["_distance"]).limit(k).to_list()
-        return [_hit(r, 1.0 - float(r["_distance"]), "vector") for r in rows]
+        return [Hit.from_row(r, 1.0 - float(r["_distance"]), "vector") for r in rows]
 
     def fulltext(self, query: str, k: int, where=None) -> list[Hit]:
         self.ensure_fts_index()
@@ -228,7 +165,7 @@ class Searcher:
         if where is not None:
             q = q.where(where, prefilter=True)
         rows = q.select(HIT_COLUMNS + ["_score"]).limit(k).to_list()
-        return [_hit(r, float(r["_score"]), "fts") for r in rows]
+        return [Hit.from_row(r, float(r["_score"]), "fts") for r in rows]
 
     def hybrid(
         self,
@@ -241,8 +178,8 @@ class Searcher:
         alpha: float = CONVEX_ALPHA,
         qvec=None,
     ) -> list[Hit]:
-        """Fuse the vector and full-text top `depth` (corpusmill/fusion.py; ties broken by
-        chunk id, so the order is deterministic)."""
+        """Fuse the vector and full-text top `depth` (`fusion.fuse`; ties broken by chunk
+        id, so the order is deterministic)."""
         depth = max(depth, k)
         vec = self.vector(query, depth, where, qvec=qvec)
         fts = self.fulltext(query, depth, where)
@@ -254,7 +191,7 @@ class Searcher:
             k=k,
         )
         by_id = {h.chunk_id: h for h in fts + vec}
-        return [_with_score(by_id[c], score, "hybrid") for c, score in ranked]
+        return [by_id[c].rescored(score, "hybrid") for c, score in ranked]
 
     def ensure_fts_index(self) -> None:
         """Build the full-text index on first use if upkeep has not yet. Building is a
@@ -265,21 +202,3 @@ class Searcher:
             return
         with self.store.write_lock():
             ensure_fts_index(self.table)
-
-
-def _hit(row: dict, score: float, scorer: str) -> Hit:
-    return Hit(
-        text=row["text"],
-        score=score,
-        doc_id=row["doc_id"],
-        chunk_id=row["chunk_id"],
-        source=row["source"],
-        uri=row["uri"],
-        partition=row["partition"],
-        position=int(row["position"]),
-        scorer=scorer,
-    )
-
-
-def _with_score(hit: Hit, score: float, scorer: str) -> Hit:
-    return Hit(**{**hit.as_dict(), "score": score, "scorer": scorer})

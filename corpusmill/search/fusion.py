@@ -25,7 +25,7 @@ RRF_K = 60  # the constant of Cormack et al.; also LanceDB's and most engines' d
 # Weight of the vector list in the convex fusion. Chosen by `bench/tune_fusion.py` on the
 # SciFact *train* queries only (qrels/train.tsv, 809 queries, grid 0.00..1.00 step 0.05,
 # all-MiniLM-L6-v2 bf16 on CPU, 254-token chunks, lists 1,000 deep as `make eval` searches):
-# the best train nDCG@10 (0.7255; 0.50 gave 0.7254, the plateau is 0.40-0.60). The test
+# the best train nDCG@10 (0.7255; 0.50 gave 0.7254, 0.40-0.55 within 0.001). The test
 # queries were never used to pick it. Run: docs/results/fusion-2026-11-30.json.
 CONVEX_ALPHA = 0.45
 

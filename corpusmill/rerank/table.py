@@ -1,15 +1,9 @@
-"""Score (query, passage) pairs: with a cross-encoder when one is configured, else with
-the resident bi-encoder, and say which (`scorer`: "cross-encoder" or "bi-encoder").
+"""The rerank_scores table: every query scored against its top-k chunks of each shard.
 
-Two callers: `Searcher.search(rerank=True)` rescoring a few dozen hits, and
-`sync_rerank_scores` behind the `rerank_scores` asset, which scores every query against
-its top-k chunks in each shard. Pairs go through the model resource's `BatchEngine`, so
-they are batched exactly like chunks: by padded-token budget, longest first.
-
-The bi-encoder score is the cosine of the query vector and the passage vector; in the
-asset the passage vectors are the ones the `embeddings` table already holds (the same
-model wrote them, `check_card` makes sure), so only the queries are encoded.
-No Dagster here.
+Behind the `rerank_scores` asset. Candidates are each query's k nearest chunks by exact
+cosine over the vectors the `embeddings` table already holds (the same model wrote them,
+`check_card` makes sure), so only the queries are encoded; a pair whose query text, chunk
+content and reranker are unchanged keeps its stored score.
 """
 
 from __future__ import annotations
@@ -20,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from corpusmill.ids import content_hash
 from corpusmill.queries import Query
+from corpusmill.rerank.scorer import PairScorer, unit_rows
 from corpusmill.store import (
     Store,
     check_card,
@@ -34,97 +28,7 @@ from corpusmill.store import (
     rows_to_table,
 )
 
-CROSS_ENCODER = "cross-encoder"
-BI_ENCODER = "bi-encoder"
 
-
-class PairScorer:
-    """One scorer for the whole run: the cross-encoder if `reranker.configured`, else the
-    bi-encoder `embedder`. Keeps the engine stats of every call for the run's metadata."""
-
-    def __init__(self, embedder, reranker=None) -> None:
-        self.embedder = embedder
-        self.reranker = reranker
-        self.cross = reranker is not None and bool(getattr(reranker, "configured", False))
-        card = (reranker if self.cross else embedder).card
-        self.scorer = CROSS_ENCODER if self.cross else BI_ENCODER
-        self.model_id = card.model_id
-        self.revision = card.revision
-        self.stats: list = []
-
-    def identity(self) -> dict[str, str]:
-        return {
-            "scorer": self.scorer,
-            "reranker_id": self.model_id,
-            "reranker_revision": self.revision,
-        }
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit vectors from the bi-encoder (through its engine)."""
-        vectors, stats = self.embedder.engine.encode(list(texts))
-        self.stats.append(stats)
-        return _unit(vectors)
-
-    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """One float per pair, in input order; NaN where the engine failed the pair."""
-        if not pairs:
-            return np.zeros(0, dtype=np.float32)
-        if self.cross:
-            logits, stats = self.reranker.engine.encode(list(pairs))
-            self.stats.append(stats)
-            return logits[:, 0] if logits.ndim == 2 else logits
-        queries = sorted({q for q, _ in pairs})
-        passages = sorted({p for _, p in pairs})
-        vectors = self.embed(queries + passages)
-        at = {t: i for i, t in enumerate(queries)}
-        at_p = {t: len(queries) + i for i, t in enumerate(passages)}
-        q = vectors[[at[a] for a, _ in pairs]]
-        p = vectors[[at_p[b] for _, b in pairs]]
-        return np.einsum("ij,ij->i", q, p).astype(np.float32)
-
-    def engine_metadata(self) -> dict[str, Any]:
-        tokens = sum(s.real_tokens for s in self.stats)
-        seconds = sum(s.wall_seconds for s in self.stats)
-        padded = sum(s.padded_tokens for s in self.stats)
-        return {
-            "tokens": tokens,
-            "tokens_per_s": round(tokens / seconds, 1) if seconds else 0.0,
-            "padding_fraction": round(1 - tokens / padded, 4) if padded else 0.0,
-            "batches": sum(s.batches for s in self.stats),
-            "engine_seconds": round(seconds, 3),
-        }
-
-
-def _unit(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms == 0, 1.0, norms)
-
-
-def rerank_hits(query: str, hits: list, reranker, embedder, stored=None) -> list:
-    """Rescore search hits against `query`; best first, ties by chunk id. A failed pair
-    is dropped. `stored` = (query vector, {chunk_id: stored vector}) lets the bi-encoder
-    score without re-encoding passages the table already holds vectors for."""
-    from corpusmill.search import Hit
-
-    if not hits:
-        return []
-    scorer = PairScorer(embedder, reranker)
-    if not scorer.cross and stored is not None and all(h.chunk_id in stored[1] for h in hits):
-        query_vector, vectors = stored
-        passages = _unit(np.asarray([vectors[h.chunk_id] for h in hits], dtype=np.float32))
-        scores = passages @ _unit(np.asarray([query_vector], dtype=np.float32))[0]
-    else:
-        scores = scorer.score([(query, h.text) for h in hits])
-    scored = [
-        Hit(**{**h.as_dict(), "score": float(s), "scorer": scorer.scorer})
-        for h, s in zip(hits, scores, strict=True)
-        if not np.isnan(s)
-    ]
-    return sorted(scored, key=lambda h: (-h.score, h.chunk_id))
-
-
-# -- the rerank_scores table ----------------------------------------------------------
 def score_id(query: Query, chunk_id: str, reranker_id: str, reranker_revision: str) -> str:
     """Row key: query id and text hash, chunk id, reranker id and revision."""
     return content_hash("rerank", query.id, query.hash, chunk_id, reranker_id, reranker_revision)
@@ -215,7 +119,7 @@ def _candidates(store, partition, queries, query_vectors, scorer, have, k, repor
     if query_vectors is None or chunks.num_rows == 0:
         return {}
     vectors = chunks["vector"].combine_chunks()
-    matrix = _unit(vectors.values.to_numpy(zero_copy_only=False).reshape(len(vectors), -1))
+    matrix = unit_rows(vectors.values.to_numpy(zero_copy_only=False).reshape(len(vectors), -1))
     sims = matrix @ query_vectors.T  # (chunks, queries): cosine
     chunk_ids = np.asarray(chunks["chunk_id"].to_pylist())
     doc_ids = chunks["doc_id"].to_pylist()
@@ -280,14 +184,3 @@ def _commit(store: Store, table, changed: list[dict], stale: list[str]) -> None:
     for n, group in enumerate(stale_groups):
         delete = in_filter("score_id", group) if group else None
         store.replace_rows(table, "score_id", rows if n == 0 else None, delete)
-
-
-def score_table(store: Store, query_id: str | None = None) -> pa.Table:
-    """The stored scores (optionally of one query), best first per query: for notebooks."""
-    table = store.open("rerank_scores")
-    if table is None:
-        return rows_to_table([], rerank_schema())
-    data = table.to_arrow()
-    if query_id is not None:
-        data = data.filter(pa.compute.equal(data["query_id"], query_id))
-    return data.sort_by([("query_id", "ascending"), ("score", "descending")])

@@ -1,33 +1,39 @@
-"""`corpusmill`: ingest, search, eval and inspect a corpusmill store from the shell."""
+"""`corpusmill`: ingest into, search and evaluate a corpusmill store from the shell.
+
+The configuration is read once, in `main`, and passed to each command.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 
+from corpusmill.config import Settings, prepare_process
 from corpusmill.errors import ConfigError, CorpusmillError
 
 
 def _quiet() -> None:
     # Dagster marks backfill policies beta, pynvml warns it is a shim: noise on a CLI.
     warnings.filterwarnings("ignore")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def cmd_ingest(args) -> int:
-    from corpusmill.runs import instance_for_cli, run_ingest
-    from corpusmill.settings import Settings
+def cmd_ingest(args, settings: Settings) -> int:
+    from app.runs import instance_for_cli, run_ingest
+    from resources import build_resources
 
-    settings = Settings.from_env()
     sources = list(args.paths) or []
     if args.default or not sources:
         sources = list(settings.sources) if not sources else sources + ["pydoc"]
     if args.label and len(args.paths) == 1:
         sources = [f"{args.label}={args.paths[0]}"]
-    summary = run_ingest(sources, instance=instance_for_cli(), with_rerank=args.rerank)
+    summary = run_ingest(
+        sources,
+        resources=build_resources(settings),
+        instance=instance_for_cli(),
+        with_rerank=args.rerank,
+    )
     if args.json:
         print(json.dumps(summary))
     else:
@@ -56,12 +62,15 @@ def cmd_ingest(args) -> int:
     return 0 if summary["success"] else 1
 
 
-def cmd_search(args) -> int:
+def cmd_search(args, settings: Settings) -> int:
+    from corpusmill.model import Model
     from corpusmill.search import Searcher
-    from corpusmill.settings import Settings
 
-    settings = Settings.from_env()
-    searcher = Searcher(settings.db)
+    searcher = Searcher(
+        settings.db,
+        embedder=Model(settings.embedder_spec()),
+        reranker=Model(settings.reranker_spec()),
+    )
     options = {
         "k": args.k,
         "mode": args.mode,
@@ -115,23 +124,23 @@ def read_queries(path: str) -> list[tuple[str | int, str]]:
     return queries
 
 
-def cmd_serve(args) -> int:
-    from app.serve import TOKEN_ENV, serve
+def cmd_serve(args, settings: Settings) -> int:
+    from app.serve import serve
 
     serve(
+        settings,
         args.host,
         args.port,
-        token=os.environ.get(TOKEN_ENV) or None,
         max_wait_s=0.0 if args.no_microbatch else args.batch_wait_ms / 1000,
         max_batch=1 if args.no_microbatch else args.max_batch,
     )
     return 0
 
 
-def cmd_eval(args) -> int:
-    from corpusmill.evaluation import main as eval_main
+def cmd_eval(args, settings: Settings) -> int:
+    from app.evaluation import main as eval_main
 
-    return eval_main(args)
+    return eval_main(args, settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,9 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _quiet()
+    prepare_process()
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        return args.func(args, Settings.from_env())
     except CorpusmillError as exc:
         print(f"corpusmill: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,145 @@
+"""Configuration: every setting, its default and its environment variable, in one place.
+
+An entry point (definitions.py for Dagster, app/cli.py for the shell) calls
+`Settings.from_env()` once and passes the values down; nothing below reads the
+environment. The README's configuration table lists the same variables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corpusmill.errors import ConfigError
+from corpusmill.model.spec import ModelSpec
+from corpusmill.sources import DEFAULT_MAX_FILE_BYTES, PYDOC
+
+# BEIR SciFact as the workplace lays it out: ../shared/eval/scifact beside the repository.
+DEFAULT_EVAL_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "eval" / "scifact")
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: str = "./data/lancedb"
+    sources: tuple[str, ...] = (PYDOC,)
+    model: str = ""  # empty: the packaged all-MiniLM-L6-v2
+    device: str = "auto"
+    dtype: str = "auto"
+    max_batch_tokens: int = 0  # 0: 4096 on CPU, 32768 on CUDA
+    tokenize_threads: int = 0  # 0: 1 on CPU, up to 8 on CUDA
+    compile: bool = False  # torch.compile: 30-90 s per run, then faster on long runs
+    pack_linear: bool = True  # CPU: Linear layers on oneDNN-packed weights
+    chunk_tokens: int = 200
+    chunk_overlap: int = 32
+    inbox: str = "./data/inbox"
+    sensor_interval: int = 15  # seconds between inbox sensor ticks
+    sensor_run_timeout: int = 3600  # an inbox run older than this is failed and retried
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    reranker: str = ""  # empty: score pairs with the bi-encoder, and say so
+    queries: str = ""  # empty: the built-in queries for the Python docs corpus
+    rerank_k: int = 50
+    # `corpusmill serve`: the bearer token every request must carry (required off loopback)
+    api_token: str = field(default="", repr=False)
+    eval_data: str = DEFAULT_EVAL_DATA  # a BEIR folder
+    eval_db: str = "./data/eval-scifact"  # scratch store of `corpusmill eval`
+    # The eval chunks with 254 tokens and no overlap (MiniLM's 256-token window minus [CLS]
+    # and [SEP]): a document's first chunk is exactly the window MTEB encodes.
+    # CORPUSMILL_CHUNK_TOKENS / _OVERLAP, when set, override these too.
+    eval_chunk_tokens: int = 254
+    eval_chunk_overlap: int = 0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Env(os.environ if environ is None else environ)
+        return cls(
+            db=env.str("CORPUSMILL_DB", cls.db),
+            sources=tuple(
+                s.strip() for s in env.str("CORPUSMILL_SOURCES", PYDOC).split(",") if s.strip()
+            ),
+            model=env.str("CORPUSMILL_MODEL", cls.model),
+            device=env.str("CORPUSMILL_DEVICE", cls.device),
+            dtype=env.str("CORPUSMILL_DTYPE", cls.dtype),
+            max_batch_tokens=env.int("CORPUSMILL_MAX_BATCH_TOKENS", cls.max_batch_tokens),
+            tokenize_threads=env.int("CORPUSMILL_TOKENIZE_THREADS", cls.tokenize_threads),
+            compile=env.bool("CORPUSMILL_COMPILE", cls.compile),
+            pack_linear=env.bool("CORPUSMILL_PACK_LINEAR", cls.pack_linear),
+            chunk_tokens=env.int("CORPUSMILL_CHUNK_TOKENS", cls.chunk_tokens),
+            chunk_overlap=env.int("CORPUSMILL_CHUNK_OVERLAP", cls.chunk_overlap),
+            inbox=env.str("CORPUSMILL_INBOX", cls.inbox),
+            sensor_interval=env.int("CORPUSMILL_SENSOR_INTERVAL", cls.sensor_interval),
+            sensor_run_timeout=env.int("CORPUSMILL_SENSOR_RUN_TIMEOUT", cls.sensor_run_timeout),
+            max_file_bytes=env.int("CORPUSMILL_MAX_FILE_BYTES", cls.max_file_bytes),
+            reranker=env.str("CORPUSMILL_RERANKER", cls.reranker),
+            queries=env.str("CORPUSMILL_QUERIES", cls.queries),
+            rerank_k=env.int("CORPUSMILL_RERANK_K", cls.rerank_k),
+            api_token=env.str("CORPUSMILL_API_TOKEN", ""),
+            eval_data=env.str("CORPUSMILL_EVAL_DATA", cls.eval_data),
+            eval_db=env.str("CORPUSMILL_EVAL_DB", cls.eval_db),
+            eval_chunk_tokens=env.int("CORPUSMILL_CHUNK_TOKENS", cls.eval_chunk_tokens),
+            eval_chunk_overlap=env.int("CORPUSMILL_CHUNK_OVERLAP", cls.eval_chunk_overlap),
+        )
+
+    def embedder_spec(self) -> ModelSpec:
+        return ModelSpec(
+            path=self.model,
+            kind="embedder",
+            device=self.device,
+            dtype=self.dtype,
+            max_batch_tokens=self.max_batch_tokens,
+            compile=self.compile,
+            pack_linear=self.pack_linear,
+            tokenize_threads=self.tokenize_threads,
+        )
+
+    def reranker_spec(self) -> ModelSpec:
+        """The cross-encoder; `path` empty means none is configured."""
+        return self.embedder_spec().with_(path=self.reranker, kind="cross-encoder")
+
+
+def prepare_process() -> None:
+    """Process-wide settings an entry point applies before torch or transformers load.
+
+    - Models are local directories; nothing may reach for a model hub (the loaders also
+      pass `local_files_only=True`).
+    - OpenMP worker threads spin between torch ops by default; on a shared 2-core machine a
+      spinning worker burns the core the other needs, and MiniLM ran 2-3x slower
+      (docs/BENCHMARKS.md). libgomp reads this once, when torch is first imported.
+    An explicit setting in the environment wins over each of these.
+    """
+    for name, value in (
+        ("HF_HUB_OFFLINE", "1"),
+        ("TRANSFORMERS_OFFLINE", "1"),
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("TRANSFORMERS_VERBOSITY", "error"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+        ("OMP_WAIT_POLICY", "PASSIVE"),
+    ):
+        os.environ.setdefault(name, value)
+
+
+class _Env:
+    """Typed reads of environment variables; an empty value counts as unset."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def str(self, name: str, default: str) -> str:
+        value = self.environ.get(name)
+        return default if value is None or value == "" else value
+
+    def int(self, name: str, default: int) -> int:
+        raw = self.str(name, str(default))
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not an integer") from None
+
+    def bool(self, name: str, default: bool) -> bool:
+        raw = self.str(name, "1" if default else "0").strip().lower()
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")

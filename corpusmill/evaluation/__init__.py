@@ -1,0 +1,1 @@
+"""Retrieval quality on labelled BEIR sets: metrics, the loader, and evaluation of a store."""

@@ -1,0 +1,173 @@
+"""A transformer's forward pass on its device, one padded batch at a time, nothing more.
+
+The weights are read with plain `transformers` (safetensors only, never remote code);
+pooling and normalisation follow the sentence-transformers files beside the weights
+(`files.describe_model`), so the vectors match what `SentenceTransformer.encode` gives.
+
+Two kinds share this code: a bi-encoder (`kind="embedder"`, pooled sentence vectors)
+and a cross-encoder (`kind="cross-encoder"`, one relevance logit per text pair).
+Batching, ordering and overlap live in `corpusmill.engine`; tokenising in `tokenizer.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from corpusmill.model.files import ModelDescription, describe_model
+from corpusmill.model.hardware import resolve_device, resolve_dtype
+from corpusmill.model.kernels import compile_model, pool, precast_linear_weights
+from corpusmill.model.tokenizer import Tokenizer
+
+
+class TransformerEncoder:
+    """Resident weights on a device. `forward` takes a padded batch of token ids and returns
+    float32 numpy rows; `tokenize`, `pad_id` and `uses_token_type_ids` come from its
+    `Tokenizer`, so the batch engine needs nothing else."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        kind: str = "embedder",
+        device: str = "auto",
+        dtype: str = "auto",
+        max_seq_length: int | None = None,
+        model_id: str | None = None,
+        compile: bool = False,
+        pack_linear: bool = True,
+        description: ModelDescription | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        import torch
+        import transformers
+
+        desc = description or describe_model(
+            model_path, kind, max_seq_length=max_seq_length, model_id=model_id
+        )
+        self.description = desc
+        self.kind = desc.kind
+        self.model_dir = desc.path
+        self.card = desc.card
+        self.pooling = desc.pooling
+        self.max_seq_length = desc.max_seq_length
+        self.device = resolve_device(device)
+        self.torch_dtype = resolve_dtype(dtype, self.device)
+        self.tokens = tokenizer or Tokenizer(desc)
+        self.tokenizer = self.tokens.hf  # the Hugging Face tokenizer, e.g. for the chunker
+        auto_cls = (
+            transformers.AutoModel
+            if self.kind == "embedder"
+            else transformers.AutoModelForSequenceClassification
+        )
+        self.model = auto_cls.from_pretrained(
+            str(desc.path),
+            local_files_only=True,
+            trust_remote_code=False,
+            use_safetensors=True,
+            dtype=torch.float32,
+        )
+        self.model.eval()
+        self.model.requires_grad_(False)
+        # bf16/fp16 runs under autocast, which keeps LayerNorm, softmax and the residual
+        # stream in float32 (casting the whole model instead drifts to cosine 0.99990 of
+        # float32, autocast stays at 0.99996). Autocast re-casts every float32 weight on
+        # every forward: the profiler showed those copies at ~45% of CPU time. So the
+        # Linear layers (the only weights autocast casts) are cast once here: same values
+        # autocast would compute, same numerics, no per-batch copies.
+        self.model.to(self.device)
+        if self.torch_dtype != torch.float32:
+            precast_linear_weights(self.model, self.torch_dtype)
+        # On a CPU, run those Linear layers on weights packed once for oneDNN (see
+        # packed_linear.py). A compiled model packs its own.
+        self.linear_kernel = "aten"
+        if pack_linear and not compile and self.device == "cpu":
+            from corpusmill.model.packed_linear import pack_linear_layers
+
+            if pack_linear_layers(self.model):
+                self.linear_kernel = "onednn_packed"
+        self.compiled = bool(compile)
+        if compile:
+            self.model = compile_model(self.model)
+
+    # -- what the batch engine reads --------------------------------------------------
+    @property
+    def pad_id(self) -> int:
+        return self.tokens.pad_id
+
+    @property
+    def uses_token_type_ids(self) -> bool:
+        return self.tokens.uses_token_type_ids
+
+    @property
+    def tokenizer_id(self) -> str:
+        return self.tokens.fingerprint
+
+    def tokenize(self, texts) -> list[dict[str, list[int]]]:
+        return self.tokens.tokenize(texts)
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.torch_dtype).removeprefix("torch.")
+
+    # -- forward (device) -------------------------------------------------------------
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.torch_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device, dtype=self.torch_dtype)
+
+    def forward(self, batch: dict) -> np.ndarray:
+        """Run one padded batch (tensors from `runner.collate`) and return float32 rows."""
+        return self._device_rows(batch).cpu().numpy()
+
+    def launch(self, batch: dict) -> np.ndarray | PendingRows:
+        """`forward` without waiting for the device: on CUDA, queue the batch's kernels and
+        a copy of its rows into pinned memory, and return at once (`PendingRows.wait()`
+        gives the rows). The engine launches the next batch while the GPU still runs this
+        one, instead of leaving it idle while Python prepares each launch. Elsewhere the
+        rows themselves, as `forward` gives them."""
+        import torch
+
+        if self.device != "cuda":
+            return self.forward(batch)
+        with torch.inference_mode():
+            rows = self._device_rows(batch)
+            host = torch.empty(rows.shape, dtype=rows.dtype, pin_memory=True)
+            host.copy_(rows, non_blocking=True)
+        # The event follows the copy on the same stream; `rows` may be freed now, since
+        # the allocator reuses its memory only for work queued after the copy.
+        done = torch.cuda.Event()
+        done.record()
+        return PendingRows(host, done)
+
+    def _device_rows(self, batch: dict):
+        import torch
+
+        inputs = {
+            k: v.to(self.device, non_blocking=True)
+            for k, v in batch.items()
+            if k in ("input_ids", "attention_mask", "token_type_ids")
+        }
+        with torch.inference_mode(), self._autocast():
+            out = self.model(**inputs)
+            if self.kind == "cross-encoder":
+                return out.logits.float()
+            return pool(out.last_hidden_state, inputs["attention_mask"], self.pooling)
+
+
+@dataclass
+class PendingRows:
+    """Rows on their way from the GPU: a pinned host buffer and the event after its copy."""
+
+    host: object  # torch.Tensor, pinned
+    done: object  # torch.cuda.Event recorded after the copy
+
+    def wait(self) -> np.ndarray:
+        self.done.synchronize()
+        return self.host.numpy()

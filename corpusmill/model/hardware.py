@@ -1,0 +1,67 @@
+"""Which device and precision a model runs on: `auto` resolved against the hardware."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from corpusmill.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def cpu_supports_bf16() -> bool:
+    """True on x86 CPUs with AVX512-BF16 or AMX, where bf16 matmul is native and fast."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device not in DEVICES:
+        raise ConfigError(f"device={device!r} is not one of {DEVICES} (set CORPUSMILL_DEVICE)")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device='cuda' but torch sees no CUDA device; install a CUDA build of torch "
+            "(see README, 'GPU') or set CORPUSMILL_DEVICE=cpu"
+        )
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    """`auto` picks bf16 where the hardware runs it natively, fp16 on older GPUs, else fp32.
+
+    On these AMX CPUs bf16 is ~2x faster for MiniLM and stays within cosine 0.9999 of
+    float32 (tests/unit/test_precision.py, docs/BENCHMARKS.md).
+    """
+    import torch
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r} is not one of {DTYPES} (set CORPUSMILL_DTYPE)")
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+def default_batch_tokens(device: str) -> int:
+    """Measured on MiniLM-L6: 4k padded tokens per batch keeps a 2-core CPU's caches warm;
+    a GPU needs wide batches to fill its SMs."""
+    return 32768 if device == "cuda" else 4096
+
+
+def default_tokenize_threads(device: str) -> int:
+    """One tokenising thread feeds MiniLM-L6 at ~0.25M tokens/s while an H100 could take
+    ~4M (docs/BENCHMARKS.md), so on CUDA the engine tokenises on several threads. On a CPU
+    the model needs every core and tokenising is ~5% of the work, so one thread."""
+    if device != "cuda":
+        return 1
+    return max(1, min(8, (os.cpu_count() or 2) - 2))

@@ -1,0 +1,240 @@
+"""Model: one transformer, loaded once, resident until released, used through domain methods.
+
+Everything that runs a model (the Dagster resources, the `Searcher`, the rerank scorer, the
+query service, a distributed worker) holds a `Model` and calls `embed`, `embed_stream` or
+`score`; nobody reaches for the torch module or the batch engine behind it.
+
+Loading is in three lazy steps, each on first need, so a run pays only for what it uses:
+    description  the folder's files: card, pooling, sequence limit   (milliseconds)
+    tokenizer    what chunking needs                                  (~0.2 s)
+    weights      the encoder on its device, the batch engine, warm-up (seconds)
+A run whose chunks are all embedded already never loads the weights.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from corpusmill.engine.runner import BatchEngine, EngineStats, Sink, collate
+from corpusmill.model.card import ModelCard
+from corpusmill.model.files import ModelDescription, default_model_path, describe_model
+from corpusmill.model.hardware import (
+    default_batch_tokens,
+    default_tokenize_threads,
+    resolve_device,
+    resolve_dtype,
+)
+from corpusmill.model.spec import ModelSpec
+from corpusmill.model.tokenizer import Tokenizer
+
+# Weight loads in this process, by kind: tests assert one load per run (or none).
+LOADS: Counter[str] = Counter()
+_loads_lock = threading.Lock()
+
+_WARM_SHORT = "warm up"
+_WARM_LONG = "a longer warm-up text, so that the short one is padded"
+
+
+class Model:
+    """A resident model built from a `ModelSpec`. Thread-safe to load; cheap to construct."""
+
+    def __init__(self, spec: ModelSpec | None = None) -> None:
+        self.spec = spec or ModelSpec()
+        self._lock = threading.RLock()
+        self._description: ModelDescription | None = None
+        self._tokens: Tokenizer | None = None
+        self._encoder: Any = None
+        self._engine: BatchEngine | None = None
+        self.load_seconds = 0.0
+        self.warmup_seconds = 0.0
+
+    # -- identity (files only) -----------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def configured(self) -> bool:
+        return self.spec.configured
+
+    @property
+    def path(self) -> str:
+        return self.spec.path or str(default_model_path())
+
+    @property
+    def description(self) -> ModelDescription:
+        with self._lock:
+            if self._description is None:
+                self._description = describe_model(
+                    self.path,
+                    self.kind,
+                    max_seq_length=self.spec.max_seq_length or None,
+                    model_id=self.spec.model_id or None,
+                )
+            return self._description
+
+    @property
+    def card(self) -> ModelCard:
+        return self.description.card
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.description.max_seq_length
+
+    # -- tokenizer -------------------------------------------------------------------------
+    @property
+    def tokens(self) -> Tokenizer:
+        with self._lock:
+            if self._tokens is None:
+                self._tokens = Tokenizer(self.description)
+            return self._tokens
+
+    @property
+    def tokenizer(self):
+        """The Hugging Face tokenizer (what the chunker measures chunks with)."""
+        return self.tokens.hf
+
+    @property
+    def tokenizer_id(self) -> str:
+        return self.tokens.fingerprint
+
+    # -- weights ---------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    def load(self) -> Model:
+        """Load the weights (once; later calls return at once) and warm them up."""
+        with self._lock:
+            if self._engine is not None:
+                return self
+            from corpusmill.model.encoder import TransformerEncoder
+
+            t0 = time.perf_counter()
+            encoder = TransformerEncoder(
+                self.path,
+                kind=self.kind,
+                device=self.spec.device,
+                dtype=self.spec.dtype,
+                compile=self.spec.compile,
+                pack_linear=self.spec.pack_linear,
+                description=self.description,
+                tokenizer=self.tokens,
+            )
+            with _loads_lock:
+                LOADS[self.kind] += 1
+            self.load_seconds = time.perf_counter() - t0
+            cuda = encoder.device == "cuda"
+            self._encoder = encoder
+            self._engine = BatchEngine(
+                encoder,
+                max_batch_tokens=self.spec.max_batch_tokens or default_batch_tokens(encoder.device),
+                pin_memory=cuda,
+                launch_ahead=cuda,
+                tokenize_threads=self.spec.tokenize_threads
+                or default_tokenize_threads(encoder.device),
+            )
+            self._warm_up()
+            return self
+
+    def release(self) -> None:
+        """Drop the weights (the end of a run); the description and tokenizer stay."""
+        with self._lock:
+            self._encoder = None
+            self._engine = None
+
+    def _warm_up(self) -> None:
+        """Two small batches of different shapes after load, so the first partition is not
+        charged for lazy init. A compiled model specialises its first graph to the first
+        shape it sees and compiles a shape-general one on the second, then never again;
+        both compiles land here, in `warmup_seconds`."""
+        assert self._engine is not None
+        t0 = time.perf_counter()
+        short, long = _WARM_SHORT, _WARM_LONG
+        if self.kind == "cross-encoder":
+            self._engine.encode([(short, short)] * 4)
+            self._engine.encode([(short, short), (short, long)])
+        else:
+            self._engine.encode([short] * 4)
+            self._engine.encode([short, long])
+        self.warmup_seconds = time.perf_counter() - t0
+
+    def _loaded_engine(self) -> BatchEngine:
+        self.load()
+        assert self._engine is not None
+        return self._engine
+
+    # -- domain methods --------------------------------------------------------------------
+    def encode(self, items: list) -> tuple[np.ndarray, EngineStats]:
+        """Rows for texts (embedder) or (query, passage) pairs (cross-encoder), in input
+        order, with the engine's statistics; a row the engine failed is NaN."""
+        return self._loaded_engine().encode(items)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """One float32 vector per text, in input order.
+
+        A few short texts (a query, a micro-batch of queries) that fit one batch run in the
+        calling thread: the engine's three threads and queues pay off over thousands of
+        texts but add ~50-100 ms to a single one."""
+        engine = self._loaded_engine()
+        if 0 < len(texts) <= 64:
+            tokens = self._encoder.tokenize(texts)
+            width = max(len(t["input_ids"]) for t in tokens)
+            if width * len(texts) <= engine.max_batch_tokens:
+                return self._encoder.forward(collate(tokens, self._encoder.pad_id))
+        rows, _stats = engine.encode(texts)
+        return rows
+
+    def embed_stream(self, items: Iterable[tuple[str, Any]], sink: Sink) -> EngineStats:
+        """Stream (key, text or TokenIds) items through the engine; `sink(window, rows,
+        failed)` gets each finished window, in order. Nothing to embed: no weights load."""
+        stream = iter(items)
+        first = next(stream, None)
+        if first is None:
+            return EngineStats()
+        return self._loaded_engine().run(
+            itertools.chain([first], stream), sink=sink, text_of=lambda item: item[1]
+        )
+
+    def score(self, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, EngineStats]:
+        """One relevance logit per (query, passage) pair (cross-encoder), NaN if failed."""
+        logits, stats = self._loaded_engine().encode(pairs)
+        return (logits[:, 0] if logits.ndim == 2 else logits), stats
+
+    def lineage(self) -> dict[str, Any]:
+        """Metadata for every materialisation that used this model. Before the weights are
+        loaded it says so (`weights_loaded: false`) instead of loading them to find out."""
+        card = self.card
+        meta: dict[str, Any] = {
+            "model_id": card.model_id,
+            "model_revision": card.revision,
+            "weights_loaded": self.loaded,
+        }
+        if not self.loaded:
+            device = resolve_device(self.spec.device)
+            meta["device"] = device
+            meta["dtype"] = str(resolve_dtype(self.spec.dtype, device)).removeprefix("torch.")
+            return meta
+        enc, engine = self._encoder, self._engine
+        assert engine is not None
+        meta.update(
+            {
+                "device": enc.device,
+                "dtype": enc.dtype_name,
+                "compiled": enc.compiled,
+                "linear_kernel": enc.linear_kernel,
+                "max_batch_tokens": engine.max_batch_tokens,
+                "tokenize_threads": engine.tokenize_threads,
+                "launch_ahead": engine.launch_ahead,
+                "model_load_seconds": round(self.load_seconds, 3),
+                "warmup_seconds": round(self.warmup_seconds, 3),
+            }
+        )
+        return meta

@@ -1,0 +1,33 @@
+"""The deployment's pipeline settings as a resource: what a run uses unless its config
+says otherwise (sources, chunking, the rerank query set, the eval data).
+
+Asset config fields left empty fall back to these, so a value set once in the
+environment (read by definitions.py) applies to the launchpad, the sensor and the CLI
+alike, while a run can still override it.
+"""
+
+import dagster as dg
+
+from corpusmill.config import Settings
+
+
+class PipelineSettingsResource(dg.ConfigurableResource):
+    sources: list[str] = list(Settings.sources)
+    max_file_bytes: int = Settings.max_file_bytes
+    chunk_tokens: int = Settings.chunk_tokens
+    chunk_overlap: int = Settings.chunk_overlap
+    rerank_queries: str = Settings.queries  # JSONL of {"id", "text"}; empty: the built-in set
+    rerank_k: int = Settings.rerank_k
+    eval_data: str = Settings.eval_data
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "PipelineSettingsResource":
+        return cls(
+            sources=list(settings.sources),
+            max_file_bytes=settings.max_file_bytes,
+            chunk_tokens=settings.chunk_tokens,
+            chunk_overlap=settings.chunk_overlap,
+            rerank_queries=settings.queries,
+            rerank_k=settings.rerank_k,
+            eval_data=settings.eval_data,
+        )

@@ -1,0 +1,119 @@
+"""The layering the README draws, checked: the core knows nothing of the layers above it,
+and no module imports another that (directly or not) imports it back.
+
+    app/  (CLI, eval harness)  ->  definitions.py  ->  assets/ resources/ sensors/  ->  corpusmill/
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT_PACKAGES = ("corpusmill", "app", "assets", "resources", "sensors")
+ABOVE_THE_CORE = ("dagster", "assets", "resources", "sensors", "definitions", "app")
+
+
+def project_modules() -> dict[str, Path]:
+    """Every module of the project, by dotted name (packages by their __init__)."""
+    found = {"definitions": ROOT / "definitions.py"}
+    for package in PROJECT_PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join(parts)] = path
+    return found
+
+
+def imports_of(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
+    """Project modules that `path` imports anywhere in its body (function-level imports
+    count: a lazy import that points the wrong way is still an arrow)."""
+    is_package = path.name == "__init__.py"
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = name.split(".") if is_package else name.split(".")[:-1]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                targets.add(sub if sub in modules else base)
+    resolved = set()
+    for target in targets:
+        while target and target not in modules:
+            target = target.rpartition(".")[0]
+        if target and target != name:
+            resolved.add(target)
+    return resolved
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    return {name: imports_of(path, name, modules) for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_import_cycles_anywhere_in_the_project():
+    assert find_cycle(import_graph()) is None
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_core_imports_nothing_above_it_statically():
+    graph = import_graph()
+    upward = {
+        name: sorted(t for t in targets if t.split(".")[0] in ABOVE_THE_CORE)
+        for name, targets in graph.items()
+        if name.split(".")[0] == "corpusmill"
+    }
+    assert {k: v for k, v in upward.items() if v} == {}
+    # and the scan does see upward arrows where they are allowed, e.g. the CLI's
+    assert "app.runs" in graph["app.cli"] and "resources" in graph["definitions"]
+
+
+def test_importing_every_core_module_loads_no_dagster_and_no_wiring():
+    """In a fresh interpreter, so nothing imported by another test can hide an arrow."""
+    core = sorted(m for m in project_modules() if m.split(".")[0] == "corpusmill")
+    script = (
+        "import importlib, json, sys\n"
+        f"for m in {core!r}: importlib.import_module(m)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert len(core) > 30 and "corpusmill.model.encoder" in loaded
+    assert sorted(m for m in loaded if m.split(".")[0] in ABOVE_THE_CORE) == []
