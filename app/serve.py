@@ -17,14 +17,11 @@ fields as `corpusmill search --json` (`Hit.as_dict()`).
   `k`, `candidates`, query length and batch size bounded, bodies over MAX_BODY_BYTES get
   413, filters become LanceDB expressions (`build_filter`), and with a token
   (CORPUSMILL_API_TOKEN) every request must carry `Authorization: Bearer <token>`; binding
-  anything but loopback without one is refused (`check_bind`).
+  anything but loopback without one is refused (app/guard.py).
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
-import json
 from contextlib import asynccontextmanager
 from typing import Literal
 
@@ -34,6 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.guard import check_bind, guard
 from app.microbatch import DEFAULT_MAX_BATCH, DEFAULT_WAIT_S, MicroBatcher
 from corpusmill.config import Settings
 from corpusmill.errors import ConfigError, CorpusmillError
@@ -46,7 +44,6 @@ MAX_CANDIDATES = 200  # hits a rerank rescores: each is a forward pair
 MAX_QUERY_CHARS = 2000  # far past the model's 256-token window
 MAX_BATCH_QUERIES = 1000
 MAX_BODY_BYTES = 1 << 20  # 1 MiB: a full batch of long queries fits with room to spare
-TOKEN_ENV = "CORPUSMILL_API_TOKEN"
 
 
 class SearchOptions(BaseModel):
@@ -121,8 +118,9 @@ def create_app(
     max_batch: int = DEFAULT_MAX_BATCH,
     default_candidates: int = 50,
     max_body_bytes: int = MAX_BODY_BYTES,
-) -> FastAPI:
-    """The ASGI app over `searcher` (a `corpusmill.search.Searcher` with its model)."""
+):
+    """The ASGI app over `searcher` (a `corpusmill.search.Searcher` with its model): the
+    FastAPI app behind the token and body-size guard (`.app` reaches the FastAPI app)."""
     batcher = MicroBatcher(searcher.embed_queries, max_wait_s=max_wait_s, max_batch=max_batch)
 
     @asynccontextmanager
@@ -137,7 +135,10 @@ def create_app(
     async def _invalid(request: Request, exc: RequestValidationError):
         fields = [
             {
-                "field": ".".join(str(p) for p in e["loc"] if p != "body") or "body",
+                # a body that is not JSON at all is located by character offset: say "body"
+                "field": "body"
+                if e["type"] == "json_invalid"
+                else ".".join(str(p) for p in e["loc"] if p != "body") or "body",
                 "error": e["msg"],
             }
             for e in exc.errors()
@@ -189,7 +190,7 @@ def create_app(
     async def store() -> dict:
         return await run_in_threadpool(describe_store, searcher)
 
-    return _guard(app, token=token, max_body_bytes=max_body_bytes)
+    return guard(app, token=token, max_body_bytes=max_body_bytes)
 
 
 class _Unavailable(Exception):
@@ -213,78 +214,6 @@ def describe_store(searcher) -> dict:
         "model": asdict(card) if is_dataclass(card) else dict(vars(card)),
         "embeddings_card": None if emb is None else table_card(emb.schema),
     }
-
-
-# -- ASGI guard: token and body size, before FastAPI sees the request -------------------
-def _guard(app, *, token: str | None, max_body_bytes: int):
-    expected = f"Bearer {token}".encode() if token else None
-
-    async def guarded(scope, receive, send):
-        if scope["type"] != "http":
-            return await app(scope, receive, send)
-        headers = dict(scope["headers"])
-        if expected is not None and not hmac.compare_digest(
-            headers.get(b"authorization", b""), expected
-        ):
-            return await _reply(send, 401, "missing or wrong bearer token", "Authorization")
-        declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > max_body_bytes):
-            return await _reply(send, 413, f"body over {max_body_bytes} bytes", "body")
-        # Read the body here, counting (a chunked upload declares no length), then replay it.
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > max_body_bytes:
-                return await _reply(send, 413, f"body over {max_body_bytes} bytes", "body")
-            more = message.get("more_body", False)
-        body, sent = b"".join(chunks), False
-
-        async def replay():
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return await app(scope, replay, send)
-
-    guarded.app = app  # the FastAPI app, for tests and for `serve` to reach its state
-    return guarded
-
-
-async def _reply(send, status: int, error: str, field: str) -> None:
-    payload = json.dumps({"error": error, "field": field}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
-
-
-# -- runner -----------------------------------------------------------------------------
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name other than localhost may resolve anywhere
-
-
-def check_bind(host: str, token: str | None) -> None:
-    """Refuse to listen beyond this machine without a token."""
-    if not is_loopback(host) and not token:
-        raise ConfigError(
-            f"--host {host} is not loopback: set {TOKEN_ENV} (clients then send "
-            "'Authorization: Bearer <token>'), or bind 127.0.0.1"
-        )
 
 
 def serve(

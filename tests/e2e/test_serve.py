@@ -11,7 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from app.serve import MAX_BODY_BYTES, check_bind, create_app
+from app.guard import check_bind
+from app.serve import MAX_BODY_BYTES, create_app
 from corpusmill.ids import partition_of
 from corpusmill.model import Model, ModelSpec
 from corpusmill.search import Searcher
@@ -258,7 +259,7 @@ def test_other_bad_requests(served):
     r = client.post("/search/batch", json={"queries": [{"id": 1}]})
     assert r.status_code == 422 and r.json()["fields"][0]["field"] == "queries.0.text"
     r = client.post("/search", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 422
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "body"
     r = client.post("/search", json={"query": "x" * (MAX_BODY_BYTES + 10)})
     assert r.status_code == 413 and r.json()["field"] == "body"
     assert client.get("/search").status_code == 405
