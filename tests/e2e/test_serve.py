@@ -3,7 +3,9 @@ picks, a real LanceDB store written with the tiny real bi-encoder, httpx as the 
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +20,7 @@ from corpusmill.model import Model, ModelSpec
 from corpusmill.search import Searcher
 from corpusmill.store import Store, rows_to_table
 from corpusmill.sync.common import docs_filter
+from tests.e2e.procs import BIN, free_port
 
 TOPICS = ["exception", "context manager", "lambda", "generator", "decorator", "iterator"]
 DOCS = {
@@ -303,3 +306,43 @@ def test_non_loopback_bind_needs_a_token(monkeypatch, capsys, tiny_embedder_path
     for host in ("0.0.0.0", "::", "192.168.1.10", "example.org"):
         with pytest.raises(ValueError, match="CORPUSMILL_API_TOKEN"):
             check_bind(host, None)
+
+
+@pytest.mark.slow
+def test_the_serve_command_loads_the_configured_model_and_answers(tmp_path, embedder):
+    """`corpusmill serve` as a process (settings from the environment, as a user runs it):
+    up on loopback, answers as the Searcher does, stopped by its PID."""
+    store = make_store(tmp_path / "db", embedder)
+    port = free_port()
+    env = {
+        **os.environ,
+        "CORPUSMILL_DB": store.uri,
+        "CORPUSMILL_MODEL": str(embedder.path),
+        "CORPUSMILL_DTYPE": "float32",
+        "CORPUSMILL_API_TOKEN": "",
+    }
+    proc = subprocess.Popen(
+        [str(BIN / "corpusmill"), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "serve did not come up"
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        r = httpx.post(f"{url}/search", json={"query": "anonymous lambda", "mode": "hybrid"})
+        assert r.status_code == 200, r.text
+        reference = Searcher(store.uri, embedder=embedder)
+        same_hits(r.json()["hits"], reference.search("anonymous lambda", k=10, mode="hybrid"))
+    finally:
+        proc.terminate()
+        proc.wait(30)
