@@ -11,7 +11,7 @@ import sys
 import warnings
 
 from corpusmill.config import Settings, prepare_process
-from corpusmill.errors import CorpusmillError
+from corpusmill.errors import ConfigError, CorpusmillError
 
 
 def _quiet() -> None:
@@ -71,16 +71,27 @@ def cmd_search(args, settings: Settings) -> int:
         embedder=Model(settings.embedder_spec()),
         reranker=Model(settings.reranker_spec()),
     )
-    hits = searcher.search(
-        args.query,
-        k=args.k,
-        mode=args.mode,
-        rerank=args.rerank,
-        candidates=args.candidates or settings.rerank_k,
-        doc_id=args.doc_id,
-        source=args.source,
-        partition=args.partition,
-    )
+    options = {
+        "k": args.k,
+        "mode": args.mode,
+        "fusion": args.fusion,
+        "rerank": args.rerank,
+        "candidates": args.candidates or settings.rerank_k,
+        "doc_id": args.doc_id,
+        "source": args.source,
+        "partition": args.partition,
+    }
+    if args.queries:
+        if args.query is not None:
+            raise ConfigError("give a QUERY or --queries FILE, not both")
+        queries = read_queries(args.queries)
+        results = searcher.search_many([text for _, text in queries], **options)
+        for (qid, _), hits in zip(queries, results, strict=True):
+            print(json.dumps({"id": qid, "hits": [h.as_dict() for h in hits]}))
+        return 0
+    if args.query is None:
+        raise ConfigError("give a QUERY, or --queries FILE.jsonl")
+    hits = searcher.search(args.query, **options)
     if args.json:
         print(json.dumps([h.as_dict() for h in hits]))
         return 0
@@ -92,6 +103,37 @@ def cmd_search(args, settings: Settings) -> int:
     elif args.rerank:
         hint = "" if hits[0].scorer == "cross-encoder" else " (CORPUSMILL_RERANKER: none set)"
         print(f"reranked by the {hits[0].scorer}{hint}")
+    return 0
+
+
+def read_queries(path: str) -> list[tuple[str | int, str]]:
+    """`{"id", "text"}` per line -> [(id, text)]; a bad line is an error naming it."""
+    queries = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                qid, text = rec["id"], rec["text"]
+            except (ValueError, KeyError, TypeError):
+                raise ConfigError(f'{path}:{n}: expected {{"id": ..., "text": ...}}') from None
+            if not isinstance(text, str) or not text.strip():
+                raise ConfigError(f"{path}:{n}: `text` must be a non-empty string")
+            queries.append((qid, text))
+    return queries
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    from app.serve import serve
+
+    serve(
+        settings,
+        args.host,
+        args.port,
+        max_wait_s=0.0 if args.no_microbatch else args.batch_wait_ms / 1000,
+        max_batch=1 if args.no_microbatch else args.max_batch,
+    )
     return 0
 
 
@@ -126,9 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     ing.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("search", help="search the embeddings table")
-    s.add_argument("query")
+    s.add_argument("query", nargs="?")
+    s.add_argument(
+        "--queries",
+        metavar="FILE.jsonl",
+        help='one {"id", "text"} per line, embedded in one pass; one JSON line of hits each',
+    )
     s.add_argument("--k", type=int, default=10)
     s.add_argument("--mode", choices=["vector", "fts", "hybrid"], default="vector")
+    s.add_argument(
+        "--fusion",
+        choices=["convex", "rrf"],
+        default="convex",
+        help="hybrid: convex combination of min-max scores (default) or reciprocal rank fusion",
+    )
     s.add_argument(
         "--rerank",
         action="store_true",
@@ -143,10 +196,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)
 
+    v = sub.add_parser("serve", help="HTTP JSON search service, model resident (see /docs)")
+    v.add_argument("--host", default="127.0.0.1", help="non-loopback needs CORPUSMILL_API_TOKEN")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=2.0,
+        help="longest a query waits to share a forward with others (app/microbatch.py)",
+    )
+    v.add_argument("--max-batch", type=int, default=32, help="queries per forward at most")
+    v.add_argument(
+        "--no-microbatch", action="store_true", help="one forward per query (for comparison)"
+    )
+    v.set_defaults(func=cmd_serve)
+
     e = sub.add_parser("eval", help="nDCG@10 / Recall@100 on BEIR SciFact (../shared/eval/scifact)")
     e.add_argument("--data", default=None, help="BEIR folder (default: ../shared/eval/scifact)")
     e.add_argument("--db", default=None, help="scratch LanceDB dir (default: ./data/eval-scifact)")
-    e.add_argument("--modes", default="vector,fts,hybrid")
+    e.add_argument("--modes", default="vector,fts,hybrid,hybrid-rrf")
     e.add_argument("--limit-queries", type=int, default=0)
     e.set_defaults(func=cmd_eval)
     return p

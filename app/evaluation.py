@@ -22,9 +22,9 @@ from app.runs import run_ingest
 from corpusmill.config import Settings
 from corpusmill.errors import ConfigError
 from corpusmill.evaluation.beir import load_beir
-from corpusmill.evaluation.retrieval import SOURCE_LABEL, evaluate, format_line
+from corpusmill.evaluation.retrieval import MODES, SOURCE_LABEL, evaluate, format_line
 from corpusmill.model import Model
-from corpusmill.search import MODES, Searcher
+from corpusmill.search import Searcher
 from resources import LanceStoreResource, build_resources
 
 

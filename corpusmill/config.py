@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from corpusmill.errors import ConfigError
@@ -40,6 +40,8 @@ class Settings:
     reranker: str = ""  # empty: score pairs with the bi-encoder, and say so
     queries: str = ""  # empty: the built-in queries for the Python docs corpus
     rerank_k: int = 50
+    # `corpusmill serve`: the bearer token every request must carry (required off loopback)
+    api_token: str = field(default="", repr=False)
     eval_data: str = DEFAULT_EVAL_DATA  # a BEIR folder
     eval_db: str = "./data/eval-scifact"  # scratch store of `corpusmill eval`
     # The eval chunks with 254 tokens and no overlap (MiniLM's 256-token window minus [CLS]
@@ -72,6 +74,7 @@ class Settings:
             reranker=env.text("CORPUSMILL_RERANKER", cls.reranker),
             queries=env.text("CORPUSMILL_QUERIES", cls.queries),
             rerank_k=env.integer("CORPUSMILL_RERANK_K", cls.rerank_k),
+            api_token=env.text("CORPUSMILL_API_TOKEN", ""),
             eval_data=env.text("CORPUSMILL_EVAL_DATA", cls.eval_data),
             eval_db=env.text("CORPUSMILL_EVAL_DB", cls.eval_db),
             eval_chunk_tokens=env.integer("CORPUSMILL_CHUNK_TOKENS", cls.eval_chunk_tokens),

@@ -14,10 +14,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from corpusmill.errors import ConfigError
 from corpusmill.evaluation.beir import BeirSet
 from corpusmill.evaluation.metrics import NDCG_K, RECALL_K, mean_metrics
-from corpusmill.search import MODES
 
 RETRIEVE_DEPTH = 1000  # chunks per query: MTEB retrieves the top 1,000 documents
 SOURCE_LABEL = "scifact"  # the `source` the eval corpus gets in the store
+# Eval mode -> (search mode, fusion): `hybrid` is the default (convex) fusion, as served;
+# `hybrid-rrf` the same two lists fused by reciprocal rank fusion.
+SEARCH_OF = {
+    "vector": ("vector", "convex"),
+    "fts": ("fts", "convex"),
+    "hybrid": ("hybrid", "convex"),
+    "hybrid-rrf": ("hybrid", "rrf"),
+}
+MODES = tuple(SEARCH_OF)
 
 
 def doc_run(hits: Iterable, source: str) -> dict[str, float]:
@@ -49,8 +57,12 @@ def evaluate(
     results: dict[str, dict[str, float]] = {}
     for mode in modes:
         t0 = time.perf_counter()
+        search_mode, fusion = SEARCH_OF[mode]
         runs = {
-            qid: doc_run(searcher.search(text, k=depth, mode=mode, source=source), source)
+            qid: doc_run(
+                searcher.search(text, k=depth, mode=search_mode, fusion=fusion, source=source),
+                source,
+            )
             for qid, text in labelled.queries.items()
         }
         results[mode] = {**mean_metrics(runs, labelled.qrels), "seconds": time.perf_counter() - t0}

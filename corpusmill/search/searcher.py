@@ -6,25 +6,29 @@ The Python API behind `corpusmill search`:
     from corpusmill.search import Searcher
     hits = Searcher("./data/lancedb", embedder=Model()).search("catch an exception", k=5)
 
-Scores: vector = cosine similarity, fts = BM25, hybrid = reciprocal rank fusion of the
-vector and full-text top 100, reranked = the scorer's raw score (cross-encoder logit, or
+Scores: vector = cosine similarity, fts = BM25, hybrid = the vector and full-text top 100
+fused (`fusion.py`: a convex combination of min-max normalised scores by default, reciprocal
+rank fusion with `fusion="rrf"`), reranked = the scorer's raw score (cross-encoder logit, or
 bi-encoder cosine); `Hit.scorer` says which. Filters (`doc_id`, `source`, `partition`) are
 expression objects (`filters.build_filter`); a partition must be one of the 16 shard keys.
 """
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 from corpusmill.errors import ConfigError
 from corpusmill.maintenance import ANN_NPROBES, ANN_REFINE_FACTOR, ensure_fts_index, has_fts_index
 from corpusmill.model import Model
 from corpusmill.search.filters import build_filter
-from corpusmill.search.fusion import rrf_fuse
+from corpusmill.search.fusion import CONVEX_ALPHA, DEFAULT_FUSION, FUSIONS, fuse
 from corpusmill.search.hit import HIT_COLUMNS, Hit
 from corpusmill.search.rerank import rerank_hits
 from corpusmill.store import Store, check_card, table_card
 
 MODES = ("vector", "fts", "hybrid")
-HYBRID_DEPTH = 100  # each list fused by RRF is this deep (the BEIR hybrid setting)
+HYBRID_DEPTH = 100  # each list fused is this deep (the BEIR hybrid setting)
 
 
 class Searcher:
@@ -39,9 +43,22 @@ class Searcher:
         self.embedder = embedder or Model()
         self.reranker = reranker
         self._last_query: tuple[str | None, list[float]] = (None, [])
+        self._pinned = None  # set on the views `pinned()` returns
+
+    def pinned(self) -> Searcher:
+        """A view of this searcher fixed on the latest committed version of the table:
+        every list of one request (vector and full-text of a hybrid, the stored vectors of
+        a rerank) then reads the same version, and a commit made since the last request is
+        seen. Opening is one manifest read (~0.5 ms); the models are shared, not copied."""
+        view = copy.copy(self)
+        view._pinned = None
+        view._pinned = view.table
+        return view
 
     @property
     def table(self):
+        if self._pinned is not None:
+            return self._pinned
         table = self.store.open("embeddings")
         if table is None:
             raise ConfigError(
@@ -73,31 +90,54 @@ class Searcher:
         doc_id: str | None = None,
         source: str | None = None,
         partition: str | None = None,
+        fusion: str = DEFAULT_FUSION,
+        vector: Any = None,
     ) -> list[Hit]:
+        """`vector`: the query's vector if the caller embedded it already (a batch of
+        queries, the service's micro-batch); else it is embedded here when needed."""
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r} is not one of {MODES}")
+        if fusion not in FUSIONS:
+            raise ConfigError(f"fusion={fusion!r} is not one of {FUSIONS}")
         if not query.strip():
             raise ConfigError("empty query")
         where = build_filter(doc_id, source, partition)
         depth = max(k, candidates if rerank else k)
+        qvec = None if vector is None else [float(x) for x in vector]
         if mode == "vector":
-            hits = self.vector(query, depth, where)
+            hits = self.vector(query, depth, where, qvec=qvec)
         elif mode == "fts":
             hits = self.fulltext(query, depth, where)
         else:
-            hits = self.hybrid(query, depth, where)
+            hits = self.hybrid(query, depth, where, fusion=fusion, qvec=qvec)
         if rerank:
-            hits = self._rerank(query, hits)
+            hits = self._rerank(query, hits, qvec)
         return hits[:k]
 
-    def _rerank(self, query: str, hits: list[Hit]) -> list[Hit]:
+    def search_many(self, queries: list[str], k: int = 10, mode: str = "vector", **options):
+        """`search` for each query, the query vectors embedded together in one pass."""
+        if not queries:
+            return []
+        vectors = [None] * len(queries)
+        if self.needs_vector(mode, options.get("rerank", False)):
+            vectors = self.embed_queries(queries)
+        return [
+            self.search(q, k, mode, vector=v, **options)
+            for q, v in zip(queries, vectors, strict=True)
+        ]
+
+    def needs_vector(self, mode: str, rerank: bool = False) -> bool:
+        """fts needs no query vector, unless the bi-encoder reranks (it scores with it)."""
+        cross = self.reranker is not None and self.reranker.configured
+        return mode != "fts" or (rerank and not cross)
+
+    def _rerank(self, query: str, hits: list[Hit], qvec=None) -> list[Hit]:
         if self.reranker is not None and self.reranker.configured:
             return rerank_hits(query, hits, cross_encoder=self.reranker)
         # Bi-encoder scoring: the passages' vectors are in the table already.
         vectors = self.stored_vectors([h.chunk_id for h in hits]) if hits else {}
-        return rerank_hits(
-            query, hits, embedder=self.embedder, stored=(self.embed_query(query), vectors)
-        )
+        qvec = qvec if qvec is not None else self.embed_query(query)
+        return rerank_hits(query, hits, embedder=self.embedder, stored=(qvec, vectors))
 
     def stored_vectors(self, chunk_ids: list[str]) -> dict[str, list[float]]:
         from lancedb.expr import col, lit
@@ -106,10 +146,11 @@ class Searcher:
         rows = self.table.search().where(where).select(["chunk_id", "vector"]).limit(None)
         return {r["chunk_id"]: r["vector"] for r in rows.to_list()}
 
-    def vector(self, query: str, k: int, where=None) -> list[Hit]:
+    def vector(self, query: str, k: int, where=None, qvec=None) -> list[Hit]:
         # nprobes/refine only matter once upkeep has built the ANN index; before that the
         # search is an exact flat scan.
-        q = self.table.search(self.embed_query(query)).distance_type("cosine").nprobes(ANN_NPROBES)
+        qvec = self.embed_query(query) if qvec is None else qvec
+        q = self.table.search(qvec).distance_type("cosine").nprobes(ANN_NPROBES)
         if ANN_REFINE_FACTOR:
             q = q.refine_factor(ANN_REFINE_FACTOR)
         if where is not None:
@@ -126,16 +167,31 @@ class Searcher:
         rows = q.select(HIT_COLUMNS + ["_score"]).limit(k).to_list()
         return [Hit.from_row(r, float(r["_score"]), "fts") for r in rows]
 
-    def hybrid(self, query: str, k: int, where=None, depth: int = HYBRID_DEPTH) -> list[Hit]:
-        """Fuse the vector and full-text top `depth` by reciprocal rank fusion (ties broken
-        by chunk id, so the order is deterministic)."""
+    def hybrid(
+        self,
+        query: str,
+        k: int,
+        where=None,
+        depth: int = HYBRID_DEPTH,
+        *,
+        fusion: str = DEFAULT_FUSION,
+        alpha: float = CONVEX_ALPHA,
+        qvec=None,
+    ) -> list[Hit]:
+        """Fuse the vector and full-text top `depth` (`fusion.fuse`; ties broken by chunk
+        id, so the order is deterministic)."""
         depth = max(depth, k)
-        vec = self.vector(query, depth, where)
+        vec = self.vector(query, depth, where, qvec=qvec)
         fts = self.fulltext(query, depth, where)
-        fused = rrf_fuse([[h.chunk_id for h in vec], [h.chunk_id for h in fts]])
+        ranked = fuse(
+            [(h.chunk_id, h.score) for h in vec],
+            [(h.chunk_id, h.score) for h in fts],
+            fusion,
+            alpha=alpha,
+            k=k,
+        )
         by_id = {h.chunk_id: h for h in fts + vec}
-        ranked = sorted(fused, key=lambda c: (-fused[c], c))[:k]
-        return [by_id[c].rescored(fused[c], "hybrid") for c in ranked]
+        return [by_id[c].rescored(score, "hybrid") for c, score in ranked]
 
     def ensure_fts_index(self) -> None:
         """Build the full-text index on first use if upkeep has not yet. Building is a

@@ -93,3 +93,45 @@ def test_bad_partition_is_a_clear_error(env):
         timeout=120,
     )
     assert out.returncode == 2 and "shard-00" in out.stderr
+
+
+@pytest.mark.slow
+def test_queries_file_gives_one_json_line_per_query_as_the_searcher_does(
+    env, tmp_path, tiny_embedder_path
+):
+    from corpusmill.search import Searcher
+
+    queries = [("a", "catch an exception"), (7, "context manager"), ("b", "injection")]
+    path = tmp_path / "queries.jsonl"
+    path.write_text("".join(json.dumps({"id": q, "text": t}) + "\n" for q, t in queries))
+    for mode in ("vector", "fts", "hybrid"):
+        out = subprocess.run(
+            [sys.executable, "-m", "app.cli", "search", "--queries", str(path)]
+            + ["--mode", mode, "--k", "2", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        lines = [json.loads(line) for line in out.stdout.splitlines()]
+        assert [line["id"] for line in lines] == [q for q, _ in queries]
+        embedder = Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32"))
+        reference = Searcher(env["CORPUSMILL_DB"], embedder=embedder)
+        for line, (_, text) in zip(lines, queries, strict=True):
+            want = reference.search(text, k=2, mode=mode)
+            assert [h["chunk_id"] for h in line["hits"]] == [h.chunk_id for h in want]
+            assert [h["score"] for h in line["hits"]] == pytest.approx([h.score for h in want])
+
+
+def test_queries_file_with_a_bad_line_names_it(env, tmp_path):
+    path = tmp_path / "queries.jsonl"
+    path.write_text('{"id": 1, "text": "fine"}\n{"id": 2}\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "search", "--queries", str(path), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "queries.jsonl:2" in out.stderr

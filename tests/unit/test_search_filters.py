@@ -8,7 +8,7 @@ from corpusmill.ids import partition_of
 from corpusmill.model import Model, ModelSpec
 from corpusmill.search import Searcher
 from corpusmill.search.filters import build_filter
-from corpusmill.search.fusion import rrf_fuse
+from corpusmill.search.fusion import CONVEX_ALPHA, convex_fuse, rrf_fuse
 from corpusmill.store import Store, rows_to_table
 
 HOSTILE = [
@@ -116,15 +116,25 @@ def test_fulltext_finds_the_word_and_ranks_by_bm25(searcher):
     assert searcher.search("he said \"x' OR (1=1); --", k=3, mode="fts") == []
 
 
-def test_hybrid_is_rrf_of_vector_and_fulltext(searcher):
+def test_hybrid_rrf_is_rrf_of_vector_and_fulltext(searcher):
     query = "context manager with statement"
     vec = searcher.vector(query, 100)
     fts = searcher.fulltext(query, 100)
     expected = rrf_fuse([[h.chunk_id for h in vec], [h.chunk_id for h in fts]])
-    hits = searcher.search(query, k=5, mode="hybrid")
+    hits = searcher.search(query, k=5, mode="hybrid", fusion="rrf")
     assert [h.chunk_id for h in hits] == sorted(expected, key=lambda c: (-expected[c], c))[:5]
     assert hits[0].score == pytest.approx(expected[hits[0].chunk_id])
     assert {h.scorer for h in hits} == {"hybrid"}
+
+
+def test_hybrid_default_is_the_convex_fusion_of_the_two_lists(searcher):
+    query = "context manager with statement"
+    vec = {h.chunk_id: h.score for h in searcher.vector(query, 100)}
+    fts = {h.chunk_id: h.score for h in searcher.fulltext(query, 100)}
+    expected = convex_fuse(vec, fts, CONVEX_ALPHA)
+    hits = searcher.search(query, k=5, mode="hybrid")
+    assert [h.chunk_id for h in hits] == sorted(expected, key=lambda c: (-expected[c], c))[:5]
+    assert [h.score for h in hits] == pytest.approx([expected[h.chunk_id] for h in hits])
 
 
 def test_rrf_fuse_formula():
