@@ -9,8 +9,8 @@ import dagster as dg
 from assets.corpus import chunked_documents, raw_corpus
 from assets.embeddings import embeddings
 from assets.evaluation import retrieval_quality
+from assets.jobs import ingest_job
 from assets.maintenance import store_upkeep, upkeep_job, upkeep_schedule
-from assets.partitions import shards
 from assets.rerank import rerank_scores
 from corpusmill.config import Settings, prepare_process
 from resources import build_resources
@@ -18,13 +18,6 @@ from sensors import build_inbox_sensor
 
 prepare_process()
 settings = Settings.from_env()
-
-ingest_job = dg.define_asset_job(
-    "ingest",
-    selection=[raw_corpus, chunked_documents, embeddings],
-    partitions_def=shards,
-    description="sources -> documents -> chunks -> embeddings, all requested shards in one run",
-)
 
 defs = dg.Definitions(
     assets=[

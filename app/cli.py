@@ -20,6 +20,7 @@ def _quiet() -> None:
 
 
 def cmd_ingest(args, settings: Settings) -> int:
+    from app.progress import ingest_progress
     from app.runs import instance_for_cli, run_ingest
     from resources import build_resources
 
@@ -28,12 +29,14 @@ def cmd_ingest(args, settings: Settings) -> int:
         sources = list(settings.sources) if not sources else sources + ["pydoc"]
     if args.label and len(args.paths) == 1:
         sources = [f"{args.label}={args.paths[0]}"]
-    summary = run_ingest(
-        sources,
-        resources=build_resources(settings),
-        instance=instance_for_cli(),
-        with_rerank=args.rerank,
-    )
+    with ingest_progress(args.json) as progress:
+        summary = run_ingest(
+            sources,
+            resources=build_resources(settings),
+            instance=instance_for_cli(),
+            with_rerank=args.rerank,
+            progress=progress,
+        )
     if args.json:
         print(json.dumps(summary))
     else:

@@ -1,12 +1,15 @@
 """Run the asset graph in-process through Dagster: what `corpusmill ingest` and the tests use.
 
-There is no second code path: this calls `dagster.materialize` on the same assets that
-`definitions.py` lists, with resources built by the same `build_resources`, for a range
-of shards in one run (so the model is loaded once), and summarises the metadata.
+There is no second code path: this executes the `ingest` job (assets/jobs.py, the one
+`definitions.py` lists) on the same assets, with resources built by the same
+`build_resources`, for a range of shards in one run (so the model is loaded once), and
+summarises the metadata. The run is recorded under the job name `ingest`, so a CLI run
+reads in the UI like one launched there.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -14,10 +17,12 @@ from typing import Any
 
 import dagster as dg
 
-from assets.corpus import chunked_documents, raw_corpus
-from assets.embeddings import embeddings
+from assets.embeddings import PROGRESS_EXTRA
+from assets.jobs import INGEST_ASSETS, ingest_job, ingest_job_with_rerank
 from assets.partitions import partition_range_tags
 from assets.rerank import rerank_scores
+from assets.shard_metadata import RUN_PREFIX
+from corpusmill.engine.progress import Progress, ProgressCallback
 from corpusmill.ids import ALL_PARTITIONS
 
 
@@ -27,6 +32,32 @@ def instance_for_cli() -> dg.DagsterInstance:
         os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
+
+
+class _ProgressHandler(logging.Handler):
+    """Hands the numbers a progress log line carries (`extra=`) to a callback."""
+
+    def __init__(self, callback: ProgressCallback) -> None:
+        super().__init__(logging.INFO)
+        self.callback = callback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = getattr(record, PROGRESS_EXTRA, None)
+        if fields:
+            self.callback(Progress(**fields))
+
+
+def progress_logger(callback: ProgressCallback) -> dg.LoggerDefinition:
+    """A Dagster logger that feeds the embeddings step's progress lines to `callback`.
+    A logger, not a side channel, so progress reaches the CLI the way it reaches the UI."""
+
+    @dg.logger(description="the embeddings step's progress, for a progress bar")
+    def _progress(_init_context) -> logging.Logger:
+        log = logging.Logger("corpusmill.progress", logging.INFO)  # private, not registered
+        log.addHandler(_ProgressHandler(callback))
+        return log
+
+    return _progress
 
 
 def run_ingest(
@@ -41,26 +72,40 @@ def run_ingest(
     log_level: str = "WARNING",
     with_rerank: bool = False,
     rerank_config: dict[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+    progress_every_s: float | None = None,
 ) -> dict[str, Any]:
-    """Materialise raw_corpus -> chunked_documents -> embeddings (-> rerank_scores when
-    `with_rerank`) for `sources` over `partitions` in one run, with `resources` as
-    `resources.build_resources(settings)` makes them; returns a summary dict."""
+    """Execute the `ingest` job (raw_corpus -> chunked_documents -> embeddings, with
+    rerank_scores when `with_rerank`) for `sources` over `partitions` in one run, with
+    `resources` as `resources.build_resources(settings)` makes them; `progress` hears the
+    embeddings step's progress. Returns a summary dict."""
     t0 = time.perf_counter()
-    run_config = {
-        "ops": {
-            "raw_corpus": {"config": {"sources": list(sources), **(corpus_config or {})}},
-            "chunked_documents": {"config": dict(chunk_config or {})},
-        },
+    ops: dict[str, Any] = {
+        "raw_corpus": {"config": {"sources": list(sources), **(corpus_config or {})}},
+        "chunked_documents": {"config": dict(chunk_config or {})},
+    }
+    if progress_every_s is not None:
+        ops["embeddings"] = {"config": {"progress_every_s": progress_every_s}}
+    loggers: dict[str, Any] = {"console": dg.colored_console_logger}
+    run_config: dict[str, Any] = {
+        "ops": ops,
         "loggers": {"console": {"config": {"log_level": log_level}}},
     }
-    selection = [raw_corpus, chunked_documents, embeddings]
+    if progress is not None:
+        loggers["progress"] = progress_logger(progress)
+        run_config["loggers"]["progress"] = {}
+    job = ingest_job
     if with_rerank:
-        selection.append(rerank_scores)
-        run_config["ops"]["rerank_scores"] = {"config": dict(rerank_config or {})}
-    result = dg.materialize(
-        selection,
-        run_config=run_config,
+        job = ingest_job_with_rerank()
+        ops["rerank_scores"] = {"config": dict(rerank_config or {})}
+    defs = dg.Definitions(
+        assets=[*INGEST_ASSETS, rerank_scores],
+        jobs=[job],
         resources=resources,
+        loggers=loggers,
+    )
+    result = defs.resolve_job_def("ingest").execute_in_process(
+        run_config=run_config,
         instance=instance,
         tags={**partition_range_tags(partitions), **(tags or {})},
     )
@@ -68,11 +113,13 @@ def run_ingest(
 
 
 def _values(event) -> dict[str, Any]:
+    """An event's metadata as plain values, `run_` prefixes dropped (see assets/shard_metadata.py)."""
     meta = event.event_specific_data.materialization.metadata
-    return {k: getattr(v, "value", v) for k, v in meta.items()}
+    return {k.removeprefix(RUN_PREFIX): getattr(v, "value", v) for k, v in meta.items()}
 
 
 def summarise(result, seconds: float) -> dict[str, Any]:
+    """The run's figures (the materialisations' run-level metadata) as one flat dict."""
     by_asset: dict[str, dict[str, Any]] = {}
     for event in result.get_asset_materialization_events():
         key = event.event_specific_data.materialization.asset_key.to_user_string()
@@ -95,6 +142,7 @@ def summarise(result, seconds: float) -> dict[str, Any]:
         "rows": emb.get("rows", 0),
         "tokens": emb.get("tokens", 0),
         "pretokenized_items": emb.get("pretokenized_items", 0),
+        # Absent when nothing was embedded (no throughput to speak of): 0 here.
         "tokens_per_s": emb.get("tokens_per_s", 0.0),
         "padding_fraction": emb.get("padding_fraction", 0.0),
         "model_load_seconds": emb.get("model_load_seconds", 0.0),
