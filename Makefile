@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export CORPUSMILL_DB ?= ./data/lancedb
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+DEV_PORT ?= 3000
 
 .PHONY: install demo test test-all dev eval bench lint format clean
 
@@ -34,7 +35,7 @@ test-all: $(STAMP) ## everything, GPU and browser tests included where the machi
 dev: $(STAMP) ## Dagster webserver on 127.0.0.1:3000 plus the daemon (sensors, schedules)
 	mkdir -p $(DAGSTER_HOME) $${CORPUSMILL_INBOX:-./data/inbox}
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	exec $(PY) -m app.dev --host 127.0.0.1 --port $(DEV_PORT) --workspace workspace.yaml
 
 eval: $(STAMP) ## nDCG@10 / Recall@100 on BEIR SciFact from ../shared/eval/scifact
 	$(VENV)/bin/corpusmill eval

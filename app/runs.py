@@ -16,12 +16,16 @@ from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
+from dagster._core.errors import DagsterAssetCheckFailedError  # not exported by `dagster`
+from dagster._core.utils import make_new_run_id
 
+from assets.checks import EMBEDDINGS_CHECKS
 from assets.embeddings import PROGRESS_EXTRA
 from assets.jobs import INGEST_ASSETS, ingest_job, ingest_job_with_rerank
 from assets.partitions import partition_range_tags
 from assets.rerank import rerank_scores
 from assets.shard_metadata import RUN_PREFIX
+from assets.specs import with_specs
 from corpusmill.engine.progress import Progress, ProgressCallback
 from corpusmill.ids import ALL_PARTITIONS
 
@@ -99,17 +103,50 @@ def run_ingest(
         job = ingest_job_with_rerank()
         ops["rerank_scores"] = {"config": dict(rerank_config or {})}
     defs = dg.Definitions(
-        assets=[*INGEST_ASSETS, rerank_scores],
+        assets=with_specs([*INGEST_ASSETS, rerank_scores], resources),
+        asset_checks=EMBEDDINGS_CHECKS,
         jobs=[job],
         resources=resources,
         loggers=loggers,
     )
-    result = defs.resolve_job_def("ingest").execute_in_process(
-        run_config=run_config,
-        instance=instance,
-        tags={**partition_range_tags(partitions), **(tags or {})},
-    )
+    instance = instance or dg.DagsterInstance.ephemeral()
+    run_id = make_new_run_id()
+    try:
+        result = defs.resolve_job_def("ingest").execute_in_process(
+            run_config=run_config,
+            instance=instance,
+            run_id=run_id,
+            tags={**partition_range_tags(partitions), **(tags or {})},
+        )
+    except DagsterAssetCheckFailedError:
+        # A blocking check failed: the data is written but wrong, and downstream was
+        # skipped. Not a crash: report the run (success false, which check) from its log.
+        result = _LoggedRun(instance, run_id)
     return summarise(result, time.perf_counter() - t0)
+
+
+class _LoggedRun:
+    """What `summarise` reads of a run result, from the instance's event log."""
+
+    success = False
+
+    def __init__(self, instance: dg.DagsterInstance, run_id: str) -> None:
+        self.run_id = run_id
+        self.all_events = [r.dagster_event for r in instance.all_logs(run_id) if r.dagster_event]
+
+    def get_asset_materialization_events(self) -> list:
+        return [
+            e for e in self.all_events if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+        ]
+
+
+def _checks(result) -> dict[str, bool]:
+    """check name -> passed, for the asset checks the run evaluated."""
+    return {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    }
 
 
 def _values(event) -> dict[str, Any]:
@@ -153,5 +190,6 @@ def summarise(result, seconds: float) -> dict[str, Any]:
         "rerank_pairs_scored": rerank.get("pairs_scored", 0),
         "rerank_pairs_reused": rerank.get("pairs_reused", 0),
         "rerank_rows": rerank.get("rows", 0),
+        "checks": _checks(result),
         "seconds": round(seconds, 2),
     }

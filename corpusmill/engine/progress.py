@@ -96,6 +96,12 @@ class ProgressMeter:
         self._last_batches = 0
         self._lock = threading.Lock()
 
+    def begin(self) -> None:
+        """Start the clock now (the engine calls it when the first window is on its way, so
+        the model's load time does not count against tokens/s)."""
+        with self._lock:
+            self._start = self._last = self.clock()
+
     def advance(self, items: int, tokens: int) -> None:
         """One batch finished with `items` items of `tokens` real tokens."""
         with self._lock:

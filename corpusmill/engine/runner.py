@@ -111,6 +111,8 @@ class BatchEngine:
         writer = threading.Thread(
             target=self._write, args=(to_write, sink, stats, errors, stop, progress), daemon=True
         )
+        if progress is not None:
+            progress.begin()
         producer.start()
         writer.start()
         try:

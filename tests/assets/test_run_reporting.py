@@ -17,6 +17,8 @@ from resources import (
 )
 from tests.assets.corpora import write_corpus
 
+CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
+
 
 @pytest.fixture
 def resources(db_uri, tiny_embedder_path):
@@ -56,7 +58,7 @@ def test_progress_lines_shard_observations_and_run_level_metadata(tmp_path, reso
         [str(corpus)],
         resources=resources,
         instance=instance,
-        chunk_config={"chunk_tokens": 24, "chunk_overlap": 4},
+        chunk_config=CHUNKS,
         progress=heard.append,
         progress_every_s=0.0,  # a report per batch, so a tiny corpus still shows several
     )
@@ -99,9 +101,34 @@ def test_progress_lines_shard_observations_and_run_level_metadata(tmp_path, reso
         [str(corpus)],
         resources=resources,
         instance=instance,
-        chunk_config={"chunk_tokens": 24, "chunk_overlap": 4},
+        chunk_config=CHUNKS,
     )
     assert again["chunks_embedded"] == 0
     meta = _latest_metadata(instance, "embeddings", "shard-07")
     assert "run_tokens_per_s" not in meta and "run_gpu" not in meta
     assert meta["run_chunks_reused"].value == summary["chunks_embedded"]
+
+
+def test_embeddings_checks_pass_on_a_run_and_a_failing_one_blocks_rerank_scores(
+    tmp_path, resources, db_uri
+):
+    corpus = write_corpus(tmp_path / "corpus", n_docs=4, min_sentences=3)
+    instance = dg.DagsterInstance.ephemeral()
+    summary = run_ingest([str(corpus)], resources=resources, instance=instance, chunk_config=CHUNKS)
+    assert summary["success"]
+    assert summary["checks"] == {
+        "vectors_valid": True,
+        "one_embedding_per_chunk": True,
+        "model_card_matches": True,
+    }
+    # A duplicate row (what a non-atomic writer could leave behind): the coverage check
+    # fails, and being blocking it stops rerank_scores in the same run.
+    table = Store(db_uri).open("embeddings")
+    table.add(table.search().limit(1).to_arrow())
+    broken = run_ingest(
+        [str(corpus)], resources=resources, instance=instance, chunk_config=CHUNKS, with_rerank=True
+    )
+    assert not broken["success"]
+    assert broken["checks"]["one_embedding_per_chunk"] is False
+    assert broken["checks"]["vectors_valid"] is True
+    assert broken["rerank_rows"] == 0 and Store(db_uri).open("rerank_scores") is None
