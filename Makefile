@@ -9,7 +9,7 @@ export CORPUSMILL_DB ?= ./data/lancedb
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 DEV_PORT ?= 3000
 
-.PHONY: install demo test test-all dev eval bench lint format clean
+.PHONY: install demo test test-all test-browser dev eval bench lint format clean
 
 # The grep drops this machine's notes about missing local mirror folders, not pip's errors.
 $(STAMP): pyproject.toml
@@ -31,6 +31,9 @@ test: $(STAMP) ## the suite CI runs (no GPU, no browser)
 
 test-all: $(STAMP) ## everything, GPU and browser tests included where the machine has them
 	$(PY) -m pytest -q
+
+test-browser: $(STAMP) ## the Dagster UI in headless Chromium (needs Debian chromium + chromium-driver); screenshots in artifacts/browser/
+	$(PY) -m pytest -q -m browser tests/e2e/test_ui_browser.py
 
 dev: $(STAMP) ## Dagster webserver on 127.0.0.1:3000 plus the daemon (sensors, schedules)
 	mkdir -p $(DAGSTER_HOME) $${CORPUSMILL_INBOX:-./data/inbox}
