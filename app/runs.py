@@ -103,7 +103,7 @@ def run_ingest(
         job = ingest_job_with_rerank()
         ops["rerank_scores"] = {"config": dict(rerank_config or {})}
     defs = dg.Definitions(
-        assets=with_specs([*INGEST_ASSETS, rerank_scores], resources),
+        assets=with_specs([*INGEST_ASSETS, *([rerank_scores] if with_rerank else [])], resources),
         asset_checks=EMBEDDINGS_CHECKS,
         jobs=[job],
         resources=resources,

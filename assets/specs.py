@@ -41,8 +41,11 @@ COLUMN_SCHEMAS = {
 
 
 def _card(model_resource) -> Any:
-    """The model's card from its folder's files (no weights), or None if unreadable: the
-    definitions must load even when a model path is wrong; the run will say why."""
+    """The model's card from its folder's files (no weights), or None if there is no such
+    resource or its folder is unreadable: the definitions must load even when a model path
+    is wrong; the run will say why."""
+    if model_resource is None:
+        return None
     try:
         return model_resource.model.card if model_resource.configured else None
     except Exception:
@@ -56,7 +59,7 @@ def with_specs(assets: Sequence[dg.AssetsDefinition], resources: dict) -> list:
     versions = code_versions(
         _card(resources["embedder"]),
         chunker_version(settings.chunk_tokens, settings.chunk_overlap),
-        _card(resources["reranker"]),
+        _card(resources.get("reranker")),
     )
 
     def spec(s: dg.AssetSpec) -> dg.AssetSpec:
