@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export CORPUSMILL_DB ?= ./data/lancedb
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+DEV_PORT ?= 3000
 
-.PHONY: install demo test test-fast test-all dev eval bench bench-gpu bench-search bench-inbox bench-ann gpu-pack lint typecheck format clean
+.PHONY: install demo test test-fast test-all test-browser dev eval bench bench-gpu bench-search bench-inbox bench-ann gpu-pack lint typecheck format clean
 
 # The grep drops this machine's notes about missing local mirror folders, not pip's errors.
 $(STAMP): pyproject.toml
@@ -39,10 +40,13 @@ test-fast: $(STAMP) ## pure logic and asset tests with tiny models (about a minu
 test-all: $(STAMP) ## everything, GPU and browser tests included where the machine has them
 	$(PY) -m pytest -q
 
+test-browser: $(STAMP) ## the Dagster UI in headless Chromium (needs Debian chromium + chromium-driver); screenshots in artifacts/browser/
+	$(PY) -m pytest -q -m browser tests/e2e/test_ui_browser.py
+
 dev: $(STAMP) ## Dagster webserver on 127.0.0.1:3000 plus the daemon (sensors, schedules)
 	mkdir -p $(DAGSTER_HOME) $${CORPUSMILL_INBOX:-./data/inbox}
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	exec $(PY) -m app.dev --host 127.0.0.1 --port $(DEV_PORT) --workspace workspace.yaml
 
 eval: $(STAMP) ## nDCG@10 / Recall@100 on BEIR SciFact from ../shared/eval/scifact
 	$(VENV)/bin/corpusmill eval

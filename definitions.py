@@ -1,40 +1,42 @@
-"""The whole corpusmill graph in one place: assets, resources, jobs, sensors, executor.
+"""The whole corpusmill graph in one place: assets, checks, resources, jobs, sensors, executor.
 
 The configuration is read here, once (`Settings.from_env()`), and handed to the resources
-and the sensor; nothing below reads the environment.
+and the sensor; nothing below reads the environment. The assets get their owners, column
+schemas and code versions (which follow the configured model and chunker) from
+`assets.specs.with_specs`.
 """
 
 import dagster as dg
 
+from assets.checks import EMBEDDINGS_CHECKS
 from assets.corpus import chunked_documents, raw_corpus
 from assets.embeddings import embeddings
 from assets.evaluation import retrieval_quality
+from assets.jobs import ingest_job
 from assets.maintenance import store_upkeep, upkeep_job, upkeep_schedule
-from assets.partitions import shards
 from assets.rerank import rerank_scores
+from assets.specs import with_specs
 from corpusmill.config import Settings, prepare_process
 from resources import build_resources
 from sensors import build_inbox_sensor
 
 prepare_process()
 settings = Settings.from_env()
-
-ingest_job = dg.define_asset_job(
-    "ingest",
-    selection=[raw_corpus, chunked_documents, embeddings],
-    partitions_def=shards,
-    description="sources -> documents -> chunks -> embeddings, all requested shards in one run",
-)
+resources = build_resources(settings)
 
 defs = dg.Definitions(
-    assets=[
-        raw_corpus,
-        chunked_documents,
-        embeddings,
-        rerank_scores,
-        retrieval_quality,
-        store_upkeep,
-    ],
+    assets=with_specs(
+        [
+            raw_corpus,
+            chunked_documents,
+            embeddings,
+            rerank_scores,
+            retrieval_quality,
+            store_upkeep,
+        ],
+        resources,
+    ),
+    asset_checks=EMBEDDINGS_CHECKS,
     jobs=[ingest_job, upkeep_job],
     schedules=[upkeep_schedule],
     sensors=[
@@ -45,7 +47,10 @@ defs = dg.Definitions(
             max_file_bytes=settings.max_file_bytes,
         )
     ],
-    resources=build_resources(settings),
+    resources=resources,
+    # Runs print INFO and up to the console (`make dev`'s terminal); the run log in the UI
+    # still records every event, DEBUG included.
+    loggers={"console": dg.colored_console_logger.configured({"log_level": "INFO"})},
     # In-process: the model resource is initialised once and shared by every step.
     executor=dg.in_process_executor,
 )

@@ -8,18 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 
 from corpusmill.config import Settings, prepare_process
 from corpusmill.errors import ConfigError, CorpusmillError
 
 
-def _quiet() -> None:
-    # Dagster marks backfill policies beta, pynvml warns it is a shim: noise on a CLI.
-    warnings.filterwarnings("ignore")
-
-
 def cmd_ingest(args, settings: Settings) -> int:
+    from app.progress import ingest_progress
     from app.runs import instance_for_cli, run_ingest
     from resources import build_resources
 
@@ -28,12 +23,14 @@ def cmd_ingest(args, settings: Settings) -> int:
         sources = list(settings.sources) if not sources else sources + ["pydoc"]
     if args.label and len(args.paths) == 1:
         sources = [f"{args.label}={args.paths[0]}"]
-    summary = run_ingest(
-        sources,
-        resources=build_resources(settings),
-        instance=instance_for_cli(),
-        with_rerank=args.rerank,
-    )
+    with ingest_progress(args.json) as progress:
+        summary = run_ingest(
+            sources,
+            resources=build_resources(settings),
+            instance=instance_for_cli(),
+            with_rerank=args.rerank,
+            progress=progress,
+        )
     if args.json:
         print(json.dumps(summary))
     else:
@@ -144,11 +141,22 @@ def cmd_eval(args, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="corpusmill", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="corpusmill",
+        description="Ingest files into a corpusmill store (LanceDB at CORPUSMILL_DB), search\n"
+        "it, and measure retrieval quality. `corpusmill COMMAND --help` explains each\ncommand.",
+        epilog="examples:\n  corpusmill ingest docs/ notes.md\n"
+        '  corpusmill search "how do I catch an exception" --k 5\n  corpusmill eval',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     ing = sub.add_parser(
-        "ingest", help="run the asset graph on files, folders or the built-in corpus"
+        "ingest",
+        help="run the asset graph on files, folders or the built-in corpus",
+        description="Run the `ingest` job (raw_corpus -> chunked_documents -> embeddings) "
+        "over all 16 shards in one run, into CORPUSMILL_DB; recorded in the Dagster "
+        "instance when DAGSTER_HOME is set. Shows a progress bar on a terminal.",
     )
     ing.add_argument(
         "paths",
@@ -159,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--default", action="store_true", help="ingest the built-in Python docs corpus"
     )
     ing.add_argument("--label", help="source label for a single PATH (default: its absolute path)")
-    ing.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    ing.add_argument(
+        "--json",
+        action="store_true",
+        help="print only the summary, as one JSON object (no progress output)",
+    )
     ing.add_argument(
         "--rerank",
         action="store_true",
@@ -167,15 +179,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ing.set_defaults(func=cmd_ingest)
 
-    s = sub.add_parser("search", help="search the embeddings table")
-    s.add_argument("query", nargs="?")
+    s = sub.add_parser(
+        "search",
+        help="search the embeddings table",
+        description="Search the store at CORPUSMILL_DB (default ./data/lancedb); prints the "
+        "best hits first, each with its score, document id, shard and a snippet.",
+    )
+    s.add_argument("query", nargs="?", help="the text to search for (quote it if it has spaces)")
     s.add_argument(
         "--queries",
         metavar="FILE.jsonl",
         help='one {"id", "text"} per line, embedded in one pass; one JSON line of hits each',
     )
-    s.add_argument("--k", type=int, default=10)
-    s.add_argument("--mode", choices=["vector", "fts", "hybrid"], default="vector")
+    s.add_argument("--k", type=int, default=10, help="how many hits to print (default 10)")
+    s.add_argument(
+        "--mode",
+        choices=["vector", "fts", "hybrid"],
+        default="vector",
+        help="vector: cosine over the embeddings; fts: BM25 over the chunk text; hybrid: "
+        "both, fused (see --fusion) (default vector)",
+    )
     s.add_argument(
         "--fusion",
         choices=["convex", "rrf"],
@@ -193,7 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--doc-id", help="only this document id (exact match)")
     s.add_argument("--source", help="only this source label, e.g. pydoc")
     s.add_argument("--partition", help="only this shard, shard-00 .. shard-15")
-    s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="print the hits as one JSON list (text, score, doc_id, chunk_id, source, uri, "
+        "partition, position), best first",
+    )
     s.set_defaults(func=cmd_search)
 
     v = sub.add_parser("serve", help="HTTP JSON search service, model resident (see /docs)")
@@ -214,14 +242,19 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="nDCG@10 / Recall@100 on BEIR SciFact (../shared/eval/scifact)")
     e.add_argument("--data", default=None, help="BEIR folder (default: ../shared/eval/scifact)")
     e.add_argument("--db", default=None, help="scratch LanceDB dir (default: ./data/eval-scifact)")
-    e.add_argument("--modes", default="vector,fts,hybrid,hybrid-rrf")
-    e.add_argument("--limit-queries", type=int, default=0)
+    e.add_argument(
+        "--modes",
+        default="vector,fts,hybrid,hybrid-rrf",
+        help="comma-separated search modes to score",
+    )
+    e.add_argument(
+        "--limit-queries", type=int, default=0, help="score only the first N queries (0: all)"
+    )
     e.set_defaults(func=cmd_eval)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    _quiet()
     prepare_process()
     args = build_parser().parse_args(argv)
     try:

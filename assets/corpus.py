@@ -7,6 +7,7 @@ and resource annotations at decoration time.)
 import dagster as dg
 
 from assets.partitions import STORE_POOL, one_run, shards
+from assets.shard_metadata import observe_shards, run_level
 from corpusmill.chunking import TokenChunker
 from corpusmill.sources import RecordFields, parse_source
 from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
@@ -40,6 +41,7 @@ def raw_corpus(
     """Documents read from the configured sources, one row each, with a content hash.
     Unreadable files go to the `quarantine` table with their reason; the run goes on."""
     from corpusmill.sync import sync_documents
+    from corpusmill.sync.shards import shard_counts
 
     sources = settings.sources if config.sources is None else config.sources
     max_file_bytes = (
@@ -56,13 +58,15 @@ def raw_corpus(
         )
     for q in report._quarantine[:20]:
         context.log.warning(f"quarantined {q.uri}: {q.reason}")
-    meta = report.as_metadata()
-    meta["unavailable_sources"] = ", ".join(meta["unavailable_sources"]) or "none"
+    observe_shards(context, shard_counts(db, "documents", context.partition_keys))
+    meta = run_level(report.as_metadata())
+    meta["unavailable_sources"] = ", ".join(meta.pop("run_unavailable_sources")) or "none"
     meta["quarantine_sample"] = dg.MetadataValue.md(
         "\n".join(f"- `{q.uri}`: {q.reason}" for q in report._quarantine[:20]) or "none"
     )
     meta["sources"] = ", ".join(sources)
     meta["table_version"] = db.version("documents")
+    meta["run_partitions"] = len(context.partition_keys)
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -92,6 +96,7 @@ def chunked_documents(
     """Chunks cut with the embedder's own tokenizer, never longer than its sequence limit.
     Needs only the tokenizer: the model's weights are not loaded here."""
     from corpusmill.sync import sync_chunks
+    from corpusmill.sync.shards import shard_counts
 
     model = embedder.model
     chunker = TokenChunker(
@@ -106,6 +111,11 @@ def chunked_documents(
         report = sync_chunks(db, chunker, context.partition_keys)
     if report.truncated:
         context.log.warning(f"{report.truncated} chunks exceed the model limit and were truncated")
-    meta = report.as_metadata()
+    observe_shards(
+        context, shard_counts(db, "chunks", context.partition_keys, sum_column="n_tokens")
+    )
+    meta = run_level(report.as_metadata())
+    meta["chunker"] = meta.pop("run_chunker")
     meta["table_version"] = db.version("chunks")
+    meta["run_partitions"] = len(context.partition_keys)
     return dg.MaterializeResult(metadata=meta)

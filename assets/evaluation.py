@@ -44,8 +44,15 @@ def retrieval_quality(
     embedder: EmbedderResource,
     settings: PipelineSettingsResource,
 ) -> dg.MaterializeResult:
-    """Mean nDCG@10 and Recall@100 per search mode over the labelled queries; a document
-    scores as its best chunk."""
+    """Mean nDCG@10 and Recall@100 per search mode over BEIR SciFact's labelled queries
+    (a document scores as its best chunk).
+
+    Needs, before you materialise it: (1) the BEIR folder at CORPUSMILL_EVAL_DATA (default
+    ../shared/eval/scifact: corpus.jsonl, queries.jsonl, qrels/test.tsv), and (2) that
+    corpus ingested under the source label `scifact`: `corpusmill ingest --label scifact
+    ../shared/eval/scifact/corpus.jsonl` (or `corpusmill eval`), or the ingest job with
+    raw_corpus config `sources: ["scifact=/path/to/corpus.jsonl"]`. Without them the run
+    fails at once with a message that says which is missing."""
     from corpusmill.errors import ConfigError
     from corpusmill.evaluation.beir import load_beir
     from corpusmill.evaluation.retrieval import evaluate
@@ -58,8 +65,10 @@ def retrieval_quality(
     chunks = db.count("embeddings", eq_filter("source", config.source))
     if chunks == 0:
         raise ConfigError(
-            f"no chunks of source {config.source!r} in {store.uri}: ingest the corpus first "
-            f"(corpusmill ingest --label {config.source} {labelled.corpus_path})"
+            f"retrieval_quality needs the labelled corpus in the store, and {store.uri} has "
+            f"no chunks of source {config.source!r}: ingest it first (`corpusmill ingest "
+            f"--label {config.source} {labelled.corpus_path}`, or the ingest job with "
+            f'raw_corpus config sources: ["{config.source}={labelled.corpus_path}"])'
         )
     searcher = Searcher(db, embedder=embedder.model)
     with db.write_lock():

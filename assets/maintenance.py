@@ -64,5 +64,8 @@ upkeep_job = dg.define_asset_job(
 upkeep_schedule = dg.ScheduleDefinition(
     job=upkeep_job,
     cron_schedule="0 3 * * *",
+    description="Nightly at 03:00 (the daemon's time zone): compact the tables, drop versions "
+    "older than an hour, refresh the search indexes. Waits in the corpusmill_store pool for "
+    "any run still writing.",
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )

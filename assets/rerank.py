@@ -12,6 +12,7 @@ import dagster as dg
 
 from assets.embeddings import embeddings
 from assets.partitions import STORE_POOL, one_run, shards
+from assets.shard_metadata import observe_shards, run_level
 from resources import (
     CrossEncoderResource,
     EmbedderResource,
@@ -51,6 +52,7 @@ def rerank_scores(
     from corpusmill.errors import ConfigError
     from corpusmill.queries import load_queries
     from corpusmill.rerank import PairScorer, sync_rerank_scores
+    from corpusmill.sync.shards import shard_counts
 
     k = settings.rerank_k if config.k is None else config.k
     query_set = settings.rerank_queries if config.queries is None else config.queries
@@ -66,9 +68,12 @@ def rerank_scores(
     db = store.store()
     with db.write_lock():
         report = sync_rerank_scores(db, queries, context.partition_keys, scorer, k=k)
+    observe_shards(context, shard_counts(db, "rerank_scores", context.partition_keys))
     meta = report.as_metadata()
+    identity = ("scorer", "reranker_id", "reranker_revision")
+    meta = run_level(meta, [k for k in meta if k not in identity])
     meta.update(scorer.model.lineage())
     meta["query_set"] = query_set or "built-in (Python docs)"
     meta["table_version"] = db.version("rerank_scores")
-    meta["partitions"] = len(context.partition_keys)
+    meta["run_partitions"] = len(context.partition_keys)
     return dg.MaterializeResult(metadata=meta)

@@ -21,6 +21,11 @@ CHUNKER_VERSION = "tok-v1"
 _BOUNDARY_SEARCH = 24  # tokens to look back for a word boundary before cutting mid-word
 
 
+def chunker_version(chunk_tokens: int, overlap: int) -> str:
+    """The chunker's identity without a tokenizer: algorithm version, size, overlap."""
+    return f"{CHUNKER_VERSION}:{chunk_tokens}:{overlap}"
+
+
 @dataclass(frozen=True)
 class Chunk:
     chunk_id: str
@@ -76,7 +81,7 @@ class TokenChunker:
     @property
     def version(self) -> str:
         """Goes into every chunk id: changing size or overlap gives new ids."""
-        return f"{CHUNKER_VERSION}:{self.chunk_tokens}:{self.overlap}"
+        return chunker_version(self.chunk_tokens, self.overlap)
 
     def chunk_documents(self, docs: Sequence[tuple[str, str]]) -> ChunkedBatch:
         """Chunk (doc_id, text) pairs; tokenises all texts in one batched call."""

@@ -37,6 +37,7 @@ import numpy as np
 
 from corpusmill.engine.batch import EngineStats, TokenIds, collate, is_out_of_memory
 from corpusmill.engine.batching import plan_batches, split_batch
+from corpusmill.engine.progress import ProgressMeter
 
 __all__ = ["BatchEngine", "EngineStats", "Sink", "TokenIds", "collate"]
 
@@ -83,12 +84,18 @@ class BatchEngine:
         return np.concatenate(parts), stats
 
     def run(
-        self, items: Iterable[Any], sink: Sink, text_of: Callable[[Any], Any] | None = None
+        self,
+        items: Iterable[Any],
+        sink: Sink,
+        text_of: Callable[[Any], Any] | None = None,
+        progress: ProgressMeter | None = None,
     ) -> EngineStats:
         """Encode `items` window by window; `sink(window_items, rows, failed)` is called once
         per window, in order, from the writer thread (rows in the window's input order;
         `failed` maps a window-local index to the reason it has no row). `text_of` picks
-        what to tokenise from an item, e.g. the text of a (key, text) pair."""
+        what to tokenise from an item, e.g. the text of a (key, text) pair. `progress` is
+        advanced as each batch's rows arrive (failed items count as done) and finished
+        when the run ends."""
         stats = EngineStats(final_max_batch_tokens=self.max_batch_tokens)
         to_forward: queue.Queue = queue.Queue(self.queue_depth)
         to_write: queue.Queue = queue.Queue(self.queue_depth)
@@ -102,8 +109,10 @@ class BatchEngine:
             daemon=True,
         )
         writer = threading.Thread(
-            target=self._write, args=(to_write, sink, stats, errors, stop), daemon=True
+            target=self._write, args=(to_write, sink, stats, errors, stop, progress), daemon=True
         )
+        if progress is not None:
+            progress.begin()
         producer.start()
         writer.start()
         try:
@@ -122,6 +131,8 @@ class BatchEngine:
         stats.final_max_batch_tokens = self.max_batch_tokens
         if errors:
             raise errors[0]
+        if progress is not None:
+            progress.finish()
         return stats
 
     # -- stages ---------------------------------------------------------------------
@@ -198,14 +209,14 @@ class BatchEngine:
                 _put(outbox, msg, stop)
                 continue
             _, indices, tokens, batch = msg
-            for sub_indices, rows, failure in self._forward_with_backoff(
+            for sub_indices, rows, failure, n_tokens in self._forward_with_backoff(
                 indices, tokens, batch, stats
             ):
-                _put(outbox, ("rows", sub_indices, rows, failure), stop)
+                _put(outbox, ("rows", sub_indices, rows, failure, n_tokens), stop)
             _put(outbox, ("batch_done",), stop)
 
     def _forward_with_backoff(self, indices, tokens, batch, stats: EngineStats):
-        """Yield (indices, rows, failure) for one planned batch.
+        """Yield (indices, rows, failure, real tokens) for one planned batch.
 
         On a CUDA out-of-memory the budget is halved for this batch *and* for the rest of
         the run (the safe size is remembered, not rediscovered per batch); a single input
@@ -229,15 +240,16 @@ class BatchEngine:
                 _release_cuda_cache()
                 stats.oom_retries += 1
                 if len(idx) == 1:
-                    yield idx, None, f"out of memory for a single input of {width} tokens"
+                    yield idx, None, f"out of memory for a single input of {width} tokens", 0
                     continue
                 self.max_batch_tokens = max(1, min(self.max_batch_tokens, width * len(idx)) // 2)
                 pending[:0] = self._resplit(idx, toks, lengths)
                 continue
+            real = sum(lengths[i] for i in idx)
             stats.batches += 1
-            stats.real_tokens += sum(lengths[i] for i in idx)
+            stats.real_tokens += real
             stats.padded_tokens += width * len(idx)
-            yield idx, rows, None
+            yield idx, rows, None, real
 
     def _resplit(self, idx, toks, lengths):
         by_index = dict(zip(idx, toks, strict=True))
@@ -251,7 +263,9 @@ class BatchEngine:
             for p in parts
         ]
 
-    def _write(self, inbox: queue.Queue, sink: Sink, stats: EngineStats, errors, stop) -> None:
+    def _write(
+        self, inbox: queue.Queue, sink: Sink, stats: EngineStats, errors, stop, progress
+    ) -> None:
         window: _Window | None = None
         try:
             while True:
@@ -268,16 +282,18 @@ class BatchEngine:
                     continue
                 assert window is not None
                 if kind == "rows":
-                    _, indices, rows, failure = msg
+                    _, indices, rows, failure, n_tokens = msg
                     if rows is None:
                         for i in indices:
                             window.failed[i] = failure
-                        continue
-                    if not isinstance(rows, np.ndarray):  # launched, still on the device
-                        t0 = time.perf_counter()
-                        rows = rows.wait()
-                        stats.device_wait_seconds += time.perf_counter() - t0
-                    window.put(indices, rows)
+                    else:
+                        if not isinstance(rows, np.ndarray):  # launched, still on the device
+                            t0 = time.perf_counter()
+                            rows = rows.wait()
+                            stats.device_wait_seconds += time.perf_counter() - t0
+                        window.put(indices, rows)
+                    if progress is not None:
+                        progress.advance(len(indices), n_tokens)
                 elif kind == "batch_done":
                     window.batches_left -= 1
                     if window.batches_left == 0:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from corpusmill.engine.progress import ProgressMeter
 from corpusmill.engine.runner import BatchEngine, EngineStats, Sink, collate
 from corpusmill.model.card import ModelCard
 from corpusmill.model.files import ModelDescription, default_model_path, describe_model
@@ -192,15 +193,21 @@ class Model:
         rows, _stats = engine.encode(texts)
         return rows
 
-    def embed_stream(self, items: Iterable[tuple[str, Any]], sink: Sink) -> EngineStats:
+    def embed_stream(
+        self, items: Iterable[tuple[str, Any]], sink: Sink, progress: ProgressMeter | None = None
+    ) -> EngineStats:
         """Stream (key, text or TokenIds) items through the engine; `sink(window, rows,
-        failed)` gets each finished window, in order. Nothing to embed: no weights load."""
+        failed)` gets each finished window, in order; `progress` (see engine/progress.py)
+        hears how far it got at its rhythm. Nothing to embed: no weights load."""
         stream = iter(items)
         first = next(stream, None)
         if first is None:
             return EngineStats()
         return self._loaded_engine().run(
-            itertools.chain([first], stream), sink=sink, text_of=lambda item: item[1]
+            itertools.chain([first], stream),
+            sink=sink,
+            text_of=lambda item: item[1],
+            progress=progress,
         )
 
     def score(self, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, EngineStats]:

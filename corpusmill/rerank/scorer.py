@@ -77,6 +77,8 @@ class PairScorer:
         tokens = sum(s.real_tokens for s in self.stats)
         seconds = sum(s.wall_seconds for s in self.stats)
         padded = sum(s.padded_tokens for s in self.stats)
+        if not tokens:  # nothing scored: no throughput (a 0 would plot as a crash)
+            return {}
         return {
             "tokens": tokens,
             "tokens_per_s": round(tokens / seconds, 1) if seconds else 0.0,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from corpusmill.engine.batch import TokenIds
+from corpusmill.engine.progress import ProgressMeter
 from corpusmill.ids import doc_key
 from corpusmill.sources import Quarantined
 from corpusmill.store import Store, chunks_schema, groups_of
@@ -38,19 +39,28 @@ class EmbeddingsReport(Report):
     chunks_embedded: int = 0
     chunks_reused: int = 0
     chunks_failed: int = 0
+    chunks_to_embed: int = 0  # known before embedding starts: the progress total
     sync_seconds: float = 0.0
     _failed: list[Quarantined] = field(default_factory=list)
+    _embedded_by_partition: Counter[str] = field(default_factory=Counter)
 
 
 def sync_embeddings(
-    store: Store, embed: Embed, card, partitions: Sequence[str], tokenizer_id: str = ""
+    store: Store,
+    embed: Embed,
+    card,
+    partitions: Sequence[str],
+    tokenizer_id: str = "",
+    progress: ProgressMeter | None = None,
 ) -> EmbeddingsReport:
     """Make `embeddings` mirror `chunks` for `partitions`, embedding only new content.
 
     `embed(items, sink)` streams (chunk_id, text or TokenIds) items through the engine and
     calls `sink(items, rows, failed)` per window; the model resource provides it.
     `tokenizer_id` is the embedder's tokenizer fingerprint: stored ids made under another
-    one (or none) are ignored and the text is tokenised.
+    one (or none) are ignored and the text is tokenised. `progress`, when given, gets its
+    `total` (chunks of stale documents whose content no stored vector has) before `embed`
+    runs; `embed` is expected to advance it.
     """
     t0 = time.perf_counter()
     report = EmbeddingsReport()
@@ -68,6 +78,9 @@ def sync_embeddings(
 
     # Content hashes held anywhere in the table: only these are worth a vector lookup.
     known = set(store.scan("embeddings", ["content_hash"])["content_hash"].to_pylist())
+    report.chunks_to_embed = sum(1 for d in stale for _c, h in want[d] if h not in known)
+    if progress is not None:
+        progress.total = report.chunks_to_embed
     committer = _GroupCommitter(store, table, card, report, tokenizer_id)
     # A chunks table from before stored ids has no such columns until it is next synced.
     chunk_table = store.open("chunks")
@@ -124,6 +137,7 @@ class _GroupCommitter:
         self.groups: list[dict] = []  # {docs, rows, missing: set of chunk ids, done}
         self.vectors: dict[str, list[float] | None] = {}
         self.owner: dict[str, int] = {}
+        self.partition_of: dict[str, str] = {}
         self.lock = threading.Lock()
 
     def add_group(
@@ -141,6 +155,7 @@ class _GroupCommitter:
                     continue
                 missing.add(r["chunk_id"])
                 self.owner[r["chunk_id"]] = gid
+                self.partition_of[r["chunk_id"]] = r["partition"]
                 usable = ids is not None and self.tokenizer_id and made_by == self.tokenizer_id
                 todo.append((r["chunk_id"], TokenIds(ids) if usable else r["text"]))
             self.groups.append({"docs": docs, "rows": rows, "missing": missing, "done": False})
@@ -153,6 +168,7 @@ class _GroupCommitter:
             touched = set()
             for i, (cid, _text) in enumerate(items):
                 gid = self.owner.pop(cid)
+                partition = self.partition_of.pop(cid)
                 touched.add(gid)
                 if i in failed:
                     self.vectors[cid] = None
@@ -160,6 +176,7 @@ class _GroupCommitter:
                 else:
                     self.vectors[cid] = rows[i].tolist()
                     self.report.chunks_embedded += 1
+                    self.report._embedded_by_partition[partition] += 1
                 self.groups[gid]["missing"].discard(cid)
             for gid in sorted(touched):
                 if not self.groups[gid]["missing"]:

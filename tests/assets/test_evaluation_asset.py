@@ -89,7 +89,8 @@ def test_retrieval_quality_records_metrics_as_numeric_metadata(
     failed = _materialise(resources, {"data": str(root), "source": "nope"}, raise_on_error=False)
     assert not failed.success
     failure = failed.get_step_failure_events()[0].event_specific_data.error
-    assert failure is not None and "ingest the corpus first" in failure.to_string()
+    assert failure is not None and "needs the labelled corpus" in failure.to_string()
+    assert "ingest it first" in failure.to_string()
 
 
 def test_evaluation_asset_is_in_definitions_but_not_in_the_ingest_job():

@@ -256,13 +256,13 @@ def test_bad_input_recorded_in_metadata_and_table_then_quiet(env, tmp_path):
     assert json.loads(request.tags["corpusmill/changes"]) == {"new": 1, "quarantined": 5}
     result = env.execute(request)
     assert result.success
-    # One materialisation per shard of the run, all with the run's metadata.
+    # One materialisation per shard of the run, all with the run's (run_-labelled) metadata.
     raw = next(
         e.event_specific_data.materialization
         for e in result.get_asset_materialization_events()
         if e.event_specific_data.materialization.asset_key.to_user_string() == "raw_corpus"
     )
-    assert raw.metadata["quarantined"].value == 5
+    assert raw.metadata["run_quarantined"].value == 5
     sample = raw.metadata["quarantine_sample"].value
     for name in ("bin.txt", "latin.txt", "blank.md", "big.txt", "link.txt"):
         assert name in sample

@@ -99,10 +99,11 @@ def test_ui_shows_partitioned_assets_and_truthful_metadata(cli_env, tmp_path, we
         e["label"]: e.get("intValue", e.get("floatValue", e.get("text")))
         for e in latest["metadataEntries"]
     }
-    assert meta["chunks_embedded"] == summary["chunks_embedded"] > 0
-    assert meta["tokens"] == summary["tokens"] > 0
-    assert meta["tokens_per_s"] > 0 and 0 <= meta["padding_fraction"] < 1
+    # The materialisation's counts are run-level (one run for 16 shards) and say so.
+    assert meta["run_chunks_embedded"] == summary["chunks_embedded"] > 0
+    assert meta["run_tokens"] == summary["tokens"] > 0
+    assert meta["run_tokens_per_s"] > 0 and 0 <= meta["run_padding_fraction"] < 1
     assert meta["model_load_seconds"] > 0
     assert meta["device"] == "cpu" and meta["dtype"] == "float32"
     assert len(meta["model_revision"]) == 12
-    assert "gpu" in meta  # says plainly that no GPU was seen
+    assert "run_gpu" in meta  # says plainly that no GPU was seen

@@ -1,0 +1,60 @@
+"""How `corpusmill ingest` shows the embeddings step's progress.
+
+On a terminal: a tqdm bar (chunks done of total, tokens/s, time left), redrawn in place.
+Not on a terminal (a log file, CI): one plain line per progress report on stderr, so logs
+stay readable. With --json: nothing, so stdout stays one JSON object and stderr stays empty.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import TextIO
+
+from corpusmill.engine.progress import Progress, ProgressCallback
+
+
+class _Bar:
+    """A tqdm bar created at the first report (that is when the total is known)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.bar = None
+
+    def __call__(self, p: Progress) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(
+                total=p.total or None,
+                unit="chunk",
+                desc="embedding",
+                file=self.stream,
+                dynamic_ncols=True,
+            )
+        self.bar.update(p.done - self.bar.n)
+        self.bar.set_postfix_str(f"{p.tokens_per_s:,.0f} tokens/s", refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@contextlib.contextmanager
+def ingest_progress(
+    json_output: bool, stream: TextIO | None = None
+) -> Iterator[ProgressCallback | None]:
+    """The callback for `run_ingest(progress=...)`, or None (--json: stay quiet)."""
+    stream = stream or sys.stderr
+    if json_output:
+        yield None
+        return
+    if not stream.isatty():
+        yield lambda p: print(p.line(), file=stream, flush=True)
+        return
+    bar = _Bar(stream)
+    try:
+        yield bar
+    finally:
+        bar.close()

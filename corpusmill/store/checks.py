@@ -1,0 +1,155 @@
+"""Checks on the embeddings table: what the Dagster asset checks report (no Dagster here).
+
+Each check reads the table and returns a `CheckOutcome` (passed, a one-line why, numeric
+figures), so a failure says what is wrong and how much of it. They cover the whole table,
+not one run's shards: a table is only usable when all of it is right.
+    vectors      every vector finite, of the model's dimension, and unit length when the
+                 model normalises (else non-zero)
+    coverage     one embedding per current chunk (same id and content), no duplicate ids
+    model card   the table's card (id, revision, dimension, pooling, normalisation) is the
+                 configured model's
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from corpusmill.model.card import ModelCard
+from corpusmill.store.schemas import table_card
+from corpusmill.store.store import Store
+
+NORM_TOLERANCE = 1e-3  # float32 rows normalised in float32: |norm - 1| is ~1e-7 in practice
+BATCH_ROWS = 8192  # vectors are read in batches, so memory stays flat on a large table
+
+
+@dataclass
+class CheckOutcome:
+    passed: bool
+    description: str
+    metadata: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def _missing(name: str) -> CheckOutcome:
+    return CheckOutcome(False, f"no {name} table yet: materialise the assets first")
+
+
+def check_vectors(store: Store, card: ModelCard, tolerance: float = NORM_TOLERANCE) -> CheckOutcome:
+    """Finite, `card.dimension` long, and unit norm if `card.normalize` (else non-zero)."""
+    table = store.open("embeddings")
+    if table is None:
+        return _missing("embeddings")
+    vector_type = table.schema.field("vector").type
+    stored_dim = getattr(vector_type, "list_size", -1)
+    rows = non_finite = wrong_dim = bad_norm = 0
+    lo, hi = np.inf, 0.0
+    reader = table.search().select(["vector"]).limit(None).to_batches(BATCH_ROWS)
+    for batch in reader:
+        column = batch.column("vector")
+        if column.null_count:
+            wrong_dim += column.null_count
+            column = column.drop_null()
+        lengths = pa.compute.list_value_length(column).to_numpy(zero_copy_only=False)
+        wrong_dim += int(np.count_nonzero(lengths != card.dimension))
+        rows += len(batch)
+        usable = column.filter(pa.array(lengths == card.dimension))
+        if not len(usable):
+            continue
+        flat = usable.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        vectors = flat.reshape(len(usable), card.dimension)
+        finite = np.isfinite(vectors).all(axis=1)
+        non_finite += int(np.count_nonzero(~finite))
+        norms = np.linalg.norm(vectors[finite], axis=1)
+        if norms.size:
+            lo, hi = min(lo, float(norms.min())), max(hi, float(norms.max()))
+        if card.normalize:
+            bad_norm += int(np.count_nonzero(np.abs(norms - 1.0) > tolerance))
+        else:
+            bad_norm += int(np.count_nonzero(norms == 0.0))
+    meta: dict[str, float | int | str] = {
+        "rows": rows,
+        "non_finite_vectors": non_finite,
+        "wrong_dimension_vectors": wrong_dim,
+        "bad_norm_vectors": bad_norm,
+        "expected_dimension": card.dimension,
+        "stored_dimension": int(stored_dim),
+        "normalised": str(card.normalize).lower(),
+    }
+    if rows and np.isfinite(lo):
+        meta["min_norm"], meta["max_norm"] = round(lo, 6), round(hi, 6)
+    problems = []
+    if stored_dim != card.dimension or wrong_dim:
+        problems.append(
+            f"{wrong_dim} vectors (column: {stored_dim}) not of dimension {card.dimension}"
+        )
+    if non_finite:
+        problems.append(f"{non_finite} vectors with NaN or inf")
+    if bad_norm:
+        want = f"unit length (±{tolerance})" if card.normalize else "non-zero"
+        problems.append(f"{bad_norm} vectors not {want}")
+    if problems:
+        return CheckOutcome(False, "; ".join(problems), meta)
+    norm = "unit length" if card.normalize else "non-zero"
+    return CheckOutcome(True, f"{rows} vectors finite, {card.dimension}-d, {norm}", meta)
+
+
+def check_coverage(store: Store) -> CheckOutcome:
+    """One embedding per current chunk (same chunk id and content hash), no duplicate ids."""
+    if store.open("chunks") is None:
+        return _missing("chunks")
+    if store.open("embeddings") is None:
+        return _missing("embeddings")
+    chunks = store.scan("chunks", ["chunk_id", "content_hash"])
+    emb = store.scan("embeddings", ["chunk_id", "content_hash"])
+    want = dict(zip(*(chunks[c].to_pylist() for c in ("chunk_id", "content_hash")), strict=True))
+    ids = emb["chunk_id"].to_pylist()
+    have = dict(zip(ids, emb["content_hash"].to_pylist(), strict=True))
+    duplicates = sum(n - 1 for n in Counter(ids).values() if n > 1)
+    missing = sum(1 for c in want if c not in have)
+    orphans = sum(1 for c in have if c not in want)
+    outdated = sum(1 for c, h in have.items() if c in want and want[c] != h)
+    meta: dict[str, float | int | str] = {
+        "chunks": len(want),
+        "embeddings": len(ids),
+        "missing": missing,
+        "orphaned": orphans,
+        "outdated": outdated,
+        "duplicate_ids": duplicates,
+    }
+    problems = [
+        f"{n} {what}"
+        for n, what in (
+            (missing, "chunks without an embedding"),
+            (orphans, "embeddings of chunks that no longer exist"),
+            (outdated, "embeddings of an older content of their chunk"),
+            (duplicates, "duplicate chunk ids"),
+        )
+        if n
+    ]
+    if problems:
+        return CheckOutcome(False, "; ".join(problems), meta)
+    return CheckOutcome(True, f"{len(ids)} embeddings, one per current chunk", meta)
+
+
+def check_model_card(store: Store, card: ModelCard) -> CheckOutcome:
+    """The table's card is the configured model's, field by field."""
+    table = store.open("embeddings")
+    if table is None:
+        return _missing("embeddings")
+    stored = table_card(table.schema)
+    expected = card.as_metadata()
+    diffs = {k: (stored.get(k), v) for k, v in expected.items() if stored.get(k) != v}
+    meta: dict[str, float | int | str] = {f"table_{k}": stored.get(k, "") for k in expected}
+    meta.update({f"configured_{k}": v for k, v in expected.items()})
+    if diffs:
+        said = "; ".join(f"{k}: table {a!r}, configured {b!r}" for k, (a, b) in diffs.items())
+        return CheckOutcome(
+            False,
+            f"the table was written by another model ({said}): set CORPUSMILL_MODEL to the "
+            "model that wrote it, or point CORPUSMILL_DB at a new directory and re-ingest",
+            meta,
+        )
+    return CheckOutcome(True, f"written by {card.model_id} @ {card.revision}", meta)
