@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from corpusmill.errors import ConfigError
 from corpusmill.ids import content_hash, doc_key, partition_of
 from corpusmill.sources import Document, Quarantined, RecordFields, read_source
 from corpusmill.store import (
@@ -53,6 +54,7 @@ def sync_documents(
     docs: dict[str, Document] = {}
     protected: set[str] = set()
     labels: list[str] = []
+    check_labels(sources)
     for spec, label in sources:
         try:
             for item in read_source(
@@ -62,6 +64,15 @@ def sync_documents(
                 fields=fields or RecordFields(),
                 max_file_bytes=max_file_bytes,
             ):
+                if isinstance(item, Document) and item.doc_id in docs:
+                    # Ids cannot collide by construction (corpusmill.ids); if they ever
+                    # did, the second document is quarantined, not silently dropped.
+                    item = Quarantined(
+                        item.doc_id,
+                        item.source,
+                        item.uri,
+                        f"duplicate document id: {docs[item.doc_id].uri} has it too",
+                    )
                 if isinstance(item, Quarantined):
                     if partition_of(item.doc_id) in wanted_parts:
                         report._quarantine.append(item)
@@ -119,6 +130,18 @@ def sync_documents(
         store.replace_rows(table, "doc_id", None, docs_filter(group))
     record_quarantine(store, "source", report._quarantine, in_sources, partitions)
     return report
+
+
+def check_labels(sources: Sequence[tuple[str, str]]) -> None:
+    """Two different sources under one label would share ids: refuse, name both."""
+    seen: dict[str, str] = {}
+    for spec, label in sources:
+        other = seen.setdefault(label, spec)
+        if other != spec:
+            raise ConfigError(
+                f"sources {other!r} and {spec!r} share the label {label!r}; "
+                "give each its own (LABEL=PATH in CORPUSMILL_SOURCES or the ingest paths)"
+            )
 
 
 def record_quarantine(
