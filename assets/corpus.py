@@ -35,10 +35,12 @@ def raw_corpus(
     context: dg.AssetExecutionContext,
     config: CorpusConfig,
     store: LanceStoreResource,
+    embedder: EmbedderResource,
     settings: PipelineSettingsResource,
 ) -> dg.MaterializeResult:
     """Documents read from the configured sources, one row each, with a content hash.
-    Unreadable files go to the `quarantine` table with their reason; the run goes on."""
+    Unreadable files go to the `quarantine` table with their reason; the run goes on.
+    A store whose vectors another model wrote is refused before anything is written."""
     from corpusmill.sync import sync_documents
 
     sources = settings.sources if config.sources is None else config.sources
@@ -47,6 +49,7 @@ def raw_corpus(
     )
     db = store.store()
     with db.write_lock():
+        db.check_model(embedder.model.card)
         report = sync_documents(
             db,
             context.partition_keys,
@@ -103,6 +106,7 @@ def chunked_documents(
     )
     db = store.store()
     with db.write_lock():
+        db.check_model(model.card)
         report = sync_chunks(db, chunker, context.partition_keys)
     if report.truncated:
         context.log.warning(f"{report.truncated} chunks exceed the model limit and were truncated")

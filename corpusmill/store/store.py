@@ -65,6 +65,14 @@ class Store:
         check_card(table_card(table.schema), card)
         return table
 
+    def check_model(self, card: ModelCard) -> None:
+        """Refuse `card` if an embeddings table exists and another model wrote it. Every
+        asset that writes calls this before its first write, so a refused model swap
+        leaves documents and chunks as they were, not only the embeddings."""
+        stored = self.embeddings_card()
+        if stored is not None:
+            check_card(stored, card)
+
     def embeddings_card(self) -> dict[str, str] | None:
         table = self.open("embeddings")
         return None if table is None else table_card(table.schema)
