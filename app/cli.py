@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
+from pathlib import Path
 
 from corpusmill.config import Settings, prepare_process
-from corpusmill.errors import CorpusmillError
+from corpusmill.errors import EXIT_INTERNAL, InputError, UsageError, find_error, store_error
 
 
 def _quiet() -> None:
@@ -23,6 +25,11 @@ def cmd_ingest(args, settings: Settings) -> int:
     from app.runs import instance_for_cli, run_ingest
     from resources import build_resources
 
+    for path in args.paths:
+        if not os.path.lexists(path):
+            raise InputError(f"{path!r} does not exist (check the path given to ingest)")
+        if not (Path(path).is_file() or Path(path).is_dir()):
+            raise InputError(f"{path!r} is not a regular file or a folder (a FIFO, a device?)")
     sources = list(args.paths) or []
     if args.default or not sources:
         sources = list(settings.sources) if not sources else sources + ["pydoc"]
@@ -33,7 +40,12 @@ def cmd_ingest(args, settings: Settings) -> int:
         resources=build_resources(settings),
         instance=instance_for_cli(),
         with_rerank=args.rerank,
+        # Dagster's console log prints each failure with two tracebacks; without --debug
+        # the one-line message from `main` is the whole story.
+        log_level="WARNING" if args.debug else "CRITICAL",
     )
+    if summary["quarantined"] and not args.json:
+        print(f"corpusmill: quarantined:\n{summary['quarantine_sample']}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -76,7 +88,7 @@ def cmd_search(args, settings: Settings) -> int:
         k=args.k,
         mode=args.mode,
         rerank=args.rerank,
-        candidates=args.candidates or settings.rerank_k,
+        candidates=settings.rerank_k if args.candidates is None else args.candidates,
         doc_id=args.doc_id,
         source=args.source,
         partition=args.partition,
@@ -101,8 +113,20 @@ def cmd_eval(args, settings: Settings) -> int:
     return eval_main(args, settings)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (usage text on `--help`, not on every mistake)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="corpusmill", description=__doc__)
+    p = _Parser(prog="corpusmill", description=__doc__)
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="print tracebacks and Dagster's log (also: CORPUSMILL_DEBUG=1)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     ing = sub.add_parser(
@@ -135,7 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="rescore the top candidates (cross-encoder, else bi-encoder)",
     )
     s.add_argument(
-        "--candidates", type=int, default=0, help="hits rescored by --rerank (CORPUSMILL_RERANK_K)"
+        "--candidates",
+        type=int,
+        default=None,
+        help="hits rescored by --rerank (CORPUSMILL_RERANK_K)",
     )
     s.add_argument("--doc-id", help="only this document id (exact match)")
     s.add_argument("--source", help="only this source label, e.g. pydoc")
@@ -149,18 +176,40 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--modes", default="vector,fts,hybrid")
     e.add_argument("--limit-queries", type=int, default=0)
     e.set_defaults(func=cmd_eval)
+    for command in (ing, s, e):  # `corpusmill ingest --debug` works as well
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A failure is one line on stderr and an exit code per class
+    (corpusmill.errors); the traceback only with --debug or CORPUSMILL_DEBUG=1."""
     _quiet()
     prepare_process()
-    args = build_parser().parse_args(argv)
+    debug = os.environ.get("CORPUSMILL_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+    db = os.environ.get("CORPUSMILL_DB") or Settings.db
     try:
-        return args.func(args, Settings.from_env())
-    except CorpusmillError as exc:
-        print(f"corpusmill: error: {exc}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        args.debug = debug = debug or args.debug
+        settings = Settings.from_env()
+        db = settings.db
+        return args.func(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 (every failure becomes one line)
+        if debug:
+            raise
+        error = find_error(exc) or store_error(exc, db)
+        if error is None:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            print(
+                f"corpusmill: internal error: {type(exc).__name__}: {first} (rerun with "
+                "--debug or CORPUSMILL_DEBUG=1 for the traceback)",
+                file=sys.stderr,
+            )
+            return EXIT_INTERNAL
+        print(f"corpusmill: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":

@@ -105,5 +105,6 @@ def summarise(result, seconds: float) -> dict[str, Any]:
         "rerank_pairs_scored": rerank.get("pairs_scored", 0),
         "rerank_pairs_reused": rerank.get("pairs_reused", 0),
         "rerank_rows": rerank.get("rows", 0),
+        "quarantine_sample": docs.get("quarantine_sample", ""),
         "seconds": round(seconds, 2),
     }

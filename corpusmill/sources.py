@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-from corpusmill.errors import ConfigError
+from corpusmill.errors import ConfigError, InputError
 from corpusmill.ids import content_hash, doc_id_for, escape_part, parse_doc_id, record_id_for
 
 PYDOC = "pydoc"
@@ -115,10 +115,14 @@ def read_source(
     if spec == PYDOC:
         yield from read_pydoc(wanted)
         return
-    root = Path(spec).expanduser()
+    # abspath, not resolve: `../docs/a.txt` is an ordinary path, and a symlinked source
+    # folder keeps its own name.
+    root = Path(os.path.abspath(Path(spec).expanduser()))
     source = label or source_label(spec)
     if not root.exists():
         raise FileNotFoundError(f"source {spec!r} does not exist")
+    if not (root.is_file() or root.is_dir()):
+        raise InputError(f"source {spec!r} is not a regular file or a folder (a FIFO, a device?)")
     if root.is_file():
         yield from read_file(root, root.name, source, wanted, fields, max_file_bytes)
         return

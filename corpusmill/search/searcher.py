@@ -14,7 +14,7 @@ expression objects (`filters.build_filter`); a partition must be one of the 16 s
 
 from __future__ import annotations
 
-from corpusmill.errors import ConfigError
+from corpusmill.errors import StoreError, UsageError
 from corpusmill.maintenance import ANN_NPROBES, ANN_REFINE_FACTOR, ensure_fts_index, has_fts_index
 from corpusmill.model import Model
 from corpusmill.search.filters import build_filter
@@ -39,12 +39,15 @@ class Searcher:
         self.embedder = embedder or Model()
         self.reranker = reranker
         self._last_query: tuple[str | None, list[float]] = (None, [])
+        self._complete = False
 
     @property
     def table(self):
         table = self.store.open("embeddings")
+        if table is None and self.store.open("documents") is not None:
+            self.store.check_complete()
         if table is None:
-            raise ConfigError(
+            raise StoreError(
                 f"no embeddings table in {self.store.uri!r}: run `corpusmill ingest` (or "
                 "`make demo`) first, or set CORPUSMILL_DB"
             )
@@ -75,9 +78,19 @@ class Searcher:
         partition: str | None = None,
     ) -> list[Hit]:
         if mode not in MODES:
-            raise ConfigError(f"mode={mode!r} is not one of {MODES}")
+            raise UsageError(f"mode={mode!r} is not one of {MODES} (--mode)")
         if not query.strip():
-            raise ConfigError("empty query")
+            raise UsageError("empty query")
+        if k < 1:
+            raise UsageError(f"k={k}: ask for at least 1 hit (--k)")
+        if rerank and candidates < 1:
+            raise UsageError(
+                f"candidates={candidates}: rerank at least 1 hit (--candidates, "
+                "CORPUSMILL_RERANK_K)"
+            )
+        if not self._complete:
+            self.store.check_complete()
+            self._complete = True
         where = build_filter(doc_id, source, partition)
         depth = max(k, candidates if rerank else k)
         if mode == "vector":

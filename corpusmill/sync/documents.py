@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from corpusmill.errors import ConfigError
+from corpusmill.errors import ConfigError, InputError
 from corpusmill.ids import content_hash, doc_key, partition_of
 from corpusmill.sources import Document, Quarantined, RecordFields, read_source
 from corpusmill.store import (
@@ -49,6 +49,10 @@ def sync_documents(
     is far more often an accident than a deletion. A quarantined document keeps its last
     good version.
     """
+    if max_file_bytes < 0:
+        raise ConfigError(
+            f"max_file_bytes={max_file_bytes} must be >= 0 (CORPUSMILL_MAX_FILE_BYTES)"
+        )
     wanted_parts = set(partitions)
     report = DocumentsReport()
     docs: dict[str, Document] = {}
@@ -84,8 +88,14 @@ def sync_documents(
             report.unavailable_sources.append(spec)
     report.documents = len(docs)
     report.quarantined = len(report._quarantine)
+    if not sources:
+        raise InputError("no sources to read: set CORPUSMILL_SOURCES or pass paths to ingest")
     if not labels:
-        return report
+        # Every source is missing: a run that reads nothing must not report success.
+        raise InputError(
+            f"no source could be read ({', '.join(report.unavailable_sources)} does not "
+            "exist); check the paths (CORPUSMILL_SOURCES or the ingest arguments)"
+        )
 
     in_sources = set(labels)
     stored = [

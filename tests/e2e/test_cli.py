@@ -3,6 +3,7 @@
 import json
 import subprocess
 
+from corpusmill.errors import StoreError
 from tests.e2e.procs import BIN, run_cli
 
 CLI = BIN / "corpusmill"
@@ -51,5 +52,5 @@ def test_search_without_a_store_says_what_to_do(cli_env):
     out = subprocess.run(
         [str(CLI), "search", "anything"], env=env, capture_output=True, text=True, timeout=120
     )
-    assert out.returncode == 2
+    assert out.returncode == StoreError.exit_code  # 5: the store is not there yet
     assert "corpusmill ingest" in out.stderr
