@@ -10,6 +10,7 @@ document per line, configurable id/title/text fields), .parquet (same fields).
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -237,13 +238,29 @@ def read_file(
     yield make_document(source, key, uri, "", text.strip())
 
 
+_BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
 def decode_text(data: bytes) -> tuple[str, str | None]:
-    if b"\x00" in data[:8192]:
+    """(text, None) or ("", why not). A byte-order mark picks the encoding and is dropped
+    (UTF-16 text is full of NUL bytes and is not binary); without one the text must be
+    UTF-8. A NUL anywhere in the text, not only near the start, marks it binary."""
+    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), "utf-8")
+    if encoding == "utf-8" and b"\x00" in data:
         return "", "binary file (contains NUL bytes)"
     try:
-        return data.decode("utf-8"), None
+        text = data.decode(encoding)
     except UnicodeDecodeError as exc:
-        return "", f"invalid UTF-8 at byte {exc.start}"
+        return "", f"invalid {encoding.removesuffix('-sig').upper()} at byte {exc.start}"
+    if "\x00" in text:
+        return "", "binary file (contains NUL characters)"
+    return text.removeprefix("\ufeff"), None
 
 
 def _record(
