@@ -132,7 +132,9 @@ def test_a_long_text_is_tokenised_in_bounded_calls_with_the_same_chunks(chunker)
             sizes.append(sum(len(t) for t in texts))
             return real(texts, **kw)
 
-    text = " ".join(f"word{i % 997} and more text" for i in range(60_000))  # ~1.4 MB: more than one call
+    text = " ".join(
+        f"word{i % 997} and more text" for i in range(60_000)
+    )  # ~1.4 MB: more than one call
     whole = real([text[:300_000]], add_special_tokens=False, return_offsets_mapping=True)
     chunker.tokenizer = Recording()
     try:
