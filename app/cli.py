@@ -7,10 +7,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from corpusmill.config import Settings, prepare_process
-from corpusmill.errors import ConfigError, CorpusmillError
+from corpusmill.errors import (
+    EXIT_INTERNAL,
+    ConfigError,
+    InputError,
+    UsageError,
+    find_error,
+    store_error,
+)
 
 
 def cmd_ingest(args, settings: Settings) -> int:
@@ -18,6 +27,11 @@ def cmd_ingest(args, settings: Settings) -> int:
     from app.runs import instance_for_cli, run_ingest
     from resources import build_resources
 
+    for path in args.paths:
+        if not os.path.lexists(path):
+            raise InputError(f"{path!r} does not exist (check the path given to ingest)")
+        if not (Path(path).is_file() or Path(path).is_dir()):
+            raise InputError(f"{path!r} is not a regular file or a folder (a FIFO, a device?)")
     sources = list(args.paths) or []
     if args.default or not sources:
         sources = list(settings.sources) if not sources else sources + ["pydoc"]
@@ -30,7 +44,12 @@ def cmd_ingest(args, settings: Settings) -> int:
             instance=instance_for_cli(),
             with_rerank=args.rerank,
             progress=progress,
+            # Dagster's console log prints each failure with two tracebacks; without --debug
+            # the one-line message from `main` is the whole story.
+            log_level="WARNING" if args.debug else "CRITICAL",
         )
+    if summary["quarantined"] and not args.json:
+        print(f"corpusmill: quarantined:\n{summary['quarantine_sample']}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -73,21 +92,21 @@ def cmd_search(args, settings: Settings) -> int:
         "mode": args.mode,
         "fusion": args.fusion,
         "rerank": args.rerank,
-        "candidates": args.candidates or settings.rerank_k,
+        "candidates": settings.rerank_k if args.candidates is None else args.candidates,
         "doc_id": args.doc_id,
         "source": args.source,
         "partition": args.partition,
     }
     if args.queries:
         if args.query is not None:
-            raise ConfigError("give a QUERY or --queries FILE, not both")
+            raise UsageError("give a QUERY or --queries FILE, not both")
         queries = read_queries(args.queries)
         results = searcher.search_many([text for _, text in queries], **options)
         for (qid, _), hits in zip(queries, results, strict=True):
             print(json.dumps({"id": qid, "hits": [h.as_dict() for h in hits]}))
         return 0
     if args.query is None:
-        raise ConfigError("give a QUERY, or --queries FILE.jsonl")
+        raise UsageError("give a QUERY, or --queries FILE.jsonl")
     hits = searcher.search(args.query, **options)
     if args.json:
         print(json.dumps([h.as_dict() for h in hits]))
@@ -140,14 +159,26 @@ def cmd_eval(args, settings: Settings) -> int:
     return eval_main(args, settings)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (usage text on `--help`, not on every mistake)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="corpusmill",
         description="Ingest files into a corpusmill store (LanceDB at CORPUSMILL_DB), search\n"
         "it, and measure retrieval quality. `corpusmill COMMAND --help` explains each\ncommand.",
         epilog="examples:\n  corpusmill ingest docs/ notes.md\n"
         '  corpusmill search "how do I catch an exception" --k 5\n  corpusmill eval',
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="print tracebacks and Dagster's log (also: CORPUSMILL_DEBUG=1)",
     )
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -211,7 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="rescore the top candidates (cross-encoder, else bi-encoder)",
     )
     s.add_argument(
-        "--candidates", type=int, default=0, help="hits rescored by --rerank (CORPUSMILL_RERANK_K)"
+        "--candidates",
+        type=int,
+        default=None,
+        help="hits rescored by --rerank (CORPUSMILL_RERANK_K)",
     )
     s.add_argument("--doc-id", help="only this document id (exact match)")
     s.add_argument("--source", help="only this source label, e.g. pydoc")
@@ -251,17 +285,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit-queries", type=int, default=0, help="score only the first N queries (0: all)"
     )
     e.set_defaults(func=cmd_eval)
+    for command in (ing, s, e):  # `corpusmill ingest --debug` works as well
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A failure is one line on stderr and an exit code per class
+    (corpusmill.errors); the traceback only with --debug or CORPUSMILL_DEBUG=1."""
     prepare_process()
-    args = build_parser().parse_args(argv)
+    debug = os.environ.get("CORPUSMILL_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+    db = os.environ.get("CORPUSMILL_DB") or Settings.db
     try:
-        return args.func(args, Settings.from_env())
-    except CorpusmillError as exc:
-        print(f"corpusmill: error: {exc}", file=sys.stderr)
-        return 2
+        args = build_parser().parse_args(argv)
+        args.debug = debug = debug or args.debug
+        settings = Settings.from_env()
+        db = settings.db
+        return args.func(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 (every failure becomes one line)
+        if debug:
+            raise
+        error = find_error(exc) or store_error(exc, db)
+        if error is None:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            print(
+                f"corpusmill: internal error: {type(exc).__name__}: {first} (rerun with "
+                "--debug or CORPUSMILL_DEBUG=1 for the traceback)",
+                file=sys.stderr,
+            )
+            return EXIT_INTERNAL
+        print(f"corpusmill: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return error.exit_code
 
 
 if __name__ == "__main__":

@@ -191,5 +191,6 @@ def summarise(result, seconds: float) -> dict[str, Any]:
         "rerank_pairs_reused": rerank.get("pairs_reused", 0),
         "rerank_rows": rerank.get("rows", 0),
         "checks": _checks(result),
+        "quarantine_sample": docs.get("quarantine_sample", ""),
         "seconds": round(seconds, 2),
     }

@@ -36,10 +36,12 @@ def raw_corpus(
     context: dg.AssetExecutionContext,
     config: CorpusConfig,
     store: LanceStoreResource,
+    embedder: EmbedderResource,
     settings: PipelineSettingsResource,
 ) -> dg.MaterializeResult:
     """Documents read from the configured sources, one row each, with a content hash.
-    Unreadable files go to the `quarantine` table with their reason; the run goes on."""
+    Unreadable files go to the `quarantine` table with their reason; the run goes on.
+    A store whose vectors another model wrote is refused before anything is written."""
     from corpusmill.sync import sync_documents
     from corpusmill.sync.shards import shard_counts
 
@@ -49,6 +51,7 @@ def raw_corpus(
     )
     db = store.store()
     with db.write_lock():
+        db.check_model(embedder.model.card)
         report = sync_documents(
             db,
             context.partition_keys,
@@ -108,6 +111,7 @@ def chunked_documents(
     )
     db = store.store()
     with db.write_lock():
+        db.check_model(model.card)
         report = sync_chunks(db, chunker, context.partition_keys)
     if report.truncated:
         context.log.warning(f"{report.truncated} chunks exceed the model limit and were truncated")

@@ -50,6 +50,21 @@ class Settings:
     eval_chunk_tokens: int = 254
     eval_chunk_overlap: int = 0
 
+    def __post_init__(self) -> None:
+        checks = (
+            ("CORPUSMILL_CHUNK_TOKENS", self.chunk_tokens, 1),
+            ("CORPUSMILL_CHUNK_OVERLAP", self.chunk_overlap, 0),
+            ("CORPUSMILL_MAX_FILE_BYTES", self.max_file_bytes, 0),
+            ("CORPUSMILL_MAX_BATCH_TOKENS", self.max_batch_tokens, 0),
+            ("CORPUSMILL_TOKENIZE_THREADS", self.tokenize_threads, 0),
+            ("CORPUSMILL_RERANK_K", self.rerank_k, 1),
+            ("CORPUSMILL_SENSOR_INTERVAL", self.sensor_interval, 1),
+            ("CORPUSMILL_SENSOR_RUN_TIMEOUT", self.sensor_run_timeout, 1),
+        )
+        for name, value, least in checks:
+            if value < least:
+                raise ConfigError(f"{name}={value} must be >= {least}")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = _Env(os.environ if environ is None else environ)

@@ -25,10 +25,41 @@ def chunk_id(doc_id: str, position: int, chunker_version: str) -> str:
     return _digest(f"{doc_id}\x1f{position}\x1f{chunker_version}").hex()
 
 
+def escape_part(part: str) -> str:
+    """`%` and `#` percent-encoded, so `#` only ever separates the parts of an id."""
+    return part.replace("%", "%25").replace("#", "%23")
+
+
+def _unescape(part: str) -> str:
+    return part.replace("%23", "#").replace("%25", "%")
+
+
 def doc_id_for(source: str, key: str) -> str:
-    """`source#key`: the source label (`pydoc`, `inbox`, or an absolute path) and the
-    document's key inside it (a relative path, a record id, a topic name)."""
-    return f"{source}#{key}"
+    """`source#key` for a whole file or a pydoc topic: the source label (`pydoc`, `inbox`,
+    an absolute path) and the file's relative path (or the topic name) inside it."""
+    return f"{escape_part(source)}#{escape_part(key)}"
+
+
+def record_id_for(source: str, file_key: str, record: str) -> str:
+    """`source#file#record` for one record of a .jsonl/.parquet file.
+
+    Files and records are two kinds of input: a record's id has three parts, a file's two,
+    and `#` inside a part is escaped, so no record can take a file's id, and the same
+    record id in two files gives two documents (issue 15: they used to share
+    `source#key`, and one silently replaced the other). Ids written before this scheme
+    (`source#record`) are re-keyed by the next run over all shards: see docs/RELIABILITY.md.
+    """
+    return f"{escape_part(source)}#{escape_part(file_key)}#{escape_part(record)}"
+
+
+def parse_doc_id(doc_id: str) -> tuple[str, str, str | None]:
+    """(source, key, record or None): the inverse of `doc_id_for` / `record_id_for`."""
+    parts = doc_id.split("#")
+    if len(parts) == 2:
+        return _unescape(parts[0]), _unescape(parts[1]), None
+    if len(parts) == 3:
+        return _unescape(parts[0]), _unescape(parts[1]), _unescape(parts[2])
+    raise ValueError(f"not a corpusmill document id: {doc_id!r}")
 
 
 def doc_key(doc_id: str) -> str:

@@ -10,15 +10,16 @@ document per line, configurable id/title/text fields), .parquet (same fields).
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
-from corpusmill.errors import ConfigError
-from corpusmill.ids import content_hash, doc_id_for
+from corpusmill.errors import ConfigError, InputError
+from corpusmill.ids import content_hash, doc_id_for, escape_part, parse_doc_id, record_id_for
 
 PYDOC = "pydoc"
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
@@ -69,9 +70,12 @@ Wanted = Callable[[str], bool]
 Item = Document | Quarantined
 
 
-def make_document(source: str, key: str, uri: str, title: str, text: str) -> Document:
+def make_document(
+    source: str, key: str, uri: str, title: str, text: str, record: str | None = None
+) -> Document:
+    """A file's (or pydoc topic's) document, or with `record` one record of a file."""
     return Document(
-        doc_id=doc_id_for(source, key),
+        doc_id=doc_id_for(source, key) if record is None else record_id_for(source, key, record),
         source=source,
         uri=uri,
         title=title,
@@ -112,10 +116,14 @@ def read_source(
     if spec == PYDOC:
         yield from read_pydoc(wanted)
         return
-    root = Path(spec).expanduser()
+    # abspath, not resolve: `../docs/a.txt` is an ordinary path, and a symlinked source
+    # folder keeps its own name.
+    root = Path(os.path.abspath(Path(spec).expanduser()))
     source = label or source_label(spec)
     if not root.exists():
         raise FileNotFoundError(f"source {spec!r} does not exist")
+    if not (root.is_file() or root.is_dir()):
+        raise InputError(f"source {spec!r} is not a regular file or a folder (a FIFO, a device?)")
     if root.is_file():
         yield from read_file(root, root.name, source, wanted, fields, max_file_bytes)
         return
@@ -213,14 +221,14 @@ def read_file(
         return
 
     if suffix == ".parquet":
-        yield from _parquet_records(path, source, wanted, fields, bad)
+        yield from _parquet_records(path, key, source, wanted, fields, bad)
         return
     text, reason = decode_text(data)
     if reason:
         yield bad(reason)
         return
     if suffix == ".jsonl":
-        yield from _jsonl_records(text, uri, source, wanted, fields, bad)
+        yield from _jsonl_records(text, key, uri, source, wanted, fields, bad)
         return
     if suffix in HTML_SUFFIXES:
         text = html_to_text(text)
@@ -230,16 +238,34 @@ def read_file(
     yield make_document(source, key, uri, "", text.strip())
 
 
+_BOMS = (  # UTF-32 first: its little-endian mark starts with UTF-16's
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
 def decode_text(data: bytes) -> tuple[str, str | None]:
-    if b"\x00" in data[:8192]:
+    """(text, None) or ("", why not). A byte-order mark picks the encoding and is dropped
+    (UTF-16 text is full of NUL bytes and is not binary); without one the text must be
+    UTF-8. A NUL anywhere in the text, not only near the start, marks it binary."""
+    encoding = next((enc for bom, enc in _BOMS if data.startswith(bom)), "utf-8")
+    if encoding == "utf-8" and b"\x00" in data:
         return "", "binary file (contains NUL bytes)"
     try:
-        return data.decode("utf-8"), None
+        text = data.decode(encoding)
     except UnicodeDecodeError as exc:
-        return "", f"invalid UTF-8 at byte {exc.start}"
+        return "", f"invalid {encoding.removesuffix('-sig').upper()} at byte {exc.start}"
+    if "\x00" in text:
+        return "", "binary file (contains NUL characters)"
+    return text.removeprefix("\ufeff"), None
 
 
-def _record(rec: dict, n: int, uri: str, source: str, fields: RecordFields) -> Document | str:
+def _record(
+    rec: dict, n: int, key: str, uri: str, source: str, fields: RecordFields
+) -> Document | str:
     if not isinstance(rec, dict):
         return f"record {n} is not an object"
     rid = rec.get(fields.id, rec.get("id"))
@@ -249,25 +275,58 @@ def _record(rec: dict, n: int, uri: str, source: str, fields: RecordFields) -> D
     if not isinstance(text, str) or not text.strip():
         return f"record {n} has no text in '{fields.text}'"
     title = rec.get(fields.title) or ""
-    return make_document(source, str(rid), f"{uri}#{rid}", str(title).strip(), text.strip())
+    rid = str(rid)
+    return make_document(
+        source, key, f"{uri}#{escape_part(rid)}", str(title).strip(), text.strip(), record=rid
+    )
 
 
-def _jsonl_records(text, uri, source, wanted, fields, bad) -> Iterator[Item]:
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            result = _record(json.loads(line), n, uri, source, fields)
-        except json.JSONDecodeError as exc:
-            result = f"line {n}: invalid JSON ({exc.msg})"
+def _records(rows: Iterable[tuple[int, object]], key, uri, source, wanted, fields, bad):
+    """Documents of a record file's (line number, parsed record or error) pairs.
+
+    A record id seen twice in one file keeps its first record; every later one is
+    quarantined with the line that holds the kept one, never dropped without a word.
+    """
+    first: dict[str, int] = {}
+    file_id = bad("").doc_id
+    for n, rec in rows:
+        result = rec if isinstance(rec, str) else _record(rec, n, key, uri, source, fields)
         if isinstance(result, str):
-            q = bad(result)
-            yield Quarantined(f"{q.doc_id}:{n}", q.source, f"{uri}:{n}", result)
-        elif wanted(result.doc_id):
+            yield Quarantined(f"{file_id}:{n}", source, f"{uri}:{n}", result)
+            continue
+        if result.doc_id in first:
+            rid = parse_doc_id(result.doc_id)[2]
+            yield Quarantined(
+                result.doc_id,
+                source,
+                f"{uri}:{n}",
+                f"duplicate record id {rid!r}: record {first[result.doc_id]} has it too "
+                "and is the one kept",
+            )
+            continue
+        first[result.doc_id] = n
+        if wanted(result.doc_id):
             yield result
 
 
-def _parquet_records(path, source, wanted, fields, bad) -> Iterator[Item]:
+def _jsonl_records(text, key, uri, source, wanted, fields, bad) -> Iterator[Item]:
+    def rows():
+        # "\n" only: str.splitlines also splits at U+2028 and other characters JSON
+        # strings may hold raw, which cut one record in two.
+        for n, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield n, f"line {n}: invalid JSON ({exc.msg})"
+            except RecursionError:  # deeply nested brackets: json recurses per level
+                yield n, f"line {n}: invalid JSON (nested too deeply)"
+
+    yield from _records(rows(), key, uri, source, wanted, fields, bad)
+
+
+def _parquet_records(path, key, source, wanted, fields, bad) -> Iterator[Item]:
     import pyarrow.parquet as pq
 
     try:
@@ -275,12 +334,8 @@ def _parquet_records(path, source, wanted, fields, bad) -> Iterator[Item]:
     except Exception as exc:  # pyarrow raises several types for a corrupt file
         yield bad(f"unreadable parquet: {exc}")
         return
-    for n, rec in enumerate(table.to_pylist(), start=1):
-        result = _record(rec, n, str(path), source, fields)
-        if isinstance(result, str):
-            yield Quarantined(f"{bad('').doc_id}:{n}", source, f"{path}:{n}", result)
-        elif wanted(result.doc_id):
-            yield result
+    rows = enumerate(table.to_pylist(), start=1)
+    yield from _records(rows, key, str(path), source, wanted, fields, bad)
 
 
 class _TextExtractor(HTMLParser):

@@ -24,6 +24,7 @@ from assets.partitions import partition_range_tags
 from corpusmill.config import Settings
 from corpusmill.inbox import INBOX_LABEL, StatCache, change_key, diff, read_committed, scan_inbox
 from corpusmill.inbox import summarise as summarise_changes
+from corpusmill.liveness import worker_alive
 from resources import LanceStoreResource
 
 TRIGGER_TAG = "corpusmill/trigger"
@@ -130,16 +131,45 @@ def build_inbox_sensor(
 
 
 def _runs_in_flight(instance: dg.DagsterInstance, sensor_name: str, run_timeout: int) -> list[str]:
-    """Ids of this sensor's runs still queued or running. A run older than the run timeout
-    is ignored: its worker died with the machine (run monitoring fails it soon), and the
-    content-derived run key still stops a duplicate if it is in fact alive."""
+    """Ids of this sensor's runs still queued or running. A started run whose worker
+    process is gone (the machine crashed with it) is failed here, at once, with the reason
+    in its log, so this tick retries its changes; a run older than the run timeout is
+    ignored (run monitoring fails it), and the content-derived run key still stops a
+    duplicate if it is in fact alive."""
     records = instance.get_run_records(
         filters=dg.RunsFilter(tags={TRIGGER_TAG: sensor_name}, statuses=IN_FLIGHT), limit=10
     )
     now = time.time()
     alive = []
     for record in records:
+        run = record.dagster_run
         since = record.start_time or record.create_timestamp.timestamp()
+        pid = _worker_pid(instance, run.run_id) if run.status in WORKER_STATUSES else None
+        if pid is not None and worker_alive(pid, since) is False:
+            instance.report_run_failed(
+                run,
+                message=f"run worker (pid {pid}) is gone: the machine or the process "
+                "died; the inbox sensor retries the changes",
+            )
+            continue
         if now - since < run_timeout:
-            alive.append(record.dagster_run.run_id)
+            alive.append(run.run_id)
     return alive
+
+
+WORKER_STATUSES = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
+
+
+def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The pid Dagster's launcher recorded for the run's process ("Started process for
+    run (pid: N)"), the last one if the run was resumed."""
+    pid = None
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        data = entry.dagster_event.engine_event_data if entry.dagster_event else None
+        value = (data.metadata or {}).get("pid") if data else None
+        if value is not None:
+            try:
+                pid = int(getattr(value, "value", value))
+            except (TypeError, ValueError):
+                continue
+    return pid

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from corpusmill.errors import ConfigError
 from corpusmill.evaluation.beir import BeirSet
 from corpusmill.evaluation.metrics import NDCG_K, RECALL_K, mean_metrics
+from corpusmill.ids import parse_doc_id
 
 RETRIEVE_DEPTH = 1000  # chunks per query: MTEB retrieves the top 1,000 documents
 SOURCE_LABEL = "scifact"  # the `source` the eval corpus gets in the store
@@ -30,13 +31,17 @@ MODES = tuple(SEARCH_OF)
 
 def doc_run(hits: Iterable, source: str) -> dict[str, float]:
     """Chunk hits -> {corpus doc id: best chunk score}; hits of other sources are dropped.
-    Store doc ids are `source#key` (ids.doc_id_for), the key being the BEIR `_id`."""
-    prefix = f"{source}#"
+    Store doc ids are `source#file#record` for a record (ids.record_id_for), the record
+    being the BEIR `_id`, and `source#key` for a whole file (the key is the id then)."""
     run: dict[str, float] = {}
     for hit in hits:
-        if not hit.doc_id.startswith(prefix):
+        try:
+            hit_source, key, record = parse_doc_id(hit.doc_id)
+        except ValueError:
             continue
-        doc = hit.doc_id[len(prefix) :]
+        if hit_source != source:
+            continue
+        doc = key if record is None else record
         if doc not in run or hit.score > run[doc]:
             run[doc] = float(hit.score)
     return run

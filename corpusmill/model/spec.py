@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from corpusmill.errors import ConfigError
+
 Kind = Literal["embedder", "cross-encoder"]
 
 
@@ -25,6 +27,17 @@ class ModelSpec:
     compile: bool = False  # torch.compile: 30-90 s per run, then faster (opt-in)
     pack_linear: bool = True  # CPU: Linear layers on oneDNN-packed weights
     tokenize_threads: int = 0  # 0 = 1 on CPU, up to 8 on CUDA
+
+    def __post_init__(self) -> None:
+        # Fail where the value is set, naming the setting, not deep in the engine.
+        for name, setting in (
+            ("max_batch_tokens", "CORPUSMILL_MAX_BATCH_TOKENS"),
+            ("max_seq_length", "max_seq_length"),
+            ("tokenize_threads", "CORPUSMILL_TOKENIZE_THREADS"),
+        ):
+            value = getattr(self, name)
+            if value < 0:
+                raise ConfigError(f"{setting}={value} must be >= 0 (0: automatic)")
 
     @property
     def configured(self) -> bool:

@@ -8,7 +8,7 @@ tests/unit/test_search_filters.py keeps both paths honest.)
 
 from __future__ import annotations
 
-from corpusmill.errors import ConfigError
+from corpusmill.errors import UsageError
 from corpusmill.ids import ALL_PARTITIONS
 
 
@@ -19,7 +19,7 @@ def build_filter(
     from lancedb.expr import col, lit
 
     if partition is not None and partition not in ALL_PARTITIONS:
-        raise ConfigError(
+        raise UsageError(
             f"partition={partition!r} is not a shard key; use one of "
             f"{ALL_PARTITIONS[0]} .. {ALL_PARTITIONS[-1]}"
         )

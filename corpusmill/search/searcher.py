@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from corpusmill.errors import ConfigError
+from corpusmill.errors import StoreError, UsageError
 from corpusmill.maintenance import ANN_NPROBES, ANN_REFINE_FACTOR, ensure_fts_index, has_fts_index
 from corpusmill.model import Model
 from corpusmill.search.filters import build_filter
@@ -54,14 +54,17 @@ class Searcher:
         view._pinned = None
         view._pinned = view.table
         return view
+        self._complete = False
 
     @property
     def table(self):
         if self._pinned is not None:
             return self._pinned
         table = self.store.open("embeddings")
+        if table is None and self.store.open("documents") is not None:
+            self.store.check_complete()
         if table is None:
-            raise ConfigError(
+            raise StoreError(
                 f"no embeddings table in {self.store.uri!r}: run `corpusmill ingest` (or "
                 "`make demo`) first, or set CORPUSMILL_DB"
             )
@@ -96,11 +99,21 @@ class Searcher:
         """`vector`: the query's vector if the caller embedded it already (a batch of
         queries, the service's micro-batch); else it is embedded here when needed."""
         if mode not in MODES:
-            raise ConfigError(f"mode={mode!r} is not one of {MODES}")
+            raise UsageError(f"mode={mode!r} is not one of {MODES} (--mode)")
         if fusion not in FUSIONS:
-            raise ConfigError(f"fusion={fusion!r} is not one of {FUSIONS}")
+            raise UsageError(f"fusion={fusion!r} is not one of {FUSIONS} (--fusion)")
         if not query.strip():
-            raise ConfigError("empty query")
+            raise UsageError("empty query")
+        if k < 1:
+            raise UsageError(f"k={k}: ask for at least 1 hit (--k)")
+        if rerank and candidates < 1:
+            raise UsageError(
+                f"candidates={candidates}: rerank at least 1 hit (--candidates, "
+                "CORPUSMILL_RERANK_K)"
+            )
+        if not self._complete:
+            self.store.check_complete()
+            self._complete = True
         where = build_filter(doc_id, source, partition)
         depth = max(k, candidates if rerank else k)
         qvec = None if vector is None else [float(x) for x in vector]

@@ -16,15 +16,25 @@ missing, and a rerun after a crash converges to exactly one row per id.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
 
+from corpusmill.errors import StoreError, store_error
 from corpusmill.model.card import ModelCard
 from corpusmill.store.filters import groups_of, in_filter
 from corpusmill.store.lock import file_lock
 from corpusmill.store.schemas import check_card, embeddings_schema, table_card
+
+
+class CommitHook:
+    """A test seam: `after(table_name)` runs after every commit `replace_rows` makes, so
+    the adversarial suite can stop a run at each commit boundary (raise, or kill the
+    process). Production code never sets it."""
+
+    after: Callable[[str], None] | None = None
 
 
 class Store:
@@ -35,7 +45,10 @@ class Store:
 
         self.uri = uri
         if "://" not in uri:
-            Path(uri).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(uri).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise (store_error(exc, uri) or exc) from exc
         self.db = lancedb.connect(uri)
 
     # -- tables -------------------------------------------------------------------------
@@ -64,6 +77,14 @@ class Store:
         table = self.ensure("embeddings", embeddings_schema(card))
         check_card(table_card(table.schema), card)
         return table
+
+    def check_model(self, card: ModelCard) -> None:
+        """Refuse `card` if an embeddings table exists and another model wrote it. Every
+        asset that writes calls this before its first write, so a refused model swap
+        leaves documents and chunks as they were, not only the embeddings."""
+        stored = self.embeddings_card()
+        if stored is not None:
+            check_card(stored, card)
 
     def embeddings_card(self) -> dict[str, str] | None:
         table = self.open("embeddings")
@@ -110,6 +131,7 @@ class Store:
             if delete_where and delete_where != "false":
                 before = table.count_rows()
                 table.delete(delete_where)
+                _committed(table)
                 return {"inserted": 0, "updated": 0, "deleted": before - table.count_rows()}
             return {"inserted": 0, "updated": 0, "deleted": 0}
         rows = rows.select(table.schema.names).cast(table.schema.remove_metadata())
@@ -117,6 +139,7 @@ class Store:
         if delete_where and delete_where != "false":
             merge = merge.when_not_matched_by_source_delete(delete_where)
         result = merge.execute(rows)
+        _committed(table)
         return {
             "inserted": result.num_inserted_rows,
             "updated": result.num_updated_rows,
@@ -129,4 +152,23 @@ class Store:
         docs/DESIGN.md for how their writers are kept apart."""
         if "://" in self.uri:
             return contextlib.nullcontext()
+        if not os.access(self.uri, os.W_OK):  # fail before the run does any work
+            raise StoreError(
+                f"cannot write the store at {self.uri!r}: permission denied; make it "
+                "writable or point CORPUSMILL_DB at a directory you can write"
+            )
         return file_lock(self.uri, name)
+
+    def check_complete(self) -> None:
+        """Refuse to search a store whose first ingest stopped before any vector was
+        committed: "no results" would be a lie."""
+        if self.count("embeddings") == 0 and self.count("chunks") > 0:
+            raise StoreError(
+                f"the store at {self.uri!r} is incomplete: it holds chunks but no vectors "
+                "(the last ingest failed or was stopped); rerun `corpusmill ingest`"
+            )
+
+
+def _committed(table) -> None:
+    if CommitHook.after is not None:
+        CommitHook.after(table.name)

@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from corpusmill.errors import ConfigError, InputError
 from corpusmill.ids import content_hash, doc_key, partition_of
 from corpusmill.sources import Document, Quarantined, RecordFields, read_source
 from corpusmill.store import (
@@ -48,11 +49,16 @@ def sync_documents(
     is far more often an accident than a deletion. A quarantined document keeps its last
     good version.
     """
+    if max_file_bytes < 0:
+        raise ConfigError(
+            f"max_file_bytes={max_file_bytes} must be >= 0 (CORPUSMILL_MAX_FILE_BYTES)"
+        )
     wanted_parts = set(partitions)
     report = DocumentsReport()
     docs: dict[str, Document] = {}
     protected: set[str] = set()
     labels: list[str] = []
+    check_labels(sources)
     for spec, label in sources:
         try:
             for item in read_source(
@@ -62,6 +68,15 @@ def sync_documents(
                 fields=fields or RecordFields(),
                 max_file_bytes=max_file_bytes,
             ):
+                if isinstance(item, Document) and item.doc_id in docs:
+                    # Ids cannot collide by construction (corpusmill.ids); if they ever
+                    # did, the second document is quarantined, not silently dropped.
+                    item = Quarantined(
+                        item.doc_id,
+                        item.source,
+                        item.uri,
+                        f"duplicate document id: {docs[item.doc_id].uri} has it too",
+                    )
                 if isinstance(item, Quarantined):
                     if partition_of(item.doc_id) in wanted_parts:
                         report._quarantine.append(item)
@@ -73,8 +88,14 @@ def sync_documents(
             report.unavailable_sources.append(spec)
     report.documents = len(docs)
     report.quarantined = len(report._quarantine)
+    if not sources:
+        raise InputError("no sources to read: set CORPUSMILL_SOURCES or pass paths to ingest")
     if not labels:
-        return report
+        # Every source is missing: a run that reads nothing must not report success.
+        raise InputError(
+            f"no source could be read ({', '.join(report.unavailable_sources)} does not "
+            "exist); check the paths (CORPUSMILL_SOURCES or the ingest arguments)"
+        )
 
     in_sources = set(labels)
     stored = [
@@ -119,6 +140,18 @@ def sync_documents(
         store.replace_rows(table, "doc_id", None, docs_filter(group))
     record_quarantine(store, "source", report._quarantine, in_sources, partitions)
     return report
+
+
+def check_labels(sources: Sequence[tuple[str, str]]) -> None:
+    """Two different sources under one label would share ids: refuse, name both."""
+    seen: dict[str, str] = {}
+    for spec, label in sources:
+        other = seen.setdefault(label, spec)
+        if other != spec:
+            raise ConfigError(
+                f"sources {other!r} and {spec!r} share the label {label!r}; "
+                "give each its own (LABEL=PATH in CORPUSMILL_SOURCES or the ingest paths)"
+            )
 
 
 def record_quarantine(

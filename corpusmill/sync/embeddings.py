@@ -28,6 +28,8 @@ from corpusmill.sync.common import DOC_GROUP, Report, docs_filter, partition_fil
 
 _CHUNK_COLUMNS = [f.name for f in chunks_schema()]
 
+NON_FINITE = "the model returned a non-finite vector (NaN or infinity) for this chunk"
+
 Embed = Callable[[Iterable[tuple[str, str | TokenIds]], Callable], object]
 
 
@@ -73,9 +75,6 @@ def sync_embeddings(
     report.documents_updated = len(stale)
     report.documents_removed = len(gone)
 
-    for group in groups_of(gone):
-        store.replace_rows(table, "chunk_id", None, docs_filter(group))
-
     # Content hashes held anywhere in the table: only these are worth a vector lookup.
     known = set(store.scan("embeddings", ["content_hash"])["content_hash"].to_pylist())
     report.chunks_to_embed = sum(1 for d in stale for _c, h in want[d] if h not in known)
@@ -96,6 +95,10 @@ def sync_embeddings(
 
     embed(items(), committer.sink)
     committer.flush_all()
+    # Removed documents leave last: their vectors may serve the same content under a new
+    # id (a renamed file, a record re-keyed by issue 15's id scheme) without re-embedding.
+    for group in groups_of(gone):
+        store.replace_rows(table, "chunk_id", None, docs_filter(group))
     n_wanted = sum(len(v) for v in want.values())
     # Reused = every wanted chunk whose vector was already stored (unchanged or same content).
     report.chunks_reused = n_wanted - report.chunks_embedded - report.chunks_failed
@@ -166,10 +169,15 @@ class _GroupCommitter:
     def sink(self, items: list[tuple[str, str]], rows: np.ndarray, failed: dict[int, str]) -> None:
         with self.lock:
             touched = set()
+            # A NaN or infinite vector (overflow in half precision, a broken weight) would
+            # make LanceDB reject the whole commit; that chunk alone is quarantined.
+            finite = np.isfinite(rows).all(axis=1) if len(items) else np.ones(0, bool)
             for i, (cid, _text) in enumerate(items):
                 gid = self.owner.pop(cid)
                 partition = self.partition_of.pop(cid)
                 touched.add(gid)
+                if i not in failed and not finite[i]:
+                    failed = {**failed, i: NON_FINITE}
                 if i in failed:
                     self.vectors[cid] = None
                     self._record_failure(gid, cid, failed[i])

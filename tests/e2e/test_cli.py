@@ -5,6 +5,7 @@ import subprocess
 
 import pytest
 
+from corpusmill.errors import StoreError
 from tests.e2e.procs import BIN, run_cli
 
 CLI = BIN / "corpusmill"
@@ -54,5 +55,5 @@ def test_search_without_a_store_says_what_to_do(cli_env):
     out = subprocess.run(
         [str(CLI), "search", "anything"], env=env, capture_output=True, text=True, timeout=120
     )
-    assert out.returncode == 2
+    assert out.returncode == StoreError.exit_code  # 5: the store is not there yet
     assert "corpusmill ingest" in out.stderr

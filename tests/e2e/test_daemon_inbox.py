@@ -38,11 +38,11 @@ def _searcher(daemon):
 
 def _top_doc(searcher, query: str) -> str | None:
     """Top hit of a full-text search (the tiny model is random: its vectors rank nothing)."""
-    from corpusmill.errors import ConfigError
+    from corpusmill.errors import StoreError
 
     try:
         hits = searcher.search(query, k=1, mode="fts")
-    except ConfigError:  # no embeddings table yet
+    except StoreError:  # no embeddings table yet, or no vector committed yet
         return None
     return hits[0].doc_id if hits else None
 

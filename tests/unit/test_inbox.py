@@ -39,7 +39,7 @@ def test_listing_ids_hashes_and_record_files(tmp_path):
     (tmp_path / ".hidden.txt").write_text("never listed")
     (tmp_path / "c.txt.part").write_text("still downloading")
     listing = _scan(tmp_path)
-    assert set(listing.docs) == {"inbox#a.txt", "inbox#sub/b.md", "inbox#r1"}
+    assert set(listing.docs) == {"inbox#a.txt", "inbox#sub/b.md", "inbox#recs.jsonl#r1"}
     assert listing.files == 3 and not listing.quarantined
     assert _scan(tmp_path).docs == listing.docs, "hashes are deterministic"
 

@@ -3,7 +3,7 @@ bi-encoder. Hostile filter values match nothing extra and delete nothing."""
 
 import pytest
 
-from corpusmill.errors import ConfigError
+from corpusmill.errors import UsageError
 from corpusmill.ids import partition_of
 from corpusmill.model import Model, ModelSpec
 from corpusmill.search import Searcher
@@ -91,7 +91,7 @@ def test_hostile_looking_id_is_found_exactly(searcher, value):
 
 
 def test_partition_must_be_a_shard_key(searcher):
-    with pytest.raises(ConfigError, match="shard-00"):
+    with pytest.raises(UsageError, match="shard-00"):
         searcher.search("exception", partition="x' OR '1'='1")
     part = partition_of("pydoc#lambda")
     hits = searcher.search("anonymous functions", k=10, mode="hybrid", partition=part)
@@ -144,9 +144,9 @@ def test_rrf_fuse_formula():
 
 
 def test_bad_mode_and_empty_query_fail_early(searcher):
-    with pytest.raises(ConfigError, match="vector"):
+    with pytest.raises(UsageError, match="vector"):
         searcher.search("x", mode="semantic")
-    with pytest.raises(ConfigError):
+    with pytest.raises(UsageError):
         searcher.search("   ")
 
 

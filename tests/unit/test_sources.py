@@ -6,12 +6,19 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from corpusmill.ids import parse_doc_id
 from corpusmill.sources import Document, Quarantined, html_to_text, read_source
+
+
+def _key(doc_id: str) -> str:
+    _source, key, record = parse_doc_id(doc_id)
+    return key if record is None else record
 
 
 def _read(path, **kw):
     items = list(read_source(str(path), **kw))
-    docs = {d.doc_id.split("#", 1)[1]: d for d in items if isinstance(d, Document)}
+    # Keyed by a file's relative path, or a record's id (its file is in the doc id too).
+    docs = {_key(d.doc_id): d for d in items if isinstance(d, Document)}
     bad = {q.uri: q.reason for q in items if isinstance(q, Quarantined)}
     return docs, bad
 

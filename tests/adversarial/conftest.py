@@ -1,0 +1,77 @@
+"""Fixtures of the adversarial suite: a second tiny model of the same shape (a model swap
+at equal dimension), and one whose weights are poisoned so one token gives NaN."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from app.runs import run_ingest
+from resources import (
+    CrossEncoderResource,
+    EmbedderResource,
+    LanceStoreResource,
+    PipelineSettingsResource,
+)
+from tests.conftest import _tiny_config, _tokenizer, write_sentence_transformers_files
+
+CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
+POISON_WORD = "zebra"  # one whole-word token in the MiniLM vocabulary
+
+
+def _save_tiny(path: Path, seed: int, poison: str | None = None) -> Path:
+    import torch
+    from transformers import BertModel
+
+    torch.manual_seed(seed)
+    model = BertModel(_tiny_config())
+    tok = _tokenizer()
+    if poison is not None:
+        # NaN in one row of the word embeddings: any input holding that token gets a NaN
+        # vector (attention spreads it over the whole sequence), every other input is fine.
+        token = tok.convert_tokens_to_ids(poison)
+        with torch.no_grad():
+            model.embeddings.word_embeddings.weight[token] = float("nan")
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    write_sentence_transformers_files(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def other_tiny_embedder_path(tmp_path_factory) -> Path:
+    """Same architecture and dimension as `tiny_embedder_path`, other weights."""
+    return _save_tiny(tmp_path_factory.mktemp("other-tiny"), seed=7)
+
+
+@pytest.fixture(scope="session")
+def poisoned_embedder_path(tmp_path_factory) -> Path:
+    return _save_tiny(tmp_path_factory.mktemp("poisoned-tiny"), seed=0, poison=POISON_WORD)
+
+
+def resources_for(db_uri: str, model_path: Path) -> dict:
+    return {
+        "store": LanceStoreResource(uri=db_uri),
+        "settings": PipelineSettingsResource(),
+        "embedder": EmbedderResource(model_path=str(model_path), dtype="float32"),
+        "reranker": CrossEncoderResource(),
+    }
+
+
+def ingest(sources, resources, **kw):
+    kw.setdefault("chunk_config", CHUNKS)
+    kw.setdefault("instance", dg.DagsterInstance.ephemeral())
+    return run_ingest([str(s) for s in sources], resources=resources, **kw)
+
+
+def store_snapshot(db_uri: str) -> dict[str, str]:
+    """Every file under the store with its content hash: equal snapshots, equal store."""
+    root = Path(db_uri)
+    return {
+        str(p.relative_to(root)): hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith(".lock")
+    }
