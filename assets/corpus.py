@@ -46,7 +46,7 @@ def raw_corpus(
         settings.max_file_bytes if config.max_file_bytes is None else config.max_file_bytes
     )
     db = store.store()
-    with db.write_lock():
+    with db.write_lock(context.partition_keys):
         report = sync_documents(
             db,
             context.partition_keys,
@@ -102,7 +102,7 @@ def chunked_documents(
         tokenizer_id=model.tokenizer_id,  # chunks keep their input ids for the embedder
     )
     db = store.store()
-    with db.write_lock():
+    with db.write_lock(context.partition_keys):
         report = sync_chunks(db, chunker, context.partition_keys)
     if report.truncated:
         context.log.warning(f"{report.truncated} chunks exceed the model limit and were truncated")

@@ -30,7 +30,7 @@ def embeddings(
     def embed(items, sink):
         stats.append(model.embed_stream(items, sink))
 
-    with db.write_lock(), GpuSampler() as gpu:
+    with db.write_lock(context.partition_keys), GpuSampler() as gpu:
         report = sync_embeddings(
             db,
             embed,

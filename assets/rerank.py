@@ -64,7 +64,7 @@ def rerank_scores(
             f"bi-encoder {scorer.model_id}"
         )
     db = store.store()
-    with db.write_lock():
+    with db.write_lock(context.partition_keys):
         report = sync_rerank_scores(db, queries, context.partition_keys, scorer, k=k)
     meta = report.as_metadata()
     meta.update(scorer.model.lineage())
