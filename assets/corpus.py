@@ -6,7 +6,7 @@ and resource annotations at decoration time.)
 
 import dagster as dg
 
-from assets.partitions import STORE_POOL, one_run, shards
+from assets.partitions import one_run, shards
 from corpusmill.chunking import TokenChunker
 from corpusmill.sources import RecordFields, parse_source
 from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
@@ -27,7 +27,6 @@ class CorpusConfig(dg.Config):
 @dg.asset(
     partitions_def=shards,
     backfill_policy=one_run,
-    pool=STORE_POOL,
     group_name="corpus",
     kinds={"lancedb"},
 )
@@ -78,7 +77,6 @@ class ChunkConfig(dg.Config):
     deps=[raw_corpus],
     partitions_def=shards,
     backfill_policy=one_run,
-    pool=STORE_POOL,
     group_name="corpus",
     kinds={"lancedb"},
 )

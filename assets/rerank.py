@@ -11,7 +11,7 @@ and resource annotations at decoration time.)
 import dagster as dg
 
 from assets.embeddings import embeddings
-from assets.partitions import STORE_POOL, one_run, shards
+from assets.partitions import one_run, shards
 from resources import (
     CrossEncoderResource,
     EmbedderResource,
@@ -33,7 +33,6 @@ class RerankConfig(dg.Config):
     deps=[embeddings],
     partitions_def=shards,
     backfill_policy=one_run,
-    pool=STORE_POOL,
     group_name="corpus",
     kinds={"pytorch", "lancedb"},
 )

@@ -200,5 +200,5 @@ def _shard_locks(directory: str, partitions: list[str]) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(file_lock(directory, "store", shared=True))
         for p in partitions:
-            stack.enter_context(file_lock(directory, f"shard-{p}"))
+            stack.enter_context(file_lock(directory, f"partition-{p}"))
         yield
