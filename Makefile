@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export CORPUSMILL_DB ?= ./data/lancedb
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 
-.PHONY: install demo test test-all dev eval bench lint format clean
+.PHONY: install demo scale-demo test test-all dev eval bench lint format clean
 
 # The grep drops this machine's notes about missing local mirror folders, not pip's errors.
 $(STAMP): pyproject.toml
@@ -24,6 +24,9 @@ demo: $(STAMP) ## materialise the whole graph on the built-in corpus, then searc
 	test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/corpusmill ingest --default --rerank
 	$(VENV)/bin/corpusmill search "how do I catch an exception" --k 3
+
+scale-demo: $(STAMP) ## SciFact slice -> 2 Ray workers -> s3:// on moto, in a private network namespace (root)
+	$(PY) -m app.netns -- $(PY) -m app.scale_demo --docs $${DOCS:-200} --workers $${WORKERS:-2}
 
 test: $(STAMP) ## the suite CI runs (no GPU, no browser)
 	$(PY) -m pytest -q -m "not gpu and not browser"

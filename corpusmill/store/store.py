@@ -81,12 +81,44 @@ class Store:
         gains its primary key (`_declare_key`)."""
         table = self.open(name)
         if table is None:
-            table = self.db.create_table(name, schema=schema, exist_ok=True)
+            table = self._create(name, schema)
         missing = [f for f in schema if f.name not in table.schema.names]
         if missing:
             table.add_columns(missing)
         self._declare_key(name, table)
         return table
+
+    def _create(self, name: str, schema: pa.Schema):
+        """Create `name`, or open it if another writer created it first.
+
+        Lance creates a table with an Overwrite commit, and an Overwrite never conflicts:
+        two writers creating the same table at once on S3 left versions 1 and 2, the
+        second an empty table over the first (a write in between would be lost). Locally
+        creation therefore holds an exclusive lock; on an object store nothing can, so
+        tables are created before writers run concurrently (`create_tables`, or any
+        single first run); docs/DESIGN.md, "Scaling out"."""
+        guard = contextlib.nullcontext() if self.on_object_store else file_lock(self.uri, "create")
+        with guard:
+            if name in self.table_names():
+                return self.db.open_table(name)
+            try:
+                return self.db.create_table(name, schema=schema)
+            except (ValueError, OSError, RuntimeError) as e:
+                if "exist" not in str(e).lower():
+                    raise
+            return self.db.open_table(name)
+
+    def create_tables(self, card: ModelCard) -> None:
+        """Every table a run writes, created now by this one writer (see `_create`)."""
+        from corpusmill.store.schemas import chunks_schema, documents_schema, quarantine_schema
+
+        for name, schema in (
+            ("documents", documents_schema()),
+            ("quarantine", quarantine_schema()),
+            ("chunks", chunks_schema()),
+        ):
+            self.ensure(name, schema)
+        self.ensure_embeddings(card)
 
     @staticmethod
     def _declare_key(name: str, table) -> None:

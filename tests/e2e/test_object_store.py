@@ -3,7 +3,7 @@
 Every connection gets the storage options (endpoint, keys, allow_http); an ingest writes
 every chunk once; a rerun changes nothing; two runs on disjoint shards at the same time
 leave every chunk exactly once (there is no lock on an object store: Lance's conditional-put
-commits and the declared keys are what keep them apart).
+commits and the declared keys are what keep them apart), once one writer created the tables.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import dagster as dg
 
 from app.runs import run_ingest
 from corpusmill.ids import ALL_PARTITIONS, partition_of
+from corpusmill.model import Model, ModelSpec
 from corpusmill.store import Store
 from resources import (
     CrossEncoderResource,
@@ -76,6 +77,10 @@ def test_two_disjoint_shard_runs_at_once_leave_every_chunk_once(
     uri, options = s3_store
     corpus = write_corpus(tmp_path / "corpus", n_docs=16, min_sentences=5)
     halves = (ALL_PARTITIONS[:8], ALL_PARTITIONS[8:])
+    # Tables are created by one writer first: concurrent creation on S3 can leave one
+    # creator's empty table over the other's (Store._create says why).
+    card = Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32")).card
+    Store(uri, options).create_tables(card)
     results: list[dict] = []
     barrier = threading.Barrier(2)
 
