@@ -175,7 +175,11 @@ def _embed(store, spec, card, schema, todo, workers, gpu, batch_rows, stats, rep
     rows = pa.Table.from_pylist(todo, schema=input_schema)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
-    ds = ray.data.from_arrow(rows).repartition(max(1, -(-rows.num_rows // batch_rows)))
+    # At least 4 blocks per worker, so every worker gets work and a restarted one's retry
+    # is a small part of the job; at most `batch_rows` chunks per block.
+    blocks = max(workers * 4, -(-rows.num_rows // batch_rows))
+    batch = max(1, -(-rows.num_rows // blocks))
+    ds = ray.data.from_arrow(rows).repartition(blocks)
     resources = {"num_gpus": 1} if gpu else {"num_cpus": 0.5}
     t0 = time.perf_counter()
     out = ds.map_batches(
@@ -188,9 +192,11 @@ def _embed(store, spec, card, schema, todo, workers, gpu, batch_rows, stats, rep
             "storage_options": store.storage_options,
             "storage_version": _storage_version(store),
         },
-        batch_size=batch_rows,
+        batch_size=batch,
         batch_format="pyarrow",
-        concurrency=workers,
+        # A fixed pool, one batch in flight per actor: a free actor takes the next block
+        # instead of a busy one queueing it.
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
         # A killed actor is restarted and the batch it held is retried on it.
         max_restarts=3,
         max_task_retries=3,
