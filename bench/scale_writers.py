@@ -59,6 +59,12 @@ def writer(corpus: str, uri: str, options: dict, half: str, threads: int, q) -> 
 
 
 def run_mode(mode: str, corpus: Path, uri: str, options: dict) -> dict:
+    from corpusmill.config import Settings
+    from corpusmill.model import Model
+    from corpusmill.store import Store
+
+    # One writer creates the tables before two run at once (Store._create says why).
+    Store(uri, options).create_tables(Model(Settings().embedder_spec()).card)
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     # Concurrent writers get one core each, serialised ones both cores: the fair split.
@@ -79,8 +85,6 @@ def run_mode(mode: str, corpus: Path, uri: str, options: dict) -> dict:
     wall = time.perf_counter() - t0
     results = [q.get() for _ in procs]
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
-    from corpusmill.store import Store
-
     ids = Store(uri, options).scan("embeddings", ["chunk_id"])["chunk_id"].to_pylist()
     return {
         "mode": mode,
