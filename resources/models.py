@@ -6,6 +6,7 @@ per run: the definitions use the in-process executor) loads its weights on first
 keeps them resident for every partition of the run. Nothing unloads it on a timer.
 """
 
+import dataclasses
 from typing import Any, ClassVar
 
 import dagster as dg
@@ -30,31 +31,15 @@ class _ModelResource(dg.ConfigurableResource):
 
     @classmethod
     def from_spec(cls, spec: ModelSpec):
-        return cls(
-            model_path=spec.path,
-            model_id=spec.model_id,
-            device=spec.device,
-            dtype=spec.dtype,
-            max_batch_tokens=spec.max_batch_tokens,
-            max_seq_length=spec.max_seq_length,
-            compile=spec.compile,
-            pack_linear=spec.pack_linear,
-            tokenize_threads=spec.tokenize_threads,
-        )
+        fields = dataclasses.asdict(spec)
+        fields["model_path"] = fields.pop("path")
+        del fields["kind"]  # fixed by the class
+        return cls(**fields)
 
     def spec(self) -> ModelSpec:
-        return ModelSpec(
-            path=self.model_path,
-            kind=self.kind,  # type: ignore[arg-type]
-            model_id=self.model_id,
-            device=self.device,
-            dtype=self.dtype,
-            max_batch_tokens=self.max_batch_tokens,
-            max_seq_length=self.max_seq_length,
-            compile=self.compile,
-            pack_linear=self.pack_linear,
-            tokenize_threads=self.tokenize_threads,
-        )
+        names = [f.name for f in dataclasses.fields(ModelSpec) if f.name not in ("path", "kind")]
+        values = {name: getattr(self, name) for name in names}
+        return ModelSpec(path=self.model_path, kind=self.kind, **values)  # type: ignore[arg-type]
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._model = Model(self.spec())
