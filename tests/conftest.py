@@ -112,6 +112,7 @@ def db_uri(tmp_path) -> str:
 @pytest.fixture(scope="session")
 def local_s3():
     """moto's S3 server on a free 127.0.0.1 port, with one bucket; stopped by PID."""
+    pytest.importorskip("moto", reason="the `scale` extra (make install adds it)")
     from app.local_s3 import LocalS3
 
     with LocalS3() as s3:
