@@ -54,7 +54,9 @@ class LocalS3:
 
     def start(self) -> LocalS3:
         self.port = self.port or free_port()
-        server = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+        # This interpreter's own moto first: another moto on PATH may be another version.
+        own = Path(sys.executable).parent / "moto_server"
+        server = str(own) if own.exists() else shutil.which("moto_server") or "moto_server"
         self.proc = subprocess.Popen(
             [server, "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
