@@ -9,13 +9,13 @@ export CORPUSMILL_DB ?= ./data/lancedb
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 DEV_PORT ?= 3000
 
-.PHONY: install demo test test-fast test-all test-browser dev eval bench bench-gpu bench-search bench-inbox bench-ann gpu-pack lint typecheck format clean
+.PHONY: install demo scale-demo test test-fast test-all test-browser dev eval bench bench-gpu bench-search bench-inbox bench-ann gpu-pack lint typecheck format clean
 
 # The grep drops this machine's notes about missing local mirror folders, not pip's errors.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
-	$(PY) -m pip install -q -e '.[dev]' 2>&1 | { grep -v "^WARNING: Location" || true; }
+	$(PY) -m pip install -q -e '.[dev,scale]' 2>&1 | { grep -v "^WARNING: Location" || true; }
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install corpusmill with its test tools
@@ -25,6 +25,9 @@ demo: $(STAMP) ## materialise the whole graph on the built-in corpus, then searc
 	test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/corpusmill ingest --default --rerank
 	$(VENV)/bin/corpusmill search "how do I catch an exception" --k 3
+
+scale-demo: $(STAMP) ## SciFact slice -> 2 Ray workers -> s3:// on moto, in a private network namespace (root)
+	$(PY) -m app.netns -- $(PY) -m app.scale_demo --docs $${DOCS:-200} --workers $${WORKERS:-2}
 
 test: $(STAMP) ## the suite CI runs (no GPU, no browser)
 	$(PY) -m pytest -q -m "not gpu and not browser"

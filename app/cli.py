@@ -86,6 +86,7 @@ def cmd_search(args, settings: Settings) -> int:
         settings.db,
         embedder=Model(settings.embedder_spec()),
         reranker=Model(settings.reranker_spec()),
+        storage_options=settings.storage_options,
     )
     options = {
         "k": args.k,

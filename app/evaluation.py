@@ -44,7 +44,7 @@ def run_eval(
     labelled = load_beir(data, "test", limit_queries)
     chunk_tokens, overlap = chunking or (settings.eval_chunk_tokens, settings.eval_chunk_overlap)
     resources = build_resources(settings)
-    resources["store"] = LanceStoreResource(uri=db)
+    resources["store"] = LanceStoreResource(uri=db, storage_options=settings.storage_options)
     summary = run_ingest(
         [f"{SOURCE_LABEL}={labelled.corpus_path}"],
         resources=resources,
@@ -55,7 +55,9 @@ def run_eval(
         raise ConfigError(
             f"ingesting {labelled.corpus_path} into {db} failed (run {summary['run_id']})"
         )
-    searcher = Searcher(db, embedder=Model(settings.embedder_spec()))
+    searcher = Searcher(
+        db, embedder=Model(settings.embedder_spec()), storage_options=settings.storage_options
+    )
     metrics = evaluate(searcher, labelled, modes)
     return {
         "ingest": summary,

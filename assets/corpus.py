@@ -6,7 +6,7 @@ and resource annotations at decoration time.)
 
 import dagster as dg
 
-from assets.partitions import STORE_POOL, one_run, shards
+from assets.partitions import one_run, shards
 from assets.shard_metadata import observe_shards, run_level
 from corpusmill.chunking import TokenChunker
 from corpusmill.sources import RecordFields, parse_source
@@ -28,7 +28,6 @@ class CorpusConfig(dg.Config):
 @dg.asset(
     partitions_def=shards,
     backfill_policy=one_run,
-    pool=STORE_POOL,
     group_name="corpus",
     kinds={"lancedb"},
 )
@@ -50,7 +49,7 @@ def raw_corpus(
         settings.max_file_bytes if config.max_file_bytes is None else config.max_file_bytes
     )
     db = store.store()
-    with db.write_lock():
+    with db.write_lock(context.partition_keys):
         db.check_model(embedder.model.card)
         report = sync_documents(
             db,
@@ -85,7 +84,6 @@ class ChunkConfig(dg.Config):
     deps=[raw_corpus],
     partitions_def=shards,
     backfill_policy=one_run,
-    pool=STORE_POOL,
     group_name="corpus",
     kinds={"lancedb"},
 )
@@ -110,7 +108,7 @@ def chunked_documents(
         tokenizer_id=model.tokenizer_id,  # chunks keep their input ids for the embedder
     )
     db = store.store()
-    with db.write_lock():
+    with db.write_lock(context.partition_keys):
         db.check_model(model.card)
         report = sync_chunks(db, chunker, context.partition_keys)
     if report.truncated:

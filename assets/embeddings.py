@@ -5,11 +5,11 @@ import dataclasses
 import dagster as dg
 
 from assets.corpus import chunked_documents
-from assets.partitions import STORE_POOL, one_run, shards
+from assets.partitions import one_run, shards
 from assets.shard_metadata import observe_shards, run_level
 from corpusmill.engine.progress import DEFAULT_EVERY_S, Progress, ProgressMeter
 from corpusmill.engine.telemetry import GpuSampler
-from resources import EmbedderResource, LanceStoreResource
+from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
 
 # The key under which a progress log line carries its numbers (`extra=`), for loggers that
 # show them otherwise (the CLI's progress bar).
@@ -26,7 +26,6 @@ class EmbeddingsConfig(dg.Config):
     deps=[chunked_documents],
     partitions_def=shards,
     backfill_policy=one_run,
-    pool=STORE_POOL,
     group_name="corpus",
     kinds={"pytorch", "lancedb"},
 )
@@ -35,12 +34,16 @@ def embeddings(
     config: EmbeddingsConfig,
     store: LanceStoreResource,
     embedder: EmbedderResource,
+    settings: PipelineSettingsResource,
 ) -> dg.MaterializeResult:
     """One vector per chunk. Chunks whose content is already embedded by this model are
-    reused, not recomputed; the table refuses vectors from any other model."""
+    reused, not recomputed; the table refuses vectors from any other model. With
+    CORPUSMILL_EXECUTOR=ray the model runs on a pool of Ray actors instead of in-process."""
     from corpusmill.sync import record_quarantine, sync_embeddings
     from corpusmill.sync.shards import merge_counts, shard_counts
 
+    if settings.executor == "ray":
+        return _embeddings_on_ray(context, store, embedder, settings)
     model = embedder.model
     db = store.store()
     stats = []
@@ -53,7 +56,7 @@ def embeddings(
     def embed(items, sink):
         stats.append(model.embed_stream(items, sink, progress=meter))
 
-    with db.write_lock(), GpuSampler() as gpu:
+    with db.write_lock(context.partition_keys), GpuSampler() as gpu:
         report = sync_embeddings(
             db,
             embed,
@@ -77,4 +80,34 @@ def embeddings(
         meta.update(run_level(gpu.summary()))
     meta["table_version"] = db.version("embeddings")
     meta["run_partitions"] = len(context.partition_keys)
+    return dg.MaterializeResult(metadata=meta)
+
+
+def _embeddings_on_ray(context, store, embedder, settings) -> dg.MaterializeResult:
+    """The Ray path: this process plans and commits; `ray_workers` actors embed. The run
+    key is the Dagster run and its shards, so a retried commit of this run is skipped."""
+    from corpusmill.ids import content_hash
+    from corpusmill.scale.cluster import ray_cluster
+    from corpusmill.scale.ray_embed import sync_embeddings_on_ray
+    from corpusmill.sync import record_quarantine
+
+    model = embedder.model  # the card and tokenizer only: the weights load in the workers
+    db = store.store()
+    run_key = f"{context.run_id}:{content_hash(*sorted(context.partition_keys))}"
+    with db.write_lock(context.partition_keys), ray_cluster(settings.ray_address):
+        report, stats = sync_embeddings_on_ray(
+            db,
+            embedder.spec(),
+            model.card,
+            context.partition_keys,
+            run_key=run_key,
+            workers=settings.ray_workers,
+            tokenizer_id=model.tokenizer_id,
+        )
+        record_quarantine(db, "embed", report._failed, None, context.partition_keys)
+    meta: dict = report.as_metadata()
+    meta.update(model.lineage())
+    meta.update(stats.as_metadata())
+    meta["table_version"] = db.version("embeddings")
+    meta["partitions"] = len(context.partition_keys)
     return dg.MaterializeResult(metadata=meta)

@@ -28,9 +28,15 @@ warnings.filterwarnings(
     category=dg.BetaWarning,
 )
 
-# Writers of the store queue on this pool (limit 1 in dagster.yaml), so two runs that
-# touch the same tables never interleave their commits.
+# Whole-store work (upkeep, evaluation's index build) queues on this pool (limit 1 in
+# dagster.yaml). Shard writers are not in it: they queue per shard (SHARD_TAG below).
 STORE_POOL = "corpusmill_store"
+
+# A run carries one tag per shard it writes; dagster.yaml limits each tag to one run, so
+# the run queue starts runs on disjoint shard ranges together and holds back a run that
+# shares a shard with a running one (the per-shard pool Dagster pools cannot express:
+# a pool is fixed per asset, and a single-run backfill's shards are known only per run).
+SHARD_TAG = "corpusmill/"  # + the shard key: corpusmill/shard-03
 
 # A single-run backfill over shards[first..last]: the tags Dagster reads for it.
 RANGE_START = "dagster/asset_partition_range_start"
@@ -38,6 +44,9 @@ RANGE_END = "dagster/asset_partition_range_end"
 
 
 def partition_range_tags(partitions: Sequence[str]) -> dict[str, str]:
-    """Tags that make one run cover the shards from the first to the last of `partitions`."""
+    """Tags that make one run cover the shards from the first to the last of `partitions`,
+    and name each shard of that range for the run queue's per-shard limit."""
     ordered = sorted(partitions, key=ALL_PARTITIONS.index)
-    return {RANGE_START: ordered[0], RANGE_END: ordered[-1]}
+    first, last = ALL_PARTITIONS.index(ordered[0]), ALL_PARTITIONS.index(ordered[-1])
+    shard_tags = {f"{SHARD_TAG}{p}": "1" for p in ALL_PARTITIONS[first : last + 1]}
+    return {RANGE_START: ordered[0], RANGE_END: ordered[-1], **shard_tags}

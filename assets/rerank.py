@@ -11,7 +11,7 @@ and resource annotations at decoration time.)
 import dagster as dg
 
 from assets.embeddings import embeddings
-from assets.partitions import STORE_POOL, one_run, shards
+from assets.partitions import one_run, shards
 from assets.shard_metadata import observe_shards, run_level
 from resources import (
     CrossEncoderResource,
@@ -34,7 +34,6 @@ class RerankConfig(dg.Config):
     deps=[embeddings],
     partitions_def=shards,
     backfill_policy=one_run,
-    pool=STORE_POOL,
     group_name="corpus",
     kinds={"pytorch", "lancedb"},
 )
@@ -66,7 +65,7 @@ def rerank_scores(
             f"bi-encoder {scorer.model_id}"
         )
     db = store.store()
-    with db.write_lock():
+    with db.write_lock(context.partition_keys):
         report = sync_rerank_scores(db, queries, context.partition_keys, scorer, k=k)
     observe_shards(context, shard_counts(db, "rerank_scores", context.partition_keys))
     meta = report.as_metadata()

@@ -7,6 +7,7 @@ environment. The README's configuration table lists the same variables.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,12 +18,19 @@ from corpusmill.model.spec import ModelSpec
 from corpusmill.sources import DEFAULT_MAX_FILE_BYTES, PYDOC
 
 # BEIR SciFact as the workplace lays it out: ../shared/eval/scifact beside the repository.
+EXECUTORS = ("local", "ray")
 DEFAULT_EVAL_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "eval" / "scifact")
 
 
 @dataclass(frozen=True)
 class Settings:
-    db: str = "./data/lancedb"
+    db: str = "./data/lancedb"  # a directory, or s3://bucket/prefix (s3+ddb://... too)
+    # Passed to every lancedb.connect / lance commit: endpoint, region, credentials,
+    # allow_http (the object_store keys LanceDB documents). JSON in the environment.
+    storage_options: dict[str, str] = field(default_factory=dict)
+    executor: str = "local"  # local | ray: where `embeddings` runs the model
+    ray_workers: int = 2  # Ray actors, each with its own resident model
+    ray_address: str = ""  # empty: start a private local cluster on loopback
     sources: tuple[str, ...] = (PYDOC,)
     model: str = ""  # empty: the packaged all-MiniLM-L6-v2
     device: str = "auto"
@@ -70,6 +78,10 @@ class Settings:
         env = _Env(os.environ if environ is None else environ)
         return cls(
             db=env.text("CORPUSMILL_DB", cls.db),
+            storage_options=env.json_object("CORPUSMILL_STORAGE_OPTIONS"),
+            executor=env.choice("CORPUSMILL_EXECUTOR", cls.executor, EXECUTORS),
+            ray_workers=env.integer("CORPUSMILL_RAY_WORKERS", cls.ray_workers),
+            ray_address=env.text("CORPUSMILL_RAY_ADDRESS", cls.ray_address),
             sources=tuple(
                 s.strip() for s in env.text("CORPUSMILL_SOURCES", PYDOC).split(",") if s.strip()
             ),
@@ -150,6 +162,25 @@ class _Env:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{name}={raw!r} is not an integer") from None
+
+    def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
+        value = self.text(name, default).strip().lower()
+        if value not in options:
+            raise ConfigError(f"{name}={value!r}: use one of {', '.join(options)}")
+        return value
+
+    def json_object(self, name: str) -> dict[str, str]:
+        """A JSON object of string values (object_store options are all strings)."""
+        raw = self.text(name, "{}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ConfigError(
+                f'{name} is not JSON ({e}); e.g. {name}=\'{{"region": "us-east-1"}}\''
+            ) from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a JSON object of option -> value")
+        return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
 
     def flag(self, name: str, default: bool) -> bool:
         raw = self.text(name, "1" if default else "0").strip().lower()

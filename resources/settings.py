@@ -19,6 +19,9 @@ class PipelineSettingsResource(dg.ConfigurableResource):
     rerank_queries: str = Settings.queries  # JSONL of {"id", "text"}; empty: the built-in set
     rerank_k: int = Settings.rerank_k
     eval_data: str = Settings.eval_data
+    executor: str = Settings.executor  # local | ray (CORPUSMILL_EXECUTOR)
+    ray_workers: int = Settings.ray_workers
+    ray_address: str = Settings.ray_address
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "PipelineSettingsResource":
@@ -30,4 +33,7 @@ class PipelineSettingsResource(dg.ConfigurableResource):
             rerank_queries=settings.queries,
             rerank_k=settings.rerank_k,
             eval_data=settings.eval_data,
+            executor=settings.executor,
+            ray_workers=settings.ray_workers,
+            ray_address=settings.ray_address,
         )

@@ -120,3 +120,19 @@ def minilm_path() -> Path:
 @pytest.fixture
 def db_uri(tmp_path) -> str:
     return str(tmp_path / "lancedb")
+
+
+@pytest.fixture(scope="session")
+def local_s3():
+    """moto's S3 server on a free 127.0.0.1 port, with one bucket; stopped by PID."""
+    pytest.importorskip("moto", reason="the `scale` extra (make install adds it)")
+    from app.local_s3 import LocalS3
+
+    with LocalS3() as s3:
+        yield s3
+
+
+@pytest.fixture
+def s3_store(local_s3, tmp_path):
+    """A fresh `s3://` store URI and its storage options (one prefix per test)."""
+    return local_s3.uri(f"db-{tmp_path.name}"), local_s3.storage_options

@@ -37,9 +37,13 @@ class Searcher:
     configured, else with the embedder. Without an embedder, the packaged default model."""
 
     def __init__(
-        self, store: Store | str, embedder: Model | None = None, reranker: Model | None = None
+        self,
+        store: Store | str,
+        embedder: Model | None = None,
+        reranker: Model | None = None,
+        storage_options: dict[str, str] | None = None,
     ) -> None:
-        self.store = store if isinstance(store, Store) else Store(store)
+        self.store = store if isinstance(store, Store) else Store(store, storage_options)
         self.embedder = embedder or Model()
         self.reranker = reranker
         self._last_query: tuple[str | None, list[float]] = (None, [])

@@ -11,11 +11,39 @@ from corpusmill.model.card import ModelCard
 
 META_PREFIX = "corpusmill."
 
+# Each table's row id, declared to Lance as its (unenforced) primary key. Lance then puts
+# the keys a merge_insert inserted into its commit, and a concurrent merge_insert that
+# inserted the same new key fails its commit and retries as an update: without the
+# declaration both commits succeed and the row is there twice
+# (tests/e2e/test_concurrency_store.py). Lance requires the key to be non-nullable.
+PRIMARY_KEYS = {
+    "documents": "doc_id",
+    "chunks": "chunk_id",
+    "embeddings": "chunk_id",
+    "quarantine": "quarantine_id",
+    "rerank_scores": "score_id",
+}
+PK_POSITION = "lance-schema:unenforced-primary-key:position"
+
+
+def key_field(name: str) -> pa.Field:
+    """A primary-key column as Lance wants it: not null, marked in the field metadata."""
+    return pa.field(name, pa.string(), nullable=False, metadata={PK_POSITION: "1"})
+
+
+def primary_key(schema: pa.Schema) -> str | None:
+    """The column `schema` declares as its primary key, if any."""
+    for f in schema:
+        meta = f.metadata or {}
+        if PK_POSITION.encode() in meta or b"lance-schema:unenforced-primary-key" in meta:
+            return f.name
+    return None
+
 
 def documents_schema() -> pa.Schema:
     return pa.schema(
         [
-            ("doc_id", pa.string()),
+            key_field("doc_id"),
             ("doc_key", pa.string()),
             ("source", pa.string()),
             ("uri", pa.string()),
@@ -30,7 +58,7 @@ def documents_schema() -> pa.Schema:
 def chunk_fields() -> list[pa.Field]:
     """What a chunk is: the columns `chunks` and `embeddings` share."""
     return [
-        pa.field("chunk_id", pa.string()),
+        key_field("chunk_id"),
         pa.field("doc_id", pa.string()),
         pa.field("doc_key", pa.string()),
         pa.field("source", pa.string()),
@@ -70,7 +98,7 @@ def embeddings_schema(card: ModelCard) -> pa.Schema:
 def quarantine_schema() -> pa.Schema:
     return pa.schema(
         [
-            ("quarantine_id", pa.string()),
+            key_field("quarantine_id"),
             ("doc_id", pa.string()),
             ("source", pa.string()),
             ("uri", pa.string()),
@@ -85,7 +113,7 @@ def quarantine_schema() -> pa.Schema:
 def rerank_schema() -> pa.Schema:
     return pa.schema(
         [
-            ("score_id", pa.string()),
+            key_field("score_id"),
             ("query_id", pa.string()),
             ("query_hash", pa.string()),
             ("query_text", pa.string()),

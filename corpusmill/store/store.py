@@ -10,14 +10,23 @@ Tables (one directory, any URI lancedb accepts):
 Every write is a `merge_insert` keyed on the row id whose "not matched by source" clause
 deletes the rows of the documents being replaced, in one commit: a changed document's
 old chunks leave in the same commit that adds its new ones, so no reader ever finds it
-missing, and a rerun after a crash converges to exactly one row per id.
+missing, and a rerun after a crash converges to exactly one row per id. Each table's row
+id is declared to Lance as its primary key (`schemas.PRIMARY_KEYS`), so two writers that
+race to insert the same new id conflict at commit instead of both inserting it.
+
+Who keeps writers apart (`write_lock`): on a local directory, file locks (one per shard,
+so disjoint shard ranges write concurrently; whole-store operations exclude all of them).
+On an object store there is no lock: Lance commits a new version with a conditional put
+(S3 `If-None-Match`; `s3+ddb://` uses a DynamoDB table for stores without it), so two
+commits of the same version cannot both win, the loser rebases or retries, and the
+primary keys make a retried insert an update.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,7 +35,15 @@ from corpusmill.errors import StoreError, store_error
 from corpusmill.model.card import ModelCard
 from corpusmill.store.filters import groups_of, in_filter
 from corpusmill.store.lock import file_lock
-from corpusmill.store.schemas import check_card, embeddings_schema, table_card
+from corpusmill.store.schemas import (
+    PRIMARY_KEYS,
+    check_card,
+    embeddings_schema,
+    primary_key,
+    table_card,
+)
+
+OBJECT_STORE_SCHEMES = ("s3://", "s3+ddb://", "gs://", "az://", "abfss://")
 
 
 class CommitHook:
@@ -40,16 +57,25 @@ class CommitHook:
 class Store:
     """One LanceDB database. Cheap to construct; opens tables lazily."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, storage_options: dict[str, str] | None = None) -> None:
         import lancedb
 
         self.uri = uri
+        self.storage_options = dict(storage_options or {})
         if "://" not in uri:
             try:
                 Path(uri).mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise (store_error(exc, uri) or exc) from exc
-        self.db = lancedb.connect(uri)
+        self.db = lancedb.connect(uri, storage_options=self.storage_options or None)
+
+    @property
+    def on_object_store(self) -> bool:
+        return self.uri.startswith(OBJECT_STORE_SCHEMES)
+
+    def table_uri(self, name: str) -> str:
+        """Where Lance keeps `name` (for pylance: fragments written by workers)."""
+        return f"{self.uri.rstrip('/')}/{name}.lance"
 
     # -- tables -------------------------------------------------------------------------
     def table_names(self) -> list[str]:
@@ -64,14 +90,60 @@ class Store:
     def ensure(self, name: str, schema: pa.Schema):
         """The table, created with `schema` if new. A table written by an older corpusmill
         gains the columns it lacks, as nulls (one commit, no rows rewritten): every column
-        added to a schema must therefore be nullable and mean "unknown" when null."""
+        added to a schema must therefore be nullable and mean "unknown" when null. It also
+        gains its primary key (`_declare_key`)."""
         table = self.open(name)
         if table is None:
-            return self.db.create_table(name, schema=schema, exist_ok=True)
+            table = self._create(name, schema)
         missing = [f for f in schema if f.name not in table.schema.names]
         if missing:
             table.add_columns(missing)
+        self._declare_key(name, table)
         return table
+
+    def _create(self, name: str, schema: pa.Schema):
+        """Create `name`, or open it if another writer created it first.
+
+        Lance creates a table with an Overwrite commit, and an Overwrite never conflicts:
+        two writers creating the same table at once on S3 left versions 1 and 2, the
+        second an empty table over the first (a write in between would be lost). Locally
+        creation therefore holds an exclusive lock; on an object store nothing can, so
+        tables are created before writers run concurrently (`create_tables`, or any
+        single first run); docs/DESIGN.md, "Scaling out"."""
+        guard = contextlib.nullcontext() if self.on_object_store else file_lock(self.uri, "create")
+        with guard:
+            if name in self.table_names():
+                return self.db.open_table(name)
+            try:
+                return self.db.create_table(name, schema=schema)
+            except (ValueError, OSError, RuntimeError) as e:
+                if "exist" not in str(e).lower():
+                    raise
+            return self.db.open_table(name)
+
+    def create_tables(self, card: ModelCard) -> None:
+        """Every table a run writes, created now by this one writer (see `_create`)."""
+        from corpusmill.store.schemas import chunks_schema, documents_schema, quarantine_schema
+
+        for name, schema in (
+            ("documents", documents_schema()),
+            ("quarantine", quarantine_schema()),
+            ("chunks", chunks_schema()),
+        ):
+            self.ensure(name, schema)
+        self.ensure_embeddings(card)
+
+    @staticmethod
+    def _declare_key(name: str, table) -> None:
+        """Declare the row id of a table from before keys were declared: made non-nullable
+        (Lance refuses a nullable key) and then the key, two metadata-only commits. Every
+        write fills the id, so no row holds a null there."""
+        key = PRIMARY_KEYS.get(name)
+        if key is None or primary_key(table.schema) is not None:
+            return
+        if table.schema.field(key).nullable:
+            table.alter_columns({"path": key, "nullable": False})
+        table.set_unenforced_primary_key(key)
 
     def ensure_embeddings(self, card: ModelCard):
         table = self.ensure("embeddings", embeddings_schema(card))
@@ -146,18 +218,28 @@ class Store:
             "deleted": result.num_deleted_rows,
         }
 
-    def write_lock(self, name: str = "store"):
-        """Serialise writers of this store on this machine (a CLI ingest racing a sensor
-        run, upkeep racing an ingest). Object-store URIs get no file lock: see
-        docs/DESIGN.md for how their writers are kept apart."""
-        if "://" in self.uri:
-            return contextlib.nullcontext()
+    def write_lock(self, partitions: Sequence[str] | None = None):
+        """Keep writers of this store apart, as narrowly as the work needs.
+
+        `partitions` given: the writer touches only those shards' rows. It holds each
+        shard's lock (in one order, so two ranges never deadlock) and the store lock
+        shared, so writers of disjoint shards run concurrently and a writer of an
+        overlapping shard waits. `partitions` None: the whole store (upkeep, index
+        builds), exclusive against every other writer.
+
+        Object-store URIs take no lock; `conditional_put_commits` says why none is needed.
+        """
+        if self.on_object_store:
+            return conditional_put_commits(self.uri)
         if not os.access(self.uri, os.W_OK):  # fail before the run does any work
             raise StoreError(
                 f"cannot write the store at {self.uri!r}: permission denied; make it "
                 "writable or point CORPUSMILL_DB at a directory you can write"
             )
-        return file_lock(self.uri, name)
+        if partitions is None:
+            return file_lock(self.uri, "store")
+        return _shard_locks(self.uri, sorted(set(partitions)))
+
 
     def check_complete(self) -> None:
         """Refuse to search a store whose first ingest stopped before any vector was
@@ -172,3 +254,26 @@ class Store:
 def _committed(table) -> None:
     if CommitHook.after is not None:
         CommitHook.after(table.name)
+
+
+@contextlib.contextmanager
+def conditional_put_commits(uri: str) -> Iterator[None]:
+    """What protects writers of an object store: nothing to hold, by design.
+
+    Lance writes data files under fresh names and commits by putting the next version's
+    manifest with a conditional put (If-None-Match on S3, a DynamoDB row for `s3+ddb://`
+    on stores without conditional puts). Of two concurrent commits exactly one wins; the
+    other rebases onto it or fails with a retryable conflict (merge_insert retries itself),
+    and the declared primary keys turn a concurrent insert of the same id into a conflict
+    rather than a duplicate. A file lock here would protect only writers on this machine.
+    """
+    yield
+
+
+@contextlib.contextmanager
+def _shard_locks(directory: str, partitions: list[str]) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(file_lock(directory, "store", shared=True))
+        for p in partitions:
+            stack.enter_context(file_lock(directory, f"partition-{p}"))
+        yield

@@ -196,7 +196,13 @@ def stored_chunks(db: str, table: str = "embeddings") -> Counter:
 
 
 def documents_writer(
-    inbox: str, db: str, locked: bool, barrier, before_write, rendezvous_seconds: float
+    inbox: str,
+    db: str,
+    locked: bool,
+    barrier,
+    before_write,
+    rendezvous_seconds: float,
+    keys: bool = True,
 ) -> None:
     """One of several processes that sync the same inbox into `documents` at the same
     moment (here, not in the test module, so a spawned child imports nothing heavy).
@@ -205,7 +211,8 @@ def documents_writer(
     has read the table: without the lock all of them get there, so the interleaving the
     lock forbids (everyone reads, then everyone writes) happens every time instead of by
     chance. With the lock the holder waits alone, the wait times out and breaks the
-    barrier, and the others pass it when their turn comes."""
+    barrier, and the others pass it when their turn comes. `keys=False` leaves a table
+    without a declared primary key as it is (the store would otherwise declare it)."""
     import contextlib
     import threading
 
@@ -213,6 +220,8 @@ def documents_writer(
     from corpusmill.store import Store
     from corpusmill.sync import sync_documents
 
+    if not keys:
+        Store._declare_key = staticmethod(lambda name, table: None)
     store = Store(db)
     write = store.replace_rows
     met = threading.Event()

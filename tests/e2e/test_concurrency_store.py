@@ -1,12 +1,14 @@
-"""Two writers on the same partitions: the write lock is what keeps rows exactly once.
+"""Writers on the same partitions: what keeps rows exactly once.
 
 LanceDB commits concurrent `merge_insert`s optimistically: a writer whose table handle was
-opened before another writer committed joins against the old version, both inserts of the
-same new key succeed, and the table holds the row twice. The first test forces that
-interleaving (every writer reads, then every writer writes) and shows it duplicates rows
-without `Store.write_lock()` and cannot happen with it, so it fails every time the lock
-stops working, not by chance; the second shows each ingest asset waits for the lock before
-it writes (so it fails if an asset stops taking it).
+opened before another writer committed joins against the old version, and unless the key
+column is declared a Lance primary key both inserts of the same new key succeed and the
+table holds the row twice. The first test forces that interleaving (every writer reads,
+then every writer writes) and shows it duplicates rows on a table without a declared key
+and no lock (the control), and does not with the key declared, with or without
+`Store.write_lock()` (the lock is what object stores do without). It fails every time
+either stops working, not by chance. The second shows each ingest asset waits for the
+lock before it writes (so it fails if an asset stops taking it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 
 from corpusmill.ids import ALL_PARTITIONS
@@ -27,7 +30,7 @@ from tests.e2e.daemon_harness import documents_writer
 WRITERS = 3
 
 
-def _race(tmp_path: Path, locked: bool) -> tuple[Counter, list]:
+def _race(tmp_path: Path, locked: bool, keys: bool) -> tuple[Counter, list]:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for i in range(300):
@@ -37,8 +40,16 @@ def _race(tmp_path: Path, locked: bool) -> tuple[Counter, list]:
     # a table (which unlocked writers can also trip over, one of them failing to open a
     # table another is still creating).
     store = Store(db)
-    store.ensure("documents", documents_schema())
-    store.ensure("quarantine", quarantine_schema())
+    if keys:
+        store.ensure("documents", documents_schema())
+        store.ensure("quarantine", quarantine_schema())
+    else:  # tables as corpusmill made them before keys were declared
+        for name, schema in (
+            ("documents", documents_schema()),
+            ("quarantine", quarantine_schema()),
+        ):
+            plain = pa.schema([pa.field(f.name, f.type) for f in schema])
+            store.db.create_table(name, schema=plain)
     ctx = mp.get_context("spawn")
     start, before_write = ctx.Barrier(WRITERS), ctx.Barrier(WRITERS)
     # Locked, the lock holder waits this long alone; unlocked, every writer arrives, so a
@@ -47,7 +58,7 @@ def _race(tmp_path: Path, locked: bool) -> tuple[Counter, list]:
     procs = [
         ctx.Process(
             target=documents_writer,
-            args=(str(inbox), db, locked, start, before_write, rendezvous_seconds),
+            args=(str(inbox), db, locked, start, before_write, rendezvous_seconds, keys),
         )
         for _ in range(WRITERS)
     ]
@@ -61,17 +72,21 @@ def _race(tmp_path: Path, locked: bool) -> tuple[Counter, list]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("locked", [True, False], ids=["with-lock", "without-lock"])
-def test_concurrent_writers_exactly_once_only_with_the_lock(tmp_path, locked):
-    docs, exits = _race(tmp_path, locked)
+@pytest.mark.parametrize(
+    "locked,keys",
+    [(True, True), (False, True), (False, False)],
+    ids=["lock-and-keys", "keys-without-lock", "neither"],
+)
+def test_concurrent_writers_exactly_once_with_the_lock_or_the_keys(tmp_path, locked, keys):
+    docs, exits = _race(tmp_path, locked, keys)
     duplicated = sum(n - 1 for n in docs.values())
     assert exits == [0] * WRITERS
     assert len(docs) == 300
-    if locked:
-        assert duplicated == 0, f"{duplicated} duplicate rows with the lock held"
+    if locked or keys:
+        assert duplicated == 0, f"{duplicated} duplicate rows (lock={locked}, keys={keys})"
     else:
-        # The control: the same interleaving without the lock does duplicate rows, so the
-        # assertion above is one the race could break.
+        # The control: the same interleaving with neither does duplicate rows, so the
+        # assertions above are ones the race could break.
         assert duplicated > 0, "every writer read before any wrote, yet nothing duplicated"
 
 

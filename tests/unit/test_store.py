@@ -126,3 +126,78 @@ def test_embeddings_sync_reads_a_chunks_table_from_before_stored_ids(db_uri):
     report = sync_embeddings(store, embed, CARD, ["shard-00"], tokenizer_id="t1")
     assert report.chunks_embedded == 3 and report.rows == 3
     assert stats[0].pretokenized == 0
+
+
+def test_a_table_from_before_keys_gains_its_primary_key(db_uri):
+    from corpusmill.store.schemas import primary_key
+
+    store = Store(db_uri)
+    plain = pa.schema([pa.field(f.name, f.type) for f in documents_schema()])  # nullable, no key
+    store.db.create_table("documents", schema=plain).add(
+        _docs("a", "b").cast(plain)  # rows written by the older corpusmill stay
+    )
+    assert primary_key(store.open("documents").schema) is None
+    table = store.ensure("documents", documents_schema())
+    assert primary_key(table.schema) == "doc_id"
+    assert not table.schema.field("doc_id").nullable
+    assert store.count("documents") == 2
+    version = store.version("documents")
+    store.ensure("documents", documents_schema())  # declared once: no further commits
+    assert store.version("documents") == version
+
+
+def test_new_tables_are_created_with_their_keys(db_uri):
+    from corpusmill.store.schemas import PRIMARY_KEYS, primary_key
+
+    store = Store(db_uri)
+    store.ensure("documents", documents_schema())
+    store.ensure_embeddings(CARD)
+    for name in ("documents", "embeddings"):
+        assert primary_key(store.open(name).schema) == PRIMARY_KEYS[name]
+
+
+def _blocked(take, hold, seconds=0.5) -> bool:
+    """Whether `take()` waits while another thread holds `hold()`."""
+    import threading
+
+    held, release, got = threading.Event(), threading.Event(), threading.Event()
+
+    def holder():
+        with hold():
+            held.set()
+            release.wait(10)
+
+    def taker():
+        with take():
+            got.set()
+
+    h = threading.Thread(target=holder)
+    h.start()
+    held.wait(10)
+    t = threading.Thread(target=taker)
+    t.start()
+    blocked = not got.wait(seconds)
+    release.set()
+    h.join(10)
+    t.join(10)
+    assert got.is_set()  # once the holder is done, the taker gets it
+    return blocked
+
+
+def test_shard_locks_let_disjoint_writers_through_and_queue_overlapping_ones(db_uri):
+    store = Store(db_uri)
+    assert not _blocked(lambda: store.write_lock(["02", "03"]), lambda: store.write_lock(["00"]))
+    assert _blocked(lambda: store.write_lock(["00", "05"]), lambda: store.write_lock(["05"]))
+    # whole-store work excludes shard writers, both ways round
+    assert _blocked(lambda: store.write_lock(), lambda: store.write_lock(["07"]))
+    assert _blocked(lambda: store.write_lock(["07"]), lambda: store.write_lock())
+
+
+def test_a_shard_writer_cannot_silently_upgrade_to_the_whole_store(db_uri):
+    store = Store(db_uri)
+    with (
+        store.write_lock(["01"]),
+        pytest.raises(RuntimeError, match="whole-store"),
+        store.write_lock(),
+    ):
+        pass

@@ -1,0 +1,204 @@
+"""The Ray scenarios, run as one process inside a private network namespace.
+
+`tests/e2e/test_ray_embeddings.py` starts this under `unshare --net` (app/netns.py), so
+the local Ray cluster and the moto S3 server it starts can only be reached over that
+namespace's loopback. One process runs every scenario so the cluster starts once (Ray
+start-up is most of the cost); it prints one JSON line per scenario for the tests to check.
+
+    python -m app.netns -- python -m tests.e2e.ray_scenarios MODEL_DIR WORKDIR
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from corpusmill.config import prepare_process
+
+prepare_process()
+
+CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
+DIE_BEFORE_COMMIT = "die-before-commit"
+
+
+def resources(uri, options, model, executor="local", workers=2, address=""):
+    from resources import (
+        CrossEncoderResource,
+        EmbedderResource,
+        LanceStoreResource,
+        PipelineSettingsResource,
+    )
+
+    return {
+        "store": LanceStoreResource(uri=uri, storage_options=options),
+        "settings": PipelineSettingsResource(
+            executor=executor, ray_workers=workers, ray_address=address
+        ),
+        "embedder": EmbedderResource(model_path=model, dtype="float32"),
+        "reranker": CrossEncoderResource(),
+    }
+
+
+def ingest(corpus, res, partitions=None):
+    import dagster as dg
+
+    from app.runs import run_ingest
+    from corpusmill.ids import ALL_PARTITIONS
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        return run_ingest(
+            [str(corpus)],
+            resources=res,
+            partitions=partitions or ALL_PARTITIONS,
+            instance=instance,
+            chunk_config=CHUNKS,
+        )
+
+
+def rows(uri, options):
+    from corpusmill.store import Store
+
+    table = Store(uri, options).scan("embeddings", ["chunk_id", "content_hash", "vector"])
+    return table.to_pylist()
+
+
+def emit(name, **values):
+    print(json.dumps({"scenario": name, **values}), flush=True)
+
+
+def write_corpus(root: Path, n_docs: int) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n_docs):
+        text = " ".join(f"topic{i} sentence {j} about item {i * j}." for j in range(6 + i % 5))
+        (root / f"doc{i:02d}.txt").write_text(text)
+    return root
+
+
+def summary_of(s):
+    keys = ("success", "chunks", "chunks_embedded", "rows", "workers", "model_loads", "executor")
+    return {k: s[k] for k in keys}
+
+
+def main_scenarios(model: str, work: Path) -> None:
+    import ray
+
+    from app.local_s3 import LocalS3
+    from corpusmill.ids import ALL_PARTITIONS
+    from corpusmill.model import Model, ModelSpec
+    from corpusmill.scale.cluster import ray_cluster
+    from corpusmill.scale.worker import KILL_ONE_WORKER
+    from corpusmill.store import Store
+
+    corpus = write_corpus(work / "corpus", 40)
+    marker = work / "killed-worker"
+    os.environ[KILL_ONE_WORKER] = str(marker)  # armed before the cluster starts: the
+    # workers' environment is fixed then. The first worker to embed anything dies once.
+    with LocalS3() as s3, ray_cluster(num_cpus=4):
+        opts = s3.storage_options
+        local = ingest(corpus, resources(s3.uri("local"), opts, model))
+        local_rows = rows(s3.uri("local"), opts)
+
+        killed = ingest(corpus, resources(s3.uri("killed"), opts, model, "ray"))
+        emit(
+            "killed-worker",
+            summary=summary_of(killed),
+            marker=marker.exists(),
+            rows=rows(s3.uri("killed"), opts),
+            local_rows=local_rows,
+        )
+        clean = ingest(corpus, resources(s3.uri("ray"), opts, model, "ray"))
+        again = ingest(corpus, resources(s3.uri("ray"), opts, model, "ray"))
+        emit(
+            "ray-vs-local",
+            local=summary_of(local),
+            ray=summary_of(clean),
+            rerun=summary_of(again),
+            rows=rows(s3.uri("ray"), opts),
+            local_rows=local_rows,
+        )
+
+        results = []
+        halves = (ALL_PARTITIONS[:8], ALL_PARTITIONS[8:])
+        # One writer creates the tables first (Store._create: concurrent creation on S3
+        # can leave one creator's empty table over the other's).
+        card = Model(ModelSpec(path=model, dtype="float32")).card
+        Store(s3.uri("shared"), opts).create_tables(card)
+
+        def run_half(parts):
+            res = resources(s3.uri("shared"), opts, model, "ray", workers=1)
+            results.append(summary_of(ingest(corpus, res, parts)))
+
+        threads = [threading.Thread(target=run_half, args=(h,)) for h in halves]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        emit("disjoint-writers", runs=results, rows=rows(s3.uri("shared"), opts))
+
+        # A driver killed after its workers wrote fragments, before the commit: a child
+        # process on the same cluster, whose commit step is replaced by an exit (here, in
+        # the test harness, not in corpusmill).
+        address = ray.get_runtime_context().gcs_address
+        env = {**os.environ, "PYTHONPATH": os.getcwd()}
+        env.pop(KILL_ONE_WORKER, None)
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tests.e2e.ray_scenarios",
+                DIE_BEFORE_COMMIT,
+                model,
+                str(corpus),
+                s3.uri("crash"),
+                json.dumps(opts),
+                address,
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        visible = rows(s3.uri("crash"), opts)
+        files = _data_files(s3, "crash/embeddings.lance/data/")
+        rerun = ingest(corpus, resources(s3.uri("crash"), opts, model, "ray"))
+        emit(
+            "driver-killed",
+            child_exit=child.returncode,
+            child_tail=child.stderr[-2000:],
+            visible_before_rerun=len(visible),
+            orphan_data_files=files,
+            rerun=summary_of(rerun),
+            rows=rows(s3.uri("crash"), opts),
+        )
+
+
+def _data_files(s3, prefix: str) -> int:
+    import re
+    import urllib.request
+
+    url = f"{s3.endpoint}/{s3.bucket}?list-type=2&prefix={prefix}"
+    body = urllib.request.urlopen(url, timeout=10).read().decode()
+    return len(re.findall(r"<Key>[^<]+\.lance</Key>", body))
+
+
+def die_before_commit(model, corpus, uri, options, address) -> None:
+    import corpusmill.scale.ray_embed as ray_embed
+
+    def exit_instead(*args, **kwargs):
+        sys.stderr.write(f"fragments written: {len(args[1])}; exiting before the commit\n")
+        sys.stderr.flush()
+        os._exit(17)
+
+    ray_embed.commit_fragments = exit_instead
+    ingest(corpus, resources(uri, json.loads(options), model, "ray", address=address))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == DIE_BEFORE_COMMIT:
+        die_before_commit(*sys.argv[2:7])
+    else:
+        main_scenarios(sys.argv[1], Path(sys.argv[2]))
