@@ -51,7 +51,7 @@ def guard(app, *, token: str | None, max_body_bytes: int):
 
         return await app(scope, replay, send)
 
-    guarded.app = app  # the FastAPI app, for tests and for `serve` to reach its state
+    guarded.app = app  # type: ignore[attr-defined]  # the FastAPI app, for tests and for `serve` to reach its state
     return guarded
 
 

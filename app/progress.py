@@ -7,6 +7,8 @@ stay readable. With --json: nothing, so stdout stays one JSON object and stderr 
 
 from __future__ import annotations
 
+from typing import Any
+
 import contextlib
 import sys
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ class _Bar:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar once the first report arrives
 
     def __call__(self, p: Progress) -> None:
         from tqdm import tqdm

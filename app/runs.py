@@ -55,7 +55,7 @@ def progress_logger(callback: ProgressCallback) -> dg.LoggerDefinition:
     """A Dagster logger that feeds the embeddings step's progress lines to `callback`.
     A logger, not a side channel, so progress reaches the CLI the way it reaches the UI."""
 
-    @dg.logger(description="the embeddings step's progress, for a progress bar")
+    @dg.logger(None, description="the embeddings step's progress, for a progress bar")
     def _progress(_init_context) -> logging.Logger:
         log = logging.Logger("corpusmill.progress", logging.INFO)  # private, not registered
         log.addHandler(_ProgressHandler(callback))
@@ -112,7 +112,7 @@ def run_ingest(
     instance = instance or dg.DagsterInstance.ephemeral()
     run_id = make_new_run_id()
     try:
-        result = defs.resolve_job_def("ingest").execute_in_process(
+        result: Any = defs.resolve_job_def("ingest").execute_in_process(
             run_config=run_config,
             instance=instance,
             run_id=run_id,

@@ -53,7 +53,7 @@ class SearchOptions(BaseModel):
 
     k: int = Field(10, ge=1, le=MAX_K)
     mode: Literal["vector", "fts", "hybrid"] = "vector"
-    fusion: Literal["convex", "rrf"] = DEFAULT_FUSION
+    fusion: Literal["convex", "rrf"] = DEFAULT_FUSION  # type: ignore[assignment]
     rerank: bool = False
     candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
     doc_id: str | None = Field(None, min_length=1, max_length=1000)
@@ -211,7 +211,9 @@ def describe_store(searcher) -> dict:
     return {
         "db": st.uri,
         "tables": tables,
-        "model": asdict(card) if is_dataclass(card) else dict(vars(card)),
+        "model": asdict(card)
+        if is_dataclass(card) and not isinstance(card, type)
+        else dict(vars(card)),
         "embeddings_card": None if emb is None else table_card(emb.schema),
     }
 

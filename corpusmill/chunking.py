@@ -96,7 +96,7 @@ class TokenChunker:
         offsets = self._offsets([text for _, text in docs])
         pieces: list[tuple[str, int, str]] = []
         for (doc_id, text), doc_offsets in zip(docs, offsets, strict=True):
-            for position, (start, end) in enumerate(self._spans(doc_offsets)):
+            for position, (start, end) in enumerate(self._spans(doc_offsets)):  # type: ignore[arg-type]
                 pieces.append((doc_id, position, text[start:end]))
         input_ids: list[list[int]] = []
         for group in _bounded_groups([p[2] for p in pieces]):

@@ -290,7 +290,7 @@ def _records(rows: Iterable[tuple[int, object]], key, uri, source, wanted, field
     first: dict[str, int] = {}
     file_id = bad("").doc_id
     for n, rec in rows:
-        result = rec if isinstance(rec, str) else _record(rec, n, key, uri, source, fields)
+        result = rec if isinstance(rec, str) else _record(rec, n, key, uri, source, fields)  # type: ignore[arg-type]
         if isinstance(result, str):
             yield Quarantined(f"{file_id}:{n}", source, f"{uri}:{n}", result)
             continue

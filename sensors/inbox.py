@@ -169,7 +169,7 @@ def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
         value = (data.metadata or {}).get("pid") if data else None
         if value is not None:
             try:
-                pid = int(getattr(value, "value", value))
+                pid = int(getattr(value, "value", value))  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 continue
     return pid

@@ -58,7 +58,7 @@ class Searcher:
         view._pinned = None
         view._pinned = view.table
         return view
-        self._complete = False
+        self._complete: bool = False
 
     @property
     def table(self):
@@ -135,9 +135,9 @@ class Searcher:
         """`search` for each query, the query vectors embedded together in one pass."""
         if not queries:
             return []
-        vectors = [None] * len(queries)
+        vectors: list[list[float] | None] = [None] * len(queries)
         if self.needs_vector(mode, options.get("rerank", False)):
-            vectors = self.embed_queries(queries)
+            vectors = list(self.embed_queries(queries))
         return [
             self.search(q, k, mode, vector=v, **options)
             for q, v in zip(queries, vectors, strict=True)

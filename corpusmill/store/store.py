@@ -240,7 +240,6 @@ class Store:
             return file_lock(self.uri, "store")
         return _shard_locks(self.uri, sorted(set(partitions)))
 
-
     def check_complete(self) -> None:
         """Refuse to search a store whose first ingest stopped before any vector was
         committed: "no results" would be a lie."""
