@@ -7,12 +7,10 @@ stay readable. With --json: nothing, so stdout stays one JSON object and stderr 
 
 from __future__ import annotations
 
-from typing import Any
-
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import TextIO
+from typing import Any, TextIO
 
 from corpusmill.engine.progress import Progress, ProgressCallback
 
