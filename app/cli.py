@@ -287,7 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.set_defaults(func=cmd_eval)
     for command in (ing, s, e):  # `corpusmill ingest --debug` works as well
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print tracebacks and Dagster's log (also: CORPUSMILL_DEBUG=1)",
+        )
     return p
 
 

@@ -32,7 +32,11 @@ EXPECTED = {
         },
     },
     # None today: adding a check changes this line on purpose.
-    "asset_checks": [],
+    "asset_checks": [
+        "embeddings:model_card_matches",
+        "embeddings:one_embedding_per_chunk",
+        "embeddings:vectors_valid",
+    ],
     "jobs": {"ingest": INGEST, "upkeep": ["store_upkeep"]},
     "schedules": {
         "upkeep_schedule": {"job": "upkeep", "cron": "0 3 * * *", "default_status": "RUNNING"}

@@ -48,6 +48,7 @@ class Searcher:
         self.reranker = reranker
         self._last_query: tuple[str | None, list[float]] = (None, [])
         self._pinned = None  # set on the views `pinned()` returns
+        self._complete: bool = False  # the store was checked for a half-done first ingest
 
     def pinned(self) -> Searcher:
         """A view of this searcher fixed on the latest committed version of the table:
@@ -58,7 +59,6 @@ class Searcher:
         view._pinned = None
         view._pinned = view.table
         return view
-        self._complete: bool = False
 
     @property
     def table(self):

@@ -13,7 +13,7 @@ def _help(*argv: str, capsys) -> str:
 
 def test_top_level_help_names_the_real_commands_only(capsys):
     text = _help(capsys=capsys)
-    assert "{ingest,search,eval}" in text and "inspect" not in text
+    assert "{ingest,search,serve,eval}" in text and "inspect" not in text
 
 
 @pytest.mark.parametrize("command", ["ingest", "search", "eval"])
