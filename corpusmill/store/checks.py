@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from corpusmill.model.card import ModelCard
+from corpusmill.store.filters import eq_filter
 from corpusmill.store.schemas import table_card
 from corpusmill.store.store import Store
 
@@ -97,24 +98,32 @@ def check_vectors(store: Store, card: ModelCard, tolerance: float = NORM_TOLERAN
 
 
 def check_coverage(store: Store) -> CheckOutcome:
-    """One embedding per current chunk (same chunk id and content hash), no duplicate ids."""
+    """One embedding per current chunk (same chunk id and content hash), no duplicate ids.
+    Chunks of documents the embed stage quarantined (a non-finite vector, an input too large
+    for the device) have no embedding on purpose: they are counted apart, not as missing."""
     if store.open("chunks") is None:
         return _missing("chunks")
     if store.open("embeddings") is None:
         return _missing("embeddings")
-    chunks = store.scan("chunks", ["chunk_id", "content_hash"])
+    chunks = store.scan("chunks", ["chunk_id", "content_hash", "doc_id"])
+    held = set(
+        store.scan("quarantine", ["doc_id"], eq_filter("stage", "embed"))["doc_id"].to_pylist()
+    )
     emb = store.scan("embeddings", ["chunk_id", "content_hash"])
     want = dict(zip(*(chunks[c].to_pylist() for c in ("chunk_id", "content_hash")), strict=True))
     ids = emb["chunk_id"].to_pylist()
     have = dict(zip(ids, emb["content_hash"].to_pylist(), strict=True))
     duplicates = sum(n - 1 for n in Counter(ids).values() if n > 1)
-    missing = sum(1 for c in want if c not in have)
+    doc_of = dict(zip(chunks["chunk_id"].to_pylist(), chunks["doc_id"].to_pylist(), strict=True))
+    quarantined = sum(1 for c in want if c not in have and doc_of[c] in held)
+    missing = sum(1 for c in want if c not in have) - quarantined
     orphans = sum(1 for c in have if c not in want)
     outdated = sum(1 for c, h in have.items() if c in want and want[c] != h)
     meta: dict[str, float | int | str] = {
         "chunks": len(want),
         "embeddings": len(ids),
         "missing": missing,
+        "quarantined_at_embed": quarantined,
         "orphaned": orphans,
         "outdated": outdated,
         "duplicate_ids": duplicates,
