@@ -14,7 +14,6 @@ from pathlib import Path
 from corpusmill.config import Settings, prepare_process
 from corpusmill.errors import (
     EXIT_INTERNAL,
-    ConfigError,
     InputError,
     UsageError,
     find_error,
@@ -134,9 +133,9 @@ def read_queries(path: str) -> list[tuple[str | int, str]]:
                 rec = json.loads(line)
                 qid, text = rec["id"], rec["text"]
             except (ValueError, KeyError, TypeError):
-                raise ConfigError(f'{path}:{n}: expected {{"id": ..., "text": ...}}') from None
+                raise InputError(f'{path}:{n}: expected {{"id": ..., "text": ...}}') from None
             if not isinstance(text, str) or not text.strip():
-                raise ConfigError(f"{path}:{n}: `text` must be a non-empty string")
+                raise InputError(f"{path}:{n}: `text` must be a non-empty string")
             queries.append((qid, text))
     return queries
 

@@ -134,4 +134,4 @@ def test_queries_file_with_a_bad_line_names_it(env, tmp_path):
         text=True,
         timeout=120,
     )
-    assert out.returncode == 2 and "queries.jsonl:2" in out.stderr
+    assert out.returncode == 3 and "queries.jsonl:2" in out.stderr  # an input error
