@@ -208,17 +208,29 @@ def test_lineage_launch_all_shards_one_run_then_shard_counts_and_checks(ui, brow
     assert own < sum(rows.values())
     _open(browser, f"{base}/assets/embeddings?view=events&partition={shard}")
     _wait_text(browser, shard)
+    from selenium.webdriver.common.by import By
+
+    def entries():  # every element whose own text is the shard key, found afresh each time
+        return browser.find_elements(By.XPATH, f"//*[normalize-space(text())='{shard}']")
+
     seen = []
-    for entry in _visible(browser, "div", shard) or _visible(browser, "span", shard):
+    for i in range(len(entries())):
         _dismiss_welcome(browser)
-        entry.click()
+        found = entries()
+        if i >= len(found):
+            break
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", found[i])
+        try:
+            found[i].click()
+        except Exception:  # noqa: BLE001 (a label inside a row that is not clickable itself)
+            continue
         time.sleep(1)
         lines = _body(browser).splitlines()
         seen.append(lines)
         if "rows" in lines and lines[lines.index("rows") + 1] == str(own):
             break
     else:
-        raise AssertionError(f"no event of {shard} shows rows {own}: {seen}")
+        raise AssertionError(f"no event of {shard} shows rows {own}: {seen[-3:]}")
     assert "chunks_embedded" in lines
     _shot(browser, "5-shard-observation")
     print(f"browser test body took {time.monotonic() - t0:.1f} s")
