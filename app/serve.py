@@ -23,13 +23,13 @@ fields as `corpusmill search --json` (`Hit.as_dict()`).
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from app.guard import check_bind, guard
 from app.microbatch import DEFAULT_MAX_BATCH, DEFAULT_WAIT_S, MicroBatcher
@@ -86,24 +86,18 @@ def _not_blank(value: str) -> str:
     return value
 
 
-class SearchRequest(SearchOptions):
-    query: str = Field(max_length=MAX_QUERY_CHARS)
+# A query's text: bounded, and not only white space (an empty query embeds to noise).
+QueryText = Annotated[str, Field(max_length=MAX_QUERY_CHARS), AfterValidator(_not_blank)]
 
-    @field_validator("query")
-    @classmethod
-    def _query_not_blank(cls, value: str) -> str:
-        return _not_blank(value)
+
+class SearchRequest(SearchOptions):
+    query: QueryText
 
 
 class BatchQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     id: str | int
-    text: str = Field(max_length=MAX_QUERY_CHARS)
-
-    @field_validator("text")
-    @classmethod
-    def _text_not_blank(cls, value: str) -> str:
-        return _not_blank(value)
+    text: QueryText
 
 
 class BatchRequest(SearchOptions):
