@@ -25,15 +25,14 @@ class PipelineSettingsResource(dg.ConfigurableResource):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "PipelineSettingsResource":
-        return cls(
-            sources=list(settings.sources),
-            max_file_bytes=settings.max_file_bytes,
-            chunk_tokens=settings.chunk_tokens,
-            chunk_overlap=settings.chunk_overlap,
-            rerank_queries=settings.queries,
-            rerank_k=settings.rerank_k,
-            eval_data=settings.eval_data,
-            executor=settings.executor,
-            ray_workers=settings.ray_workers,
-            ray_address=settings.ray_address,
-        )
+        """Every field from the Settings attribute of its name (`rerank_queries` reads
+        `queries`), so a pipeline setting added to both is mapped without code here."""
+        values = {
+            name: getattr(settings, _SETTING_NAMES.get(name, name)) for name in cls.model_fields
+        }
+        values["sources"] = list(values["sources"])
+        return cls(**values)
+
+
+# Resource fields whose Settings attribute has another name.
+_SETTING_NAMES = {"rerank_queries": "queries"}

