@@ -7,7 +7,7 @@ the indexes search relies on:
 
 - a full-text (BM25) index on `embeddings.text`, built once, then extended with new rows;
 - an IVF-SQ vector index (cosine) once `embeddings` has `ANN_MIN_ROWS` rows: below that a
-  flat scan is exact and fast enough (docs/BENCHMARKS.md, "Search latency and ANN index");
+  flat scan is exact and fast enough (docs/BENCHMARKS.md, "`make bench-ann`");
 - scalar indexes on the filter columns (`doc_id`, `source`, `partition`).
 
 No Dagster here. Callers hold `Store.write_lock()` (and, in Dagster, the
@@ -27,7 +27,7 @@ TABLES = ("documents", "chunks", "embeddings", "quarantine", "rerank_scores")
 SEARCH_TABLE = "embeddings"
 
 # Below this a flat scan is exact and fast enough; from here on the index pays for itself
-# (bench/ann.py, docs/BENCHMARKS.md "Search latency and ANN index"; 384-d, 2 busy cores):
+# (bench/ann.py, docs/BENCHMARKS.md "`make bench-ann`"; 384-d, 2 busy cores):
 # flat p50 0.3 s at 100k rows and 2.0 s at 1M, IVF-SQ + refine 9-10 ms at recall@10
 # 0.996-1.0, built in 23 s (100k) / 173 s (1M).
 ANN_MIN_ROWS = 100_000

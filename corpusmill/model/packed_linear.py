@@ -5,10 +5,10 @@ oneDNN can lay each weight out in its blocked format once (`mkldnn._reorder_line
 and then run every product on it (`mkldnn._linear_pointwise`): the two ops inductor's
 weight-freezing pass puts into a compiled graph, used here without compiling. The
 arithmetic is the same (bf16 inputs, float32 accumulation, bf16 out). Measured on the
-2-core CPU, MiniLM-L6 on SciFact chunks (`bench/forward_variants.py --variants
-plain_linear`): the forward pass 1.08x faster (1.12x and 1.08x in earlier runs), the
-matmuls 3.20 -> 2.98 s and dtype copies 0.25 -> 0.12 s per pass (profiler), worst cosine
-to float32 0.999973 either way; the whole engine 1.06x in `make bench` (docs/BENCHMARKS.md).
+2-core CPU, MiniLM-L6 on SciFact chunks: the whole engine 1.06-1.08x faster than with
+`F.linear`, worst cosine to float32 0.999973 either way (`make bench`, its
+`engine_vs_plain_linear` ratio; docs/BENCHMARKS.md).
+
 The packed weights are plain tensor attributes, not parameters: the model stays on the CPU.
 
 The ops are internal to torch (underscore names), so every layer is checked against
