@@ -43,6 +43,7 @@ class RayStats:
     tokens: int = 0
     tokens_per_s_per_worker: dict[str, float] = field(default_factory=dict)
     fragments: int = 0
+    input_bytes_shipped: int = 0  # what the driver put into Ray's object store for the workers
     embed_seconds: float = 0.0
     commit: CommitResult | None = None
 
@@ -60,6 +61,7 @@ class RayStats:
             "tokens_per_s_per_worker": json.dumps(self.tokens_per_s_per_worker),
             "tokens_per_s_worker_mean": round(sum(rates) / len(rates), 1) if rates else 0.0,
             "fragments": self.fragments,
+            "input_bytes_shipped": self.input_bytes_shipped,
             "embed_seconds": round(self.embed_seconds, 3),
             "committed": bool(self.commit and self.commit.committed),
             "commit_seconds": round(self.commit.seconds, 3) if self.commit else 0.0,
@@ -173,6 +175,7 @@ def _embed(store, spec, card, schema, todo, workers, gpu, batch_rows, stats, rep
         + [pa.field("input_ids", pa.list_(pa.int32()))]
     )
     rows = pa.Table.from_pylist(todo, schema=input_schema)
+    stats.input_bytes_shipped = rows.nbytes
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     # At least 4 blocks per worker, so every worker gets work and a restarted one's retry
