@@ -191,6 +191,7 @@ def summarise(result, seconds: float) -> dict[str, Any]:
         "model_loads": emb.get("model_loads", int(bool(emb.get("weights_loaded", False)))),
         "tokens_per_s_worker_mean": emb.get("tokens_per_s_worker_mean", 0.0),
         "commit_seconds": emb.get("commit_seconds", 0.0),
+        "input_bytes_shipped": emb.get("input_bytes_shipped", 0),
         "rerank_scorer": rerank.get("scorer", ""),
         "rerank_pairs_scored": rerank.get("pairs_scored", 0),
         "rerank_pairs_reused": rerank.get("pairs_reused", 0),

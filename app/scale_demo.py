@@ -47,6 +47,14 @@ def stored(settings: Settings) -> tuple[int, int]:
     return sum(counts.values()), len(counts)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM): the driver's, not Ray's workers'."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--docs", type=int, default=200)
@@ -69,6 +77,7 @@ def main() -> int:
         t0 = time.perf_counter()
         summary = ingest(corpus, settings)
         seconds = time.perf_counter() - t0
+        driver_rss = peak_rss_mb()
         rows, distinct = stored(settings)
         again = ingest(corpus, settings)
         print(
@@ -88,6 +97,8 @@ def main() -> int:
                     "tokens_per_s": summary["tokens_per_s"],
                     "tokens_per_s_worker_mean": summary["tokens_per_s_worker_mean"],
                     "commit_seconds": summary["commit_seconds"],
+                    "input_bytes_shipped": summary["input_bytes_shipped"],
+                    "driver_peak_rss_mb": driver_rss,
                     "rerun_chunks_embedded": again["chunks_embedded"],
                     "seconds": round(seconds, 2),
                 }

@@ -40,7 +40,6 @@ def embeddings(
     reused, not recomputed; the table refuses vectors from any other model. With
     CORPUSMILL_EXECUTOR=ray the model runs on a pool of Ray actors instead of in-process."""
     from corpusmill.sync import record_quarantine, sync_embeddings
-    from corpusmill.sync.shards import merge_counts, shard_counts
 
     if settings.executor == "ray":
         return _embeddings_on_ray(context, store, embedder, settings)
@@ -68,10 +67,7 @@ def embeddings(
         # Chunks the engine could not embed (an input too large for the device even
         # alone) are quarantined at stage "embed"; their documents are retried next run.
         record_quarantine(db, "embed", report._failed, None, context.partition_keys)
-    per_shard = shard_counts(db, "embeddings", context.partition_keys)
-    observe_shards(
-        context, merge_counts(per_shard, "chunks_embedded", report._embedded_by_partition)
-    )
+    _observe_shards(context, db, report)
     meta: dict = run_level(report.as_metadata())
     meta.update(model.lineage())
     # Throughput only when something was embedded: a zero would plot as a crash.
@@ -83,9 +79,22 @@ def embeddings(
     return dg.MaterializeResult(metadata=meta)
 
 
+def _observe_shards(context, db, report) -> None:
+    """Each shard's own counts, read back from the table after the write, as an observation
+    of that partition (both paths: the materialisation's figures are run-level)."""
+    from corpusmill.sync.shards import merge_counts, shard_counts
+
+    per_shard = shard_counts(db, "embeddings", context.partition_keys)
+    observe_shards(
+        context, merge_counts(per_shard, "chunks_embedded", report._embedded_by_partition)
+    )
+
+
 def _embeddings_on_ray(context, store, embedder, settings) -> dg.MaterializeResult:
-    """The Ray path: this process plans and commits; `ray_workers` actors embed. The run
-    key is the Dagster run and its shards, so a retried commit of this run is skipped."""
+    """The Ray path: this process plans and commits; `ray_workers` actors read, embed and
+    write. The run key is the Dagster run and its shards, so a retried commit of this run
+    is skipped. Reports as the local path does (per-shard observations, `run_` figures),
+    plus the workers, their tokens/s and the model loads (one per worker that embedded)."""
     from corpusmill.ids import content_hash
     from corpusmill.scale.cluster import ray_cluster
     from corpusmill.scale.ray_embed import sync_embeddings_on_ray
@@ -105,9 +114,13 @@ def _embeddings_on_ray(context, store, embedder, settings) -> dg.MaterializeResu
             tokenizer_id=model.tokenizer_id,
         )
         record_quarantine(db, "embed", report._failed, None, context.partition_keys)
-    meta: dict = report.as_metadata()
+    _observe_shards(context, db, report)
+    meta: dict = run_level(report.as_metadata())
     meta.update(model.lineage())
-    meta.update(stats.as_metadata())
+    if stats.devices:  # the workers' device and dtype, not this driver's
+        meta["device"] = ",".join(sorted({d.split("/")[0] for d in stats.devices}))
+        meta["dtype"] = ",".join(sorted({d.split("/")[1] for d in stats.devices}))
+    meta.update(run_level(stats.as_metadata()))
     meta["table_version"] = db.version("embeddings")
-    meta["partitions"] = len(context.partition_keys)
+    meta["run_partitions"] = len(context.partition_keys)
     return dg.MaterializeResult(metadata=meta)

@@ -123,6 +123,7 @@ def main() -> int:
                         "tokens_per_s_worker_mean": s["tokens_per_s_worker_mean"],
                         "model_loads": s["model_loads"],
                         "commit_seconds": s["commit_seconds"],
+                        "input_bytes_shipped": s["input_bytes_shipped"],
                     }
                 )
                 print(json.dumps(runs[-1]), flush=True)

@@ -1,15 +1,21 @@
-"""`chunks` -> `embeddings` on a Ray cluster: the driver plans, workers embed and write,
-the driver commits once.
+"""`chunks` -> `embeddings` on a Ray cluster: the driver plans ids, workers read, embed and
+write, the driver commits once.
 
 The plan is the local path's (`sync.embeddings`): documents whose chunks changed, and
-only chunks whose content no stored vector has go to the model (content-hash reuse).
-Those rows become a Ray dataset; `map_batches` runs them through an actor pool of
-`workers` `EmbedWorker`s, each holding its own resident model, which write Lance
-fragments. The driver writes one fragment of the reused rows itself, then commits every
-fragment together with the deletion of the replaced documents' old rows in one Lance
-commit tagged with the run key (`commit.commit_fragments`): exactly once, or not at all.
+content-hash reuse. The driver reads only ids (chunk id, document id, content hash and
+each chunk's row address, at one pinned version of `chunks`) and sends *work units* to
+the workers: the chunk ids of a slice of the stale chunks, the `chunks` fragments that
+hold them, and which of their content hashes already have a stored vector. Each
+`EmbedWorker` (an actor pool of `workers`, one resident model each) reads its chunks'
+rows (text or stored token ids) from those fragments itself, takes stored vectors for the
+reusable ones, embeds the rest, and writes a Lance fragment. Text never passes through
+the driver or Ray's object store; what the driver ships is ~100 bytes per chunk.
 
-A killed actor is restarted by Ray and its batch retried (`max_restarts`,
+The driver then commits every fragment together with the deletion of the replaced
+documents' old rows in one Lance commit tagged with the run key
+(`commit.commit_fragments`): exactly once, or not at all.
+
+A killed actor is restarted by Ray and its unit retried (`max_restarts`,
 `max_task_retries`); the fragment a dead worker may have half-written is never committed,
 because only fragments whose metadata came back reach the commit.
 """
@@ -18,21 +24,41 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from corpusmill.ids import doc_key
+from corpusmill.errors import ConfigError
 from corpusmill.scale.commit import CommitResult, commit_fragments
 from corpusmill.scale.worker import EmbedWorker
 from corpusmill.sources import Quarantined
-from corpusmill.store import Store, chunks_schema, groups_of
-from corpusmill.sync.common import DOC_GROUP, docs_filter, partition_filter
-from corpusmill.sync.embeddings import EmbeddingsReport, _chunk_sets, _stored_vectors
+from corpusmill.store import Store
+from corpusmill.sync.common import docs_filter, partition_filter
+from corpusmill.sync.embeddings import EmbeddingsReport, _chunk_sets
 
-BATCH_ROWS = 256  # chunks per map_batches call: one fragment each
+BATCH_ROWS = 256  # chunks per work unit at most: one fragment each
+
+# (units table, EmbedWorker kwargs) -> the workers' result rows
+MapUnits = Callable[[pa.Table, dict], list[dict]]
+
+
+def actor_resources(cluster_gpus: float, device: str = "auto") -> dict[str, float]:
+    """Ray resources of one embedding actor. A cluster with GPUs: one GPU per actor (one
+    resident model per GPU) and one CPU for the bookkeeping (Ray counts it; the tokenizer
+    threads are not limited by it). Without GPUs, or with `device` "cpu": half a CPU, so
+    on a 2-core machine the read tasks still get a CPU (whole-CPU actors stalled the job).
+    `device` "cuda" on a cluster without GPUs fails here, before any actor starts."""
+    if device == "cuda" and cluster_gpus < 1:
+        raise ConfigError(
+            "CORPUSMILL_DEVICE=cuda but the Ray cluster has no GPU; set CORPUSMILL_DEVICE=auto "
+            "or cpu, or join a cluster with GPUs (CORPUSMILL_RAY_ADDRESS)"
+        )
+    if cluster_gpus >= 1 and device != "cpu":
+        return {"num_gpus": 1, "num_cpus": 1}
+    return {"num_cpus": 0.5}
 
 
 @dataclass
@@ -42,7 +68,10 @@ class RayStats:
     model_loads: int = 0
     tokens: int = 0
     tokens_per_s_per_worker: dict[str, float] = field(default_factory=dict)
+    devices: list[str] = field(default_factory=list)  # as the workers resolved them
     fragments: int = 0
+    units: int = 0
+    input_bytes_shipped: int = 0  # what the driver put into Ray's object store for the workers
     embed_seconds: float = 0.0
     commit: CommitResult | None = None
 
@@ -60,11 +89,23 @@ class RayStats:
             "tokens_per_s_per_worker": json.dumps(self.tokens_per_s_per_worker),
             "tokens_per_s_worker_mean": round(sum(rates) / len(rates), 1) if rates else 0.0,
             "fragments": self.fragments,
+            "work_units": self.units,
+            "input_bytes_shipped": self.input_bytes_shipped,
             "embed_seconds": round(self.embed_seconds, 3),
             "committed": bool(self.commit and self.commit.committed),
             "commit_seconds": round(self.commit.seconds, 3) if self.commit else 0.0,
             "commit_attempts": self.commit.attempts if self.commit else 0,
         }
+
+
+@dataclass
+class Plan:
+    stale: list[str]
+    gone: list[str]
+    wanted: int  # chunks the shards should have
+    to_embed: int  # chunks of stale documents with no stored vector for their content
+    units: list[dict]  # {"chunk_ids", "fragments", "reuse"}
+    chunks_version: int
 
 
 def sync_embeddings_on_ray(
@@ -78,83 +119,102 @@ def sync_embeddings_on_ray(
     tokenizer_id: str = "",
     gpu: bool | None = None,
     batch_rows: int = BATCH_ROWS,
+    map_units: MapUnits | None = None,
 ) -> tuple[EmbeddingsReport, RayStats]:
     """Make `embeddings` mirror `chunks` for `partitions` (Ray must be initialised).
-    `gpu` None: one GPU per worker when the cluster has GPUs, else half a CPU each (on 2
-    cores, whole-CPU actors leave no CPU for the read tasks and the job stalls)."""
-    import ray
-
-    if gpu is None:
-        gpu = ray.cluster_resources().get("GPU", 0) > 0
+    `gpu` None: ask the cluster (`actor_resources`). `map_units` runs the `EmbedWorker`s
+    over the units (default: a Ray actor pool of `workers`; tests pass one that runs a
+    worker in-process)."""
+    if map_units is None:
+        map_units = ray_pool(workers, spec.device, gpu)
     t0 = time.perf_counter()
     report, stats = EmbeddingsReport(), RayStats(workers=workers)
     table = store.ensure_embeddings(card)
     read_version = int(table.version)
-    pf = partition_filter(partitions)
-    want = _chunk_sets(store, "chunks", pf)
-    have = _chunk_sets(store, "embeddings", pf)
-    stale = sorted(d for d in want if want[d] != have.get(d))
-    gone = sorted(d for d in have if d not in want)
-    report.documents_updated, report.documents_removed = len(stale), len(gone)
-    schema = pa.schema([f for f in table.schema], metadata=None)
     known = set(store.scan("embeddings", ["content_hash"])["content_hash"].to_pylist())
-    reused, todo = _plan(store, stale, known, tokenizer_id)
+    plan = plan_units(store, partitions, known, workers, batch_rows)
+    report.documents_updated, report.documents_removed = len(plan.stale), len(plan.gone)
+    report.chunks_to_embed = plan.to_embed
     fragments = []
-    if reused:
-        from lance.fragment import write_fragments
-
-        rows = pa.Table.from_pylist(
-            [{**r, "model_id": card.model_id} for r in reused], schema=schema
-        )
-        fragments += write_fragments(
-            rows,
-            store.table_uri("embeddings"),
-            schema=schema,
-            storage_options=store.storage_options or None,
-            data_storage_version=_storage_version(store),
-        )
-    if todo:
-        fragments += _embed(
-            store, spec, card, schema, todo, workers, gpu, batch_rows, stats, report
-        )
+    if plan.units:
+        worker_args = {
+            "spec": spec,
+            "chunks_uri": store.table_uri("chunks"),
+            "chunks_version": plan.chunks_version,
+            "table_uri": store.table_uri("embeddings"),
+            "read_version": read_version,
+            "schema": pa.schema(list(table.schema), metadata=None),
+            "model_id": card.model_id,
+            "tokenizer_id": tokenizer_id,
+            "storage_options": store.storage_options,
+            "storage_version": _storage_version(store),
+        }
+        fragments = _run_units(plan.units, worker_args, map_units, stats, report)
     stats.fragments = len(fragments)
-    if fragments or stale or gone:
+    if fragments or plan.stale or plan.gone:
+        doomed = plan.stale + plan.gone
         stats.commit = commit_fragments(
             store.table_uri("embeddings"),
             fragments,
-            docs_filter(stale + gone) if stale or gone else None,
+            docs_filter(doomed) if doomed else None,
             run_key,
             read_version,
             store.storage_options,
         )
-    n_wanted = sum(len(v) for v in want.values())
-    report.chunks_reused = n_wanted - report.chunks_embedded - report.chunks_failed
-    report.rows = store.count("embeddings", pf)
+    report.chunks_reused = plan.wanted - report.chunks_embedded - report.chunks_failed
+    report.rows = store.count("embeddings", partition_filter(partitions))
     report.sync_seconds = round(time.perf_counter() - t0, 3)
     return report, stats
 
 
-def _plan(store: Store, stale: list[str], known: set[str], tokenizer_id: str):
-    """Rows of the stale documents: those with a stored vector for their content, and
-    those the model must embed (with their stored token ids when this tokenizer made them)."""
-    columns = [f.name for f in chunks_schema()]
-    chunk_table = store.open("chunks")
-    present = set(chunk_table.schema.names) if chunk_table is not None else set()
-    reused, todo = [], []
-    for group in groups_of(stale, DOC_GROUP):
-        rows = store.scan_in(
-            "chunks", [c for c in columns if c in present], "doc_key", [doc_key(d) for d in group]
-        ).to_pylist()
-        vectors = _stored_vectors(store, {r["content_hash"] for r in rows} & known)
-        for r in rows:
-            ids, made_by = r.pop("input_ids", None), r.pop("tokenizer", None)
-            vec = vectors.get(r["content_hash"])
-            if vec is not None:
-                reused.append({**r, "vector": vec})
-            else:
-                usable = ids is not None and tokenizer_id and made_by == tokenizer_id
-                todo.append({**r, "input_ids": ids if usable else None})
-    return reused, todo
+def plan_units(store: Store, partitions, known: set[str], workers: int, batch_rows: int) -> Plan:
+    """Which documents are stale or gone, and the work units for their chunks. Reads ids
+    and row addresses only (no text, no token ids), at one version of `chunks` that the
+    workers read too, so they see exactly the rows planned here."""
+    import lance
+
+    pf = partition_filter(partitions)
+    ds = lance.dataset(store.table_uri("chunks"), storage_options=store.storage_options or None)
+    ids = ds.to_table(
+        columns=["chunk_id", "doc_id", "content_hash"], filter=pf, with_row_address=True
+    )
+    want: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    cols = [ids[c].to_pylist() for c in ("chunk_id", "doc_id", "content_hash", "_rowaddr")]
+    for cid, doc, digest, _addr in zip(*cols, strict=True):
+        want[doc].add((cid, digest))
+    have = _chunk_sets(store, "embeddings", pf)
+    stale = sorted(d for d in want if want[d] != have.get(d))
+    gone = sorted(d for d in have if d not in want)
+    stale_set = set(stale)
+    # Row-address order: a unit's chunks sit in one or two fragments, which is all a
+    # worker scans to find them.
+    rows = sorted(
+        (addr, cid, digest)
+        for cid, doc, digest, addr in zip(*cols, strict=True)
+        if doc in stale_set
+    )
+    # At least 4 units per worker, so every worker gets work and a restarted one's retry
+    # is a small part of the job; at most `batch_rows` chunks per unit.
+    n_units = max(workers * 4, -(-len(rows) // batch_rows)) if rows else 0
+    size = max(1, -(-len(rows) // n_units)) if rows else 1
+    units = []
+    for i in range(0, len(rows), size):
+        part = rows[i : i + size]
+        units.append(
+            {
+                "chunk_ids": [cid for _a, cid, _h in part],
+                "fragments": sorted({addr >> 32 for addr, _c, _h in part}),
+                "reuse": sorted({h for _a, _c, h in part if h in known}),
+            }
+        )
+    return Plan(
+        stale=stale,
+        gone=gone,
+        wanted=sum(len(v) for v in want.values()),
+        to_embed=sum(1 for _a, _c, h in rows if h not in known),
+        units=units,
+        chunks_version=int(ds.version),
+    )
 
 
 def _storage_version(store: Store) -> str:
@@ -164,68 +224,79 @@ def _storage_version(store: Store) -> str:
     return ds.data_storage_version
 
 
-def _embed(store, spec, card, schema, todo, workers, gpu, batch_rows, stats, report):
-    import ray.data
+UNIT_SCHEMA = pa.schema(
+    [
+        pa.field("chunk_ids", pa.list_(pa.string())),
+        pa.field("fragments", pa.list_(pa.int64())),
+        pa.field("reuse", pa.list_(pa.string())),
+    ]
+)
+
+
+def ray_pool(workers: int, device: str = "auto", gpu: bool | None = None) -> MapUnits:
+    """Runs the units on a pool of `workers` EmbedWorker actors on the Ray cluster (the
+    resources are chosen now, so a bad device setting fails before any planning)."""
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0) if gpu is None else float(gpu)
+    resources = actor_resources(gpus, device)
+
+    def run(table: pa.Table, worker_args: dict) -> list[dict]:
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ds = ray.data.from_arrow(table).repartition(table.num_rows)
+        return ds.map_batches(
+            EmbedWorker,
+            fn_constructor_kwargs=worker_args,
+            batch_size=1,  # one unit per call: one fragment, one retry on a restart
+            batch_format="pyarrow",
+            # A fixed pool, one unit in flight per actor: a free actor takes the next unit
+            # instead of a busy one queueing it.
+            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
+            # A killed actor is restarted and the unit it held is retried on it.
+            max_restarts=3,
+            max_task_retries=3,
+            num_cpus=resources.get("num_cpus"),
+            num_gpus=resources.get("num_gpus"),
+        ).take_all()
+
+    return run
+
+
+def _run_units(units, worker_args, map_units, stats, report):
+    """Run the units through the workers; gather fragments, counts and failures."""
     from lance.fragment import FragmentMetadata
 
-    input_schema = pa.schema(
-        [f for f in schema if f.name not in ("vector", "model_id")]
-        + [pa.field("input_ids", pa.list_(pa.int32()))]
-    )
-    rows = pa.Table.from_pylist(todo, schema=input_schema)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    # At least 4 blocks per worker, so every worker gets work and a restarted one's retry
-    # is a small part of the job; at most `batch_rows` chunks per block.
-    blocks = max(workers * 4, -(-rows.num_rows // batch_rows))
-    batch = max(1, -(-rows.num_rows // blocks))
-    ds = ray.data.from_arrow(rows).repartition(blocks)
-    resources = {"num_gpus": 1} if gpu else {"num_cpus": 0.5}
+    table = pa.Table.from_pylist(units, schema=UNIT_SCHEMA)
+    stats.units, stats.input_bytes_shipped = len(units), table.nbytes
     t0 = time.perf_counter()
-    out = ds.map_batches(
-        EmbedWorker,
-        fn_constructor_kwargs={
-            "spec": spec,
-            "table_uri": store.table_uri("embeddings"),
-            "schema": schema,
-            "model_id": card.model_id,
-            "storage_options": store.storage_options,
-            "storage_version": _storage_version(store),
-        },
-        batch_size=batch,
-        batch_format="pyarrow",
-        # A fixed pool, one batch in flight per actor: a free actor takes the next block
-        # instead of a busy one queueing it.
-        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
-        # A killed actor is restarted and the batch it held is retried on it.
-        max_restarts=3,
-        max_task_retries=3,
-        **resources,
-    ).take_all()
+    out = map_units(table, worker_args)
     stats.embed_seconds = time.perf_counter() - t0
     fragments = []
     loads: dict[str, int] = defaultdict(int)
     tokens: dict[str, int] = defaultdict(int)
     seconds: dict[str, float] = defaultdict(float)
+    devices = set()
     for r in out:
         fragments += [FragmentMetadata.from_json(json.dumps(f)) for f in json.loads(r["fragments"])]
         worker = str(r["worker"])
         loads[worker] = max(loads[worker], int(r["model_loads"]))
         tokens[worker] += int(r["tokens"])
         seconds[worker] += float(r["seconds"])
-        report.chunks_embedded += int(r["rows"])
-        for cid, reason in json.loads(r["failed"]).items():
+        if int(r["embedded"]):
+            devices.add(str(r["device"]))
+        report.chunks_embedded += int(r["embedded"])
+        report._embedded_by_partition.update(Counter(json.loads(r["embedded_by_partition"])))
+        for doc_id, source, where, reason in json.loads(r["failed"]):
             report.chunks_failed += 1
-            row = next(t for t in todo if t["chunk_id"] == cid)
-            report._failed.append(
-                Quarantined(
-                    row["doc_id"], row["source"], f"{row['uri']}#chunk{row['position']}", reason
-                )
-            )
+            report._failed.append(Quarantined(doc_id, source, where, reason))
     stats.worker_processes = len(loads)
     stats.model_loads = sum(loads.values())
     stats.tokens = sum(tokens.values())
+    stats.devices = sorted(devices)
     stats.tokens_per_s_per_worker = {
-        w: round(tokens[w] / seconds[w], 1) for w in tokens if seconds[w] > 0
+        w: round(tokens[w] / seconds[w], 1) for w in tokens if seconds[w] > 0 and tokens[w]
     }
     return fragments

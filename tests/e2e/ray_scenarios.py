@@ -50,13 +50,49 @@ def ingest(corpus, res, partitions=None):
     from corpusmill.ids import ALL_PARTITIONS
 
     with dg.DagsterInstance.ephemeral() as instance:
-        return run_ingest(
+        summary = run_ingest(
             [str(corpus)],
             resources=res,
             partitions=partitions or ALL_PARTITIONS,
             instance=instance,
             chunk_config=CHUNKS,
         )
+        summary["shard_observations"] = observations(instance, summary["run_id"])
+        summary["materialisations"] = materialisations(instance, summary["run_id"])
+        return summary
+
+
+def observations(instance, run_id, asset="embeddings"):
+    """partition -> the metadata of that shard's observation in this run."""
+    import dagster as dg
+
+    out = {}
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION):
+        obs = record.dagster_event.event_specific_data.asset_observation
+        if obs.asset_key == dg.AssetKey(asset):
+            out[obs.partition] = {k: v.value for k, v in obs.metadata.items()}
+    return out
+
+
+def materialisations(instance, run_id, asset="embeddings"):
+    """partition -> the metadata of that shard's materialisation in this run."""
+    import dagster as dg
+
+    out = {}
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        mat = record.dagster_event.event_specific_data.materialization
+        if mat.asset_key == dg.AssetKey(asset):
+            out[mat.partition] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    return out
+
+
+def rows_per_shard(uri, options):
+    from collections import Counter
+
+    from corpusmill.store import Store
+
+    parts = Store(uri, options).scan("embeddings", ["partition"])["partition"].to_pylist()
+    return dict(Counter(parts))
 
 
 def rows(uri, options):
@@ -119,6 +155,10 @@ def main_scenarios(model: str, work: Path) -> None:
             rerun=summary_of(again),
             rows=rows(s3.uri("ray"), opts),
             local_rows=local_rows,
+            shards=clean["shard_observations"],
+            local_shards=local["shard_observations"],
+            materialisations=clean["materialisations"],
+            rows_per_shard=rows_per_shard(s3.uri("ray"), opts),
         )
 
         results = []

@@ -81,6 +81,31 @@ def test_ray_path_stores_the_local_paths_rows_and_vectors(scenarios):
     assert s["rerun"]["chunks_embedded"] == 0 and s["rerun"]["rows"] == len(s["rows"])
 
 
+def test_the_ray_path_reports_each_shards_own_counts_as_the_local_path_does(scenarios):
+    s = scenarios["ray-vs-local"]
+    shards, table = s["shards"], s["rows_per_shard"]
+    assert len(shards) == 16  # one observation per shard of the run
+    # Each shard's observation holds that shard's rows as the table holds them, not the
+    # run total; and the same keys as the local path's.
+    assert {p: m["rows"] for p, m in shards.items() if m["rows"]} == table
+    assert len({m["rows"] for m in shards.values()}) > 1
+    assert shards.keys() == s["local_shards"].keys()
+    assert all(m.keys() == s["local_shards"][p].keys() for p, m in shards.items())
+    assert {p: m["chunks_embedded"] for p, m in shards.items()} == {
+        p: m["chunks_embedded"] for p, m in s["local_shards"].items()
+    }
+    assert sum(m["chunks_embedded"] for m in shards.values()) == s["ray"]["chunks_embedded"]
+    # The materialisation of every shard carries run-level figures, labelled as such: the
+    # worker count, each worker's tokens/s, the model loads (one per worker).
+    assert len(s["materialisations"]) == 16
+    meta = s["materialisations"]["shard-07"]
+    assert "rows" not in meta and meta["run_rows"] == sum(table.values())
+    assert meta["run_partitions"] == 16 and meta["run_workers"] == 2
+    per_worker = json.loads(meta["run_tokens_per_s_per_worker"])
+    assert len(per_worker) == meta["run_model_loads"] and all(v > 0 for v in per_worker.values())
+    assert meta["device"] == "cpu"  # the workers' device
+
+
 def test_a_killed_worker_is_retried_and_the_result_is_exactly_once(scenarios):
     s = scenarios["killed-worker"]
     assert s["marker"], "no worker was killed: the scenario did not test a retry"

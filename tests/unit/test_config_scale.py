@@ -39,3 +39,33 @@ def test_defaults_are_local_with_no_options():
 def test_bad_values_say_how_to_fix_them(env, message):
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
+
+
+def test_ray_actors_get_a_gpu_each_on_a_gpu_cluster_and_half_a_cpu_otherwise():
+    from corpusmill.scale.ray_embed import actor_resources
+
+    assert actor_resources(0) == {"num_cpus": 0.5}
+    assert actor_resources(8) == {"num_gpus": 1, "num_cpus": 1}
+    assert actor_resources(0.5) == {"num_cpus": 0.5}  # a fraction of a GPU is not one
+    assert actor_resources(8, "cpu") == {"num_cpus": 0.5}  # CORPUSMILL_DEVICE=cpu wins
+    assert actor_resources(8, "cuda") == {"num_gpus": 1, "num_cpus": 1}
+    with pytest.raises(ConfigError, match="CORPUSMILL_DEVICE"):
+        actor_resources(0, "cuda")
+
+
+def test_the_spec_shipped_to_the_workers_leaves_auto_for_the_worker_to_resolve(
+    monkeypatch, tiny_embedder_path
+):
+    """The driver has no GPU; the worker on a GPU actor does. The spec must not carry the
+    driver's answer: "auto" travels, and resolves to cuda where torch sees a GPU."""
+    import torch
+
+    from corpusmill.model import Model
+    from resources import EmbedderResource
+
+    spec = EmbedderResource(model_path=str(tiny_embedder_path)).spec()
+    assert spec.device == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    lineage = Model(spec).lineage()  # as the worker reports it, before loading weights
+    assert (lineage["device"], lineage["dtype"]) == ("cuda", "bfloat16")

@@ -1,0 +1,131 @@
+"""The Ray path's driver and worker logic without a Ray cluster: the driver plans ids only,
+each `EmbedWorker` (run in-process here, as an actor would run it) reads its own chunks,
+reuses stored vectors by content hash, embeds the rest and writes a fragment; the driver
+commits once. Checked against the local path's rows. The same path on a real Ray cluster:
+tests/e2e/test_ray_embeddings.py (needs root for the network namespace)."""
+
+from collections import Counter
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from app.runs import run_ingest
+from corpusmill.model import LOADS
+from corpusmill.store import Store
+from corpusmill.sync.common import docs_filter
+from corpusmill.sync.shards import shard_counts
+from resources import (
+    CrossEncoderResource,
+    EmbedderResource,
+    LanceStoreResource,
+    PipelineSettingsResource,
+)
+
+pytest.importorskip("lance")
+
+CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
+
+
+def in_process(table: pa.Table, worker_args: dict) -> list[dict]:
+    """What `ray_pool` does, minus Ray: one worker, one unit per call."""
+    from corpusmill.scale.worker import EmbedWorker
+
+    worker = EmbedWorker(**worker_args)
+    out = []
+    for i in range(table.num_rows):
+        cols = worker(table.slice(i, 1))
+        out.append({k: v[0] for k, v in cols.items()})
+    return out
+
+
+def _resources(db_uri, model):
+    return {
+        "store": LanceStoreResource(uri=db_uri),
+        "settings": PipelineSettingsResource(),
+        "embedder": EmbedderResource(model_path=str(model), dtype="float32"),
+        "reranker": CrossEncoderResource(),
+    }
+
+
+def _corpus(root):
+    root.mkdir()
+    for i in range(8):
+        text = " ".join(f"topic{i} sentence {j} about item {i * j}." for j in range(6 + i))
+        (root / f"doc{i:02d}.txt").write_text(text)
+    # Same content as doc03 under another name: its chunks can reuse doc03's vectors.
+    (root / "copy03.txt").write_text((root / "doc03.txt").read_text())
+    return root
+
+
+def test_workers_read_their_own_chunks_and_match_the_local_path(
+    tmp_path, db_uri, tiny_embedder_path
+):
+    from corpusmill.scale.ray_embed import plan_units, sync_embeddings_on_ray
+
+    corpus = _corpus(tmp_path / "corpus")
+    res = _resources(db_uri, tiny_embedder_path)
+    summary = run_ingest(
+        [str(corpus)], resources=res, instance=dg.DagsterInstance.ephemeral(), chunk_config=CHUNKS
+    )
+    assert summary["success"]
+    store = Store(db_uri)
+    local = {
+        r["chunk_id"]: r
+        for r in store.scan("embeddings", ["chunk_id", "content_hash", "vector"]).to_pylist()
+    }
+    docs = sorted({r["doc_id"] for r in store.scan("chunks", ["doc_id"]).to_pylist()})
+    copy = next(d for d in docs if "copy03" in d)
+    # Drop the vectors of four documents (copy03's content stays known through doc03).
+    dropped = [d for d in docs if "doc" in d.rsplit("#", 1)[-1] and "doc03" not in d][:3] + [copy]
+    store.replace_rows(store.open("embeddings"), "chunk_id", None, docs_filter(dropped))
+
+    embedder = res["embedder"]
+    parts = sorted(set(store.scan("chunks", ["partition"])["partition"].to_pylist()))
+    known = set(store.scan("embeddings", ["content_hash"])["content_hash"].to_pylist())
+    plan = plan_units(store, parts, known, workers=2, batch_rows=4)
+    assert sorted(plan.stale) == sorted(dropped) and not plan.gone
+    shipped = pa.Table.from_pylist(plan.units).column_names
+    assert shipped == ["chunk_ids", "fragments", "reuse"]  # ids only: no text, no token ids
+    assert any(u["reuse"] for u in plan.units)
+
+    loads = LOADS["embedder"]
+    report, stats = sync_embeddings_on_ray(
+        store,
+        embedder.spec(),
+        embedder.model.card,
+        parts,
+        run_key="test-run",
+        workers=2,
+        tokenizer_id=embedder.model.tokenizer_id,
+        batch_rows=4,
+        map_units=in_process,
+    )
+    # One load for every unit (a worker counts its process's loads: here, this process's).
+    assert LOADS["embedder"] == loads + 1 and stats.model_loads == LOADS["embedder"]
+    assert stats.commit is not None and stats.commit.committed
+    copy_chunks = sum(
+        1 for r in store.scan("chunks", ["doc_id"]).to_pylist() if r["doc_id"] == copy
+    )
+    stale_chunks = sum(len(u["chunk_ids"]) for u in plan.units)
+    assert report.chunks_embedded == stale_chunks - copy_chunks  # copy03's were reused
+    assert stats.input_bytes_shipped < 100 * stale_chunks
+
+    rows = store.scan("embeddings", ["chunk_id", "content_hash", "vector", "partition"])
+    ids = Counter(rows["chunk_id"].to_pylist())
+    assert set(ids.values()) == {1} and ids.keys() == local.keys()
+    for r in rows.to_pylist():
+        a, b = np.asarray(r["vector"]), np.asarray(local[r["chunk_id"]]["vector"])
+        assert r["content_hash"] == local[r["chunk_id"]]["content_hash"]
+        assert float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) >= 0.9999
+    # Per shard: what the workers say they embedded is what the shard gained.
+    per_shard = shard_counts(store, "embeddings", parts)
+    assert sum(c["rows"] for c in per_shard.values()) == len(local)
+    embedded = Counter(report._embedded_by_partition)
+    assert sum(embedded.values()) == report.chunks_embedded
+    assert set(embedded) <= set(parts)
+
+    # Nothing stale: no units, no commit, no load.
+    known = set(store.scan("embeddings", ["content_hash"])["content_hash"].to_pylist())
+    assert plan_units(store, parts, known, workers=2, batch_rows=4).units == []
