@@ -123,23 +123,32 @@ class Store:
 
         Lance creates a table with an Overwrite commit, and an Overwrite never conflicts:
         two writers creating the same table at once on S3 left versions 1 and 2, the
-        second an empty table over the first (a write in between would be lost). Locally
-        creation therefore holds an exclusive lock; on an object store nothing can, so
-        tables are created before writers run concurrently (`create_tables`, or any
-        single first run); docs/DESIGN.md, "Scaling out"."""
-        guard = contextlib.nullcontext() if self.on_object_store else file_lock(self.uri, "create")
+        second an empty table over the first (a write in between would be lost). So
+        creation is serialised: locally by an exclusive file lock, on `s3://` by the
+        lease `create`; whoever comes second finds the table and opens it. (On
+        `s3+ddb://` and the other object stores nothing serialises it: create the
+        tables with one writer first, `create_tables`.) The caller checks the schema and
+        model card of what it opened (`ensure`, `ensure_embeddings`)."""
+        guard: contextlib.AbstractContextManager[object]
+        if not self.on_object_store:
+            guard = file_lock(self.uri, "create")
+        elif self.leases is not None:
+            guard = self.leases.hold(["create"])
+        else:
+            guard = contextlib.nullcontext()
         with guard:
             if name in self.table_names():
                 return self.db.open_table(name)
             try:
                 return self.db.create_table(name, schema=schema)
             except (ValueError, OSError, RuntimeError) as e:
-                if "exist" not in str(e).lower():
+                # "already exists", or Lance's commit conflict with another creator
+                if not any(w in str(e).lower() for w in ("exist", "conflict")):
                     raise
             return self.db.open_table(name)
 
     def create_tables(self, card: ModelCard) -> None:
-        """Every table a run writes, created now by this one writer (see `_create`)."""
+        """Every table a run writes, created now (see `_create`)."""
         from corpusmill.store.schemas import chunks_schema, documents_schema, quarantine_schema
 
         for name, schema in (
