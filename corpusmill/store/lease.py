@@ -164,6 +164,12 @@ class S3Leases:
             try:
                 return Lease(key, self._put(key, body, IfNoneMatch="*"), body)
             except Exception as exc:
+                if _code(exc) in {"NotImplemented", "501"}:
+                    raise ConfigError(
+                        f"the S3 server of {self.uri!r} does not support conditional puts "
+                        "(If-None-Match), which shard leases and Lance commits need: use "
+                        "s3+ddb://bucket/prefix?ddbTableName=T (README, CORPUSMILL_DB)"
+                    ) from exc
                 if _code(exc) not in _LOST:
                     raise
             seen = self._read(key)
