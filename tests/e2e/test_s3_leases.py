@@ -7,6 +7,8 @@ over; a writer that waits too long is told who holds the shard; release deletes 
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 
@@ -122,7 +124,9 @@ def test_an_expired_lease_is_taken_over(leases):
             return waited, late.client.get_object(Bucket=late.bucket, Key=held[0].key)
 
     waited, got = _other_writer(take_over)
-    assert b"run-late" in got["Body"].read()
+    holder = json.loads(got["Body"].read())
+    assert holder["run_id"] == "run-late" and holder["pid"] == os.getpid()
+    assert holder["expires_at"] == pytest.approx(holder["written_at"] + late.ttl_s)
     assert 0.5 <= waited < 8  # it waited for the expiry (whole seconds on the server)
 
 
