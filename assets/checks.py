@@ -3,7 +3,10 @@
 One step evaluates all three (so a failure of one still reports the others) and all are
 blocking: in a run that also materialises `rerank_scores` (e.g. `corpusmill ingest
 --rerank`), a failed check stops it, since scores over broken or foreign vectors would be
-wrong. They check the whole table, whatever shards the run covered.
+wrong. In a partitioned run they check that run's shards only (the coverage and vector
+checks filter on `partition`): a concurrent run on other shards commits its chunks before
+its vectors, and a whole-table check would fail on its half-written shards. Run on their
+own, without partitions, they check the whole table.
 
 (No `from __future__ import annotations`: Dagster reads the resource annotations.)
 """
@@ -13,6 +16,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from assets.embeddings import embeddings
+from assets.partitions import shards
 from resources import EmbedderResource, LanceStoreResource
 
 CHECKS = {
@@ -34,14 +38,15 @@ CHECKS = {
     description="Vectors, coverage and model card of the embeddings table.",
 )
 def embeddings_checks(
-    store: LanceStoreResource, embedder: EmbedderResource
+    context: dg.AssetCheckExecutionContext, store: LanceStoreResource, embedder: EmbedderResource
 ) -> Iterator[dg.AssetCheckResult]:
     from corpusmill.store.checks import check_coverage, check_model_card, check_vectors
 
     db, card = store.store(), embedder.model.card  # the card: files only, no weights
+    partitions = run_partitions(context)
     outcomes = {
-        "vectors_valid": check_vectors(db, card),
-        "one_embedding_per_chunk": check_coverage(db),
+        "vectors_valid": check_vectors(db, card, partitions=partitions),
+        "one_embedding_per_chunk": check_coverage(db, partitions),
         "model_card_matches": check_model_card(db, card),
     }
     for name, outcome in outcomes.items():
@@ -53,6 +58,19 @@ def embeddings_checks(
             metadata=outcome.metadata,
             severity=dg.AssetCheckSeverity.ERROR,
         )
+
+
+def run_partitions(context: dg.AssetCheckExecutionContext) -> list[str] | None:
+    """The shards the run covers (one key or a single-run range: the check, unpartitioned
+    itself, sees the run's keys), or None when the run has none (the whole table). A run
+    of the checks alone has the range in its tags but no partitions definition, so the
+    range is resolved against `shards` there."""
+    if not (context.has_partition_key or context.has_partition_key_range):
+        return None
+    try:
+        return list(context.partition_keys)
+    except dg.DagsterInvariantViolationError:  # "partition_keys for a non-partitioned run"
+        return list(shards.get_partition_keys_in_range(context.partition_key_range))
 
 
 EMBEDDINGS_CHECKS = [embeddings_checks]

@@ -2,6 +2,7 @@
 can open it."""
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from corpusmill.store import Store
 
@@ -12,6 +13,11 @@ class LanceStoreResource(dg.ConfigurableResource):
     uri: str = "./data/lancedb"
     # object_store options (endpoint, region, credentials, allow_http): CORPUSMILL_STORAGE_OPTIONS
     storage_options: dict[str, str] = {}
+    # The run this resource serves: named as the holder of its shard leases on S3.
+    _run_id: str = PrivateAttr(default="")
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._run_id = context.run_id or ""
 
     def store(self) -> Store:
-        return Store(self.uri, self.storage_options)
+        return Store(self.uri, self.storage_options, owner=self._run_id)

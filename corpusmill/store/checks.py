@@ -1,8 +1,11 @@
 """Checks on the embeddings table: what the Dagster asset checks report (no Dagster here).
 
 Each check reads the table and returns a `CheckOutcome` (passed, a one-line why, numeric
-figures), so a failure says what is wrong and how much of it. They cover the whole table,
-not one run's shards: a table is only usable when all of it is right.
+figures), so a failure says what is wrong and how much of it. Given `partitions` (a run's
+shards), the row checks read only those shards' rows: another run writing other shards of
+the same table at the same time has its chunks committed before its vectors, and a check
+over the whole table would fail on that run's half-written shards. Without `partitions`
+(a check run on its own, outside a partitioned run) they cover the whole table.
     vectors      every vector finite, of the model's dimension, and unit length when the
                  model normalises (else non-zero)
     coverage     one embedding per current chunk (same id and content), no duplicate ids
@@ -13,13 +16,14 @@ not one run's shards: a table is only usable when all of it is right.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
 from corpusmill.model.card import ModelCard
-from corpusmill.store.filters import eq_filter
+from corpusmill.store.filters import all_of, eq_filter, in_filter
 from corpusmill.store.schemas import table_card
 from corpusmill.store.store import Store
 
@@ -38,8 +42,23 @@ def _missing(name: str) -> CheckOutcome:
     return CheckOutcome(False, f"no {name} table yet: materialise the assets first")
 
 
-def check_vectors(store: Store, card: ModelCard, tolerance: float = NORM_TOLERANCE) -> CheckOutcome:
-    """Finite, `card.dimension` long, and unit norm if `card.normalize` (else non-zero)."""
+def _shards(partitions: Sequence[str] | None) -> str | None:
+    """The filter for `partitions`' rows; None (every row) when no partitions are given."""
+    return None if partitions is None else in_filter("partition", sorted(set(partitions)))
+
+
+def _scope(meta: dict[str, float | int | str], partitions: Sequence[str] | None) -> None:
+    meta["shards_checked"] = "all" if partitions is None else len(set(partitions))
+
+
+def check_vectors(
+    store: Store,
+    card: ModelCard,
+    tolerance: float = NORM_TOLERANCE,
+    partitions: Sequence[str] | None = None,
+) -> CheckOutcome:
+    """Finite, `card.dimension` long, and unit norm if `card.normalize` (else non-zero);
+    of `partitions`' rows only when given."""
     table = store.open("embeddings")
     if table is None:
         return _missing("embeddings")
@@ -47,7 +66,11 @@ def check_vectors(store: Store, card: ModelCard, tolerance: float = NORM_TOLERAN
     stored_dim = getattr(vector_type, "list_size", -1)
     rows = non_finite = wrong_dim = bad_norm = 0
     lo, hi = np.inf, 0.0
-    reader = table.search().select(["vector"]).limit(None).to_batches(BATCH_ROWS)
+    query = table.search().select(["vector"])
+    where = _shards(partitions)
+    if where:
+        query = query.where(where)
+    reader = query.limit(None).to_batches(BATCH_ROWS)
     for batch in reader:
         column = batch.column("vector")
         if column.null_count:
@@ -79,6 +102,7 @@ def check_vectors(store: Store, card: ModelCard, tolerance: float = NORM_TOLERAN
         "stored_dimension": int(stored_dim),
         "normalised": str(card.normalize).lower(),
     }
+    _scope(meta, partitions)
     if rows and np.isfinite(lo):
         meta["min_norm"], meta["max_norm"] = round(lo, 6), round(hi, 6)
     problems = []
@@ -97,19 +121,20 @@ def check_vectors(store: Store, card: ModelCard, tolerance: float = NORM_TOLERAN
     return CheckOutcome(True, f"{rows} vectors finite, {card.dimension}-d, {norm}", meta)
 
 
-def check_coverage(store: Store) -> CheckOutcome:
-    """One embedding per current chunk (same chunk id and content hash), no duplicate ids.
+def check_coverage(store: Store, partitions: Sequence[str] | None = None) -> CheckOutcome:
+    """One embedding per current chunk (same chunk id and content hash), no duplicate ids;
+    over `partitions`' rows only when given (a chunk and its embedding share the shard).
     Chunks of documents the embed stage quarantined (a non-finite vector, an input too large
     for the device) have no embedding on purpose: they are counted apart, not as missing."""
     if store.open("chunks") is None:
         return _missing("chunks")
     if store.open("embeddings") is None:
         return _missing("embeddings")
-    chunks = store.scan("chunks", ["chunk_id", "content_hash", "doc_id"])
-    held = set(
-        store.scan("quarantine", ["doc_id"], eq_filter("stage", "embed"))["doc_id"].to_pylist()
-    )
-    emb = store.scan("embeddings", ["chunk_id", "content_hash"])
+    where = _shards(partitions)
+    chunks = store.scan("chunks", ["chunk_id", "content_hash", "doc_id"], where)
+    quarantined_at_embed = all_of(eq_filter("stage", "embed"), where or "")
+    held = set(store.scan("quarantine", ["doc_id"], quarantined_at_embed)["doc_id"].to_pylist())
+    emb = store.scan("embeddings", ["chunk_id", "content_hash"], where)
     want = dict(zip(*(chunks[c].to_pylist() for c in ("chunk_id", "content_hash")), strict=True))
     ids = emb["chunk_id"].to_pylist()
     have = dict(zip(ids, emb["content_hash"].to_pylist(), strict=True))
@@ -128,6 +153,7 @@ def check_coverage(store: Store) -> CheckOutcome:
         "outdated": outdated,
         "duplicate_ids": duplicates,
     }
+    _scope(meta, partitions)
     problems = [
         f"{n} {what}"
         for n, what in (

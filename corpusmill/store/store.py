@@ -16,10 +16,12 @@ race to insert the same new id conflict at commit instead of both inserting it.
 
 Who keeps writers apart (`write_lock`): on a local directory, file locks (one per shard,
 so disjoint shard ranges write concurrently; whole-store operations exclude all of them).
-On an object store there is no lock: Lance commits a new version with a conditional put
-(S3 `If-None-Match`; `s3+ddb://` uses a DynamoDB table for stores without it), so two
-commits of the same version cannot both win, the loser rebases or retries, and the
-primary keys make a retried insert an update.
+On `s3://`, a lease object per shard, created with a conditional put (`lease.py`), the
+same way round: a second writer of a shard waits, whole-store work holds every shard. Under
+either, Lance commits each version with a conditional put (S3 `If-None-Match`;
+`s3+ddb://` uses a DynamoDB table for stores without it), so two commits of the same
+version cannot both win, the loser rebases or retries, and the primary keys make a retried
+insert an update; `s3+ddb://` and the other object stores have only that, no lease.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from corpusmill.errors import StoreError, store_error
+from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.model.card import ModelCard
 from corpusmill.store.filters import groups_of, in_filter
+from corpusmill.store.lease import S3Leases
 from corpusmill.store.lock import file_lock
 from corpusmill.store.schemas import (
     PRIMARY_KEYS,
@@ -57,11 +61,16 @@ class CommitHook:
 class Store:
     """One LanceDB database. Cheap to construct; opens tables lazily."""
 
-    def __init__(self, uri: str, storage_options: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, uri: str, storage_options: dict[str, str] | None = None, owner: str = ""
+    ) -> None:
+        """`owner` (a run id) is named in this store's leases on S3, for whoever waits."""
         import lancedb
 
         self.uri = uri
         self.storage_options = dict(storage_options or {})
+        self.owner = owner
+        self._leases: S3Leases | None = None
         if "://" not in uri:
             try:
                 Path(uri).mkdir(parents=True, exist_ok=True)
@@ -72,6 +81,14 @@ class Store:
     @property
     def on_object_store(self) -> bool:
         return self.uri.startswith(OBJECT_STORE_SCHEMES)
+
+    @property
+    def leases(self) -> S3Leases | None:
+        """The store's shard leases: `s3://` only (they need S3's conditional writes;
+        `s3+ddb://` is for servers without them)."""
+        if self._leases is None and self.uri.startswith("s3://"):
+            self._leases = S3Leases(self.uri, self.storage_options, run_id=self.owner)
+        return self._leases
 
     def table_uri(self, name: str) -> str:
         """Where Lance keeps `name` (for pylance: fragments written by workers)."""
@@ -106,23 +123,32 @@ class Store:
 
         Lance creates a table with an Overwrite commit, and an Overwrite never conflicts:
         two writers creating the same table at once on S3 left versions 1 and 2, the
-        second an empty table over the first (a write in between would be lost). Locally
-        creation therefore holds an exclusive lock; on an object store nothing can, so
-        tables are created before writers run concurrently (`create_tables`, or any
-        single first run); docs/DESIGN.md, "Scaling out"."""
-        guard = contextlib.nullcontext() if self.on_object_store else file_lock(self.uri, "create")
+        second an empty table over the first (a write in between would be lost). So
+        creation is serialised: locally by an exclusive file lock, on `s3://` by the
+        lease `create`; whoever comes second finds the table and opens it. (On
+        `s3+ddb://` and the other object stores nothing serialises it: create the
+        tables with one writer first, `create_tables`.) The caller checks the schema and
+        model card of what it opened (`ensure`, `ensure_embeddings`)."""
+        guard: contextlib.AbstractContextManager[object]
+        if not self.on_object_store:
+            guard = file_lock(self.uri, "create")
+        elif self.leases is not None:
+            guard = self.leases.hold(["create"])
+        else:
+            guard = contextlib.nullcontext()
         with guard:
             if name in self.table_names():
                 return self.db.open_table(name)
             try:
                 return self.db.create_table(name, schema=schema)
             except (ValueError, OSError, RuntimeError) as e:
-                if "exist" not in str(e).lower():
+                # "already exists", or Lance's commit conflict with another creator
+                if not any(w in str(e).lower() for w in ("exist", "conflict")):
                     raise
             return self.db.open_table(name)
 
     def create_tables(self, card: ModelCard) -> None:
-        """Every table a run writes, created now by this one writer (see `_create`)."""
+        """Every table a run writes, created now (see `_create`)."""
         from corpusmill.store.schemas import chunks_schema, documents_schema, quarantine_schema
 
         for name, schema in (
@@ -227,8 +253,11 @@ class Store:
         overlapping shard waits. `partitions` None: the whole store (upkeep, index
         builds), exclusive against every other writer.
 
-        Object-store URIs take no lock; `conditional_put_commits` says why none is needed.
+        On `s3://` the same with leases (`lease.py`): one per shard, and whole-store work
+        holds all of them. Other object stores take none: `conditional_put_commits`.
         """
+        if self.leases is not None:
+            return self.leases.hold(ALL_PARTITIONS if partitions is None else list(partitions))
         if self.on_object_store:
             return conditional_put_commits(self.uri)
         if not os.access(self.uri, os.W_OK):  # fail before the run does any work
@@ -257,7 +286,8 @@ def _committed(table) -> None:
 
 @contextlib.contextmanager
 def conditional_put_commits(uri: str) -> Iterator[None]:
-    """What protects writers of an object store: nothing to hold, by design.
+    """What protects writers of an object store without leases (`s3+ddb://`, gs, az):
+    nothing to hold.
 
     Lance writes data files under fresh names and commits by putting the next version's
     manifest with a conditional put (If-None-Match on S3, a DynamoDB row for `s3+ddb://`

@@ -124,10 +124,8 @@ def main_scenarios(model: str, work: Path) -> None:
 
     from app.local_s3 import LocalS3
     from corpusmill.ids import ALL_PARTITIONS
-    from corpusmill.model import Model, ModelSpec
     from corpusmill.scale.cluster import ray_cluster
     from corpusmill.scale.worker import KILL_ONE_WORKER
-    from corpusmill.store import Store
 
     corpus = write_corpus(work / "corpus", 40)
     marker = work / "killed-worker"
@@ -163,10 +161,8 @@ def main_scenarios(model: str, work: Path) -> None:
 
         results = []
         halves = (ALL_PARTITIONS[:8], ALL_PARTITIONS[8:])
-        # One writer creates the tables first (Store._create: concurrent creation on S3
-        # can leave one creator's empty table over the other's).
-        card = Model(ModelSpec(path=model, dtype="float32")).card
-        Store(s3.uri("shared"), opts).create_tables(card)
+        # A fresh store: both runs create its tables at once (serialised by the `create`
+        # lease, Store._create) and hold their shards' leases while they write.
 
         def run_half(parts):
             res = resources(s3.uri("shared"), opts, model, "ray", workers=1)

@@ -2,8 +2,8 @@
 
 Every connection gets the storage options (endpoint, keys, allow_http); an ingest writes
 every chunk once; a rerun changes nothing; two runs on disjoint shards at the same time
-leave every chunk exactly once (there is no lock on an object store: Lance's conditional-put
-commits and the declared keys are what keep them apart), once one writer created the tables.
+leave every chunk exactly once, both creating the tables of a fresh store; the tables of a
+fresh store are created once by six writers at once (the `create` lease).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import dagster as dg
 
 from app.runs import run_ingest
 from corpusmill.ids import ALL_PARTITIONS, partition_of
-from corpusmill.model import Model, ModelSpec
+from corpusmill.model.card import ModelCard
 from corpusmill.store import Store
 from resources import (
     CrossEncoderResource,
@@ -77,10 +77,8 @@ def test_two_disjoint_shard_runs_at_once_leave_every_chunk_once(
     uri, options = s3_store
     corpus = write_corpus(tmp_path / "corpus", n_docs=16, min_sentences=5)
     halves = (ALL_PARTITIONS[:8], ALL_PARTITIONS[8:])
-    # Tables are created by one writer first: concurrent creation on S3 can leave one
-    # creator's empty table over the other's (Store._create says why).
-    card = Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32")).card
-    Store(uri, options).create_tables(card)
+    # A fresh store: both runs are first writers and create the tables at once (the
+    # `create` lease serialises that, Store._create).
     results: list[dict] = []
     barrier = threading.Barrier(2)
 
@@ -102,3 +100,37 @@ def test_two_disjoint_shard_runs_at_once_leave_every_chunk_once(
     assert len(docs) == len(set(docs)) == 16
     by_half = Counter(partition_of(d) in halves[0] for d in docs)
     assert by_half[True] and by_half[False]  # both runs really wrote
+
+
+def test_concurrent_first_writers_all_succeed_and_leave_one_table_each(local_s3, tmp_path):
+    """Six writers create the tables of a fresh s3:// store at once (three fresh stores):
+    all succeed, and each table has one version, the one creation. Without the `create`
+    lease Lance's second Overwrite lands on the first: versions 1 and 2 (Store._create)."""
+    card = ModelCard("org/model", "abc123", 4, "mean", True, 128)
+    options = local_s3.storage_options
+    for trial in range(3):
+        uri = local_s3.uri(f"create-{tmp_path.name}-{trial}")
+        barrier, errors = threading.Barrier(6), []
+
+        def create(i: int, uri=uri, barrier=barrier, errors=errors) -> None:
+            store = Store(uri, options, owner=f"creator-{i}")
+            barrier.wait(30)
+            try:
+                store.create_tables(card)
+            except Exception as exc:  # reported below, with the trial
+                errors.append(exc)
+
+        threads = [threading.Thread(target=create, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors, errors
+        store = Store(uri, options)
+        assert set(TABLES) | {"quarantine"} == set(store.table_names())
+        versions = {t: [v["version"] for v in store.open(t).list_versions()] for t in TABLES}
+        assert versions == {t: [1] for t in TABLES}, f"trial {trial}"
+        store.ensure_embeddings(card)  # the card it carries is the one asked for
+        assert store.leases is not None and not store.leases.client.list_objects_v2(
+            Bucket=store.leases.bucket, Prefix=store.leases.key("create")
+        ).get("KeyCount")

@@ -113,12 +113,6 @@ def test_a_killed_worker_is_retried_and_the_result_is_exactly_once(scenarios):
     _assert_same_as_local(s["rows"], s["local_rows"])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race, open: the blocking coverage check scans the whole embeddings table, "
-    "so a run can fail its check while the other shard range is still committing "
-    "(checks should cover the run's shards only); the rows are still exactly once",
-)
 def test_two_disjoint_shard_runs_into_one_s3_store_leave_every_chunk_once(scenarios):
     s = scenarios["disjoint-writers"]
     assert len(s["runs"]) == 2 and all(r["success"] for r in s["runs"])

@@ -110,3 +110,25 @@ def test_another_model_fails_the_card_check(good):
 def test_no_table_yet_fails_with_what_to_do(db_uri):
     outcome = check_vectors(Store(db_uri), CARD)
     assert not outcome.passed and "materialise" in outcome.description
+
+
+def test_the_checks_of_a_run_read_its_own_shards_only(good):
+    """Another run is half-way through shard-01 (chunks committed, vectors not yet): a run
+    on shard-00 passes; a check of shard-01, or of the whole table, fails."""
+    half_written = [_chunk(i) | {"partition": "shard-01"} for i in range(10, 13)]
+    good.open("chunks").add(rows_to_table(half_written, chunks_schema()))
+    mine = check_coverage(good, ["shard-00"])
+    assert mine.passed, mine.description
+    assert mine.metadata["chunks"] == 3 and mine.metadata["shards_checked"] == 1
+    theirs = check_coverage(good, ["shard-01"])
+    assert not theirs.passed and theirs.metadata["missing"] == 3
+    assert not check_coverage(good).passed  # unpartitioned: the whole table
+    assert check_coverage(good).metadata["shards_checked"] == "all"
+
+
+def test_the_vector_check_of_a_run_reads_its_own_shards_only(good):
+    bad = [_chunk(7) | {"partition": "shard-01"}]
+    good.open("embeddings").add(_embedded(bad, [[3.0, 0.0, 0.0, 0.0]]))
+    assert check_vectors(good, CARD, partitions=["shard-00"]).passed
+    assert not check_vectors(good, CARD, partitions=["shard-01"]).passed
+    assert not check_vectors(good, CARD).passed
