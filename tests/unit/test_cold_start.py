@@ -1,0 +1,84 @@
+"""What a cold `corpusmill ingest` pays before its first batch stays paid for once.
+
+Each check runs in a fresh interpreter (subprocess): another test's imports must not hide
+a module that crept onto the path. Figures: docs/BENCHMARKS.md, "Cold start".
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from corpusmill.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# What the CLI and the ingest job's wiring import before the run starts.
+INGEST_WIRING = [
+    "app.cli",
+    "app.progress",
+    "app.runs",
+    "resources",
+    "assets.jobs",
+    "assets.checks",
+    "definitions",
+]
+# Loaded by the run itself, when a step needs them (lancedb at the first table, torch and
+# transformers with the tokenizer and the weights), so `--help`, a bad path or a run with
+# nothing to embed does not pay for them up front.
+LAZY = ["torch", "transformers", "lancedb", "sentence_transformers"]
+# Never needed to ingest: the query service, the UI, the Ray executor, peers' stacks.
+UNUSED = [
+    "ray",
+    "fastapi",
+    "uvicorn",
+    "starlette",
+    "dagster_webserver",
+    "dagster_graphql",
+    "sklearn",
+    "scipy",
+    "pandas",
+    "onnxruntime",
+]
+
+
+def _python(script: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_ingest_wiring_imports_no_heavy_or_unused_module():
+    script = (
+        "import importlib, json, sys\n"
+        f"for m in {INGEST_WIRING!r}: importlib.import_module(m)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    loaded = set(json.loads(_python(script)))
+    assert "dagster" in loaded and "app.runs" in loaded  # the scan sees what it imports
+    assert sorted(m for m in LAZY + UNUSED if m in loaded) == []
+
+
+def test_the_command_process_collects_for_a_one_shot_process():
+    """`main()` as the process's command raises the full-collection threshold and freezes
+    the heap at the end (the exit's final collection took 1.5-4 s); `main(argv)` from
+    another program leaves the collector alone."""
+    script = (
+        "import gc, json, sys\n"
+        "from app.cli import main\n"
+        "before = gc.get_threshold()\n"
+        "rc_in = main(['ingest', '/nonexistent/corpus'])\n"
+        "after_in = (gc.get_threshold(), gc.get_freeze_count())\n"
+        "sys.argv = ['corpusmill', 'ingest', '/nonexistent/corpus']\n"
+        "rc = main()\n"
+        "print(json.dumps([before, rc_in, after_in, rc, gc.get_threshold(), "
+        "gc.get_freeze_count()]))\n"
+    )
+    before, rc_in, (threshold_in, frozen_in), rc, threshold, frozen = json.loads(_python(script))
+    assert rc_in == rc == InputError.exit_code
+    assert threshold_in == before and frozen_in == 0
+    assert threshold[:2] == before[:2] and threshold[2] == 1000 and frozen > 0
