@@ -1,17 +1,23 @@
 """Linear layers in int8 on CPUs with int8 dot-product instructions (AVX512-VNNI / AMX).
 
-Weights: symmetric int8, one scale per output channel, quantised once at load and packed
-for oneDNN (`onednn.qlinear_prepack`). Activations: quantised on every call.
+`CORPUSMILL_DTYPE=int8` (opt-in): in every BERT layer, Q/K/V (one fused product), the
+attention output and the FFN up-projection (GELU inside the product) run as oneDNN int8
+products; the FFN down-projection, LayerNorm, softmax, the residual stream and pooling stay
+as in the bf16 engine. Weights are symmetric int8 with one scale per output channel,
+quantised once at load from the float32 weights and packed (`onednn.qlinear_prepack`).
+Activations get one asymmetric uint8 scale per call (`quantize_per_tensor_dynamic`);
+`onednn.qlinear_pointwise` dequantises, adds the bias (and GELU) and writes bf16 within the
+product: the kernel inductor's x86 int8 path calls, used without compiling.
 
-Two ways are kept apart by `scheme`:
-    tensor  one asymmetric uint8 scale for the whole input (`quantize_per_tensor_dynamic`),
-            then `onednn.qlinear_pointwise`, which dequantises, adds the bias and writes
-            bf16 inside the same oneDNN product (what inductor's x86 int8 path calls);
-    token   one symmetric int8 scale per row (token), `torch._int_mm` to int32, then the
-            int32 product scaled by (row scale x channel scale) plus bias, in float32.
-oneDNN's int8 product with signed int8 activations falls back to a reference loop here
-(33 s for one 4096x384x1536 product), so the `tensor` scheme feeds it uint8 with a zero
-point.
+Measured on the 2-core Zen 4 CPU (`python -m bench.int8_probe`, docs/BENCHMARKS.md): the
+FFN down-projection in int8 drops the worst cosine to float32 from 0.9954 to 0.990 (its
+input, after GELU, carries the outliers) and is kept in bf16; per-token int8 scales through
+`torch._int_mm` were 0.53-0.58x of bf16 (the eager quantise/dequantise passes cost more
+than the product saves). oneDNN's int8 product with signed int8 activations falls back to a
+reference loop (33 s for one 4096x384x1536 product), hence uint8 with a zero point.
+
+The ops are internal to torch, so each int8 layer is checked against `F.linear` on a probe
+input when it is built, as `packed_linear.pack_linear` does.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ import torch
 import torch.nn.functional as F
 
 ROWS_HINT = 4096  # rows per product the packing is tuned for: the CPU token budget
-SCHEMES = ("tensor", "token")
+# Relative distance of an int8 product from float32's on the random probe: int8 rounding
+# of weights and activations puts it at ~0.9% on MiniLM's shapes; 3% refuses a wrong scale
+# or layout (which is off by ~100%) without refusing int8 noise.
+PROBE_TOLERANCE = 3e-2
 
 
 def _weight_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,94 +43,57 @@ def _weight_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Int8Linear(torch.nn.Module):
-    """`nn.Linear` with int8 weights and dynamically quantised int8 activations; bf16 out."""
+    """`nn.Linear` (optionally followed by exact GELU) with int8 weights and dynamically
+    quantised uint8 activations, one oneDNN product; bf16 out, any float input."""
 
-    def __init__(
-        self, linear: torch.nn.Linear, scheme: str = "tensor", post_op: str = "none"
-    ) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False):
         super().__init__()
-        if scheme not in SCHEMES:
-            raise ValueError(f"scheme={scheme!r} is not one of {SCHEMES}")
-        if post_op not in ("none", "gelu") or (post_op != "none" and scheme != "tensor"):
-            raise ValueError(f"post_op={post_op!r} needs scheme 'tensor' and is none|gelu")
-        self.scheme = scheme
-        self.post_op = post_op
-        self.in_features = linear.in_features
-        self.out_features = linear.out_features
-        q, scale = _weight_int8(linear.weight)
-        self.w_scale = scale
-        self.bias = (
-            torch.zeros(self.out_features) if linear.bias is None else linear.bias.detach().float()
-        )
-        if scheme == "tensor":
-            self.packed_weight = torch.ops.onednn.qlinear_prepack(q, [ROWS_HINT, self.in_features])
-            self.w_zero_point = torch.zeros(self.out_features, dtype=torch.int64)
-        else:
-            self.weight_t = q.t()  # [in, out], a view of [out, in]: oneDNN's fast layout
-            self.w_scale_row = scale[None, :]
+        self.out_features, self.in_features = weight.shape
+        self.gelu = gelu
+        q, self.w_scale = _weight_int8(weight)
+        self.packed_weight = torch.ops.onednn.qlinear_prepack(q, [ROWS_HINT, self.in_features])
+        self.w_zero_point = torch.zeros(self.out_features, dtype=torch.int64)
+        self.bias = None if bias is None else bias.detach().float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features)
-        if self.scheme == "tensor":
-            qx = torch.quantize_per_tensor_dynamic(rows.float(), torch.quint8, False)
-            out = torch.ops.onednn.qlinear_pointwise(
-                qx.int_repr(),
-                qx.q_scale(),
-                qx.q_zero_point(),
-                self.packed_weight,
-                self.w_scale,
-                self.w_zero_point,
-                self.bias,
-                1.0,
-                0,
-                torch.bfloat16,
-                self.post_op,
-                [],
-                "none",
-            )
-        else:
-            scale = torch.linalg.vector_norm(rows, float("inf"), dim=1, keepdim=True, dtype=torch.float32)
-            scale = scale.clamp_min_(1e-12).div_(127.0)
-            q = torch.round(rows / scale).to(torch.int8)
-            acc = torch._int_mm(q, self.weight_t)
-            out = torch.addcmul(self.bias, acc, scale * self.w_scale_row).to(torch.bfloat16)
+        rows = x.reshape(-1, self.in_features).float()
+        qx = torch.quantize_per_tensor_dynamic(rows, torch.quint8, False)
+        out = torch.ops.onednn.qlinear_pointwise(
+            qx.int_repr(),
+            qx.q_scale(),
+            qx.q_zero_point(),
+            self.packed_weight,
+            self.w_scale,
+            self.w_zero_point,
+            self.bias,
+            1.0,
+            0,
+            torch.bfloat16,
+            "gelu" if self.gelu else "none",
+            [],
+            "none",
+        )
         return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.scheme}"
-
-
-def check(linear: torch.nn.Linear, layer: Int8Linear) -> float:
-    """Relative distance of `layer` from `F.linear` in float32 on a probe input."""
-    probe = torch.randn(7, linear.in_features, generator=torch.Generator().manual_seed(0))
-    with torch.inference_mode():
-        want = F.linear(probe, linear.weight.float(), None if linear.bias is None else linear.bias.float())
-        got = layer(probe).float()
-    return float((got - want).norm() / want.norm().clamp_min(1e-12))
+        return f"in_features={self.in_features}, out_features={self.out_features}, gelu={self.gelu}"
 
 
 class FusedQKV(torch.nn.Module):
     """Query, key and value as one int8 product: the input is quantised once, not three
-    times, and one 384x1152 product runs instead of three 384x384 ones. BERT's attention
-    calls query, key and value in turn on the same tensor; each is replaced by a
-    `QKVPart`, the first call computes all three, the others take their slice. The last
-    input and output are kept per thread (the engine's thread and a caller's may run the
-    model at once) and dropped after the value slice."""
+    times, and one 384x1152 product runs instead of three. BERT's attention calls query,
+    key and value in turn on the same tensor; each becomes a `QKVPart`, the first call
+    computes all three, the others take their slice. The last input and output are kept
+    per thread (the engine's thread and a caller's may run the model at once) and dropped
+    after the value slice."""
 
     def __init__(self, query: torch.nn.Linear, key: torch.nn.Linear, value: torch.nn.Linear):
         super().__init__()
-        fused = torch.nn.Linear(query.in_features, 0)
-        fused.weight = torch.nn.Parameter(
-            torch.cat([m.weight.detach().float() for m in (query, key, value)]),
-            requires_grad=False,
-        )
-        fused.bias = torch.nn.Parameter(
-            torch.cat([m.bias.detach().float() for m in (query, key, value)]),  # type: ignore[union-attr]
-            requires_grad=False,
-        )
-        fused.out_features = fused.weight.shape[0]
-        self.linear = Int8Linear(fused)
-        self.sizes = [query.out_features, key.out_features, value.out_features]
+        parts = (query, key, value)
+        biases = [m.bias for m in parts]
+        bias = None if any(b is None for b in biases) else torch.cat(biases)  # type: ignore[arg-type]
+        self.linear = Int8Linear(torch.cat([m.weight for m in parts]), bias)
+        self.sizes = [m.out_features for m in parts]
         self.offsets = [0, self.sizes[0], self.sizes[0] + self.sizes[1]]
         self._last = threading.local()
 
@@ -143,3 +115,67 @@ class QKVPart(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fused.part(x, self.index)
+
+
+def supported() -> bool:
+    """This torch has oneDNN's int8 linear ops (the CPU check is in `hardware`)."""
+    # quantize_per_tensor_dynamic is deprecated in torch 2.13 (a warning, once): the one
+    # fused min/max + quantise kernel eager torch has; its absence turns this path off.
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.onednn, "qlinear_pointwise")
+        and hasattr(torch, "quantize_per_tensor_dynamic")
+    )
+
+
+def probe_error(layer: Int8Linear, weight: torch.Tensor, bias: torch.Tensor | None) -> float:
+    """Relative distance of `layer` from float32 `F.linear` (then GELU) on a probe input."""
+    probe = torch.randn(7, layer.in_features, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        want = F.linear(probe, weight.float(), None if bias is None else bias.float())
+        if layer.gelu:
+            want = F.gelu(want)
+        got = layer(probe).float()
+    if got.shape != want.shape or not bool(torch.isfinite(got).all()):
+        return float("inf")
+    return float((got - want).norm() / want.norm().clamp_min(1e-12))
+
+
+def _checked(layer: Int8Linear, weight, bias) -> Int8Linear:
+    err = probe_error(layer, weight, bias)
+    if err > PROBE_TOLERANCE:
+        raise RuntimeError(f"int8 product is {err:.3f} from F.linear (tolerance {PROBE_TOLERANCE})")
+    return layer
+
+
+def quantize_bert_layers(model: torch.nn.Module) -> int:
+    """Swap, in place, the int8 kinds of Linear layer of every BERT-family encoder layer
+    of a float32 CPU model; returns how many Linear layers now run in int8. Raises
+    `RuntimeError` when the model has no BERT layers or a layer fails its probe."""
+    base = getattr(model, "base_model", model)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if not layers:
+        raise RuntimeError(f"{type(model).__name__} has no BERT-style encoder layers")
+    gelu = getattr(model.config, "hidden_act", None) == "gelu"  # exact (erf) GELU
+    count = 0
+    for layer in layers:
+        sa, out = layer.attention.self, layer.attention.output.dense
+        inter = layer.intermediate
+        fused = FusedQKV(sa.query, sa.key, sa.value)
+        parts = (sa.query, sa.key, sa.value)
+        biases = [m.bias for m in parts]
+        qkv_b = None if any(b is None for b in biases) else torch.cat(biases)  # type: ignore[arg-type]
+        _checked(fused.linear, torch.cat([m.weight for m in parts]), qkv_b)
+        new_out = _checked(Int8Linear(out.weight, out.bias), out.weight, out.bias)
+        new_in = _checked(
+            Int8Linear(inter.dense.weight, inter.dense.bias, gelu=gelu),
+            inter.dense.weight,
+            inter.dense.bias,
+        )
+        sa.query, sa.key, sa.value = (QKVPart(fused, i) for i in range(3))
+        layer.attention.output.dense = new_out
+        inter.dense = new_in
+        if gelu:
+            inter.intermediate_act_fn = torch.nn.Identity()
+        count += 5
+    return count
