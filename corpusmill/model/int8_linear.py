@@ -1,20 +1,23 @@
 """Linear layers in int8 on CPUs with int8 dot-product instructions (AVX512-VNNI / AMX).
 
-`CORPUSMILL_DTYPE=int8` (opt-in): in every BERT layer, Q/K/V (one fused product), the
-attention output and the FFN up-projection (GELU inside the product) run as oneDNN int8
-products; the FFN down-projection, LayerNorm, softmax, the residual stream and pooling stay
-as in the bf16 engine. Weights are symmetric int8 with one scale per output channel,
-quantised once at load from the float32 weights and packed (`onednn.qlinear_prepack`).
-Activations get one asymmetric uint8 scale per call (`quantize_per_tensor_dynamic`);
-`onednn.qlinear_pointwise` dequantises, adds the bias (and GELU) and writes bf16 within the
-product: the kernel inductor's x86 int8 path calls, used without compiling.
+`CORPUSMILL_DTYPE=int8` (opt-in): in every BERT layer, Q/K/V (one fused product) and the
+FFN up-projection (GELU inside the product) run as oneDNN int8 products; the attention
+output, the FFN down-projection, LayerNorm, softmax, the residual stream and pooling stay as
+in the bf16 engine. Weights are symmetric int8 with one scale per output channel, quantised
+once at load from the float32 weights and packed (`onednn.qlinear_prepack`). Activations get
+one asymmetric uint8 scale per call (`quantize_per_tensor_dynamic`); `qlinear_pointwise`
+dequantises, adds the bias (and GELU) and writes bf16 within the product: the kernel
+inductor's x86 int8 path calls, used without compiling.
 
-Measured on the 2-core Zen 4 CPU (`python -m bench.int8_probe`, docs/BENCHMARKS.md): the
-FFN down-projection in int8 drops the worst cosine to float32 from 0.9954 to 0.990 (its
-input, after GELU, carries the outliers) and is kept in bf16; per-token int8 scales through
-`torch._int_mm` were 0.53-0.58x of bf16 (the eager quantise/dequantise passes cost more
-than the product saves). oneDNN's int8 product with signed int8 activations falls back to a
-reference loop (33 s for one 4096x384x1536 product), hence uint8 with a zero point.
+Which layers, measured on the 2-core Zen 4 CPU (`python -m bench.int8_probe speed`,
+figures in docs/BENCHMARKS.md): the FFN down-projection in int8 costs quality (its input,
+after GELU, carries the outliers: worst cosine to float32 0.987 instead of 0.995) and
+speed (quantising its 1536-wide input costs more than the product saves); the attention
+output in int8 was slower too (its bf16 input is copied to float32 and quantised for 1/12
+of the Linear FLOPs). Per-token int8 scales through `torch._int_mm` were 0.53-0.58x of
+bf16: the eager quantise/dequantise passes cost more than the product saves. oneDNN's int8
+product with signed int8 activations falls back to a reference loop (33 s for one
+4096x384x1536 product), hence uint8 with a zero point.
 
 The ops are internal to torch, so each int8 layer is checked against `F.linear` on a probe
 input when it is built, as `packed_linear.pack_linear` does.
@@ -149,7 +152,7 @@ def _checked(layer: Int8Linear, weight, bias) -> Int8Linear:
 
 
 def quantize_bert_layers(model: torch.nn.Module) -> int:
-    """Swap, in place, the int8 kinds of Linear layer of every BERT-family encoder layer
+    """Swap, in place, Q/K/V and the FFN up-projection of every BERT-family encoder layer
     of a float32 CPU model; returns how many Linear layers now run in int8. Raises
     `RuntimeError` when the model has no BERT layers or a layer fails its probe."""
     base = getattr(model, "base_model", model)
@@ -159,23 +162,20 @@ def quantize_bert_layers(model: torch.nn.Module) -> int:
     gelu = getattr(model.config, "hidden_act", None) == "gelu"  # exact (erf) GELU
     count = 0
     for layer in layers:
-        sa, out = layer.attention.self, layer.attention.output.dense
-        inter = layer.intermediate
+        sa, inter = layer.attention.self, layer.intermediate
         fused = FusedQKV(sa.query, sa.key, sa.value)
         parts = (sa.query, sa.key, sa.value)
         biases = [m.bias for m in parts]
         qkv_b = None if any(b is None for b in biases) else torch.cat(biases)  # type: ignore[arg-type]
         _checked(fused.linear, torch.cat([m.weight for m in parts]), qkv_b)
-        new_out = _checked(Int8Linear(out.weight, out.bias), out.weight, out.bias)
         new_in = _checked(
             Int8Linear(inter.dense.weight, inter.dense.bias, gelu=gelu),
             inter.dense.weight,
             inter.dense.bias,
         )
         sa.query, sa.key, sa.value = (QKVPart(fused, i) for i in range(3))
-        layer.attention.output.dense = new_out
         inter.dense = new_in
         if gelu:
             inter.intermediate_act_fn = torch.nn.Identity()
-        count += 5
+        count += 4
     return count
