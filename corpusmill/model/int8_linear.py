@@ -166,7 +166,7 @@ def quantize_bert_layers(model: torch.nn.Module) -> int:
         fused = FusedQKV(sa.query, sa.key, sa.value)
         parts = (sa.query, sa.key, sa.value)
         biases = [m.bias for m in parts]
-        qkv_b = None if any(b is None for b in biases) else torch.cat(biases)  # type: ignore[arg-type]
+        qkv_b = None if any(b is None for b in biases) else torch.cat(biases)
         _checked(fused.linear, torch.cat([m.weight for m in parts]), qkv_b)
         new_in = _checked(
             Int8Linear(inter.dense.weight, inter.dense.bias, gelu=gelu),
