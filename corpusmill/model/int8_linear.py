@@ -13,8 +13,9 @@ Which layers, measured on the 2-core Zen 4 CPU (`python -m bench.int8_probe spee
 figures in docs/BENCHMARKS.md): the FFN down-projection in int8 costs quality (its input,
 after GELU, carries the outliers: worst cosine to float32 0.987 instead of 0.995) and
 speed (quantising its 1536-wide input costs more than the product saves); the attention
-output in int8 was slower too (its bf16 input is copied to float32 and quantised for 1/12
-of the Linear FLOPs). Per-token int8 scales through `torch._int_mm` were 0.53-0.58x of
+output in int8 was no faster (its bf16 input is copied to float32 and quantised for 1/12
+of the Linear FLOPs) and moved the worst vector further (0.992). The whole engine runs
+1.08-1.12x the bf16 one; SciFact nDCG@10 0.6415 against bf16's 0.6435. Per-token int8 scales through `torch._int_mm` were 0.53-0.58x of
 bf16: the eager quantise/dequantise passes cost more than the product saves. oneDNN's int8
 product with signed int8 activations falls back to a reference loop (33 s for one
 4096x384x1536 product), hence uint8 with a zero point.
