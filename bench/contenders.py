@@ -46,6 +46,7 @@ class Bench:
         self._fp32 = None
         self._plain_linear = None
         self._compiled = None
+        self._int8 = None
         self._st = None
         self._st_bf16 = None
         self._onnx: dict = {}
@@ -107,6 +108,17 @@ class Bench:
             self.notes["engine_compiled"] = f"torch.compile, compiled once in {compile_s:.0f} s"
         rows, stats = self._compiled.encode(self.texts.texts)
         self._keep("engine_compiled", rows)
+        return stats.wall_seconds
+
+    def engine_int8_run(self) -> float:
+        """The engine with `dtype="int8"` (opt-in): int8 Q/K/V, attention output and FFN
+        up-projection on oneDNN, the rest bf16 (corpusmill/model/int8_linear.py)."""
+        if self._int8 is None:
+            self._int8 = self._engine_variant(dtype="int8")
+            enc = self._int8.encoder
+            self.notes["engine_int8"] = f"int8 ({enc.int8_layers} Linear layers), rest bf16"
+        rows, stats = self._int8.encode(self.texts.texts)
+        self._keep("engine_int8", rows)
         return stats.wall_seconds
 
     def sentence_transformers_run(self) -> float:

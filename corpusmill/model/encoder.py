@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from corpusmill.errors import ConfigError
 from corpusmill.model.files import ModelDescription, describe_model
 from corpusmill.model.hardware import resolve_device, resolve_dtype
 from corpusmill.model.kernels import compile_model, pool, precast_linear_weights
@@ -82,6 +83,25 @@ class TransformerEncoder:
         # Linear layers (the only weights autocast casts) are cast once here: same values
         # autocast would compute, same numerics, no per-batch copies.
         self.model.to(self.device)
+        # int8 (opt-in): the int8 kinds of Linear layer are quantised from the float32
+        # weights before the rest is cast to bf16 (see int8_linear.py).
+        self.int8_layers = 0
+        if dtype == "int8":
+            if compile:
+                raise ConfigError(
+                    "dtype='int8' runs eagerly on oneDNN's int8 ops; unset CORPUSMILL_COMPILE "
+                    "or set CORPUSMILL_DTYPE=auto"
+                )
+            from corpusmill.model.int8_linear import quantize_bert_layers
+
+            try:
+                self.int8_layers = quantize_bert_layers(self.model)
+            except RuntimeError as exc:
+                raise ConfigError(
+                    f"dtype='int8' cannot run {desc.card.model_id}: {exc}; set "
+                    "CORPUSMILL_DTYPE=auto"
+                ) from exc
+        self.precision = "int8" if self.int8_layers else None
         if self.torch_dtype != torch.float32:
             precast_linear_weights(self.model, self.torch_dtype)
         # On a CPU, run those Linear layers on weights packed once for oneDNN (see
@@ -114,7 +134,9 @@ class TransformerEncoder:
 
     @property
     def dtype_name(self) -> str:
-        return str(self.torch_dtype).removeprefix("torch.")
+        """The precision lineage records: `int8` for the int8 path (its other layers run
+        in bf16), else the torch dtype's name."""
+        return self.precision or str(self.torch_dtype).removeprefix("torch.")
 
     # -- forward (device) -------------------------------------------------------------
     def _autocast(self):

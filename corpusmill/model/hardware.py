@@ -8,7 +8,7 @@ from pathlib import Path
 from corpusmill.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int8")
 
 
 def cpu_supports_bf16() -> bool:
@@ -18,6 +18,15 @@ def cpu_supports_bf16() -> bool:
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def cpu_supports_int8() -> bool:
+    """True on x86 CPUs with int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f" {flag}" in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 def resolve_device(device: str) -> str:
@@ -36,7 +45,9 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_dtype(dtype: str, device: str):
-    """`auto` picks bf16 where the hardware runs it natively, fp16 on older GPUs, else fp32.
+    """The torch dtype the model computes in. `auto` picks bf16 where the hardware runs it
+    natively, fp16 on older GPUs, else fp32. `int8` (opt-in, CPU) is bf16 for everything
+    but the int8 Linear layers (model/int8_linear.py) and needs VNNI or AMX.
 
     On these AMX CPUs bf16 is ~2x faster for MiniLM and stays within cosine 0.9999 of
     float32 (tests/unit/test_precision.py, docs/BENCHMARKS.md).
@@ -45,11 +56,43 @@ def resolve_dtype(dtype: str, device: str):
 
     if dtype not in DTYPES:
         raise ConfigError(f"dtype={dtype!r} is not one of {DTYPES} (set CORPUSMILL_DTYPE)")
+    if dtype == "int8":
+        check_int8(device)
+        return torch.bfloat16
     if dtype != "auto":
         return getattr(torch, dtype)
     if device == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
+
+
+def check_int8(device: str) -> None:
+    """Refuse `dtype=int8` where it cannot run fast: it is a CPU path for int8 dot-product
+    instructions, on oneDNN's int8 ops."""
+    if device != "cpu":
+        raise ConfigError(
+            f"dtype='int8' runs on the CPU only (device is {device!r}); set "
+            "CORPUSMILL_DEVICE=cpu or CORPUSMILL_DTYPE=auto"
+        )
+    if not cpu_supports_int8():
+        raise ConfigError(
+            "dtype='int8' needs a CPU with AVX512-VNNI, AVX-VNNI or AMX (none in "
+            "/proc/cpuinfo); set CORPUSMILL_DTYPE=auto"
+        )
+    from corpusmill.model.int8_linear import supported
+
+    if not supported():
+        raise ConfigError(
+            "dtype='int8' needs oneDNN's int8 linear ops (torch.ops.onednn.qlinear_pointwise), "
+            "which this torch lacks; set CORPUSMILL_DTYPE=auto"
+        )
+
+
+def dtype_label(dtype: str, device: str) -> str:
+    """What lineage records as the precision: `int8`, or the resolved torch dtype's name."""
+    if dtype == "int8":
+        return "int8"
+    return str(resolve_dtype(dtype, device)).removeprefix("torch.")
 
 
 def default_batch_tokens(device: str) -> int:

@@ -29,8 +29,8 @@ from corpusmill.model.files import ModelDescription, default_model_path, describ
 from corpusmill.model.hardware import (
     default_batch_tokens,
     default_tokenize_threads,
+    dtype_label,
     resolve_device,
-    resolve_dtype,
 )
 from corpusmill.model.spec import ModelSpec
 from corpusmill.model.tokenizer import Tokenizer
@@ -227,7 +227,7 @@ class Model:
         if not self.loaded:
             device = resolve_device(self.spec.device)
             meta["device"] = device
-            meta["dtype"] = str(resolve_dtype(self.spec.dtype, device)).removeprefix("torch.")
+            meta["dtype"] = dtype_label(self.spec.dtype, device)
             return meta
         enc, engine = self._encoder, self._engine
         assert engine is not None
@@ -237,6 +237,7 @@ class Model:
                 "dtype": enc.dtype_name,
                 "compiled": enc.compiled,
                 "linear_kernel": enc.linear_kernel,
+                "int8_linear_layers": enc.int8_layers,
                 "max_batch_tokens": engine.max_batch_tokens,
                 "tokenize_threads": engine.tokenize_threads,
                 "launch_ahead": engine.launch_ahead,
