@@ -16,6 +16,7 @@ from resources import (
     PipelineSettingsResource,
 )
 from tests.assets.corpora import write_corpus
+from tests.events import per_shard
 
 CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
 
@@ -30,15 +31,6 @@ def resources(db_uri, tiny_embedder_path):
         ),
         "reranker": CrossEncoderResource(),
     }
-
-
-def _observations(instance, run_id, asset):
-    out = {}
-    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION):
-        obs = record.dagster_event.event_specific_data.asset_observation
-        if obs.asset_key == dg.AssetKey(asset):
-            out[obs.partition] = {k: v.value for k, v in obs.metadata.items()}
-    return out
 
 
 def _latest_metadata(instance, asset, partition):
@@ -79,14 +71,14 @@ def test_progress_lines_shard_observations_and_run_level_metadata(tmp_path, reso
 
     # Per shard: each shard's own rows, summing to the table; not the run total 16 times.
     rows = Counter(Store(db_uri).scan("embeddings", ["partition"]).column("partition").to_pylist())
-    per_shard = _observations(instance, summary["run_id"], "embeddings")
-    assert len(per_shard) == 16
-    assert {p: m["rows"] for p, m in per_shard.items() if m["rows"]} == dict(rows)
-    assert sum(m["chunks_embedded"] for m in per_shard.values()) == summary["chunks_embedded"]
-    assert len({m["rows"] for m in per_shard.values()}) > 1
-    docs = _observations(instance, summary["run_id"], "raw_corpus")
+    shards = per_shard(instance, summary["run_id"], "embeddings")
+    assert len(shards) == 16
+    assert {p: m["rows"] for p, m in shards.items() if m["rows"]} == dict(rows)
+    assert sum(m["chunks_embedded"] for m in shards.values()) == summary["chunks_embedded"]
+    assert len({m["rows"] for m in shards.values()}) > 1
+    docs = per_shard(instance, summary["run_id"], "raw_corpus")
     assert sum(m["documents"] for m in docs.values()) == 12
-    chunks = _observations(instance, summary["run_id"], "chunked_documents")
+    chunks = per_shard(instance, summary["run_id"], "chunked_documents")
     assert sum(m["rows"] for m in chunks.values()) == summary["chunks"]
 
     # The materialisation's figures are run-level and say so; numeric ones are numeric.

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 from corpusmill.config import prepare_process
+from tests.events import per_shard
 
 prepare_process()
 
@@ -57,33 +58,11 @@ def ingest(corpus, res, partitions=None):
             instance=instance,
             chunk_config=CHUNKS,
         )
-        summary["shard_observations"] = observations(instance, summary["run_id"])
-        summary["materialisations"] = materialisations(instance, summary["run_id"])
+        summary["shard_observations"] = per_shard(instance, summary["run_id"], "embeddings")
+        summary["materialisations"] = per_shard(
+            instance, summary["run_id"], "embeddings", "materialization"
+        )
         return summary
-
-
-def observations(instance, run_id, asset="embeddings"):
-    """partition -> the metadata of that shard's observation in this run."""
-    import dagster as dg
-
-    out = {}
-    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION):
-        obs = record.dagster_event.event_specific_data.asset_observation
-        if obs.asset_key == dg.AssetKey(asset):
-            out[obs.partition] = {k: v.value for k, v in obs.metadata.items()}
-    return out
-
-
-def materialisations(instance, run_id, asset="embeddings"):
-    """partition -> the metadata of that shard's materialisation in this run."""
-    import dagster as dg
-
-    out = {}
-    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
-        mat = record.dagster_event.event_specific_data.materialization
-        if mat.asset_key == dg.AssetKey(asset):
-            out[mat.partition] = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
-    return out
 
 
 def rows_per_shard(uri, options):
