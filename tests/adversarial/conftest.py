@@ -6,19 +6,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
-from app.runs import run_ingest
 from corpusmill.model.tiny import save_tiny_embedder
-from resources import (
-    CrossEncoderResource,
-    EmbedderResource,
-    LanceStoreResource,
-    PipelineSettingsResource,
-)
 
-CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
 POISON_WORD = "zebra"  # one whole-word token in the MiniLM vocabulary
 
 
@@ -33,21 +24,6 @@ def poisoned_embedder_path(tmp_path_factory) -> Path:
     return save_tiny_embedder(
         tmp_path_factory.mktemp("poisoned-tiny"), seed=0, poison_token=POISON_WORD
     )
-
-
-def resources_for(db_uri: str, model_path: Path) -> dict:
-    return {
-        "store": LanceStoreResource(uri=db_uri),
-        "settings": PipelineSettingsResource(),
-        "embedder": EmbedderResource(model_path=str(model_path), dtype="float32"),
-        "reranker": CrossEncoderResource(),
-    }
-
-
-def ingest(sources, resources, **kw):
-    kw.setdefault("chunk_config", CHUNKS)
-    kw.setdefault("instance", dg.DagsterInstance.ephemeral())
-    return run_ingest([str(s) for s in sources], resources=resources, **kw)
 
 
 def store_snapshot(db_uri: str) -> dict[str, str]:

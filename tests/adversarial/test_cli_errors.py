@@ -13,7 +13,7 @@ from app.cli import main
 from corpusmill.errors import ConfigError, InputError, StoreError, UsageError
 from corpusmill.store import Store
 from corpusmill.store.store import CommitHook
-from tests.adversarial.conftest import ingest, resources_for
+from tests.runs import ingest, tiny_resources
 
 USAGE, INPUT, CONFIG, STORE = (
     UsageError.exit_code,
@@ -188,7 +188,7 @@ def test_the_run_failure_event_carries_the_same_message(tmp_path, tiny_embedder_
     try:
         ingest(
             [corpus],
-            resources_for(str(tmp_path / "db"), tiny_embedder_path),
+            tiny_resources(str(tmp_path / "db"), tiny_embedder_path),
             corpus_config={"max_file_bytes": -1},
         )
     except ConfigError as exc:
@@ -196,7 +196,7 @@ def test_the_run_failure_event_carries_the_same_message(tmp_path, tiny_embedder_
     assert result_error and "CORPUSMILL_MAX_FILE_BYTES" in result_error
     result = dg.materialize(
         [__import__("assets.corpus", fromlist=["raw_corpus"]).raw_corpus],
-        resources=resources_for(str(tmp_path / "db"), tiny_embedder_path),
+        resources=tiny_resources(str(tmp_path / "db"), tiny_embedder_path),
         run_config={
             "ops": {"raw_corpus": {"config": {"sources": [str(corpus)], "max_file_bytes": -1}}}
         },

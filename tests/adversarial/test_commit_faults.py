@@ -20,7 +20,7 @@ import corpusmill.sync.documents
 import corpusmill.sync.embeddings
 from corpusmill.store import Store
 from corpusmill.store.store import CommitHook
-from tests.adversarial.conftest import ingest, resources_for
+from tests.runs import ingest, tiny_resources
 
 
 class Stop(Exception):
@@ -56,7 +56,7 @@ def test_a_stop_after_any_commit_then_a_rerun_converges(tmp_path, tiny_embedder_
             f"document {i} " + " ".join(f"w{i}x{j}" for j in range(40))
         )
     base = str(tmp_path / "base")
-    assert ingest([corpus], resources_for(base, tiny_embedder_path))["success"]
+    assert ingest([corpus], tiny_resources(base, tiny_embedder_path))["success"]
     # The run under test: two changed, one deleted, two new, one bad file.
     (corpus / "d0.txt").write_text("document zero rewritten " * 10)
     (corpus / "d1.txt").write_text("document one rewritten " * 10)
@@ -69,7 +69,7 @@ def test_a_stop_after_any_commit_then_a_rerun_converges(tmp_path, tiny_embedder_
     monkeypatch.setattr(CommitHook, "after", commits.append)
     clean = str(tmp_path / "clean")
     shutil.copytree(base, clean)
-    assert ingest([corpus], resources_for(clean, tiny_embedder_path))["success"]
+    assert ingest([corpus], tiny_resources(clean, tiny_embedder_path))["success"]
     expected = state(clean)
     assert commits.count("embeddings") >= 2 and commits.count("chunks") >= 2
 
@@ -86,10 +86,10 @@ def test_a_stop_after_any_commit_then_a_rerun_converges(tmp_path, tiny_embedder_
 
         monkeypatch.setattr(CommitHook, "after", stop_after_nth)
         with pytest.raises(Stop):
-            ingest([corpus], resources_for(db, tiny_embedder_path))
+            ingest([corpus], tiny_resources(db, tiny_embedder_path))
         monkeypatch.setattr(CommitHook, "after", None)
         stopped_states_differ.append(state(db) != expected)
-        assert ingest([corpus], resources_for(db, tiny_embedder_path))["success"]
+        assert ingest([corpus], tiny_resources(db, tiny_embedder_path))["success"]
         assert state(db) == expected, f"after a stop at commit {n} ({commits[n - 1]})"
         shutil.rmtree(db)
     # The stops really left unfinished stores (the comparison above is not vacuous).

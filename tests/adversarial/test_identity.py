@@ -13,7 +13,7 @@ from corpusmill.ids import ALL_PARTITIONS, doc_id_for, parse_doc_id, record_id_f
 from corpusmill.sources import Document, Quarantined, read_source
 from corpusmill.store import Store
 from corpusmill.sync import sync_documents
-from tests.adversarial.conftest import ingest, resources_for
+from tests.runs import ingest, tiny_resources
 
 
 def _items(path):
@@ -111,7 +111,7 @@ def test_a_store_with_old_record_ids_is_re_keyed_by_the_next_run(
         "".join(json.dumps({"_id": str(i), "text": f"record {i} body"}) + "\n" for i in range(8))
     )
     (corpus / "a.txt").write_text("a plain file")
-    resources = resources_for(db_uri, tiny_embedder_path)
+    resources = tiny_resources(db_uri, tiny_embedder_path)
     with monkeypatch.context() as m:  # the old scheme, through the real pipeline
         m.setattr(corpusmill.sources, "record_id_for", lambda s, _f, r: doc_id_for(s, r))
         first = ingest([corpus], resources)

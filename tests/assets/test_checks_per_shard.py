@@ -18,8 +18,7 @@ from resources import (
     PipelineSettingsResource,
 )
 from tests.assets.corpora import write_corpus
-
-CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
+from tests.runs import CHUNKS
 
 
 def test_a_run_passes_its_checks_while_another_shard_is_half_written(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from tests.runs import tiny_resources
+
 DOCS = {
     "11": "Zebrafish regenerate heart muscle after cryoinjury within weeks.",
     "12": "Statins reduce cholesterol synthesis by inhibiting HMG-CoA reductase.",
@@ -30,22 +32,6 @@ def write_tiny_beir(root: Path) -> Path:
     return root
 
 
-def _resources(db_uri: str, model: Path) -> dict:
-    from resources import (
-        CrossEncoderResource,
-        EmbedderResource,
-        LanceStoreResource,
-        PipelineSettingsResource,
-    )
-
-    return {
-        "store": LanceStoreResource(uri=db_uri),
-        "settings": PipelineSettingsResource(),
-        "embedder": EmbedderResource(model_path=str(model), dtype="float32"),
-        "reranker": CrossEncoderResource(model_path=""),
-    }
-
-
 def _materialise(resources: dict, config: dict, raise_on_error: bool = True):
     from assets.evaluation import retrieval_quality
 
@@ -64,7 +50,7 @@ def test_retrieval_quality_records_metrics_as_numeric_metadata(
     from app.runs import run_ingest
 
     root = write_tiny_beir(tmp_path / "beir")
-    resources = _resources(db_uri, tiny_embedder_path)
+    resources = tiny_resources(db_uri, tiny_embedder_path)
     ingest = run_ingest(
         [f"scifact={root / 'corpus.jsonl'}"],
         resources=resources,

@@ -9,22 +9,18 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from app.runs import run_ingest, summarise
+from app.runs import summarise
 from assets.partitions import partition_range_tags
 from corpusmill.errors import ModelMismatchError
 from corpusmill.ids import ALL_PARTITIONS, partition_of
 from corpusmill.model import LOADS as LOAD_COUNTS
 from corpusmill.store import Store
 from resources import (
-    CrossEncoderResource,
     EmbedderResource,
-    LanceStoreResource,
-    PipelineSettingsResource,
 )
 from tests.assets import definitions_jobs
 from tests.assets.corpora import write_corpus
-
-CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
+from tests.runs import CHUNKS, ingest, tiny_resources
 
 
 @pytest.fixture
@@ -34,22 +30,7 @@ def corpus(tmp_path):
 
 @pytest.fixture
 def resources(db_uri, tiny_embedder_path):
-    return {
-        "store": LanceStoreResource(uri=db_uri),
-        "settings": PipelineSettingsResource(),
-        "embedder": EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32"),
-        "reranker": CrossEncoderResource(),
-    }
-
-
-def ingest(sources, resources, **kw):
-    kw.setdefault("chunk_config", CHUNKS)
-    return run_ingest(
-        [str(s) for s in sources],
-        resources=resources,
-        instance=dg.DagsterInstance.ephemeral(),
-        **kw,
-    )
+    return tiny_resources(db_uri, tiny_embedder_path)
 
 
 def embedded_rows(db_uri):

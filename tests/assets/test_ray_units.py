@@ -16,16 +16,9 @@ from corpusmill.model import LOADS
 from corpusmill.store import Store
 from corpusmill.sync.common import docs_filter
 from corpusmill.sync.shards import shard_counts
-from resources import (
-    CrossEncoderResource,
-    EmbedderResource,
-    LanceStoreResource,
-    PipelineSettingsResource,
-)
+from tests.runs import CHUNKS, tiny_resources
 
 pytest.importorskip("lance")
-
-CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
 
 
 def in_process(table: pa.Table, worker_args: dict) -> list[dict]:
@@ -38,15 +31,6 @@ def in_process(table: pa.Table, worker_args: dict) -> list[dict]:
         cols = worker(table.slice(i, 1))
         out.append({k: v[0] for k, v in cols.items()})
     return out
-
-
-def _resources(db_uri, model):
-    return {
-        "store": LanceStoreResource(uri=db_uri),
-        "settings": PipelineSettingsResource(),
-        "embedder": EmbedderResource(model_path=str(model), dtype="float32"),
-        "reranker": CrossEncoderResource(),
-    }
 
 
 def _corpus(root):
@@ -65,7 +49,7 @@ def test_workers_read_their_own_chunks_and_match_the_local_path(
     from corpusmill.scale.ray_embed import plan_units, sync_embeddings_on_ray
 
     corpus = _corpus(tmp_path / "corpus")
-    res = _resources(db_uri, tiny_embedder_path)
+    res = tiny_resources(db_uri, tiny_embedder_path)
     summary = run_ingest(
         [str(corpus)], resources=res, instance=dg.DagsterInstance.ephemeral(), chunk_config=CHUNKS
     )

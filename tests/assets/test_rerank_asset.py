@@ -17,8 +17,8 @@ from resources import (
     PipelineSettingsResource,
 )
 from tests.assets.corpora import write_corpus
+from tests.runs import CHUNKS
 
-CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
 K = 3
 
 

@@ -9,28 +9,14 @@ import pytest
 
 from app.runs import run_ingest
 from corpusmill.store import Store
-from resources import (
-    CrossEncoderResource,
-    EmbedderResource,
-    LanceStoreResource,
-    PipelineSettingsResource,
-)
 from tests.assets.corpora import write_corpus
 from tests.events import per_shard
-
-CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
+from tests.runs import CHUNKS, tiny_resources
 
 
 @pytest.fixture
 def resources(db_uri, tiny_embedder_path):
-    return {
-        "store": LanceStoreResource(uri=db_uri),
-        "settings": PipelineSettingsResource(),
-        "embedder": EmbedderResource(
-            model_path=str(tiny_embedder_path), dtype="float32", max_batch_tokens=256
-        ),
-        "reranker": CrossEncoderResource(),
-    }
+    return tiny_resources(db_uri, tiny_embedder_path, max_batch_tokens=256)
 
 
 def _latest_metadata(instance, asset, partition):

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from corpusmill.config import prepare_process
 from tests.events import per_shard
+from tests.runs import CHUNKS
 
 prepare_process()
 
-CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
 DIE_BEFORE_COMMIT = "die-before-commit"
 
 

@@ -17,25 +17,10 @@ from app.runs import run_ingest
 from corpusmill.ids import ALL_PARTITIONS, partition_of
 from corpusmill.model.card import ModelCard
 from corpusmill.store import Store
-from resources import (
-    CrossEncoderResource,
-    EmbedderResource,
-    LanceStoreResource,
-    PipelineSettingsResource,
-)
 from tests.assets.corpora import write_corpus
+from tests.runs import CHUNKS, tiny_resources
 
-CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}
 TABLES = ("documents", "chunks", "embeddings")
-
-
-def _resources(uri, options, model_path):
-    return {
-        "store": LanceStoreResource(uri=uri, storage_options=options),
-        "settings": PipelineSettingsResource(),
-        "embedder": EmbedderResource(model_path=str(model_path), dtype="float32"),
-        "reranker": CrossEncoderResource(),
-    }
 
 
 def _ingest(corpus, resources, partitions=ALL_PARTITIONS):
@@ -57,7 +42,7 @@ def _chunk_ids(store: Store) -> Counter:
 def test_ingest_into_s3_then_a_rerun_changes_nothing(s3_store, tmp_path, tiny_embedder_path):
     uri, options = s3_store
     corpus = write_corpus(tmp_path / "corpus", n_docs=8, min_sentences=6)
-    resources = _resources(uri, options, tiny_embedder_path)
+    resources = tiny_resources(uri, tiny_embedder_path, options)
     first = _ingest(corpus, resources)
     assert first["success"] and first["chunks_embedded"] > 8
     store = Store(uri, options)
@@ -84,7 +69,7 @@ def test_two_disjoint_shard_runs_at_once_leave_every_chunk_once(
 
     def worker(parts):
         barrier.wait(30)
-        results.append(_ingest(corpus, _resources(uri, options, tiny_embedder_path), parts))
+        results.append(_ingest(corpus, tiny_resources(uri, tiny_embedder_path, options), parts))
 
     threads = [threading.Thread(target=worker, args=(h,)) for h in halves]
     for t in threads:
