@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -206,31 +207,16 @@ def test_lineage_launch_all_shards_one_run_then_shard_counts_and_checks(ui, brow
     )
     shard, own = rows.most_common(1)[0]
     assert own < sum(rows.values())
-    _open(browser, f"{base}/assets/embeddings?view=events&partition={shard}")
-    _wait_text(browser, shard)
-    from selenium.webdriver.common.by import By
-
-    def entries():  # every element whose own text is the shard key, found afresh each time
-        return browser.find_elements(By.XPATH, f"//*[normalize-space(text())='{shard}']")
-
-    seen = []
-    for i in range(len(entries())):
-        _dismiss_welcome(browser)
-        found = entries()
-        if i >= len(found):
-            break
-        browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", found[i])
-        try:
-            found[i].click()
-        except Exception:  # noqa: BLE001 (a label inside a row that is not clickable itself)
-            continue
-        time.sleep(1)
-        lines = _body(browser).splitlines()
-        seen.append(lines)
-        if "rows" in lines and lines[lines.index("rows") + 1] == str(own):
-            break
-    else:
-        raise AssertionError(f"no event of {shard} shows rows {own}: {seen[-3:]}")
+    # The events view filtered to this shard's observation, through the filter's URL state
+    # (top-level `partitions[0]` and `type[0]`): the unfiltered list is virtualised, and clicking
+    # through it found the observation or not depending on where it sorted.
+    query = urllib.parse.urlencode(
+        {"view": "events", "partitions[0]": shard, "type[0]": "Observation"}
+    )
+    _open(browser, f"{base}/assets/embeddings?{query}")
+    _wait_text(browser, f"Partition {shard} observed", "chunks_embedded")
+    lines = _body(browser).splitlines()
+    assert "rows" in lines and lines[lines.index("rows") + 1] == str(own), str(lines)
     assert "chunks_embedded" in lines
     _shot(browser, "5-shard-observation")
     print(f"browser test body took {time.monotonic() - t0:.1f} s")
