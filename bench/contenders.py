@@ -38,15 +38,13 @@ class Bench:
         self.corpus_file.write_text("".join(json.dumps(d) + "\n" for d in docs))
         self.notes: dict[str, str] = {
             "engine": f"{self.encoder.dtype_name}, budget {budget} tokens, "
-            f"linear kernel {self.encoder.linear_kernel}, "
-            f"attention {self.encoder.attention_kernel}"
+            f"linear kernel {self.encoder.linear_kernel}"
         }
         self.extra: dict = {}
         # Each contender's vectors from its first run, for the cosine to float32.
         self.vectors: dict = {}
         self._fp32 = None
         self._plain_linear = None
-        self._sdpa = None
         self._compiled = None
         self._int8 = None
         self._st = None
@@ -93,18 +91,6 @@ class Bench:
             )
         rows, stats = self._plain_linear.encode(self.texts.texts)
         self._keep("engine_plain_linear", rows)
-        return stats.wall_seconds
-
-    def engine_sdpa_attention_run(self) -> float:
-        """The default engine with `cpu_attention=False`: attention through torch's SDPA, as
-        the engine ran before corpusmill/model/cpu_attention.py."""
-        if self._sdpa is None:
-            self._sdpa = self._engine_variant(cpu_attention=False)
-            self.notes["engine_sdpa_attention"] = (
-                f"{self._sdpa.encoder.dtype_name}, SDPA attention, same budget"
-            )
-        rows, stats = self._sdpa.encode(self.texts.texts)
-        self._keep("engine_sdpa_attention", rows)
         return stats.wall_seconds
 
     def engine_compiled_run(self) -> float:

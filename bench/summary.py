@@ -11,7 +11,6 @@ CONTENDERS = [
     "engine",
     "engine_fp32",
     "engine_plain_linear",
-    "engine_sdpa_attention",
     "engine_compiled",
     "engine_int8",
     "pipeline",
@@ -27,7 +26,6 @@ LABELS = {
     "engine": "corpusmill engine",
     "engine_fp32": "corpusmill engine, float32",
     "engine_plain_linear": "corpusmill engine, F.linear",
-    "engine_sdpa_attention": "corpusmill engine, SDPA attention",
     "engine_compiled": "corpusmill engine, torch.compile",
     "engine_int8": "corpusmill engine, int8 (opt-in)",
     "pipeline": "corpusmill ingest, cold process",
@@ -45,10 +43,9 @@ LABELS = {
 # The engine's paths a user can pick by a setting, and the bar a path must meet to count
 # as "the same quality": every vector at cosine >= 0.999 to the float32 engine.
 ENGINE_PATHS = {
-    "engine": "default (CORPUSMILL_DTYPE=auto: bf16 autocast, packed Linear, sliced attention)",
+    "engine": "default (CORPUSMILL_DTYPE=auto: bf16 autocast, packed Linear)",
     "engine_compiled": "CORPUSMILL_COMPILE=1",
     "engine_plain_linear": "CORPUSMILL_PACK_LINEAR=0",
-    "engine_sdpa_attention": "CORPUSMILL_CPU_ATTENTION=0",
     "engine_fp32": "CORPUSMILL_DTYPE=float32",
     "engine_int8": "CORPUSMILL_DTYPE=int8",
 }
@@ -73,7 +70,6 @@ RATIOS = {
     "pipeline_without_load_vs_engine": ("pipeline_without_load", "engine"),
     "engine_bf16_vs_fp32": ("engine", "engine_fp32"),
     "engine_vs_plain_linear": ("engine", "engine_plain_linear"),
-    "engine_vs_sdpa_attention": ("engine", "engine_sdpa_attention"),
     "engine_plain_linear_fraction_of_ceiling": ("engine_plain_linear", "ceiling"),
     "engine_compiled_vs_engine": ("engine_compiled", "engine"),
     "engine_compiled_fraction_of_ceiling": ("engine_compiled", "ceiling"),

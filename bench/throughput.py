@@ -8,8 +8,6 @@ spread instead of as a verdict. Contenders:
   engine_fp32      the same engine in float32 (separates the batching win from bf16)
   engine_plain_linear  the same engine with CORPUSMILL_PACK_LINEAR=0 (F.linear instead of
                    oneDNN products on packed weights)
-  engine_sdpa_attention  the same engine with CORPUSMILL_CPU_ATTENTION=0 (torch's SDPA
-                   instead of the sliced CPU attention)
   engine_compiled  the same engine with torch.compile (opt-in; compile time reported apart)
   engine_int8      the same engine with CORPUSMILL_DTYPE=int8 (opt-in; VNNI/AMX CPUs)
   pipeline         `corpusmill ingest` end to end (read, chunk, embed, LanceDB), fresh store,

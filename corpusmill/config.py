@@ -39,7 +39,6 @@ class Settings:
     tokenize_threads: int = 0  # 0: 1 on CPU, up to 8 on CUDA
     compile: bool = False  # torch.compile: 30-90 s per run, then faster on long runs
     pack_linear: bool = True  # CPU: Linear layers on oneDNN-packed weights
-    cpu_attention: bool = True  # CPU: attention as cache-sized matmul slices, not SDPA
     chunk_tokens: int = 200
     chunk_overlap: int = 32
     inbox: str = "./data/inbox"
@@ -93,7 +92,6 @@ class Settings:
             tokenize_threads=env.integer("CORPUSMILL_TOKENIZE_THREADS", cls.tokenize_threads),
             compile=env.flag("CORPUSMILL_COMPILE", cls.compile),
             pack_linear=env.flag("CORPUSMILL_PACK_LINEAR", cls.pack_linear),
-            cpu_attention=env.flag("CORPUSMILL_CPU_ATTENTION", cls.cpu_attention),
             chunk_tokens=env.integer("CORPUSMILL_CHUNK_TOKENS", cls.chunk_tokens),
             chunk_overlap=env.integer("CORPUSMILL_CHUNK_OVERLAP", cls.chunk_overlap),
             inbox=env.text("CORPUSMILL_INBOX", cls.inbox),
@@ -119,7 +117,6 @@ class Settings:
             max_batch_tokens=self.max_batch_tokens,
             compile=self.compile,
             pack_linear=self.pack_linear,
-            cpu_attention=self.cpu_attention,
             tokenize_threads=self.tokenize_threads,
         )
 

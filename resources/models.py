@@ -24,7 +24,6 @@ class _ModelResource(dg.ConfigurableResource):
     max_seq_length: int = 0
     compile: bool = False
     pack_linear: bool = True
-    cpu_attention: bool = True
     tokenize_threads: int = 0
 
     kind: ClassVar[str] = "embedder"

@@ -43,7 +43,6 @@ class TransformerEncoder:
         model_id: str | None = None,
         compile: bool = False,
         pack_linear: bool = True,
-        cpu_attention: bool = True,
         description: ModelDescription | None = None,
         tokenizer: Tokenizer | None = None,
     ) -> None:
@@ -113,14 +112,6 @@ class TransformerEncoder:
 
             if pack_linear_layers(self.model):
                 self.linear_kernel = "onednn_packed"
-        # On a CPU, attention as matmuls over cache-sized slices instead of SDPA's flash
-        # kernel (see cpu_attention.py). A compiled model keeps SDPA, which inductor knows.
-        self.attention_kernel = getattr(self.model.config, "_attn_implementation", None) or "?"
-        if cpu_attention and not compile and self.device == "cpu":
-            from corpusmill.model.cpu_attention import use_sliced_attention
-
-            if use_sliced_attention(self.model):
-                self.attention_kernel = "sliced"
         self.compiled = bool(compile)
         if compile:
             self.model = compile_model(self.model)

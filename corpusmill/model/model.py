@@ -126,7 +126,6 @@ class Model:
                 dtype=self.spec.dtype,
                 compile=self.spec.compile,
                 pack_linear=self.spec.pack_linear,
-                cpu_attention=self.spec.cpu_attention,
                 description=self.description,
                 tokenizer=self.tokens,
             )
@@ -238,7 +237,6 @@ class Model:
                 "dtype": enc.dtype_name,
                 "compiled": enc.compiled,
                 "linear_kernel": enc.linear_kernel,
-                "attention_kernel": enc.attention_kernel,
                 "int8_linear_layers": enc.int8_layers,
                 "max_batch_tokens": engine.max_batch_tokens,
                 "tokenize_threads": engine.tokenize_threads,

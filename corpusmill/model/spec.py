@@ -26,7 +26,6 @@ class ModelSpec:
     max_seq_length: int = 0  # 0 = the model's own limit
     compile: bool = False  # torch.compile: 30-90 s per run, then faster (opt-in)
     pack_linear: bool = True  # CPU: Linear layers on oneDNN-packed weights
-    cpu_attention: bool = True  # CPU: attention as cache-sized matmul slices, not SDPA
     tokenize_threads: int = 0  # 0 = 1 on CPU, up to 8 on CUDA
 
     def __post_init__(self) -> None:
