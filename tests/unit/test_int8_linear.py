@@ -120,6 +120,15 @@ def test_int8_is_refused_without_vnni_on_a_gpu_or_compiled(monkeypatch, tiny_emb
             TransformerEncoder(tiny_embedder_path, device="cpu", dtype="int8", compile=True)
 
 
+def test_int8_is_refused_by_a_torch_without_the_int8_ops(monkeypatch):
+    """torch 2.13 deprecates `quantize_per_tensor_dynamic`: a torch without it (or without
+    oneDNN's qlinear ops) gets a ConfigError that names the fix, not a crash mid-run."""
+    monkeypatch.setattr(hardware, "cpu_supports_int8", lambda: True)
+    monkeypatch.setattr(int8_linear, "supported", lambda: False)
+    with pytest.raises(ConfigError, match="qlinear_pointwise.*CORPUSMILL_DTYPE=auto"):
+        hardware.resolve_dtype("int8", "cpu")
+
+
 @needs_int8
 def test_dtype_setting_int8_reaches_lineage(monkeypatch, tiny_embedder_path):
     from corpusmill.config import Settings
