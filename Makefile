@@ -27,7 +27,7 @@ demo: $(STAMP) ## materialise the whole graph on the built-in corpus, then searc
 	$(VENV)/bin/corpusmill search "how do I catch an exception" --k 3
 
 scale-demo: $(STAMP) ## SciFact slice -> 2 Ray workers -> s3:// on moto, in a private network namespace (root)
-	$(PY) -m app.netns -- $(PY) -m app.scale_demo --docs $${DOCS:-200} --workers $${WORKERS:-2}
+	$(PY) -m tools.netns -- $(PY) -m tools.scale_demo --docs $${DOCS:-200} --workers $${WORKERS:-2}
 
 test: $(STAMP) ## the suite CI runs (no GPU, no browser)
 	$(PY) -m pytest -q -m "not gpu and not browser"
@@ -49,7 +49,7 @@ test-browser: $(STAMP) ## the Dagster UI in headless Chromium (needs Debian chro
 dev: $(STAMP) ## Dagster webserver on 127.0.0.1:3000 plus the daemon (sensors, schedules)
 	mkdir -p $(DAGSTER_HOME) $${CORPUSMILL_INBOX:-./data/inbox}
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	exec $(PY) -m app.dev --host 127.0.0.1 --port $(DEV_PORT) --workspace workspace.yaml
+	exec $(PY) -m tools.dev --host 127.0.0.1 --port $(DEV_PORT) --workspace workspace.yaml
 
 eval: $(STAMP) ## nDCG@10 / Recall@100 on BEIR SciFact from ../shared/eval/scifact
 	$(VENV)/bin/corpusmill eval

@@ -17,7 +17,7 @@ fields as `corpusmill search --json` (`Hit.as_dict()`).
   `k`, `candidates`, query length and batch size bounded, bodies over MAX_BODY_BYTES get
   413, filters become LanceDB expressions (`build_filter`), and with a token
   (CORPUSMILL_API_TOKEN) every request must carry `Authorization: Bearer <token>`; binding
-  anything but loopback without one is refused (app/guard.py).
+  anything but loopback without one is refused (app/auth.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from app.guard import check_bind, guard
+from app.auth import check_bind, guard
 from app.microbatch import DEFAULT_MAX_BATCH, DEFAULT_WAIT_S, MicroBatcher
 from corpusmill.config import Settings
 from corpusmill.errors import ConfigError, CorpusmillError

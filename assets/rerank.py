@@ -50,7 +50,8 @@ def rerank_scores(
     re-materialising with nothing changed writes nothing."""
     from corpusmill.errors import ConfigError
     from corpusmill.queries import load_queries
-    from corpusmill.rerank import PairScorer, sync_rerank_scores
+    from corpusmill.rerank import PairScorer
+    from corpusmill.sync import sync_rerank_scores
     from corpusmill.sync.shards import shard_counts
 
     k = settings.rerank_k if config.k is None else config.k

@@ -143,7 +143,7 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
     import torch
 
     from corpusmill.chunking import TokenChunker
-    from corpusmill.engine.batching import plan_batches
+    from corpusmill.engine.planner import plan_batches
     from corpusmill.engine.runner import BatchEngine, TokenIds, collate
     from corpusmill.engine.telemetry import GpuSampler
     from corpusmill.model.encoder import TransformerEncoder

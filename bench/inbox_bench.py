@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 
 from bench.corpus_texts import SCIFACT
-from corpusmill.model.tiny import save_tiny_embedder
+from tools.tiny_models import save_tiny_embedder
 
 REPO = Path(__file__).resolve().parents[1]
 warnings.filterwarnings("ignore")

@@ -61,7 +61,7 @@ def build_encoder(model_path, variant: str, kinds=None):
     import torch
 
     from corpusmill.model.encoder import TransformerEncoder
-    from corpusmill.model.kernels import precast_linear_weights
+    from corpusmill.model.fast_paths import precast_linear_weights
     from corpusmill.model.packed_linear import pack_linear_layers
 
     if variant in ("bf16", "int8"):
@@ -91,8 +91,8 @@ def per_batch(engines: dict, texts: list[str], rounds: int) -> dict:
     bf16's (as a speed ratio) and the median of the per-batch speed ratios."""
     import time as _time
 
-    from corpusmill.engine.batch import collate
-    from corpusmill.engine.batching import plan_batches
+    from corpusmill.engine.inputs import collate
+    from corpusmill.engine.planner import plan_batches
 
     first = next(iter(engines.values()))
     enc = first.encoder

@@ -6,7 +6,7 @@ One invocation, in a private network namespace (Ray and moto on loopback only):
   per-worker tokens/s, model loads, commit seconds); Ray's start-up is timed on its own;
 - the driver's commit (`commit_fragments`) of N pre-written rows, for several N.
 
-    python -m app.netns -- .venv/bin/python bench/scale_bench.py --docs 300 --out x.json
+    python -m tools.netns -- .venv/bin/python bench/scale_bench.py --docs 300 --out x.json
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.scale_demo import ingest, scifact_slice, stored  # noqa: E402
 from corpusmill.config import Settings, prepare_process  # noqa: E402
+from tools.scale_demo import ingest, scifact_slice, stored  # noqa: E402
 
 
 def commit_costs(s3, sizes: list[int], dim: int = 384) -> list[dict]:
@@ -81,8 +81,8 @@ def main() -> int:
     prepare_process()
     import ray
 
-    from app.local_s3 import LocalS3
     from corpusmill.scale.cluster import ray_cluster
+    from tools.local_s3 import LocalS3
 
     base = Settings.from_env()
     result: dict = {"docs": args.docs, "machine_note": "2 cores shared with other work"}

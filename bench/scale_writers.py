@@ -101,7 +101,7 @@ def main() -> int:
     ap.add_argument("--s3", action="store_true", help="store on moto's S3 on 127.0.0.1")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
-    from app.local_s3 import LocalS3
+    from tools.local_s3 import LocalS3
 
     with tempfile.TemporaryDirectory() as tmp, LocalS3() as s3:
         corpus = scifact_slice(args.docs, Path(tmp) / "scifact.jsonl")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from corpusmill.config import prepare_process
-from corpusmill.model.tiny import save_tiny_cross_encoder, save_tiny_embedder
+from tools.tiny_models import save_tiny_cross_encoder, save_tiny_embedder
 
 prepare_process()  # offline, quiet tokenizers: what every entry point does
 warnings.filterwarnings("ignore", message=".*pynvml.*")
@@ -59,7 +59,7 @@ def db_uri(tmp_path) -> str:
 def local_s3():
     """moto's S3 server on a free 127.0.0.1 port, with one bucket; stopped by PID."""
     pytest.importorskip("moto", reason="the `scale` extra (make install adds it)")
-    from app.local_s3 import LocalS3
+    from tools.local_s3 import LocalS3
 
     with LocalS3() as s3:
         yield s3

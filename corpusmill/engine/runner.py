@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from corpusmill.engine.batch import EngineStats, TokenIds, collate, is_out_of_memory
-from corpusmill.engine.batching import plan_batches, split_batch
+from corpusmill.engine.inputs import TokenIds, collate, is_out_of_memory
+from corpusmill.engine.planner import plan_batches, split_batch
 from corpusmill.engine.progress import ProgressMeter
+from corpusmill.engine.stats import EngineStats
 
 __all__ = ["BatchEngine", "EngineStats", "Sink", "TokenIds", "collate"]
 

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from corpusmill.errors import ConfigError
+from corpusmill.model.fast_paths import compile_model, precast_linear_weights
 from corpusmill.model.files import ModelDescription, describe_model
 from corpusmill.model.hardware import resolve_device, resolve_dtype
-from corpusmill.model.kernels import compile_model, pool, precast_linear_weights
+from corpusmill.model.pooling import pool
 from corpusmill.model.tokenizer import Tokenizer
 
 if TYPE_CHECKING:  # torch is imported lazily, at load (definitions.py must stay light)

@@ -13,7 +13,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from corpusmill.engine.batch import EngineStats
+from corpusmill.engine.stats import EngineStats
 from corpusmill.model import Model
 
 CROSS_ENCODER = "cross-encoder"

@@ -4,7 +4,7 @@ Ray's processes (GCS, raylet, workers, the runtime-env agent) listen on every in
 even with `_node_ip_address="127.0.0.1"` (checked with `ss -ltnp` on ray 2.60: `*:port`
 for gcs_server, raylet and each worker). A local cluster is therefore only started inside
 a private network namespace, whose sole interface is `lo` (`unshare --net` as root, with
-`lo` brought up: `make scale-demo` and the Ray tests do this; see `app/netns.py`).
+`lo` brought up: `make scale-demo` and the Ray tests do this; see `tools/netns.py`).
 Outside one, set CORPUSMILL_RAY_ADDRESS to a cluster you run (KubeRay in production).
 """
 
@@ -46,7 +46,7 @@ def ray_cluster(address: str = "", num_cpus: int | None = None) -> Iterator[None
             raise ConfigError(
                 "a local Ray cluster listens on every interface, so corpusmill starts one "
                 "only in a private network namespace: run under `unshare --net` with lo up "
-                "(python -m app.netns -- <command>, as root), or set CORPUSMILL_RAY_ADDRESS "
+                "(python -m tools.netns -- <command>, as root), or set CORPUSMILL_RAY_ADDRESS "
                 "to a running cluster"
             )
         ray.init(num_cpus=num_cpus or os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)

@@ -36,8 +36,8 @@ from corpusmill.scale.commit import CommitResult, commit_fragments
 from corpusmill.scale.worker import EmbedWorker
 from corpusmill.sources import Quarantined
 from corpusmill.store import Store
-from corpusmill.sync.common import docs_filter, partition_filter
 from corpusmill.sync.embeddings import EmbeddingsReport, _chunk_sets
+from corpusmill.sync.scope import docs_filter, partition_filter
 
 BATCH_ROWS = 256  # chunks per work unit at most: one fragment each
 

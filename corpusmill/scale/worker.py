@@ -176,7 +176,7 @@ class EmbedWorker:
 
 
 def _token_ids(ids):
-    from corpusmill.engine.batch import TokenIds
+    from corpusmill.engine.inputs import TokenIds
 
     return TokenIds(ids)
 

@@ -1,6 +1,6 @@
 """The LanceDB store: `Store`, its table schemas, and the filters its callers build."""
 
-from corpusmill.store.filters import all_of, eq_filter, groups_of, in_filter
+from corpusmill.store.predicates import all_of, eq_filter, groups_of, in_filter
 from corpusmill.store.schemas import (
     check_card,
     chunk_fields,

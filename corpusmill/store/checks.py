@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from corpusmill.model.card import ModelCard
-from corpusmill.store.filters import all_of, eq_filter, in_filter
+from corpusmill.store.predicates import all_of, eq_filter, in_filter
 from corpusmill.store.schemas import table_card
 from corpusmill.store.store import Store
 

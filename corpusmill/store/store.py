@@ -36,9 +36,9 @@ import pyarrow as pa
 from corpusmill.errors import StoreError, store_error
 from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.model.card import ModelCard
-from corpusmill.store.filters import groups_of, in_filter
 from corpusmill.store.lease import S3Leases
 from corpusmill.store.lock import file_lock
+from corpusmill.store.predicates import groups_of, in_filter
 from corpusmill.store.schemas import (
     PRIMARY_KEYS,
     check_card,

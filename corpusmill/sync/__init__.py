@@ -1,4 +1,5 @@
-"""The sync steps behind the assets: sources -> documents -> chunks -> embeddings.
+"""The sync steps behind the assets: sources -> documents -> chunks -> embeddings
+-> rerank_scores.
 
 Each step makes its table mirror the one upstream for a set of partitions, touching only
 what differs: a document whose content hash is unchanged is not re-chunked, a chunk whose
@@ -10,13 +11,16 @@ No Dagster here: the assets call these functions and report what they return.
 from corpusmill.sync.chunks import ChunksReport, sync_chunks
 from corpusmill.sync.documents import DocumentsReport, record_quarantine, sync_documents
 from corpusmill.sync.embeddings import EmbeddingsReport, sync_embeddings
+from corpusmill.sync.rerank_scores import RerankReport, sync_rerank_scores
 
 __all__ = [
     "ChunksReport",
     "DocumentsReport",
     "EmbeddingsReport",
+    "RerankReport",
     "record_quarantine",
     "sync_chunks",
     "sync_documents",
     "sync_embeddings",
+    "sync_rerank_scores",
 ]

@@ -12,7 +12,7 @@ from corpusmill.chunking import TokenChunker
 from corpusmill.ids import doc_key
 from corpusmill.sources import document_body
 from corpusmill.store import Store, chunks_schema, groups_of, rows_to_table
-from corpusmill.sync.common import DOC_GROUP, Report, docs_filter, partition_filter
+from corpusmill.sync.scope import DOC_GROUP, Report, docs_filter, partition_filter
 
 
 @dataclass

@@ -19,7 +19,7 @@ from corpusmill.store import (
     quarantine_schema,
     rows_to_table,
 )
-from corpusmill.sync.common import DOC_GROUP, Report, docs_filter, partition_filter
+from corpusmill.sync.scope import DOC_GROUP, Report, docs_filter, partition_filter
 
 
 @dataclass

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from corpusmill.engine.batch import TokenIds
+from corpusmill.engine.inputs import TokenIds
 from corpusmill.engine.progress import ProgressMeter
 from corpusmill.ids import doc_key
 from corpusmill.sources import Quarantined
 from corpusmill.store import Store, chunks_schema, groups_of
-from corpusmill.sync.common import DOC_GROUP, Report, docs_filter, partition_filter
+from corpusmill.sync.scope import DOC_GROUP, Report, docs_filter, partition_filter
 
 _CHUNK_COLUMNS = [f.name for f in chunks_schema()]
 

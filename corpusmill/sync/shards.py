@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 
 from corpusmill.store import Store
-from corpusmill.sync.common import partition_filter
+from corpusmill.sync.scope import partition_filter
 
 
 def shard_counts(

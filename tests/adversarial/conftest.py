@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from corpusmill.model.tiny import save_tiny_embedder
+from tools.tiny_models import save_tiny_embedder
 
 POISON_WORD = "zebra"  # one whole-word token in the MiniLM vocabulary
 

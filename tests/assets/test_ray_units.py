@@ -14,7 +14,7 @@ import pytest
 from app.runs import run_ingest
 from corpusmill.model import LOADS
 from corpusmill.store import Store
-from corpusmill.sync.common import docs_filter
+from corpusmill.sync.scope import docs_filter
 from corpusmill.sync.shards import shard_counts
 from tests.runs import CHUNKS, tiny_resources
 

@@ -1,11 +1,11 @@
 """The Ray scenarios, run as one process inside a private network namespace.
 
-`tests/e2e/test_ray_embeddings.py` starts this under `unshare --net` (app/netns.py), so
+`tests/e2e/test_ray_embeddings.py` starts this under `unshare --net` (tools/netns.py), so
 the local Ray cluster and the moto S3 server it starts can only be reached over that
 namespace's loopback. One process runs every scenario so the cluster starts once (Ray
 start-up is most of the cost); it prints one JSON line per scenario for the tests to check.
 
-    python -m app.netns -- python -m tests.e2e.ray_scenarios MODEL_DIR WORKDIR
+    python -m tools.netns -- python -m tests.e2e.ray_scenarios MODEL_DIR WORKDIR
 """
 
 from __future__ import annotations
@@ -101,10 +101,10 @@ def summary_of(s):
 def main_scenarios(model: str, work: Path) -> None:
     import ray
 
-    from app.local_s3 import LocalS3
     from corpusmill.ids import ALL_PARTITIONS
     from corpusmill.scale.cluster import ray_cluster
     from corpusmill.scale.worker import KILL_ONE_WORKER
+    from tools.local_s3 import LocalS3
 
     corpus = write_corpus(work / "corpus", 40)
     marker = work / "killed-worker"

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.netns import netns_argv
+from tools.netns import netns_argv
 
 ROOT = Path(__file__).resolve().parents[2]
 

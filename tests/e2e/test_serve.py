@@ -13,13 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from app.guard import check_bind
+from app.auth import check_bind
 from app.serve import MAX_BODY_BYTES, create_app
 from corpusmill.ids import partition_of
 from corpusmill.model import Model, ModelSpec
 from corpusmill.search import Searcher
 from corpusmill.store import Store, rows_to_table
-from corpusmill.sync.common import docs_filter
+from corpusmill.sync.scope import docs_filter
 from tests.e2e.procs import BIN, free_port
 
 TOPICS = ["exception", "context manager", "lambda", "generator", "decorator", "iterator"]

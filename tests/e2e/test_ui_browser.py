@@ -1,6 +1,6 @@
 """The Dagster UI in a real headless Chromium, driven as an operator would.
 
-`make dev`'s services (app/dev.py: webserver + daemon, over workspace.yaml, on 127.0.0.1)
+`make dev`'s services (tools/dev.py: webserver + daemon, over workspace.yaml, on 127.0.0.1)
 with a tiny real model and a temp store. In the browser: the lineage graph shows the
 assets; "Materialize all" on the `ingest` job, all 16 shards, launches one backfill that
 runs as ONE run and succeeds; the `embeddings` asset then shows a shard's own counts (an
@@ -49,7 +49,7 @@ def _wait_http(url: str, proc: subprocess.Popen, seconds: float) -> None:
 
 @pytest.fixture
 def ui(cli_env, tmp_path):
-    """webserver + daemon (app/dev.py) on a free loopback port; yields (base URL, env)."""
+    """webserver + daemon (tools/dev.py) on a free loopback port; yields (base URL, env)."""
     docs = tmp_path / "docs"
     docs.mkdir()
     for i in range(12):
@@ -62,7 +62,7 @@ def ui(cli_env, tmp_path):
     }
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.dev", "--port", str(port)],
+        [sys.executable, "-m", "tools.dev", "--port", str(port)],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -74,7 +74,7 @@ def ui(cli_env, tmp_path):
         yield f"http://127.0.0.1:{port}", env
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # app/dev.py stops its services' groups
+            os.killpg(proc.pid, signal.SIGTERM)  # tools/dev.py stops its services' groups
             proc.wait(timeout=30)
 
 

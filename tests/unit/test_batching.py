@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from corpusmill.engine.batching import plan_batches, split_batch
+from corpusmill.engine.planner import plan_batches, split_batch
 from corpusmill.engine.runner import BatchEngine
 from tests.fakes import FakeHashEncoder, FakeLaunchingEncoder
 

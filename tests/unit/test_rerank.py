@@ -9,9 +9,9 @@ from corpusmill.errors import ConfigError
 from corpusmill.model import Model, ModelSpec
 from corpusmill.queries import Query, load_queries, parse_queries
 from corpusmill.rerank import BI_ENCODER, CROSS_ENCODER, PairScorer
-from corpusmill.rerank.table import score_id
 from corpusmill.search import Hit
 from corpusmill.search.rerank import rerank_hits
+from corpusmill.sync.rerank_scores import score_id
 
 PAIRS = [
     ("how do I catch an exception", "try and except catch exceptions " * 6),

@@ -1,7 +1,7 @@
 """`make scale-demo`: a SciFact slice embedded by 2 Ray workers into S3, exactly once.
 
 Starts moto's S3 server and a local Ray cluster (both reachable only on loopback: run it
-in a private network namespace, as the Makefile does with `python -m app.netns`), ingests
+in a private network namespace, as the Makefile does with `python -m tools.netns`), ingests
 the first `--docs` SciFact documents from ../shared/eval/scifact into `s3://…` with
 CORPUSMILL_EXECUTOR=ray, and prints a last-line JSON summary.
 """
@@ -61,8 +61,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     prepare_process()
-    from app.local_s3 import LocalS3
     from corpusmill.scale.cluster import ray_cluster
+    from tools.local_s3 import LocalS3
 
     base = Settings.from_env()
     with tempfile.TemporaryDirectory() as tmp, LocalS3() as s3, ray_cluster():

@@ -6,7 +6,7 @@ A local Ray cluster listens on every interface (see corpusmill/scale/cluster.py)
 Needs root (CI and these machines run as root). Servers the command needs, like the local
 S3 server, must start inside too: the host's 127.0.0.1 is not this namespace's.
 
-    python -m app.netns -- python -m app.scale_demo
+    python -m tools.netns -- python -m tools.scale_demo
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main() -> None:
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:
-        raise SystemExit("usage: python -m app.netns -- COMMAND [ARGS...]")
+        raise SystemExit("usage: python -m tools.netns -- COMMAND [ARGS...]")
     full = netns_argv(argv)
     os.execvp(full[0], full)
 
