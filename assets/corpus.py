@@ -58,13 +58,13 @@ def raw_corpus(
             fields=RecordFields(config.id_field, config.text_field, config.title_field),
             max_file_bytes=max_file_bytes,
         )
-    for q in report._quarantine[:20]:
+    for q in report.quarantine[:20]:
         context.log.warning(f"quarantined {q.uri}: {q.reason}")
     observe_shards(context, shard_counts(db, "documents", context.partition_keys))
     meta = run_level(report.as_metadata())
     meta["unavailable_sources"] = ", ".join(meta.pop("run_unavailable_sources")) or "none"
     meta["quarantine_sample"] = dg.MetadataValue.md(
-        "\n".join(f"- `{q.uri}`: {q.reason}" for q in report._quarantine[:20]) or "none"
+        "\n".join(f"- `{q.uri}`: {q.reason}" for q in report.quarantine[:20]) or "none"
     )
     meta["sources"] = ", ".join(sources)
     meta["table_version"] = db.version("documents")

@@ -66,7 +66,7 @@ def embeddings(
         )
         # Chunks the engine could not embed (an input too large for the device even
         # alone) are quarantined at stage "embed"; their documents are retried next run.
-        record_quarantine(db, "embed", report._failed, None, context.partition_keys)
+        record_quarantine(db, "embed", report.failed, None, context.partition_keys)
     _observe_shards(context, db, report)
     meta: dict = run_level(report.as_metadata())
     meta.update(model.lineage())
@@ -86,7 +86,7 @@ def _observe_shards(context, db, report) -> None:
 
     per_shard = shard_counts(db, "embeddings", context.partition_keys)
     observe_shards(
-        context, merge_counts(per_shard, "chunks_embedded", report._embedded_by_partition)
+        context, merge_counts(per_shard, "chunks_embedded", report.embedded_by_partition)
     )
 
 
@@ -113,7 +113,7 @@ def _embeddings_on_ray(context, store, embedder, settings) -> dg.MaterializeResu
             workers=settings.ray_workers,
             tokenizer_id=model.tokenizer_id,
         )
-        record_quarantine(db, "embed", report._failed, None, context.partition_keys)
+        record_quarantine(db, "embed", report.failed, None, context.partition_keys)
     _observe_shards(context, db, report)
     meta: dict = run_level(report.as_metadata())
     meta.update(model.lineage())

@@ -288,10 +288,10 @@ def _run_units(units, worker_args, map_units, stats, report):
         if int(r["embedded"]):
             devices.add(str(r["device"]))
         report.chunks_embedded += int(r["embedded"])
-        report._embedded_by_partition.update(Counter(json.loads(r["embedded_by_partition"])))
+        report.embedded_by_partition.update(Counter(json.loads(r["embedded_by_partition"])))
         for doc_id, source, where, reason in json.loads(r["failed"]):
             report.chunks_failed += 1
-            report._failed.append(Quarantined(doc_id, source, where, reason))
+            report.failed.append(Quarantined(doc_id, source, where, reason))
     stats.worker_processes = len(loads)
     stats.model_loads = sum(loads.values())
     stats.tokens = sum(tokens.values())

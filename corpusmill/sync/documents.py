@@ -19,7 +19,7 @@ from corpusmill.store import (
     quarantine_schema,
     rows_to_table,
 )
-from corpusmill.sync.scope import DOC_GROUP, Report, docs_filter, partition_filter
+from corpusmill.sync.scope import DOC_GROUP, Report, detail, docs_filter, partition_filter
 
 
 @dataclass
@@ -31,7 +31,7 @@ class DocumentsReport(Report):
     deleted: int = 0
     quarantined: int = 0
     unavailable_sources: list[str] = field(default_factory=list)
-    _quarantine: list[Quarantined] = field(default_factory=list)
+    quarantine: list[Quarantined] = detail(list)
 
 
 def sync_documents(
@@ -79,7 +79,7 @@ def sync_documents(
                     )
                 if isinstance(item, Quarantined):
                     if partition_of(item.doc_id) in wanted_parts:
-                        report._quarantine.append(item)
+                        report.quarantine.append(item)
                     protected.add(item.uri)
                 else:
                     docs[item.doc_id] = item
@@ -87,7 +87,7 @@ def sync_documents(
         except FileNotFoundError:
             report.unavailable_sources.append(spec)
     report.documents = len(docs)
-    report.quarantined = len(report._quarantine)
+    report.quarantined = len(report.quarantine)
     if not sources:
         raise InputError("no sources to read: set CORPUSMILL_SOURCES or pass paths to ingest")
     if not labels:
@@ -138,7 +138,7 @@ def sync_documents(
         store.replace_rows(table, "doc_id", rows_to_table(rows, documents_schema()), None)
     for group in groups_of(gone):
         store.replace_rows(table, "doc_id", None, docs_filter(group))
-    record_quarantine(store, "source", report._quarantine, in_sources, partitions)
+    record_quarantine(store, "source", report.quarantine, in_sources, partitions)
     return report
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +24,7 @@ from corpusmill.engine.progress import ProgressMeter
 from corpusmill.ids import doc_key
 from corpusmill.sources import Quarantined
 from corpusmill.store import Store, chunks_schema, groups_of
-from corpusmill.sync.scope import DOC_GROUP, Report, docs_filter, partition_filter
+from corpusmill.sync.scope import DOC_GROUP, Report, detail, docs_filter, partition_filter
 
 _CHUNK_COLUMNS = [f.name for f in chunks_schema()]
 
@@ -43,8 +43,8 @@ class EmbeddingsReport(Report):
     chunks_failed: int = 0
     chunks_to_embed: int = 0  # known before embedding starts: the progress total
     sync_seconds: float = 0.0
-    _failed: list[Quarantined] = field(default_factory=list)
-    _embedded_by_partition: Counter[str] = field(default_factory=Counter)
+    failed: list[Quarantined] = detail(list)  # chunks quarantined at the embed stage
+    embedded_by_partition: Counter[str] = detail(Counter)
 
 
 def sync_embeddings(
@@ -184,7 +184,7 @@ class _GroupCommitter:
                 else:
                     self.vectors[cid] = rows[i].tolist()
                     self.report.chunks_embedded += 1
-                    self.report._embedded_by_partition[partition] += 1
+                    self.report.embedded_by_partition[partition] += 1
                 self.groups[gid]["missing"].discard(cid)
             for gid in sorted(touched):
                 if not self.groups[gid]["missing"]:
@@ -202,7 +202,7 @@ class _GroupCommitter:
 
     def _record_failure(self, gid: int, cid: str, reason: str) -> None:
         row = next(r for r in self.groups[gid]["rows"] if r["chunk_id"] == cid)
-        self.report._failed.append(
+        self.report.failed.append(
             Quarantined(
                 row["doc_id"], row["source"], f"{row['uri']}#chunk{row['position']}", reason
             )

@@ -49,11 +49,11 @@ class RerankReport:
     rows_deleted: int = 0
     rows: int = 0
     sync_seconds: float = 0.0
-    _engine: dict = field(default_factory=dict)
+    engine: dict = field(default_factory=dict)  # the scorer's engine figures
 
     def as_metadata(self) -> dict[str, Any]:
-        meta = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
-        meta.update(self._engine)
+        meta = {k: v for k, v in asdict(self).items() if k != "engine"}
+        meta.update(self.engine)
         return meta
 
 
@@ -107,7 +107,7 @@ def sync_rerank_scores(
         report.rows_deleted += len(stale)
         _commit(store, table, changed, stale)
     report.rows = store.count("rerank_scores", in_filter("partition", partitions))
-    report._engine = scorer.engine_metadata()
+    report.engine = scorer.engine_metadata()
     report.sync_seconds = round(time.perf_counter() - t0, 3)
     return report
 

@@ -106,7 +106,7 @@ def test_workers_read_their_own_chunks_and_match_the_local_path(
     # Per shard: what the workers say they embedded is what the shard gained.
     per_shard = shard_counts(store, "embeddings", parts)
     assert sum(c["rows"] for c in per_shard.values()) == len(local)
-    embedded = Counter(report._embedded_by_partition)
+    embedded = Counter(report.embedded_by_partition)
     assert sum(embedded.values()) == report.chunks_embedded
     assert set(embedded) <= set(parts)
 
