@@ -102,9 +102,10 @@ def default_batch_tokens(device: str) -> int:
 
 
 def default_tokenize_threads(device: str) -> int:
-    """One tokenising thread feeds MiniLM-L6 at ~0.25M tokens/s while an H100 could take
-    ~4M (docs/BENCHMARKS.md), so on CUDA the engine tokenises on several threads. On a CPU
-    the model needs every core and tokenising is ~5% of the work, so one thread."""
+    """One tokenising thread feeds MiniLM-L6 at ~0.3M tokens/s while an H100's forward pass
+    takes ~1M (docs/BENCHMARKS.md, `make bench-gpu`), so on CUDA the engine tokenises on
+    several threads. On a CPU the model needs every core and tokenising is ~5% of the work,
+    so one thread."""
     if device != "cuda":
         return 1
     return max(1, min(8, (os.cpu_count() or 2) - 2))

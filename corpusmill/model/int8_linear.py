@@ -10,7 +10,7 @@ dequantises, adds the bias (and GELU) and writes bf16 within the product: the ke
 inductor's x86 int8 path calls, used without compiling.
 
 Which layers, measured on the 2-core Zen 4 CPU (`python -m bench.int8_probe speed`,
-figures in docs/BENCHMARKS.md): the FFN down-projection in int8 costs quality (its input,
+figures in docs/REJECTED.md): the FFN down-projection in int8 costs quality (its input,
 after GELU, carries the outliers: worst cosine to float32 0.987 instead of 0.995) and
 speed (quantising its 1536-wide input costs more than the product saves); the attention
 output in int8 was no faster (its bf16 input is copied to float32 and quantised for 1/12
