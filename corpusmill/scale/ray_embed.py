@@ -13,7 +13,7 @@ the driver or Ray's object store; what the driver ships is ~100 bytes per chunk.
 
 The driver then commits every fragment together with the deletion of the replaced
 documents' old rows in one Lance commit tagged with the run key
-(`commit.commit_fragments`): exactly once, or not at all.
+(`Store.commit_fragments`): exactly once, or not at all.
 
 A killed actor is restarted by Ray and its unit retried (`max_restarts`,
 `max_task_retries`); the fragment a dead worker may have half-written is never committed,
@@ -32,10 +32,9 @@ from typing import Any
 import pyarrow as pa
 
 from corpusmill.errors import ConfigError
-from corpusmill.scale.commit import CommitResult, commit_fragments
 from corpusmill.scale.worker import EmbedWorker
 from corpusmill.sources import Quarantined
-from corpusmill.store import Store
+from corpusmill.store import CommitResult, Store
 from corpusmill.sync.embeddings import EmbeddingsReport, _chunk_sets
 from corpusmill.sync.scope import docs_filter, partition_filter
 
@@ -139,27 +138,22 @@ def sync_embeddings_on_ray(
     if plan.units:
         worker_args = {
             "spec": spec,
-            "chunks_uri": store.table_uri("chunks"),
+            "store": store.ref(),
             "chunks_version": plan.chunks_version,
-            "table_uri": store.table_uri("embeddings"),
             "read_version": read_version,
-            "schema": pa.schema(list(table.schema), metadata=None),
             "model_id": card.model_id,
             "tokenizer_id": tokenizer_id,
-            "storage_options": store.storage_options,
-            "storage_version": _storage_version(store),
         }
         fragments = _run_units(plan.units, worker_args, map_units, stats, report)
     stats.fragments = len(fragments)
     if fragments or plan.stale or plan.gone:
         doomed = plan.stale + plan.gone
-        stats.commit = commit_fragments(
-            store.table_uri("embeddings"),
+        stats.commit = store.commit_fragments(
+            "embeddings",
             fragments,
             docs_filter(doomed) if doomed else None,
             run_key,
             read_version,
-            store.storage_options,
         )
     report.chunks_reused = plan.wanted - report.chunks_embedded - report.chunks_failed
     report.rows = store.count("embeddings", partition_filter(partitions))
@@ -171,13 +165,9 @@ def plan_units(store: Store, partitions, known: set[str], workers: int, batch_ro
     """Which documents are stale or gone, and the work units for their chunks. Reads ids
     and row addresses only (no text, no token ids), at one version of `chunks` that the
     workers read too, so they see exactly the rows planned here."""
-    import lance
-
     pf = partition_filter(partitions)
-    ds = lance.dataset(store.table_uri("chunks"), storage_options=store.storage_options or None)
-    ids = ds.to_table(
-        columns=["chunk_id", "doc_id", "content_hash"], filter=pf, with_row_address=True
-    )
+    chunks = store.snapshot("chunks")
+    ids = chunks.scan(["chunk_id", "doc_id", "content_hash"], pf, with_row_address=True)
     want: dict[str, set[tuple[str, str]]] = defaultdict(set)
     cols = [ids[c].to_pylist() for c in ("chunk_id", "doc_id", "content_hash", "_rowaddr")]
     for cid, doc, digest, _addr in zip(*cols, strict=True):
@@ -213,15 +203,8 @@ def plan_units(store: Store, partitions, known: set[str], workers: int, batch_ro
         wanted=sum(len(v) for v in want.values()),
         to_embed=sum(1 for _a, _c, h in rows if h not in known),
         units=units,
-        chunks_version=int(ds.version),
+        chunks_version=chunks.version,
     )
-
-
-def _storage_version(store: Store) -> str:
-    import lance
-
-    ds = lance.dataset(store.table_uri("embeddings"), storage_options=store.storage_options or None)
-    return ds.data_storage_version
 
 
 UNIT_SCHEMA = pa.schema(
@@ -265,22 +248,20 @@ def ray_pool(workers: int, device: str = "auto", gpu: bool | None = None) -> Map
     return run
 
 
-def _run_units(units, worker_args, map_units, stats, report):
+def _run_units(units, worker_args, map_units, stats, report) -> list[dict]:
     """Run the units through the workers; gather fragments, counts and failures."""
-    from lance.fragment import FragmentMetadata
-
     table = pa.Table.from_pylist(units, schema=UNIT_SCHEMA)
     stats.units, stats.input_bytes_shipped = len(units), table.nbytes
     t0 = time.perf_counter()
     out = map_units(table, worker_args)
     stats.embed_seconds = time.perf_counter() - t0
-    fragments = []
+    fragments: list[dict] = []
     loads: dict[str, int] = defaultdict(int)
     tokens: dict[str, int] = defaultdict(int)
     seconds: dict[str, float] = defaultdict(float)
     devices = set()
     for r in out:
-        fragments += [FragmentMetadata.from_json(json.dumps(f)) for f in json.loads(r["fragments"])]
+        fragments += json.loads(r["fragments"])
         worker = str(r["worker"])
         loads[worker] = max(loads[worker], int(r["model_loads"]))
         tokens[worker] += int(r["tokens"])

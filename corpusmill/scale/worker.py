@@ -9,7 +9,7 @@ the worker reads those rows itself, at the version the driver planned against, t
 stored vector of every chunk whose content already has one (the local path's reuse), embeds
 the rest, and writes the rows as a Lance fragment of the embeddings table. Only the
 fragment's metadata and counts go back to the driver, which commits all of them at once
-(`commit.commit_fragments`).
+(`Store.commit_fragments`). Every read and write goes through the store (`Store.snapshot`).
 
 The spec's device stays as configured ("auto" by default) and is resolved here, in the
 actor: on a GPU actor Ray sets CUDA_VISIBLE_DEVICES to its GPU and "auto" becomes "cuda".
@@ -25,7 +25,7 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 
-from corpusmill.store import chunks_schema, groups_of, in_filter
+from corpusmill.store import StoreRef, chunks_schema
 from corpusmill.sync.embeddings import NON_FINITE
 
 # Fault injection for the tests (tests/e2e/test_ray_embeddings.py), labelled as such: a
@@ -38,18 +38,13 @@ class EmbedWorker:
     def __init__(
         self,
         spec,
-        chunks_uri: str,
+        store: StoreRef,
         chunks_version: int,
-        table_uri: str,
         read_version: int,
-        schema: pa.Schema,
         model_id: str,
         tokenizer_id: str,
-        storage_options: dict[str, str],
-        storage_version: str,
         threads: int = 1,
     ) -> None:
-        import lance
         import torch
 
         from corpusmill.config import prepare_process
@@ -59,18 +54,13 @@ class EmbedWorker:
         # Ray gives a 0.5-CPU actor one OpenMP thread; say so rather than inherit a guess.
         torch.set_num_threads(max(1, threads))
         self.model = Model(spec)  # weights load on the first chunk to embed
-        self.schema, self.model_id, self.tokenizer_id = schema, model_id, tokenizer_id
-        self.table_uri, self.storage_version = table_uri, storage_version
-        self.storage_options = storage_options or None
-        self.chunks = lance.dataset(
-            chunks_uri, version=chunks_version, storage_options=self.storage_options
-        )
-        self.embeddings = lance.dataset(
-            table_uri, version=read_version, storage_options=self.storage_options
-        )
-        present = set(self.chunks.schema.names)
+        self.model_id, self.tokenizer_id = model_id, tokenizer_id
+        opened = store.open()
+        self.chunks = opened.snapshot("chunks", chunks_version)
+        self.embeddings = opened.snapshot("embeddings", read_version)
+        present = set(self.chunks.column_names)
         self.columns = [f.name for f in chunks_schema() if f.name in present]
-        self.dim = schema.field("vector").type.list_size
+        self.dim = opened.open("embeddings").schema.field("vector").type.list_size
 
     def __call__(self, units: pa.Table) -> dict[str, np.ndarray]:
         results = [self._unit(u) for u in units.to_pylist()]
@@ -113,7 +103,7 @@ class EmbedWorker:
         lineage = self.model.lineage()
         return {
             "worker": f"{os.getpid()}",
-            "fragments": json.dumps([f.to_json() for f in fragments]),
+            "fragments": json.dumps(fragments),
             "rows": len(keep),
             "embedded": sum(embedded.values()),
             "embedded_by_partition": json.dumps(embedded),
@@ -127,36 +117,24 @@ class EmbedWorker:
 
     def _read(self, chunk_ids: list[str], fragments: list[int]) -> pa.Table:
         """The unit's chunk rows, scanning only the fragments the driver named."""
-        frags = [f for f in map(self.chunks.get_fragment, fragments) if f is not None]
-        parts = [
-            self.chunks.scanner(
-                columns=self.columns, filter=in_filter("chunk_id", group), fragments=frags
-            ).to_table()
-            for group in groups_of(chunk_ids)
-        ]
-        rows = pa.concat_tables(parts)
+        rows = self.chunks.scan_in(self.columns, "chunk_id", chunk_ids, fragments=fragments)
         if rows.num_rows != len(chunk_ids):
             raise RuntimeError(
-                f"read {rows.num_rows} of {len(chunk_ids)} planned chunks from "
-                f"{self.chunks.uri} version {self.chunks.version}"
+                f"read {rows.num_rows} of {len(chunk_ids)} planned chunks from `chunks` "
+                f"version {self.chunks.version}"
             )
         return rows
 
     def _stored_vectors(self, hashes: list[str]) -> dict[str, np.ndarray]:
         """Stored vectors for these contents, at the version the driver planned against."""
-        out: dict[str, np.ndarray] = {}
-        for group in groups_of(hashes):
-            found = self.embeddings.to_table(
-                columns=["content_hash", "vector"], filter=in_filter("content_hash", group)
-            )
-            vecs = found.column("vector").combine_chunks()
-            matrix = vecs.values.to_numpy(zero_copy_only=False).reshape(len(vecs), -1)
-            out.update(zip(found.column("content_hash").to_pylist(), matrix, strict=True))
-        return out
+        if not hashes:
+            return {}
+        found = self.embeddings.scan_in(["content_hash", "vector"], "content_hash", hashes)
+        vecs = found.column("vector").combine_chunks()
+        matrix = vecs.values.to_numpy(zero_copy_only=False).reshape(len(vecs), -1)
+        return dict(zip(found.column("content_hash").to_pylist(), matrix, strict=True))
 
-    def _write(self, rows: pa.Table, vectors: np.ndarray, keep: list[int]) -> list:
-        from lance.fragment import write_fragments
-
+    def _write(self, rows: pa.Table, vectors: np.ndarray, keep: list[int]) -> list[dict]:
         if not keep:
             return []
         take = pa.array(keep, pa.int64())
@@ -165,14 +143,7 @@ class EmbedWorker:
         flat = pa.array(np.ascontiguousarray(vectors[keep], dtype=np.float32).reshape(-1))
         rows = rows.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, self.dim))
         rows = rows.append_column("model_id", pa.array([self.model_id] * len(keep), pa.string()))
-        rows = rows.select(self.schema.names).cast(self.schema)
-        return write_fragments(
-            rows,
-            self.table_uri,
-            schema=self.schema,
-            storage_options=self.storage_options,
-            data_storage_version=self.storage_version,
-        )
+        return self.embeddings.write_fragments(rows)
 
 
 def _token_ids(ids):

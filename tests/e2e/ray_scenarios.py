@@ -201,14 +201,14 @@ def _data_files(s3, prefix: str) -> int:
 
 
 def die_before_commit(model, corpus, uri, options, address) -> None:
-    import corpusmill.scale.ray_embed as ray_embed
+    from corpusmill.store import Store
 
-    def exit_instead(*args, **kwargs):
-        sys.stderr.write(f"fragments written: {len(args[1])}; exiting before the commit\n")
+    def exit_instead(_store, _name, fragments, *args, **kwargs):
+        sys.stderr.write(f"fragments written: {len(fragments)}; exiting before the commit\n")
         sys.stderr.flush()
         os._exit(17)
 
-    ray_embed.commit_fragments = exit_instead
+    Store.commit_fragments = exit_instead
     ingest(corpus, resources(uri, json.loads(options), model, "ray", address=address))
 
 
