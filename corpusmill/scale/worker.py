@@ -27,11 +27,6 @@ import pyarrow as pa
 from corpusmill.store import StoreRef
 from corpusmill.sync.embed_step import ChunkBatch, EmbedRules, chunk_columns, stored_vectors
 
-# Fault injection for the tests (tests/e2e/test_ray_embeddings.py), labelled as such: a
-# path in this variable makes the first worker to claim it SIGKILL its own process in
-# the middle of a unit, as a machine or OOM kill would.
-KILL_ONE_WORKER = "CORPUSMILL_TEST_KILL_ONE_WORKER"
-
 
 class EmbedWorker:
     def __init__(
@@ -87,7 +82,6 @@ class EmbedWorker:
         """Run the batch's `todo` through the model; the tokens it read."""
         if not batch.todo:
             return 0
-        _maybe_die()
         out, stats = self.model.encode([item for _cid, item in batch.todo])
         batch.take_all(out, stats.failed)
         return stats.real_tokens
@@ -107,16 +101,3 @@ def _loads(kind: str) -> int:
     from corpusmill.model import LOADS
 
     return LOADS[kind]
-
-
-def _maybe_die() -> None:
-    path = os.environ.get(KILL_ONE_WORKER)
-    if not path:
-        return
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return  # another worker (or this one, before its restart) already died once
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    os.kill(os.getpid(), 9)
