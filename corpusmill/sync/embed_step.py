@@ -31,12 +31,10 @@ from corpusmill.engine.inputs import TokenIds
 from corpusmill.model.card import ModelCard
 from corpusmill.sources import Quarantined
 from corpusmill.store import Store, chunks_schema, embeddings_schema
+from corpusmill.store.checks import vector_faults
 from corpusmill.sync.scope import Report, detail
 
 NON_FINITE = "the model returned a non-finite vector (NaN or infinity) for this chunk"
-# A normalising model's vectors are normalised in float32 (model/pooling.py): |norm - 1| is
-# ~1e-7 there, so this only catches a vector that is not what the model makes (a zero one).
-NORM_TOLERANCE = 1e-3
 
 CHUNK_SET = ["chunk_id", "doc_id", "content_hash"]  # what a document's chunk set is read from
 STORED_IDS = ("input_ids", "tokenizer")  # the chunker's token ids: they stay in `chunks`
@@ -154,20 +152,27 @@ class EmbedRules:
     tokenizer_id: str = ""  # "": never trust stored ids
 
     def check_vectors(self, vectors: np.ndarray) -> list[str | None]:
-        """Per row of `vectors`, why it cannot stand for its chunk (None: it can)."""
+        """Per row of `vectors`, why it cannot stand for its chunk (None: it can): the
+        store's rule for a vector of this model (`store.checks.vector_faults`, the one the
+        asset check applies to the table), and the model's dimension."""
         rows = np.asarray(vectors, dtype=np.float32)
         if rows.ndim != 2 or rows.shape[1] != self.card.dimension:
             width = rows.shape[1] if rows.ndim == 2 else rows.size
             reason = f"the vector has {width} dimensions, the model {self.card.dimension}"
             return [reason] * len(rows)
-        finite = np.asarray(np.isfinite(rows).all(axis=1))
-        norms = np.linalg.norm(np.where(finite[:, None], rows, 0.0), axis=1)
+        faults = vector_faults(rows, self.card)
+        norms = iter(faults.norms.tolist())
         out: list[str | None] = []
-        for ok, norm in zip(finite.tolist(), norms.tolist(), strict=True):
-            if not ok:
+        for non_finite, bad_norm in zip(
+            faults.non_finite.tolist(), faults.bad_norm.tolist(), strict=True
+        ):
+            norm = None if non_finite else next(norms)
+            if non_finite:
                 out.append(NON_FINITE)
-            elif self.card.normalize and abs(norm - 1.0) > NORM_TOLERANCE:
+            elif bad_norm and self.card.normalize:
                 out.append(f"the vector's norm is {norm:.4g}, not 1 (the model normalises)")
+            elif bad_norm:
+                out.append("the vector is zero")
             else:
                 out.append(None)
         return out

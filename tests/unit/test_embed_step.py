@@ -48,9 +48,9 @@ def test_a_vector_must_be_finite_of_the_models_dimension_and_unit_length_when_no
     assert problems[0] is None
     assert problems[1] == problems[2] == NON_FINITE
     assert "norm is 2" in str(problems[3]) and "norm is 0" in str(problems[4])
-    # A model that does not normalise: any finite length will do.
+    # A model that does not normalise: any finite length but zero will do.
     plain = EmbedRules(dataclasses.replace(CARD, normalize=False))
-    assert plain.check_vectors(rows) == [None, NON_FINITE, NON_FINITE, None, None]
+    assert plain.check_vectors(rows) == [None, NON_FINITE, NON_FINITE, None, "the vector is zero"]
     assert RULES.check_vectors(np.zeros((2, 3))) == ["the vector has 3 dimensions, the model 4"] * 2
     # The engine's own failure comes first.
     assert RULES.verdicts(rows[:2], {1: "too large"}) == [None, "too large"]
