@@ -2,7 +2,7 @@
 
 It queues on the `corpusmill_store` pool like every writer and also takes the store's
 write lock, so it never runs while an ingest or a rerank run (or a CLI ingest outside
-Dagster) is committing. See corpusmill/maintenance.py for what it does to each table.
+Dagster) is committing. See corpusmill/store/upkeep.py for what it does to each table.
 
 (No `from __future__ import annotations` in Dagster modules.)
 """
@@ -12,7 +12,7 @@ import dagster as dg
 from assets.embeddings import embeddings
 from assets.partitions import STORE_POOL
 from assets.rerank import rerank_scores
-from corpusmill.maintenance import ANN_MIN_ROWS
+from corpusmill.store.upkeep import ANN_MIN_ROWS
 from resources import LanceStoreResource
 
 
@@ -38,7 +38,7 @@ def store_upkeep(
     full-text, filter and (from `ann_min_rows` rows) vector indexes of `embeddings`."""
     import datetime as dt
 
-    from corpusmill.maintenance import upkeep
+    from corpusmill.store.upkeep import upkeep
 
     db = store.store()
     with db.write_lock():

@@ -5,7 +5,7 @@
 Synthetic 384-d unit vectors drawn from a mixture of Gaussians (real embeddings cluster
 by topic; uniform random vectors would be the worst case for any ANN index). Queries are
 fresh draws from the same mixture. Ground truth is the exact cosine top-10 by numpy.
-The index is built with `corpusmill.maintenance.ann_index_config`, the same call the
+The index is built with `corpusmill.store.upkeep.ann_index_config`, the same call the
 upkeep asset makes, and queried with the same nprobes / refine_factor as `Searcher`.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from corpusmill.maintenance import ANN_NPROBES, ANN_REFINE_FACTOR, ann_index_config
+from corpusmill.store.upkeep import ANN_NPROBES, ANN_REFINE_FACTOR, ann_index_config
 
 K = 10
 

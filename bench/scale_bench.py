@@ -4,7 +4,7 @@ One invocation, in a private network namespace (Ray and moto on loopback only):
 - the same SciFact slice ingested into a fresh s3:// prefix by the local path, by Ray with
   1 worker and by Ray with 2 workers (wall time of the whole run, engine tokens/s,
   per-worker tokens/s, model loads, commit seconds); Ray's start-up is timed on its own;
-- the driver's commit (`commit_fragments`) of N pre-written rows, for several N.
+- the driver's commit (`Store.commit_fragments`) of N pre-written rows, for several N.
 
     python -m tools.netns -- .venv/bin/python bench/scale_bench.py --docs 300 --out x.json
 """
@@ -25,13 +25,10 @@ from tools.scale_demo import ingest, scifact_slice, stored  # noqa: E402
 
 
 def commit_costs(s3, sizes: list[int], dim: int = 384) -> list[dict]:
-    import lance
     import numpy as np
     import pyarrow as pa
-    from lance.fragment import write_fragments
 
     from corpusmill.model.card import ModelCard
-    from corpusmill.scale.commit import commit_fragments
     from corpusmill.store import Store
 
     out = []
@@ -50,16 +47,14 @@ def commit_costs(s3, sizes: list[int], dim: int = 384) -> list[dict]:
         flat = pa.array(rng.standard_normal(n * dim).astype("float32"))
         cols["vector"] = pa.FixedSizeListArray.from_arrays(flat, dim)
         rows = pa.table({f.name: cols[f.name] for f in schema}).cast(schema)
-        uri = store.table_uri("embeddings")
-        version = lance.dataset(uri, storage_options=s3.storage_options).version
+        snapshot = store.snapshot("embeddings")
         t0 = time.perf_counter()
-        frags = write_fragments(
-            rows, uri, schema=schema, storage_options=s3.storage_options, max_rows_per_file=4096
-        )
+        frags = snapshot.write_fragments(rows, max_rows_per_file=4096)
         write_s = time.perf_counter() - t0
-        result = commit_fragments(uri, frags, None, f"bench-{n}", version, s3.storage_options)
+        key, version = f"bench-{n}", snapshot.version
+        result = store.commit_fragments("embeddings", frags, None, key, version)
         # A second commit of the same run key: what the replay check costs.
-        replay = commit_fragments(uri, frags, None, f"bench-{n}", version, s3.storage_options)
+        replay = store.commit_fragments("embeddings", frags, None, key, version)
         out.append(
             {
                 "rows": n,

@@ -78,7 +78,7 @@ def measure(n: int) -> dict:
         before = rss_mb()
         tracemalloc.start()
         t0 = time.perf_counter()
-        plan = plan_units(store, ALL_PARTITIONS, set(), workers=64, batch_rows=256)
+        plan = plan_units(store, ALL_PARTITIONS, workers=64, batch_rows=256)
         seconds = time.perf_counter() - t0
         _current, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()

@@ -176,10 +176,10 @@ def cold_cli(env: dict, queries: list[str]) -> list[float]:
 def lancedb_floor(db: str, queries: list[str]) -> list[float]:
     """Vector search alone, query vectors computed beforehand (as Searcher.vector asks)."""
     from corpusmill.config import Settings
-    from corpusmill.maintenance import ANN_NPROBES
     from corpusmill.model import Model
     from corpusmill.search import Searcher
     from corpusmill.search.hit import HIT_COLUMNS
+    from corpusmill.store.upkeep import ANN_NPROBES
 
     searcher = Searcher(db, embedder=Model(Settings.from_env().embedder_spec()))
     vectors = searcher.embed_queries(queries)

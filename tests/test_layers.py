@@ -1,5 +1,6 @@
 """The layering the README draws, checked: the core knows nothing of the layers above it,
-and no module imports another that (directly or not) imports it back.
+no module imports another that (directly or not) imports it back, and nothing but the
+store (corpusmill/store/) opens a Lance dataset or writes a table.
 
     app/  (CLI, eval harness)  ->  definitions.py  ->  assets/ resources/ sensors/  ->  corpusmill/
 """
@@ -117,3 +118,83 @@ def test_importing_every_core_module_loads_no_dagster_and_no_wiring():
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert len(core) > 30 and "corpusmill.model.encoder" in loaded
     assert sorted(m for m in loaded if m.split(".")[0] in ABOVE_THE_CORE) == []
+
+
+# -- one writer: every write to a table goes through corpusmill/store/ --------------------
+
+WRITER = "corpusmill.store"
+# Lance's Python package (pylance) opens datasets, writes fragments and commits: only the
+# store imports it. Of lancedb, the rest of the project may build query expressions and
+# index configurations; connecting (and so reaching tables to write) is the store's.
+LANCEDB_ALLOWED = ("lancedb.expr", "lancedb.index")
+# Writes of a lancedb connection or table (a handle `Store.open` returns). `add`, `update`
+# and `drop_columns` are writes too, but share their names with set, dict and pyarrow
+# methods, so a name scan cannot tell them apart; the import rule above still keeps a
+# module from connecting on its own.
+WRITE_METHODS = {
+    "create_table",
+    "drop_table",
+    "rename_table",
+    "merge_insert",
+    "delete",
+    "add_columns",
+    "alter_columns",
+    "set_unenforced_primary_key",
+    "create_index",
+    "create_scalar_index",
+    "create_fts_index",
+    "optimize",
+    "compact_files",
+    "cleanup_old_versions",
+    "restore",
+}
+
+
+def lance_writes(source: str) -> list[str]:
+    """What in `source` opens a Lance dataset or writes a table itself, as `line: what`."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names = [node.module or ""]
+        for name in names:
+            top = name.split(".")[0]
+            if top == "lance" or (top == "lancedb" and not name.startswith(LANCEDB_ALLOWED)):
+                found.append(f"{node.lineno}: import {name}")
+        call = node.func if isinstance(node, ast.Call) else None
+        if isinstance(call, ast.Attribute) and call.attr in WRITE_METHODS:
+            found.append(f"{node.lineno}: .{call.attr}(...)")
+    return found
+
+
+def test_nothing_outside_the_store_opens_or_writes_a_lance_table():
+    outside = {
+        name: path
+        for name, path in project_modules().items()
+        if name != WRITER and not name.startswith(WRITER + ".")
+    }
+    assert len(outside) > 40 and "corpusmill.scale.worker" in outside
+    offenders = {
+        name: hits for name, path in outside.items() if (hits := lance_writes(path.read_text()))
+    }
+    assert offenders == {}
+
+
+def test_the_writer_scan_finds_a_write():
+    snippet = (
+        "import lance\n"
+        "from lance.fragment import write_fragments\n"
+        "from lancedb.expr import col\n"
+        "ds = lance.dataset(uri)\n"
+        "table.merge_insert('chunk_id').execute(rows)\n"
+        "rows.append(1)\n"
+    )
+    assert lance_writes(snippet) == [
+        "1: import lance",
+        "2: import lance.fragment",
+        "5: .merge_insert(...)",
+    ]
+    # and the store itself is where these are found
+    assert lance_writes((ROOT / "corpusmill" / "store" / "fragments.py").read_text())

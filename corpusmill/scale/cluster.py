@@ -16,7 +16,6 @@ import socket
 from collections.abc import Iterator
 
 from corpusmill.errors import ConfigError
-from corpusmill.scale.worker import KILL_ONE_WORKER
 
 
 def in_private_network() -> bool:
@@ -25,19 +24,21 @@ def in_private_network() -> bool:
 
 
 @contextlib.contextmanager
-def ray_cluster(address: str = "", num_cpus: int | None = None) -> Iterator[None]:
-    """Ray, initialised for the block: `address` ("" = a private local cluster)."""
+def ray_cluster(
+    address: str = "", num_cpus: int | None = None, runtime_env: dict | None = None
+) -> Iterator[None]:
+    """Ray, initialised for the block: `address` ("" = a private local cluster);
+    `runtime_env`: Ray's, for the job's workers (env_vars, py_modules, ...)."""
     import ray
 
     if ray.is_initialized():  # a caller (a test, a notebook) already holds a cluster
         yield
         return
-    env = {k: os.environ[k] for k in (KILL_ONE_WORKER,) if k in os.environ}
     kwargs: dict = {
         "include_dashboard": False,
         "log_to_driver": False,
         "configure_logging": False,
-        "runtime_env": {"env_vars": env} if env else None,
+        "runtime_env": runtime_env,
     }
     if address:
         ray.init(address=address, **kwargs)

@@ -1,19 +1,19 @@
 """`chunks` -> `embeddings` on a Ray cluster: the driver plans ids, workers read, embed and
 write, the driver commits once.
 
-The plan is the local path's (`sync.embeddings`): documents whose chunks changed, and
-content-hash reuse. The driver reads only ids (chunk id, document id, content hash and
-each chunk's row address, at one pinned version of `chunks`) and sends *work units* to
-the workers: the chunk ids of a slice of the stale chunks, the `chunks` fragments that
-hold them, and which of their content hashes already have a stored vector. Each
-`EmbedWorker` (an actor pool of `workers`, one resident model each) reads its chunks'
-rows (text or stored token ids) from those fragments itself, takes stored vectors for the
-reusable ones, embeds the rest, and writes a Lance fragment. Text never passes through
-the driver or Ray's object store; what the driver ships is ~100 bytes per chunk.
+The plan is the in-process path's (`sync.embed_step.Changes`: documents whose chunks
+changed, content-hash reuse), made from ids alone: chunk id, document id, content hash and
+each chunk's row address, at one pinned version of `chunks` (`Store.snapshot`). The driver
+sends *work units* to the workers: the chunk ids of a slice of the stale chunks, the
+`chunks` fragments that hold them, and which of their content hashes already have a stored
+vector. Each `EmbedWorker` (an actor pool of `workers`, one resident model each) reads its
+chunks' rows (text or stored token ids) from those fragments itself, applies the per-chunk
+rules of `embed_step`, and writes a Lance fragment through the store. Text never passes
+through the driver or Ray's object store; what the driver ships is ~100 bytes per chunk.
 
 The driver then commits every fragment together with the deletion of the replaced
 documents' old rows in one Lance commit tagged with the run key
-(`commit.commit_fragments`): exactly once, or not at all.
+(`Store.commit_fragments`): exactly once, or not at all.
 
 A killed actor is restarted by Ray and its unit retried (`max_restarts`,
 `max_task_retries`); the fragment a dead worker may have half-written is never committed,
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,17 +32,22 @@ from typing import Any
 import pyarrow as pa
 
 from corpusmill.errors import ConfigError
-from corpusmill.scale.commit import CommitResult, commit_fragments
 from corpusmill.scale.worker import EmbedWorker
-from corpusmill.sources import Quarantined
-from corpusmill.store import Store
-from corpusmill.sync.embeddings import EmbeddingsReport, _chunk_sets
+from corpusmill.store import CommitResult, Store
+from corpusmill.sync.embed_step import (
+    CHUNK_SET,
+    Changes,
+    EmbeddingsReport,
+    EmbedRules,
+    Outcome,
+    chunk_sets,
+)
 from corpusmill.sync.scope import docs_filter, partition_filter
 
 BATCH_ROWS = 256  # chunks per work unit at most: one fragment each
 
-# (units table, EmbedWorker kwargs) -> the workers' result rows
-MapUnits = Callable[[pa.Table, dict], list[dict]]
+# (worker class, units table, its constructor's kwargs) -> the workers' result rows
+MapUnits = Callable[[type[EmbedWorker], pa.Table, dict], list[dict]]
 
 
 def actor_resources(cluster_gpus: float, device: str = "auto") -> dict[str, float]:
@@ -100,10 +105,7 @@ class RayStats:
 
 @dataclass
 class Plan:
-    stale: list[str]
-    gone: list[str]
-    wanted: int  # chunks the shards should have
-    to_embed: int  # chunks of stale documents with no stored vector for their content
+    changes: Changes  # stale and gone documents, as the in-process path finds them
     units: list[dict]  # {"chunk_ids", "fragments", "reuse"}
     chunks_version: int
 
@@ -119,79 +121,60 @@ def sync_embeddings_on_ray(
     tokenizer_id: str = "",
     gpu: bool | None = None,
     batch_rows: int = BATCH_ROWS,
+    worker: type[EmbedWorker] = EmbedWorker,
     map_units: MapUnits | None = None,
 ) -> tuple[EmbeddingsReport, RayStats]:
     """Make `embeddings` mirror `chunks` for `partitions` (Ray must be initialised).
-    `gpu` None: ask the cluster (`actor_resources`). `map_units` runs the `EmbedWorker`s
-    over the units (default: a Ray actor pool of `workers`; tests pass one that runs a
-    worker in-process)."""
+    `gpu` None: ask the cluster (`actor_resources`). `worker`: the actor class (a test
+    passes a subclass that fails on purpose). `map_units` runs `worker`s over the units
+    (default: a Ray actor pool of `workers`; tests pass one that runs a worker in-process)."""
     if map_units is None:
         map_units = ray_pool(workers, spec.device, gpu)
     t0 = time.perf_counter()
-    report, stats = EmbeddingsReport(), RayStats(workers=workers)
-    table = store.ensure_embeddings(card)
-    read_version = int(table.version)
-    known = set(store.scan("embeddings", ["content_hash"])["content_hash"].to_pylist())
-    plan = plan_units(store, partitions, known, workers, batch_rows)
-    report.documents_updated, report.documents_removed = len(plan.stale), len(plan.gone)
-    report.chunks_to_embed = plan.to_embed
-    fragments = []
+    stats = RayStats(workers=workers)
+    read_version = int(store.ensure_embeddings(card).version)
+    plan = plan_units(store, partitions, workers, batch_rows)
+    report = plan.changes.report()
+    fragments: list[dict] = []
     if plan.units:
         worker_args = {
             "spec": spec,
-            "chunks_uri": store.table_uri("chunks"),
+            "store": store.ref(),
             "chunks_version": plan.chunks_version,
-            "table_uri": store.table_uri("embeddings"),
             "read_version": read_version,
-            "schema": pa.schema(list(table.schema), metadata=None),
-            "model_id": card.model_id,
-            "tokenizer_id": tokenizer_id,
-            "storage_options": store.storage_options,
-            "storage_version": _storage_version(store),
+            "rules": EmbedRules(card, tokenizer_id),
         }
-        fragments = _run_units(plan.units, worker_args, map_units, stats, report)
+        fragments = _run_units(plan.units, worker, worker_args, map_units, stats, report)
     stats.fragments = len(fragments)
-    if fragments or plan.stale or plan.gone:
-        doomed = plan.stale + plan.gone
-        stats.commit = commit_fragments(
-            store.table_uri("embeddings"),
+    doomed = plan.changes.stale + plan.changes.gone
+    if fragments or doomed:
+        stats.commit = store.commit_fragments(
+            "embeddings",
             fragments,
             docs_filter(doomed) if doomed else None,
             run_key,
             read_version,
-            store.storage_options,
         )
-    report.chunks_reused = plan.wanted - report.chunks_embedded - report.chunks_failed
+    plan.changes.settle(report)
     report.rows = store.count("embeddings", partition_filter(partitions))
     report.sync_seconds = round(time.perf_counter() - t0, 3)
     return report, stats
 
 
-def plan_units(store: Store, partitions, known: set[str], workers: int, batch_rows: int) -> Plan:
+def plan_units(store: Store, partitions, workers: int, batch_rows: int) -> Plan:
     """Which documents are stale or gone, and the work units for their chunks. Reads ids
     and row addresses only (no text, no token ids), at one version of `chunks` that the
     workers read too, so they see exactly the rows planned here."""
-    import lance
-
     pf = partition_filter(partitions)
-    ds = lance.dataset(store.table_uri("chunks"), storage_options=store.storage_options or None)
-    ids = ds.to_table(
-        columns=["chunk_id", "doc_id", "content_hash"], filter=pf, with_row_address=True
-    )
-    want: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    cols = [ids[c].to_pylist() for c in ("chunk_id", "doc_id", "content_hash", "_rowaddr")]
-    for cid, doc, digest, _addr in zip(*cols, strict=True):
-        want[doc].add((cid, digest))
-    have = _chunk_sets(store, "embeddings", pf)
-    stale = sorted(d for d in want if want[d] != have.get(d))
-    gone = sorted(d for d in have if d not in want)
-    stale_set = set(stale)
+    chunks = store.snapshot("chunks")
+    ids = chunks.scan(CHUNK_SET, pf, with_row_address=True)
+    changes = Changes.against(store, chunk_sets(ids), pf)
+    stale = set(changes.stale)
+    cols = [ids[c].to_pylist() for c in (*CHUNK_SET, "_rowaddr")]
     # Row-address order: a unit's chunks sit in one or two fragments, which is all a
     # worker scans to find them.
     rows = sorted(
-        (addr, cid, digest)
-        for cid, doc, digest, addr in zip(*cols, strict=True)
-        if doc in stale_set
+        (addr, cid, digest) for cid, doc, digest, addr in zip(*cols, strict=True) if doc in stale
     )
     # At least 4 units per worker, so every worker gets work and a restarted one's retry
     # is a small part of the job; at most `batch_rows` chunks per unit.
@@ -204,24 +187,10 @@ def plan_units(store: Store, partitions, known: set[str], workers: int, batch_ro
             {
                 "chunk_ids": [cid for _a, cid, _h in part],
                 "fragments": sorted({addr >> 32 for addr, _c, _h in part}),
-                "reuse": sorted({h for _a, _c, h in part if h in known}),
+                "reuse": sorted({h for _a, _c, h in part if h in changes.known}),
             }
         )
-    return Plan(
-        stale=stale,
-        gone=gone,
-        wanted=sum(len(v) for v in want.values()),
-        to_embed=sum(1 for _a, _c, h in rows if h not in known),
-        units=units,
-        chunks_version=int(ds.version),
-    )
-
-
-def _storage_version(store: Store) -> str:
-    import lance
-
-    ds = lance.dataset(store.table_uri("embeddings"), storage_options=store.storage_options or None)
-    return ds.data_storage_version
+    return Plan(changes=changes, units=units, chunks_version=chunks.version)
 
 
 UNIT_SCHEMA = pa.schema(
@@ -234,21 +203,21 @@ UNIT_SCHEMA = pa.schema(
 
 
 def ray_pool(workers: int, device: str = "auto", gpu: bool | None = None) -> MapUnits:
-    """Runs the units on a pool of `workers` EmbedWorker actors on the Ray cluster (the
-    resources are chosen now, so a bad device setting fails before any planning)."""
+    """Runs the units on a pool of `workers` actors on the Ray cluster (the resources are
+    chosen now, so a bad device setting fails before any planning)."""
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0) if gpu is None else float(gpu)
     resources = actor_resources(gpus, device)
 
-    def run(table: pa.Table, worker_args: dict) -> list[dict]:
+    def run(worker: type[EmbedWorker], table: pa.Table, worker_args: dict) -> list[dict]:
         import ray.data
 
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ds = ray.data.from_arrow(table).repartition(table.num_rows)
         return ds.map_batches(
-            EmbedWorker,
+            worker,
             fn_constructor_kwargs=worker_args,
             batch_size=1,  # one unit per call: one fragment, one retry on a restart
             batch_format="pyarrow",
@@ -265,33 +234,28 @@ def ray_pool(workers: int, device: str = "auto", gpu: bool | None = None) -> Map
     return run
 
 
-def _run_units(units, worker_args, map_units, stats, report):
+def _run_units(units, worker, worker_args, map_units, stats, report) -> list[dict]:
     """Run the units through the workers; gather fragments, counts and failures."""
-    from lance.fragment import FragmentMetadata
-
     table = pa.Table.from_pylist(units, schema=UNIT_SCHEMA)
     stats.units, stats.input_bytes_shipped = len(units), table.nbytes
     t0 = time.perf_counter()
-    out = map_units(table, worker_args)
+    out = map_units(worker, table, worker_args)
     stats.embed_seconds = time.perf_counter() - t0
-    fragments = []
+    fragments: list[dict] = []
     loads: dict[str, int] = defaultdict(int)
     tokens: dict[str, int] = defaultdict(int)
     seconds: dict[str, float] = defaultdict(float)
     devices = set()
     for r in out:
-        fragments += [FragmentMetadata.from_json(json.dumps(f)) for f in json.loads(r["fragments"])]
+        fragments += json.loads(r["fragments"])
         worker = str(r["worker"])
         loads[worker] = max(loads[worker], int(r["model_loads"]))
         tokens[worker] += int(r["tokens"])
         seconds[worker] += float(r["seconds"])
-        if int(r["embedded"]):
+        outcome = Outcome.from_json(str(r["outcome"]))
+        if outcome.embedded:
             devices.add(str(r["device"]))
-        report.chunks_embedded += int(r["embedded"])
-        report.embedded_by_partition.update(Counter(json.loads(r["embedded_by_partition"])))
-        for doc_id, source, where, reason in json.loads(r["failed"]):
-            report.chunks_failed += 1
-            report.failed.append(Quarantined(doc_id, source, where, reason))
+        report.add(outcome)
     stats.worker_processes = len(loads)
     stats.model_loads = sum(loads.values())
     stats.tokens = sum(tokens.values())

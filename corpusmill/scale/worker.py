@@ -5,11 +5,11 @@ Lance fragment.
 plain Python (no Ray import): the actor builds `Model(spec)` from the picklable ModelSpec
 once and loads the weights on its first chunk to embed, keeping them for every unit after.
 A unit names chunk ids and the `chunks` fragments holding them (`ray_embed.plan_units`);
-the worker reads those rows itself, at the version the driver planned against, takes the
-stored vector of every chunk whose content already has one (the local path's reuse), embeds
-the rest, and writes the rows as a Lance fragment of the embeddings table. Only the
-fragment's metadata and counts go back to the driver, which commits all of them at once
-(`commit.commit_fragments`).
+the worker reads those rows itself, at the version the driver planned against, and applies
+the same per-chunk rules as the in-process path (`sync.embed_step`): stored vectors of the
+same content reused, the rest embedded, bad vectors quarantined. It writes the rows as a
+fragment of the embeddings table through the store; only the fragment's metadata and the
+counts go back to the driver, which commits all of them at once (`Store.commit_fragments`).
 
 The spec's device stays as configured ("auto" by default) and is resolved here, in the
 actor: on a GPU actor Ray sets CUDA_VISIBLE_DEVICES to its GPU and "auto" becomes "cuda".
@@ -20,36 +20,26 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import Counter
 
 import numpy as np
 import pyarrow as pa
 
-from corpusmill.store import chunks_schema, groups_of, in_filter
-from corpusmill.sync.embeddings import NON_FINITE
-
-# Fault injection for the tests (tests/e2e/test_ray_embeddings.py), labelled as such: a
-# path in this variable makes the first worker to claim it SIGKILL its own process in
-# the middle of a unit, as a machine or OOM kill would.
-KILL_ONE_WORKER = "CORPUSMILL_TEST_KILL_ONE_WORKER"
+from corpusmill.store import StoreRef
+from corpusmill.sync.embed_step import ChunkBatch, EmbedRules, chunk_columns, stored_vectors
 
 
 class EmbedWorker:
     def __init__(
         self,
         spec,
-        chunks_uri: str,
+        store: StoreRef,
         chunks_version: int,
-        table_uri: str,
         read_version: int,
-        schema: pa.Schema,
-        model_id: str,
-        tokenizer_id: str,
-        storage_options: dict[str, str],
-        storage_version: str,
+        rules: EmbedRules,
         threads: int = 1,
     ) -> None:
-        import lance
+        """`chunks_version`: the `chunks` version the units were planned from;
+        `read_version`: the `embeddings` version the driver will commit against."""
         import torch
 
         from corpusmill.config import prepare_process
@@ -59,18 +49,11 @@ class EmbedWorker:
         # Ray gives a 0.5-CPU actor one OpenMP thread; say so rather than inherit a guess.
         torch.set_num_threads(max(1, threads))
         self.model = Model(spec)  # weights load on the first chunk to embed
-        self.schema, self.model_id, self.tokenizer_id = schema, model_id, tokenizer_id
-        self.table_uri, self.storage_version = table_uri, storage_version
-        self.storage_options = storage_options or None
-        self.chunks = lance.dataset(
-            chunks_uri, version=chunks_version, storage_options=self.storage_options
-        )
-        self.embeddings = lance.dataset(
-            table_uri, version=read_version, storage_options=self.storage_options
-        )
-        present = set(self.chunks.schema.names)
-        self.columns = [f.name for f in chunks_schema() if f.name in present]
-        self.dim = schema.field("vector").type.list_size
+        self.rules = rules
+        opened = store.open()
+        self.chunks = opened.snapshot("chunks", chunks_version)
+        self.embeddings = opened.snapshot("embeddings", read_version)
+        self.columns = chunk_columns(self.chunks.column_names)
 
     def __call__(self, units: pa.Table) -> dict[str, np.ndarray]:
         results = [self._unit(u) for u in units.to_pylist()]
@@ -79,128 +62,42 @@ class EmbedWorker:
     def _unit(self, unit: dict) -> dict:
         t0 = time.perf_counter()
         rows = self._read(unit["chunk_ids"], unit["fragments"])
-        stored = self._stored_vectors(unit["reuse"])
-        hashes = rows.column("content_hash").to_pylist()
-        vectors = np.zeros((rows.num_rows, self.dim), dtype=np.float32)
-        todo, items = [], []
-        ids = rows.column("input_ids").to_pylist() if "input_ids" in self.columns else None
-        made_by = rows.column("tokenizer").to_pylist() if "tokenizer" in self.columns else None
-        texts = rows.column("text").to_pylist()
-        for i, digest in enumerate(hashes):
-            if digest in stored:
-                vectors[i] = stored[digest]
-                continue
-            usable = ids and ids[i] is not None and self.tokenizer_id and made_by
-            usable = bool(usable and made_by[i] == self.tokenizer_id)  # type: ignore[index]
-            todo.append(i)
-            items.append(_token_ids(ids[i]) if usable else texts[i])  # type: ignore[index]
-        failed: dict[int, str] = {}
-        tokens = 0
-        if items:
-            _maybe_die()
-            out, stats = self.model.encode(items)
-            tokens = stats.real_tokens
-            finite = np.isfinite(out).all(axis=1)
-            for j, i in enumerate(todo):
-                reason = stats.failed.get(j) or (None if finite[j] else NON_FINITE)
-                if reason:
-                    failed[i] = reason
-                else:
-                    vectors[i] = out[j]
-        keep = [i for i in range(rows.num_rows) if i not in failed]
-        embedded = Counter(rows.column("partition")[i].as_py() for i in todo if i not in failed)
-        fragments = self._write(rows, vectors, keep)
+        stored = stored_vectors(self.embeddings.scan_in, unit["reuse"], self.rules)
+        batch = ChunkBatch(self.rules, rows.to_pylist(), stored)
+        tokens = self._embed(batch)
+        fragments = self.embeddings.write_fragments(batch.table())
         lineage = self.model.lineage()
         return {
             "worker": f"{os.getpid()}",
-            "fragments": json.dumps([f.to_json() for f in fragments]),
-            "rows": len(keep),
-            "embedded": sum(embedded.values()),
-            "embedded_by_partition": json.dumps(embedded),
+            "fragments": json.dumps(fragments),
+            "outcome": batch.outcome.to_json(),
             "tokens": tokens,
             "seconds": time.perf_counter() - t0,
             # Loads in this process so far: the driver takes the max per worker process.
             "model_loads": _loads(self.model.kind),
             "device": f"{lineage['device']}/{lineage['dtype']}",
-            "failed": json.dumps([_quarantined(rows, i, r) for i, r in sorted(failed.items())]),
         }
+
+    def _embed(self, batch: ChunkBatch) -> int:
+        """Run the batch's `todo` through the model; the tokens it read."""
+        if not batch.todo:
+            return 0
+        out, stats = self.model.encode([item for _cid, item in batch.todo])
+        batch.take_all(out, stats.failed)
+        return stats.real_tokens
 
     def _read(self, chunk_ids: list[str], fragments: list[int]) -> pa.Table:
         """The unit's chunk rows, scanning only the fragments the driver named."""
-        frags = [f for f in map(self.chunks.get_fragment, fragments) if f is not None]
-        parts = [
-            self.chunks.scanner(
-                columns=self.columns, filter=in_filter("chunk_id", group), fragments=frags
-            ).to_table()
-            for group in groups_of(chunk_ids)
-        ]
-        rows = pa.concat_tables(parts)
+        rows = self.chunks.scan_in(self.columns, "chunk_id", chunk_ids, fragments=fragments)
         if rows.num_rows != len(chunk_ids):
             raise RuntimeError(
-                f"read {rows.num_rows} of {len(chunk_ids)} planned chunks from "
-                f"{self.chunks.uri} version {self.chunks.version}"
+                f"read {rows.num_rows} of {len(chunk_ids)} planned chunks from `chunks` "
+                f"version {self.chunks.version}"
             )
         return rows
-
-    def _stored_vectors(self, hashes: list[str]) -> dict[str, np.ndarray]:
-        """Stored vectors for these contents, at the version the driver planned against."""
-        out: dict[str, np.ndarray] = {}
-        for group in groups_of(hashes):
-            found = self.embeddings.to_table(
-                columns=["content_hash", "vector"], filter=in_filter("content_hash", group)
-            )
-            vecs = found.column("vector").combine_chunks()
-            matrix = vecs.values.to_numpy(zero_copy_only=False).reshape(len(vecs), -1)
-            out.update(zip(found.column("content_hash").to_pylist(), matrix, strict=True))
-        return out
-
-    def _write(self, rows: pa.Table, vectors: np.ndarray, keep: list[int]) -> list:
-        from lance.fragment import write_fragments
-
-        if not keep:
-            return []
-        take = pa.array(keep, pa.int64())
-        rows = rows.drop_columns([c for c in ("input_ids", "tokenizer") if c in rows.column_names])
-        rows = rows.take(take)
-        flat = pa.array(np.ascontiguousarray(vectors[keep], dtype=np.float32).reshape(-1))
-        rows = rows.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, self.dim))
-        rows = rows.append_column("model_id", pa.array([self.model_id] * len(keep), pa.string()))
-        rows = rows.select(self.schema.names).cast(self.schema)
-        return write_fragments(
-            rows,
-            self.table_uri,
-            schema=self.schema,
-            storage_options=self.storage_options,
-            data_storage_version=self.storage_version,
-        )
-
-
-def _token_ids(ids):
-    from corpusmill.engine.inputs import TokenIds
-
-    return TokenIds(ids)
 
 
 def _loads(kind: str) -> int:
     from corpusmill.model import LOADS
 
     return LOADS[kind]
-
-
-def _quarantined(rows: pa.Table, i: int, reason: str) -> list[str]:
-    """doc id, source, where (uri#chunkN), reason: a `Quarantined` record for the driver."""
-    r = {c: rows.column(c)[i].as_py() for c in ("doc_id", "source", "uri", "position")}
-    return [r["doc_id"], r["source"], f"{r['uri']}#chunk{r['position']}", reason]
-
-
-def _maybe_die() -> None:
-    path = os.environ.get(KILL_ONE_WORKER)
-    if not path:
-        return
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        return  # another worker (or this one, before its restart) already died once
-    os.write(fd, str(os.getpid()).encode())
-    os.close(fd)
-    os.kill(os.getpid(), 9)

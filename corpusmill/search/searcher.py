@@ -19,13 +19,13 @@ import copy
 from typing import Any
 
 from corpusmill.errors import StoreError, UsageError
-from corpusmill.maintenance import ANN_NPROBES, ANN_REFINE_FACTOR, ensure_fts_index, has_fts_index
 from corpusmill.model import Model
 from corpusmill.search.filters import build_filter
 from corpusmill.search.fusion import CONVEX_ALPHA, DEFAULT_FUSION, FUSIONS, fuse
 from corpusmill.search.hit import HIT_COLUMNS, Hit
 from corpusmill.search.rerank import rerank_hits
 from corpusmill.store import Store, check_card, table_card
+from corpusmill.store.upkeep import ANN_NPROBES, ANN_REFINE_FACTOR, ensure_fts_index, has_fts_index
 
 MODES = ("vector", "fts", "hybrid")
 HYBRID_DEPTH = 100  # each list fused is this deep (the BEIR hybrid setting)

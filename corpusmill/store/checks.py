@@ -32,6 +32,30 @@ BATCH_ROWS = 8192  # vectors are read in batches, so memory stays flat on a larg
 
 
 @dataclass
+class VectorFaults:
+    """Per row of a matrix of vectors: what is wrong with it, if anything."""
+
+    non_finite: np.ndarray  # bool: a NaN or an infinity
+    bad_norm: np.ndarray  # bool: finite, but not unit length (normalising model) or zero
+    norms: np.ndarray  # the finite rows' norms, in order
+
+
+def vector_faults(
+    vectors: np.ndarray, card: ModelCard, tolerance: float = NORM_TOLERANCE
+) -> VectorFaults:
+    """The rule a vector of `card`'s model keeps, for the asset check (`check_vectors`) and
+    the embeddings step alike (a new vector, and a stored one before it is reused): finite,
+    and unit norm within `tolerance` when the model normalises, else non-zero. `vectors`
+    is (rows, card.dimension)."""
+    finite = np.isfinite(vectors).all(axis=1)
+    norms = np.linalg.norm(vectors[finite], axis=1)
+    bad = np.abs(norms - 1.0) > tolerance if card.normalize else norms == 0.0
+    bad_norm = np.zeros(len(vectors), dtype=bool)
+    bad_norm[finite] = bad
+    return VectorFaults(~finite, bad_norm, norms)
+
+
+@dataclass
 class CheckOutcome:
     passed: bool
     description: str
@@ -83,16 +107,12 @@ def check_vectors(
         if not len(usable):
             continue
         flat = usable.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        vectors = flat.reshape(len(usable), card.dimension)
-        finite = np.isfinite(vectors).all(axis=1)
-        non_finite += int(np.count_nonzero(~finite))
-        norms = np.linalg.norm(vectors[finite], axis=1)
-        if norms.size:
-            lo, hi = min(lo, float(norms.min())), max(hi, float(norms.max()))
-        if card.normalize:
-            bad_norm += int(np.count_nonzero(np.abs(norms - 1.0) > tolerance))
-        else:
-            bad_norm += int(np.count_nonzero(norms == 0.0))
+        faults = vector_faults(flat.reshape(len(usable), card.dimension), card, tolerance)
+        non_finite += int(np.count_nonzero(faults.non_finite))
+        bad_norm += int(np.count_nonzero(faults.bad_norm))
+        if faults.norms.size:
+            lo = min(lo, float(faults.norms.min()))
+            hi = max(hi, float(faults.norms.max()))
     meta: dict[str, float | int | str] = {
         "rows": rows,
         "non_finite_vectors": non_finite,

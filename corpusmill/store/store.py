@@ -7,7 +7,8 @@ Tables (one directory, any URI lancedb accepts):
     quarantine     files and records that could not be read, with the reason
     rerank_scores  (query, chunk, scorer) -> score
 
-Every write is a `merge_insert` keyed on the row id whose "not matched by source" clause
+Every write goes through a `Store`. Each is a `merge_insert` keyed on the row id whose
+"not matched by source" clause
 deletes the rows of the documents being replaced, in one commit: a changed document's
 old chunks leave in the same commit that adds its new ones, so no reader ever finds it
 missing, and a rerun after a crash converges to exactly one row per id. Each table's row
@@ -22,6 +23,10 @@ either, Lance commits each version with a conditional put (S3 `If-None-Match`;
 `s3+ddb://` uses a DynamoDB table for stores without it), so two commits of the same
 version cannot both win, the loser rebases or retries, and the primary keys make a retried
 insert an update; `s3+ddb://` and the other object stores have only that, no lease.
+
+The Ray path writes the other way Lance allows, also through here: workers write fragments
+and the driver commits them once, keyed by its run (`snapshot`, `commit_fragments`;
+`fragments.py`). A worker reopens the store from `ref()`, a picklable `StoreRef`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -36,6 +42,7 @@ import pyarrow as pa
 from corpusmill.errors import StoreError, store_error
 from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.model.card import ModelCard
+from corpusmill.store.fragments import CommitResult, Snapshot, commit_fragments
 from corpusmill.store.lease import S3Leases
 from corpusmill.store.lock import file_lock
 from corpusmill.store.predicates import groups_of, in_filter
@@ -56,6 +63,17 @@ class CommitHook:
     process). Production code never sets it."""
 
     after: Callable[[str], None] | None = None
+
+
+@dataclass(frozen=True)
+class StoreRef:
+    """What another process (a Ray worker) needs to open the same store: picklable."""
+
+    uri: str
+    storage_options: dict[str, str] = field(default_factory=dict)
+
+    def open(self) -> Store:
+        return Store(self.uri, self.storage_options)
 
 
 class Store:
@@ -90,8 +108,11 @@ class Store:
             self._leases = S3Leases(self.uri, self.storage_options, run_id=self.owner)
         return self._leases
 
+    def ref(self) -> StoreRef:
+        return StoreRef(self.uri, dict(self.storage_options))
+
     def table_uri(self, name: str) -> str:
-        """Where Lance keeps `name` (for pylance: fragments written by workers)."""
+        """Where Lance keeps `name` (for pylance: `snapshot`, `commit_fragments`)."""
         return f"{self.uri.rstrip('/')}/{name}.lance"
 
     # -- tables -------------------------------------------------------------------------
@@ -219,6 +240,10 @@ class Store:
         table = self.open(name)
         return 0 if table is None else int(table.version)
 
+    def snapshot(self, name: str, version: int | None = None) -> Snapshot:
+        """`name` pinned at `version` (None: the latest): reads, and fragment writes."""
+        return Snapshot(self.table_uri(name), self.storage_options, version)
+
     # -- writes -------------------------------------------------------------------------
     def replace_rows(
         self, table, key: str, rows: pa.Table | None, delete_where: str | None
@@ -243,6 +268,25 @@ class Store:
             "updated": result.num_updated_rows,
             "deleted": result.num_deleted_rows,
         }
+
+    def commit_fragments(
+        self,
+        name: str,
+        fragments: Sequence[dict],
+        delete_where: str | None,
+        run_key: str,
+        read_version: int,
+    ) -> CommitResult:
+        """Make `fragments` (`Snapshot.write_fragments`) visible and delete the rows
+        matching `delete_where`, in one commit, once per `run_key` (`fragments.py`)."""
+        return commit_fragments(
+            self.table_uri(name),
+            self.storage_options,
+            fragments,
+            delete_where,
+            run_key,
+            read_version,
+        )
 
     def write_lock(self, partitions: Sequence[str] | None = None):
         """Keep writers of this store apart, as narrowly as the work needs.

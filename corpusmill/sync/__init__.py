@@ -10,7 +10,8 @@ No Dagster here: the assets call these functions and report what they return.
 
 from corpusmill.sync.chunks import ChunksReport, sync_chunks
 from corpusmill.sync.documents import DocumentsReport, record_quarantine, sync_documents
-from corpusmill.sync.embeddings import EmbeddingsReport, sync_embeddings
+from corpusmill.sync.embed_step import EmbeddingsReport
+from corpusmill.sync.embeddings import sync_embeddings
 from corpusmill.sync.rerank_scores import RerankReport, sync_rerank_scores
 
 __all__ = [

@@ -9,9 +9,9 @@ import pytest
 
 from app.runs import run_ingest
 from assets.maintenance import store_upkeep
-from corpusmill.maintenance import ann_partitions, index_columns
 from corpusmill.search import Searcher
 from corpusmill.store import Store
+from corpusmill.store.upkeep import ann_partitions, index_columns
 from resources import (
     CrossEncoderResource,
     EmbedderResource,

@@ -16,21 +16,10 @@ from corpusmill.model import LOADS
 from corpusmill.store import Store
 from corpusmill.sync.scope import docs_filter
 from corpusmill.sync.shards import shard_counts
+from tests.embed_paths import in_process
 from tests.runs import CHUNKS, tiny_resources
 
 pytest.importorskip("lance")
-
-
-def in_process(table: pa.Table, worker_args: dict) -> list[dict]:
-    """What `ray_pool` does, minus Ray: one worker, one unit per call."""
-    from corpusmill.scale.worker import EmbedWorker
-
-    worker = EmbedWorker(**worker_args)
-    out = []
-    for i in range(table.num_rows):
-        cols = worker(table.slice(i, 1))
-        out.append({k: v[0] for k, v in cols.items()})
-    return out
 
 
 def _corpus(root):
@@ -67,9 +56,8 @@ def test_workers_read_their_own_chunks_and_match_the_local_path(
 
     embedder = res["embedder"]
     parts = sorted(set(store.scan("chunks", ["partition"])["partition"].to_pylist()))
-    known = set(store.scan("embeddings", ["content_hash"])["content_hash"].to_pylist())
-    plan = plan_units(store, parts, known, workers=2, batch_rows=4)
-    assert sorted(plan.stale) == sorted(dropped) and not plan.gone
+    plan = plan_units(store, parts, workers=2, batch_rows=4)
+    assert sorted(plan.changes.stale) == sorted(dropped) and not plan.changes.gone
     shipped = pa.Table.from_pylist(plan.units).column_names
     assert shipped == ["chunk_ids", "fragments", "reuse"]  # ids only: no text, no token ids
     assert any(u["reuse"] for u in plan.units)
@@ -111,5 +99,4 @@ def test_workers_read_their_own_chunks_and_match_the_local_path(
     assert set(embedded) <= set(parts)
 
     # Nothing stale: no units, no commit, no load.
-    known = set(store.scan("embeddings", ["content_hash"])["content_hash"].to_pylist())
-    assert plan_units(store, parts, known, workers=2, batch_rows=4).units == []
+    assert plan_units(store, parts, workers=2, batch_rows=4).units == []

@@ -98,27 +98,59 @@ def summary_of(s):
     return {k: s[k] for k in keys}
 
 
+def embed_with_a_worker_that_dies(corpus, uri, options, model) -> dict:
+    """The Ray path with `DiesOnceWorker` as the actor class: the first worker to embed
+    anything kills its own process once. Called directly (the asset always uses the
+    production worker): chunks from a local-path ingest, whose vectors are dropped first."""
+    from corpusmill.ids import ALL_PARTITIONS
+    from corpusmill.scale.ray_embed import sync_embeddings_on_ray
+    from corpusmill.store import Store
+    from tests.e2e.ray_faults import DiesOnceWorker
+
+    res = resources(uri, options, model)
+    assert ingest(corpus, res)["success"]
+    store = Store(uri, options)
+    store.replace_rows(store.open("embeddings"), "chunk_id", None, "true")
+    embedder = res["embedder"]
+    report, stats = sync_embeddings_on_ray(
+        store,
+        embedder.spec(),
+        embedder.model.card,
+        ALL_PARTITIONS,
+        run_key="killed-worker",
+        workers=2,
+        tokenizer_id=embedder.model.tokenizer_id,
+        worker=DiesOnceWorker,
+    )
+    return {
+        "success": bool(stats.commit and stats.commit.committed),
+        "chunks_embedded": report.chunks_embedded,
+        "worker_processes": stats.worker_processes,
+    }
+
+
 def main_scenarios(model: str, work: Path) -> None:
     import ray
 
     from corpusmill.ids import ALL_PARTITIONS
     from corpusmill.scale.cluster import ray_cluster
-    from corpusmill.scale.worker import KILL_ONE_WORKER
+    from tests.e2e.ray_faults import DIE_ONCE_MARKER
     from tools.local_s3 import LocalS3
 
     corpus = write_corpus(work / "corpus", 40)
     marker = work / "killed-worker"
-    os.environ[KILL_ONE_WORKER] = str(marker)  # armed before the cluster starts: the
-    # workers' environment is fixed then. The first worker to embed anything dies once.
-    with LocalS3() as s3, ray_cluster(num_cpus=4):
+    # The workers import tests.e2e.ray_faults (the injected worker class) and find the
+    # marker it claims: both reach them through the job's runtime_env.
+    workers_env = {"PYTHONPATH": str(Path.cwd()), DIE_ONCE_MARKER: str(marker)}
+    with LocalS3() as s3, ray_cluster(num_cpus=4, runtime_env={"env_vars": workers_env}):
         opts = s3.storage_options
         local = ingest(corpus, resources(s3.uri("local"), opts, model))
         local_rows = rows(s3.uri("local"), opts)
 
-        killed = ingest(corpus, resources(s3.uri("killed"), opts, model, "ray"))
+        killed = embed_with_a_worker_that_dies(corpus, s3.uri("killed"), opts, model)
         emit(
             "killed-worker",
-            summary=summary_of(killed),
+            summary=killed,
             marker=marker.exists(),
             rows=rows(s3.uri("killed"), opts),
             local_rows=local_rows,
@@ -159,7 +191,6 @@ def main_scenarios(model: str, work: Path) -> None:
         # the test harness, not in corpusmill).
         address = ray.get_runtime_context().gcs_address
         env = {**os.environ, "PYTHONPATH": os.getcwd()}
-        env.pop(KILL_ONE_WORKER, None)
         child = subprocess.run(
             [
                 sys.executable,
@@ -201,14 +232,14 @@ def _data_files(s3, prefix: str) -> int:
 
 
 def die_before_commit(model, corpus, uri, options, address) -> None:
-    import corpusmill.scale.ray_embed as ray_embed
+    from corpusmill.store import Store
 
-    def exit_instead(*args, **kwargs):
-        sys.stderr.write(f"fragments written: {len(args[1])}; exiting before the commit\n")
+    def exit_instead(_store, _name, fragments, *args, **kwargs):
+        sys.stderr.write(f"fragments written: {len(fragments)}; exiting before the commit\n")
         sys.stderr.flush()
         os._exit(17)
 
-    ray_embed.commit_fragments = exit_instead
+    Store.commit_fragments = exit_instead
     ingest(corpus, resources(uri, json.loads(options), model, "ray", address=address))
 
 

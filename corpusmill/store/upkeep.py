@@ -1,4 +1,5 @@
-"""Table upkeep: compaction, old-version cleanup, and the search indexes.
+"""Table upkeep: compaction, old-version cleanup, and the search indexes (writes too, so
+they live with the store).
 
 Every corpusmill write is a small `merge_insert` commit, so a table accumulates small
 fragments (slower scans) and old versions (disk that is never reclaimed). `upkeep`
@@ -21,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from corpusmill.store import Store
+from corpusmill.store.store import Store
 
 TABLES = ("documents", "chunks", "embeddings", "quarantine", "rerank_scores")
 SEARCH_TABLE = "embeddings"

@@ -1,0 +1,291 @@
+"""The embeddings step's rules, per document and per chunk, for both of its paths.
+
+In-process (`sync.embeddings`: the engine streams, document groups commit by merge-insert)
+and on Ray (`scale`: workers write fragments, the driver commits once) differ only in where
+a batch of chunks runs and how its rows reach the table. What happens to each document and
+chunk is decided here, once:
+
+- `Changes`: which documents are stale (their chunk set differs from what `embeddings`
+  holds) or gone (`embeddings` holds them, `chunks` no longer does), and the report's
+  counts that follow from that;
+- `EmbedRules.check_vectors`: whether a vector can stand for its chunk (finite, the model's
+  dimension, unit norm when the model normalises): the same test for the engine's new
+  vectors and for a stored vector about to be reused (`stored_vectors`);
+- `ChunkBatch`: which chunk takes a stored vector of the same content and which goes to
+  the engine, as the token ids the chunker stored (when this embedder's tokenizer made
+  them) or as text; then which vectors are kept and which chunks are quarantined (with
+  their reason and `uri#chunkN` label); then the `embeddings` rows to write.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import astuple, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from corpusmill.engine.inputs import TokenIds
+from corpusmill.model.card import ModelCard
+from corpusmill.sources import Quarantined
+from corpusmill.store import Store, chunks_schema, embeddings_schema
+from corpusmill.store.checks import vector_faults
+from corpusmill.sync.scope import Report, detail
+
+NON_FINITE = "the model returned a non-finite vector (NaN or infinity) for this chunk"
+
+CHUNK_SET = ["chunk_id", "doc_id", "content_hash"]  # what a document's chunk set is read from
+STORED_IDS = ("input_ids", "tokenizer")  # the chunker's token ids: they stay in `chunks`
+_CHUNK_COLUMNS = [f.name for f in chunks_schema()]
+
+ChunkSets = dict[str, set[tuple[str, str]]]  # doc_id -> {(chunk_id, content_hash)}
+Item = tuple[str, str | TokenIds]  # (chunk_id, what the engine embeds)
+
+
+@dataclass
+class Outcome:
+    """What became of a batch's chunks that went to the engine: embedded (per partition) or
+    quarantined. JSON travels from a Ray worker back to its driver."""
+
+    embedded: Counter[str] = field(default_factory=Counter)
+    failed: list[Quarantined] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"embedded": dict(self.embedded), "failed": [astuple(q) for q in self.failed]}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Outcome:
+        data = json.loads(text)
+        return cls(Counter(data["embedded"]), [Quarantined(*q) for q in data["failed"]])
+
+
+@dataclass
+class EmbeddingsReport(Report):
+    rows: int = 0
+    documents_updated: int = 0
+    documents_removed: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    chunks_failed: int = 0
+    chunks_to_embed: int = 0  # known before embedding starts: the progress total
+    sync_seconds: float = 0.0
+    failed: list[Quarantined] = detail(list)  # chunks quarantined at the embed stage
+    embedded_by_partition: Counter[str] = detail(Counter)
+
+    def add(self, outcome: Outcome) -> None:
+        self.chunks_embedded += sum(outcome.embedded.values())
+        self.embedded_by_partition.update(outcome.embedded)
+        self.chunks_failed += len(outcome.failed)
+        self.failed.extend(outcome.failed)
+
+
+def chunk_sets(ids: pa.Table) -> ChunkSets:
+    """What each document consists of, from a scan of the `CHUNK_SET` columns."""
+    by_doc: ChunkSets = defaultdict(set)
+    columns = (ids[k].to_pylist() for k in CHUNK_SET)
+    for chunk, doc, digest in zip(*columns, strict=True):
+        by_doc[doc].add((chunk, digest))
+    return by_doc
+
+
+@dataclass
+class Changes:
+    """What the step must write for a set of partitions: `want` is what `chunks` holds."""
+
+    want: ChunkSets
+    stale: list[str]  # documents whose chunks differ from their rows in `embeddings`
+    gone: list[str]  # documents `embeddings` holds and `chunks` no longer does
+    known: set[str]  # content hashes with a stored vector anywhere in `embeddings`
+
+    @classmethod
+    def against(cls, store: Store, want: ChunkSets, where: str) -> Changes:
+        """`want` compared with what `embeddings` holds under the partition filter `where`."""
+        have = chunk_sets(store.scan("embeddings", CHUNK_SET, where))
+        known = set(store.scan("embeddings", ["content_hash"])["content_hash"].to_pylist())
+        return cls(
+            want=want,
+            stale=sorted(d for d in want if want[d] != have.get(d)),
+            gone=sorted(d for d in have if d not in want),
+            known=known,
+        )
+
+    @property
+    def wanted(self) -> int:
+        """Chunks the partitions should hold."""
+        return sum(len(v) for v in self.want.values())
+
+    @property
+    def to_embed(self) -> int:
+        """Chunks of stale documents whose content no stored vector has."""
+        return sum(1 for d in self.stale for _c, h in self.want[d] if h not in self.known)
+
+    def report(self) -> EmbeddingsReport:
+        return EmbeddingsReport(
+            documents_updated=len(self.stale),
+            documents_removed=len(self.gone),
+            chunks_to_embed=self.to_embed,
+        )
+
+    def settle(self, report: EmbeddingsReport) -> None:
+        """Once every batch is in: reused = every wanted chunk whose vector was already
+        stored (unchanged, or the same content elsewhere)."""
+        report.chunks_reused = self.wanted - report.chunks_embedded - report.chunks_failed
+
+
+def chunk_columns(present: Iterable[str]) -> list[str]:
+    """The chunk columns to read: a chunks table from before stored ids lacks those until
+    it is next synced."""
+    have = set(present)
+    return [c for c in _CHUNK_COLUMNS if c in have]
+
+
+@dataclass(frozen=True)
+class EmbedRules:
+    """The per-chunk rules for one embedder (its card and tokenizer fingerprint). Picklable:
+    a Ray worker applies the very same ones."""
+
+    card: ModelCard
+    tokenizer_id: str = ""  # "": never trust stored ids
+
+    def check_vectors(self, vectors: np.ndarray) -> list[str | None]:
+        """Per row of `vectors`, why it cannot stand for its chunk (None: it can): the
+        store's rule for a vector of this model (`store.checks.vector_faults`, the one the
+        asset check applies to the table), and the model's dimension."""
+        rows = np.asarray(vectors, dtype=np.float32)
+        if rows.ndim != 2 or rows.shape[1] != self.card.dimension:
+            width = rows.shape[1] if rows.ndim == 2 else rows.size
+            reason = f"the vector has {width} dimensions, the model {self.card.dimension}"
+            return [reason] * len(rows)
+        faults = vector_faults(rows, self.card)
+        norms = iter(faults.norms.tolist())
+        out: list[str | None] = []
+        for non_finite, bad_norm in zip(
+            faults.non_finite.tolist(), faults.bad_norm.tolist(), strict=True
+        ):
+            norm = None if non_finite else next(norms)
+            if non_finite:
+                out.append(NON_FINITE)
+            elif bad_norm and self.card.normalize:
+                out.append(f"the vector's norm is {norm:.4g}, not 1 (the model normalises)")
+            elif bad_norm:
+                out.append("the vector is zero")
+            else:
+                out.append(None)
+        return out
+
+    def verdicts(self, vectors: np.ndarray, failed: Mapping[int, str]) -> list[str | None]:
+        """Per row the engine returned: its own failure (an input too large for the device
+        even alone), else what `check_vectors` finds, else None (keep it)."""
+        problems = self.check_vectors(vectors)
+        return [failed.get(i) or problem for i, problem in enumerate(problems)]
+
+    def engine_input(self, row: Mapping) -> str | TokenIds:
+        """The chunk as the engine takes it: the ids the chunker stored when this embedder's
+        tokenizer made them, the text otherwise (another model, an edited vocabulary, a
+        table from before the column: a stale id is never trusted)."""
+        ids, made_by = row.get("input_ids"), row.get("tokenizer")
+        if ids is not None and self.tokenizer_id and made_by == self.tokenizer_id:
+            return TokenIds(ids)
+        return row["text"]
+
+    @staticmethod
+    def quarantined(row: Mapping, reason: str) -> Quarantined:
+        """A chunk that stays out of the table, named `uri#chunkN`."""
+        return Quarantined(
+            row["doc_id"], row["source"], f"{row['uri']}#chunk{row['position']}", reason
+        )
+
+    def rows_table(self, rows: Sequence[Mapping], vectors: Sequence[np.ndarray]) -> pa.Table:
+        """`embeddings` rows: each chunk's columns, its vector, the model id."""
+        schema = embeddings_schema(self.card).remove_metadata()
+        n, dim = len(rows), self.card.dimension
+        flat = np.asarray(vectors, dtype=np.float32).reshape(n * dim)
+        columns = {
+            f.name: pa.array([r.get(f.name) for r in rows], f.type)
+            for f in schema
+            if f.name not in ("vector", "model_id")
+        }
+        columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), dim)
+        columns["model_id"] = pa.array([self.card.model_id] * n, pa.string())
+        return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+
+
+ScanIn = Callable[[Sequence[str], str, Sequence[str]], pa.Table]  # (columns, column, values)
+
+
+def stored_vectors(
+    scan_in: ScanIn, hashes: Iterable[str], rules: EmbedRules
+) -> dict[str, np.ndarray]:
+    """content hash -> a stored vector that passes `check_vectors`, read with `scan_in` from
+    `embeddings` (the latest version in-process, the planned one on a Ray worker). A
+    damaged one is not reused: its chunk is embedded again."""
+    wanted = sorted(set(hashes))
+    if not wanted:
+        return {}
+    found = scan_in(["content_hash", "vector"], "content_hash", wanted)
+    if found.num_rows == 0:
+        return {}
+    vectors = found.column("vector").combine_chunks()
+    matrix = vectors.values.to_numpy(zero_copy_only=False).reshape(len(vectors), -1)
+    problems = rules.check_vectors(matrix)
+    digests = found.column("content_hash").to_pylist()
+    return {h: v for h, v, p in zip(digests, matrix, problems, strict=True) if p is None}
+
+
+class ChunkBatch:
+    """Chunk rows on their way to `embeddings`.
+
+    Built from the rows (as read from `chunks`) and the stored vectors their contents
+    have: a chunk with one takes it; the others wait in `todo` as (chunk_id, text or
+    TokenIds) items for the engine. `take` hands in the engine's rows; when nothing
+    waits, `table()` is the rows to write and `outcome` what became of the embedded ones.
+    """
+
+    def __init__(
+        self, rules: EmbedRules, rows: Iterable[dict], stored: Mapping[str, np.ndarray]
+    ) -> None:
+        self.rules = rules
+        self.rows: list[dict] = []
+        self.vectors: dict[str, np.ndarray] = {}
+        self.todo: list[Item] = []
+        self.outcome = Outcome()
+        for row in rows:
+            chunk = {k: v for k, v in row.items() if k not in STORED_IDS}
+            self.rows.append(chunk)
+            vector = stored.get(chunk["content_hash"])
+            if vector is not None:
+                self.vectors[chunk["chunk_id"]] = vector
+            else:
+                self.todo.append((chunk["chunk_id"], rules.engine_input(row)))
+        self._by_id = {r["chunk_id"]: r for r in self.rows}
+        self.waiting = {cid for cid, _ in self.todo}
+
+    @property
+    def ready(self) -> bool:
+        return not self.waiting
+
+    def take(self, chunk_id: str, vector: np.ndarray, verdict: str | None) -> None:
+        """The engine's row for one chunk, with its `EmbedRules.verdicts` entry."""
+        row = self._by_id[chunk_id]
+        if verdict:
+            self.outcome.failed.append(self.rules.quarantined(row, verdict))
+        else:
+            # A copy: the engine's window array is not this batch's to keep.
+            self.vectors[chunk_id] = np.array(vector, dtype=np.float32)
+            self.outcome.embedded[row["partition"]] += 1
+        self.waiting.discard(chunk_id)
+
+    def take_all(self, vectors: np.ndarray, failed: Mapping[int, str]) -> None:
+        """The engine's rows for the whole of `todo`, in its order."""
+        verdicts = self.rules.verdicts(vectors, failed)
+        for (chunk_id, _item), vector, verdict in zip(self.todo, vectors, verdicts, strict=True):
+            self.take(chunk_id, vector, verdict)
+
+    def table(self) -> pa.Table:
+        """Every chunk with a vector (stored or kept); quarantined ones stay out."""
+        rows = [r for r in self.rows if r["chunk_id"] in self.vectors]
+        return self.rules.rows_table(rows, [self.vectors[r["chunk_id"]] for r in rows])
