@@ -9,8 +9,10 @@ import dagster as dg
 from assets.partitions import one_run, shards
 from assets.shard_metadata import observe_shards, run_level
 from corpusmill.chunking import TokenChunker
+from corpusmill.config import Settings
+from corpusmill.model import Model
 from corpusmill.sources import RecordFields, parse_source
-from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
+from corpusmill.store import Store
 
 
 class CorpusConfig(dg.Config):
@@ -34,9 +36,9 @@ class CorpusConfig(dg.Config):
 def raw_corpus(
     context: dg.AssetExecutionContext,
     config: CorpusConfig,
-    store: LanceStoreResource,
-    embedder: EmbedderResource,
-    settings: PipelineSettingsResource,
+    store: dg.ResourceParam[Store],
+    embedder: dg.ResourceParam[Model],
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """Documents read from the configured sources, one row each, with a content hash.
     Unreadable files go to the `quarantine` table with their reason; the run goes on.
@@ -44,19 +46,16 @@ def raw_corpus(
     from corpusmill.sync import sync_documents
     from corpusmill.sync.shards import shard_counts
 
-    sources = settings.sources if config.sources is None else config.sources
-    max_file_bytes = (
-        settings.max_file_bytes if config.max_file_bytes is None else config.max_file_bytes
-    )
-    db = store.store()
+    run = settings.with_overrides(config.model_dump())
+    db = store
     with db.write_lock(context.partition_keys):
-        db.check_model(embedder.model.card)
+        db.check_model(embedder.card)
         report = sync_documents(
             db,
             context.partition_keys,
-            [parse_source(s) for s in sources],
+            [parse_source(s) for s in run.sources],
             fields=RecordFields(config.id_field, config.text_field, config.title_field),
-            max_file_bytes=max_file_bytes,
+            max_file_bytes=run.max_file_bytes,
         )
     for q in report.quarantine[:20]:
         context.log.warning(f"quarantined {q.uri}: {q.reason}")
@@ -66,7 +65,7 @@ def raw_corpus(
     meta["quarantine_sample"] = dg.MetadataValue.md(
         "\n".join(f"- `{q.uri}`: {q.reason}" for q in report.quarantine[:20]) or "none"
     )
-    meta["sources"] = ", ".join(sources)
+    meta["sources"] = ", ".join(run.sources)
     meta["table_version"] = db.version("documents")
     meta["run_partitions"] = len(context.partition_keys)
     return dg.MaterializeResult(metadata=meta)
@@ -90,24 +89,25 @@ class ChunkConfig(dg.Config):
 def chunked_documents(
     context: dg.AssetExecutionContext,
     config: ChunkConfig,
-    store: LanceStoreResource,
-    embedder: EmbedderResource,
-    settings: PipelineSettingsResource,
+    store: dg.ResourceParam[Store],
+    embedder: dg.ResourceParam[Model],
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """Chunks cut with the embedder's own tokenizer, never longer than its sequence limit.
     Needs only the tokenizer: the model's weights are not loaded here."""
     from corpusmill.sync import sync_chunks
     from corpusmill.sync.shards import shard_counts
 
-    model = embedder.model
+    model = embedder
+    run = settings.with_overrides(config.model_dump())
     chunker = TokenChunker(
         model.tokenizer,
-        settings.chunk_tokens if config.chunk_tokens is None else config.chunk_tokens,
-        settings.chunk_overlap if config.chunk_overlap is None else config.chunk_overlap,
+        run.chunk_tokens,
+        run.chunk_overlap,
         model.max_seq_length,
         tokenizer_id=model.tokenizer_id,  # chunks keep their input ids for the embedder
     )
-    db = store.store()
+    db = store
     with db.write_lock(context.partition_keys):
         db.check_model(model.card)
         report = sync_chunks(db, chunker, context.partition_keys)

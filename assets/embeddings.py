@@ -7,9 +7,11 @@ import dagster as dg
 from assets.corpus import chunked_documents
 from assets.partitions import one_run, shards
 from assets.shard_metadata import observe_shards, run_level
+from corpusmill.config import Settings
 from corpusmill.engine.progress import DEFAULT_EVERY_S, Progress, ProgressMeter
 from corpusmill.engine.telemetry import GpuSampler
-from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
+from corpusmill.model import Model
+from corpusmill.store import Store
 
 # The key under which a progress log line carries its numbers (`extra=`), for loggers that
 # show them otherwise (the CLI's progress bar).
@@ -32,9 +34,9 @@ class EmbeddingsConfig(dg.Config):
 def embeddings(
     context: dg.AssetExecutionContext,
     config: EmbeddingsConfig,
-    store: LanceStoreResource,
-    embedder: EmbedderResource,
-    settings: PipelineSettingsResource,
+    store: dg.ResourceParam[Store],
+    embedder: dg.ResourceParam[Model],
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """One vector per chunk. Chunks whose content is already embedded by this model are
     reused, not recomputed; the table refuses vectors from any other model. With
@@ -43,8 +45,8 @@ def embeddings(
 
     if settings.executor == "ray":
         return _embeddings_on_ray(context, store, embedder, settings)
-    model = embedder.model
-    db = store.store()
+    model = embedder
+    db = store
     stats = []
 
     def report_progress(p: Progress) -> None:
@@ -100,13 +102,13 @@ def _embeddings_on_ray(context, store, embedder, settings) -> dg.MaterializeResu
     from corpusmill.scale.ray_embed import sync_embeddings_on_ray
     from corpusmill.sync import record_quarantine
 
-    model = embedder.model  # the card and tokenizer only: the weights load in the workers
-    db = store.store()
+    model = embedder  # the card and tokenizer only: the weights load in the workers
+    db = store
     run_key = f"{context.run_id}:{content_hash(*sorted(context.partition_keys))}"
     with db.write_lock(context.partition_keys), ray_cluster(settings.ray_address):
         report, stats = sync_embeddings_on_ray(
             db,
-            embedder.spec(),
+            embedder.spec,
             model.card,
             context.partition_keys,
             run_key=run_key,
