@@ -11,10 +11,13 @@ import dagster as dg
 
 from assets.embeddings import embeddings
 from assets.partitions import one_run, shards
-from assets.shard_metadata import observe_shards, run_level
+from assets.shard_metadata import write_shards
 from corpusmill.config import Settings
 from corpusmill.model import Model
 from corpusmill.store import Store
+
+# What the metadata says about the scorer itself: not a run's figure.
+SCORER_IDENTITY = ("scorer", "reranker_id", "reranker_revision")
 
 
 class RerankConfig(dg.Config):
@@ -47,9 +50,8 @@ def rerank_scores(
     from corpusmill.queries import load_queries
     from corpusmill.rerank import PairScorer
     from corpusmill.sync import sync_rerank_scores
-    from corpusmill.sync.shards import shard_counts
 
-    run = settings.with_overrides(config.model_dump())  # checks rerank_k >= 1
+    run = settings.with_overrides(config.model_dump())
     queries = load_queries(run.queries)
     scorer = PairScorer(embedder, reranker)
     if not scorer.cross:
@@ -57,15 +59,13 @@ def rerank_scores(
             "no cross-encoder configured (CORPUSMILL_RERANKER): scoring pairs with the "
             f"bi-encoder {scorer.model_id}"
         )
-    db = store
-    with db.write_lock(context.partition_keys):
-        report = sync_rerank_scores(db, queries, context.partition_keys, scorer, k=run.rerank_k)
-    observe_shards(context, shard_counts(db, "rerank_scores", context.partition_keys))
-    meta = report.as_metadata()
-    identity = ("scorer", "reranker_id", "reranker_revision")
-    meta = run_level(meta, [k for k in meta if k not in identity])
+
+    def sync():
+        return sync_rerank_scores(store, queries, context.partition_keys, scorer, k=run.rerank_k)
+
+    _report, meta = write_shards(
+        context, store, "rerank_scores", sync, not_run_level=SCORER_IDENTITY
+    )
     meta.update(scorer.model.lineage())
     meta["query_set"] = run.queries or "built-in (Python docs)"
-    meta["table_version"] = db.version("rerank_scores")
-    meta["run_partitions"] = len(context.partition_keys)
     return dg.MaterializeResult(metadata=meta)
