@@ -18,7 +18,9 @@ def model_resource(spec: ModelSpec) -> dg.ResourceDefinition:
     """The run's model for `spec` (a cross-encoder spec with an empty path: none
     configured, which `Model.configured` says)."""
 
-    @dg.resource(description=f"the run's {spec.kind}: {spec.path or 'the packaged default'}")
+    what = spec.path or ("the packaged default" if spec.configured else "none configured")
+
+    @dg.resource(description=f"the run's {spec.kind} ({what}), loaded once, released at the end")
     def run_model(_context: dg.InitResourceContext) -> Iterator[Model]:
         model = Model(spec)
         if model.configured:
