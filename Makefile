@@ -5,22 +5,32 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-export CORPUSMILL_DB ?= ./data/lancedb
+LAUNCHER := $(VENV)/bin/corpusmill
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 DEV_PORT ?= 3000
 
 .PHONY: install demo scale-demo test test-fast test-all test-browser dev eval bench bench-gpu bench-search bench-inbox bench-ann gpu-pack lint typecheck format clean
 
 # The grep drops this machine's notes about missing local mirror folders, not pip's errors.
+# Only the core (`corpusmill`) is installed, editable; the `corpusmill` command is a
+# launcher that runs this checkout's app/ (`-P`: not whatever `app` the working directory
+# holds), with the checkout on PYTHONPATH for that process alone.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
 	$(PY) -m pip install -q -e '.[dev,scale]' 2>&1 | { grep -v "^WARNING: Location" || true; }
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install corpusmill with its test tools
+$(LAUNCHER): $(STAMP) Makefile
+	printf '%s\n' '#!/bin/sh' \
+	  '# corpusmill: the CLI of the checkout $(CURDIR) (written by make install)' \
+	  'PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" exec "$(CURDIR)/$(PY)" -P -m app.cli "$$@"' \
+	  > $(LAUNCHER)
+	chmod +x $(LAUNCHER)
 
-demo: $(STAMP) ## materialise the whole graph on the built-in corpus, then search it
+install: $(STAMP) $(LAUNCHER) ## create .venv and install corpusmill with its test tools
+
+demo: $(STAMP) $(LAUNCHER) ## materialise the whole graph on the built-in corpus, then search it
 	mkdir -p $(DAGSTER_HOME)
 	test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/corpusmill ingest --default --rerank
@@ -29,7 +39,7 @@ demo: $(STAMP) ## materialise the whole graph on the built-in corpus, then searc
 scale-demo: $(STAMP) ## SciFact slice -> 2 Ray workers -> s3:// on moto, in a private network namespace (root)
 	$(PY) -m tools.netns -- $(PY) -m tools.scale_demo --docs $${DOCS:-200} --workers $${WORKERS:-2}
 
-test: $(STAMP) ## the suite CI runs (no GPU, no browser)
+test: $(STAMP) $(LAUNCHER) ## the suite CI runs (no GPU, no browser)
 	$(PY) -m pytest -q -m "not gpu and not browser"
 
 # The inner loop: pure logic (tests/unit), dagster.materialize runs with tiny models
@@ -40,7 +50,7 @@ test: $(STAMP) ## the suite CI runs (no GPU, no browser)
 test-fast: $(STAMP) ## pure logic and asset tests with tiny models (about a minute)
 	$(PY) -m pytest -q -m "not slow and not gpu and not browser" tests/unit tests/assets tests/test_definitions.py tests/test_layers.py
 
-test-all: $(STAMP) ## everything, GPU and browser tests included where the machine has them
+test-all: $(STAMP) $(LAUNCHER) ## everything, GPU and browser tests included where the machine has them
 	$(PY) -m pytest -q
 
 test-browser: $(STAMP) ## the Dagster UI in headless Chromium (needs Debian chromium + chromium-driver); screenshots in artifacts/browser/
@@ -51,7 +61,7 @@ dev: $(STAMP) ## Dagster webserver on 127.0.0.1:3000 plus the daemon (sensors, s
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	exec $(PY) -m tools.dev --host 127.0.0.1 --port $(DEV_PORT) --workspace workspace.yaml
 
-eval: $(STAMP) ## nDCG@10 / Recall@100 on BEIR SciFact from ../shared/eval/scifact
+eval: $(STAMP) $(LAUNCHER) ## nDCG@10 / Recall@100 on BEIR SciFact from ../shared/eval/scifact
 	$(VENV)/bin/corpusmill eval
 
 # Every peer `make bench` compares against is set up here, so one command gives every row:

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from corpusmill.config import Settings, prepare_process
+from corpusmill.config import Settings, debug_requested, prepare_process
 from corpusmill.errors import (
     EXIT_INTERNAL,
     InputError,
@@ -24,8 +24,7 @@ from corpusmill.errors import (
 
 def cmd_ingest(args, settings: Settings) -> int:
     from app.progress import ingest_progress
-    from app.runs import instance_for_cli, run_ingest
-    from resources import build_resources
+    from app.runs import instance_for, run_ingest
 
     for path in args.paths:
         if not os.path.lexists(path):
@@ -40,8 +39,8 @@ def cmd_ingest(args, settings: Settings) -> int:
     with ingest_progress(args.json) as progress:
         summary = run_ingest(
             sources,
-            resources=build_resources(settings),
-            instance=instance_for_cli(),
+            settings,
+            instance=instance_for(settings),
             with_rerank=args.rerank,
             progress=progress,
             # Dagster's console log prints each failure with two tracebacks; without --debug
@@ -214,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "search",
         help="search the embeddings table",
-        description="Search the store at CORPUSMILL_DB (default ./data/lancedb); prints the "
+        description=f"Search the store at CORPUSMILL_DB (default {Settings.db}); prints the "
         "best hits first, each with its score, document id, shard and a snippet.",
     )
     s.add_argument("query", nargs="?", help="the text to search for (quote it if it has spaces)")
@@ -326,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None, process_is_command: bool) -> int:
     prepare_process()
-    debug = os.environ.get("CORPUSMILL_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
-    db = os.environ.get("CORPUSMILL_DB") or Settings.db
+    debug = debug_requested()
+    db = Settings.db  # until the settings are read: then theirs
     try:
         args = build_parser().parse_args(argv)
         args.debug = debug = debug or args.debug

@@ -9,7 +9,6 @@ re-queries. The protocol is in `corpusmill.evaluation.retrieval`.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -19,13 +18,12 @@ from typing import Any
 import dagster as dg
 
 from app.runs import run_ingest
-from corpusmill.config import Settings
+from corpusmill.config import Settings, quiet_lance_query_warnings
 from corpusmill.errors import ConfigError
 from corpusmill.evaluation.beir import load_beir
 from corpusmill.evaluation.retrieval import MODES, SOURCE_LABEL, evaluate, format_line
 from corpusmill.model import Model
 from corpusmill.search import Searcher
-from resources import LanceStoreResource, build_resources
 
 
 def run_eval(
@@ -43,13 +41,14 @@ def run_eval(
     settings = settings or Settings()
     labelled = load_beir(data, "test", limit_queries)
     chunk_tokens, overlap = chunking or (settings.eval_chunk_tokens, settings.eval_chunk_overlap)
-    resources = build_resources(settings)
-    resources["store"] = LanceStoreResource(uri=db, storage_options=settings.storage_options)
+    # The eval's own scratch store and chunking, the deployment's model.
+    settings = settings.with_overrides(
+        {"db": db, "chunk_tokens": chunk_tokens, "chunk_overlap": overlap}
+    )
     summary = run_ingest(
         [f"{SOURCE_LABEL}={labelled.corpus_path}"],
-        resources=resources,
+        settings,
         instance=instance or dg.DagsterInstance.ephemeral(),
-        chunk_config={"chunk_tokens": chunk_tokens, "chunk_overlap": overlap},
     )
     if not summary["success"]:
         raise ConfigError(
@@ -69,9 +68,7 @@ def run_eval(
 
 def main(args, settings: Settings) -> int:
     """`corpusmill eval`: one line per mode, `vector nDCG@10=0.xxxx Recall@100=0.xxxx`."""
-    # lance logs a deprecation warning per query whose select() omits `_distance`/`_score`;
-    # 900 of them would bury the result lines.
-    os.environ.setdefault("LANCEDB_LOG", "error")
+    quiet_lance_query_warnings()
     data = Path(args.data or settings.eval_data).expanduser()
     db = args.db or settings.eval_db
     modes = [m.strip() for m in (args.modes or ",".join(MODES)).split(",") if m.strip()]

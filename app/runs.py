@@ -1,10 +1,9 @@
 """Run the asset graph in-process through Dagster: what `corpusmill ingest` and the tests use.
 
-There is no second code path: this executes the `ingest` job (assets/jobs.py, the one
-`definitions.py` lists) on the same assets, with resources built by the same
-`build_resources`, for a range of shards in one run (so the model is loaded once), and
-summarises the metadata. The run is recorded under the job name `ingest`, so a CLI run
-reads in the UI like one launched there.
+There is no second graph: this executes the `ingest` job of `build_definitions(settings)`
+(the builder `definitions.py` calls for the UI) for a range of shards in one run (so the
+model is loaded once), and summarises the metadata. The run is recorded under the job name
+`ingest`, so a CLI run reads in the UI like one launched there.
 """
 
 from __future__ import annotations
@@ -12,29 +11,28 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dagster as dg
-from dagster._core.errors import DagsterAssetCheckFailedError  # not exported by `dagster`
-from dagster._core.utils import make_new_run_id
 
-from assets.checks import EMBEDDINGS_CHECKS
 from assets.embeddings import PROGRESS_EXTRA
-from assets.jobs import INGEST_ASSETS, ingest_job, ingest_job_with_rerank
 from assets.partitions import partition_range_tags
-from assets.rerank import rerank_scores
 from assets.shard_metadata import RUN_PREFIX
-from assets.specs import with_specs
+from corpusmill.config import Settings
 from corpusmill.engine.progress import Progress, ProgressCallback
 from corpusmill.ids import ALL_PARTITIONS
+from definitions import build_definitions
 
 
-def instance_for_cli() -> dg.DagsterInstance:
-    """The persistent instance when DAGSTER_HOME is set (runs show up in the UI)."""
-    if os.environ.get("DAGSTER_HOME"):
-        os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
-        return dg.DagsterInstance.get()
+def instance_for(settings: Settings) -> dg.DagsterInstance:
+    """The persistent instance at `settings.dagster_home` (DAGSTER_HOME) when set, so the
+    runs show up in the UI; otherwise a throwaway one."""
+    if settings.dagster_home:
+        home = os.path.abspath(os.path.expanduser(settings.dagster_home))
+        os.makedirs(home, exist_ok=True)
+        return dg.DagsterInstance.from_config(home)  # what DagsterInstance.get() opens
     return dg.DagsterInstance.ephemeral()
 
 
@@ -66,10 +64,10 @@ def progress_logger(callback: ProgressCallback) -> dg.LoggerDefinition:
 
 def run_ingest(
     sources: Sequence[str],
+    settings: Settings,
     *,
-    resources: dict[str, Any],
     partitions: Sequence[str] = ALL_PARTITIONS,
-    instance=None,
+    instance: dg.DagsterInstance | None = None,
     corpus_config: dict[str, Any] | None = None,
     chunk_config: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
@@ -78,11 +76,17 @@ def run_ingest(
     rerank_config: dict[str, Any] | None = None,
     progress: ProgressCallback | None = None,
     progress_every_s: float | None = None,
+    on_commit: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Execute the `ingest` job (raw_corpus -> chunked_documents -> embeddings, with
-    rerank_scores when `with_rerank`) for `sources` over `partitions` in one run, with
-    `resources` as `resources.build_resources(settings)` makes them; `progress` hears the
-    embeddings step's progress. Returns a summary dict."""
+    rerank_scores when `with_rerank`) of the graph for `settings`, for `sources` over
+    `partitions` in one run; the `*_config` dicts are the run's asset config, as the
+    launchpad would give it. `progress` hears the embeddings step's progress; `on_commit`
+    goes to the run's store (tests). Returns a summary dict.
+
+    A failed step raises its own error (the CLI turns it into one line and an exit code);
+    a failed blocking check is not a crash (the data is written but wrong, and what comes
+    after it was skipped): it is reported, `success` false, with the checks' outcomes."""
     t0 = time.perf_counter()
     ops: dict[str, Any] = {
         "raw_corpus": {"config": {"sources": list(sources), **(corpus_config or {})}},
@@ -90,38 +94,30 @@ def run_ingest(
     }
     if progress_every_s is not None:
         ops["embeddings"] = {"config": {"progress_every_s": progress_every_s}}
-    loggers: dict[str, Any] = {"console": dg.colored_console_logger}
-    run_config: dict[str, Any] = {
-        "ops": ops,
-        "loggers": {"console": {"config": {"log_level": log_level}}},
-    }
+    if with_rerank:
+        ops["rerank_scores"] = {"config": dict(rerank_config or {})}
+    loggers = {"console": dg.colored_console_logger.configured({"log_level": log_level})}
     if progress is not None:
         loggers["progress"] = progress_logger(progress)
-        run_config["loggers"]["progress"] = {}
-    job = ingest_job
-    if with_rerank:
-        job = ingest_job_with_rerank()
-        ops["rerank_scores"] = {"config": dict(rerank_config or {})}
-    defs = dg.Definitions(
-        assets=with_specs([*INGEST_ASSETS, *([rerank_scores] if with_rerank else [])], resources),
-        asset_checks=EMBEDDINGS_CHECKS,
-        jobs=[job],
-        resources=resources,
-        loggers=loggers,
+    defs = build_definitions(
+        settings, loggers=loggers, ingest_with_rerank=with_rerank, on_commit=on_commit
     )
     instance = instance or dg.DagsterInstance.ephemeral()
-    run_id = make_new_run_id()
+    run_id = str(uuid.uuid4())  # known before the run, to read its log if it stops early
     try:
         result: Any = defs.resolve_job_def("ingest").execute_in_process(
-            run_config=run_config,
+            # A logger runs only when the run config names it.
+            run_config={"ops": ops, "loggers": {name: {} for name in loggers}},
             instance=instance,
             run_id=run_id,
             tags={**partition_range_tags(partitions), **(tags or {})},
         )
-    except DagsterAssetCheckFailedError:
-        # A blocking check failed: the data is written but wrong, and downstream was
-        # skipped. Not a crash: report the run (success false, which check) from its log.
+    except dg.DagsterError:
+        # A step's own error is raised as itself; a DagsterError comes from Dagster, and
+        # one that follows a failed blocking check is that check stopping the run.
         result = _LoggedRun(instance, run_id)
+        if not result.failed_blocking_checks():
+            raise
     return summarise(result, time.perf_counter() - t0)
 
 
@@ -137,6 +133,15 @@ class _LoggedRun:
     def get_asset_materialization_events(self) -> list:
         return [
             e for e in self.all_events if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
+        ]
+
+    def failed_blocking_checks(self) -> list[str]:
+        return [
+            e.asset_check_evaluation_data.check_name
+            for e in self.all_events
+            if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            and not e.asset_check_evaluation_data.passed
+            and e.asset_check_evaluation_data.blocking
         ]
 
 

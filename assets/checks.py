@@ -17,7 +17,8 @@ import dagster as dg
 
 from assets.embeddings import embeddings
 from assets.partitions import shards
-from resources import EmbedderResource, LanceStoreResource
+from corpusmill.model import Model
+from corpusmill.store import Store
 
 CHECKS = {
     "vectors_valid": "Every vector is finite and of the configured model's dimension, and of "
@@ -38,16 +39,18 @@ CHECKS = {
     description="Vectors, coverage and model card of the embeddings table.",
 )
 def embeddings_checks(
-    context: dg.AssetCheckExecutionContext, store: LanceStoreResource, embedder: EmbedderResource
+    context: dg.AssetCheckExecutionContext,
+    store: dg.ResourceParam[Store],
+    embedder: dg.ResourceParam[Model],
 ) -> Iterator[dg.AssetCheckResult]:
     from corpusmill.store.checks import check_coverage, check_model_card, check_vectors
 
-    db, card = store.store(), embedder.model.card  # the card: files only, no weights
+    card = embedder.card  # the folder's files only, no weights
     partitions = run_partitions(context)
     outcomes = {
-        "vectors_valid": check_vectors(db, card, partitions=partitions),
-        "one_embedding_per_chunk": check_coverage(db, partitions),
-        "model_card_matches": check_model_card(db, card),
+        "vectors_valid": check_vectors(store, card, partitions=partitions),
+        "one_embedding_per_chunk": check_coverage(store, partitions),
+        "model_card_matches": check_model_card(store, card),
     }
     for name, outcome in outcomes.items():
         yield dg.AssetCheckResult(

@@ -7,10 +7,12 @@ and resource annotations at decoration time.)
 import dagster as dg
 
 from assets.partitions import one_run, shards
-from assets.shard_metadata import observe_shards, run_level
+from assets.shard_metadata import write_shards
 from corpusmill.chunking import TokenChunker
+from corpusmill.config import Settings
+from corpusmill.model import Model
 from corpusmill.sources import RecordFields, parse_source
-from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
+from corpusmill.store import Store
 
 
 class CorpusConfig(dg.Config):
@@ -34,41 +36,37 @@ class CorpusConfig(dg.Config):
 def raw_corpus(
     context: dg.AssetExecutionContext,
     config: CorpusConfig,
-    store: LanceStoreResource,
-    embedder: EmbedderResource,
-    settings: PipelineSettingsResource,
+    store: dg.ResourceParam[Store],
+    embedder: dg.ResourceParam[Model],
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """Documents read from the configured sources, one row each, with a content hash.
     Unreadable files go to the `quarantine` table with their reason; the run goes on.
     A store whose vectors another model wrote is refused before anything is written."""
     from corpusmill.sync import sync_documents
-    from corpusmill.sync.shards import shard_counts
 
-    sources = settings.sources if config.sources is None else config.sources
-    max_file_bytes = (
-        settings.max_file_bytes if config.max_file_bytes is None else config.max_file_bytes
-    )
-    db = store.store()
-    with db.write_lock(context.partition_keys):
-        db.check_model(embedder.model.card)
-        report = sync_documents(
-            db,
+    run = settings.with_overrides(config.model_dump())
+
+    def sync():
+        store.check_model(embedder.card)
+        return sync_documents(
+            store,
             context.partition_keys,
-            [parse_source(s) for s in sources],
+            [parse_source(s) for s in run.sources],
             fields=RecordFields(config.id_field, config.text_field, config.title_field),
-            max_file_bytes=max_file_bytes,
+            max_file_bytes=run.max_file_bytes,
         )
+
+    report, meta = write_shards(
+        context, store, "documents", sync, not_run_level=["unavailable_sources"]
+    )
     for q in report.quarantine[:20]:
         context.log.warning(f"quarantined {q.uri}: {q.reason}")
-    observe_shards(context, shard_counts(db, "documents", context.partition_keys))
-    meta = run_level(report.as_metadata())
-    meta["unavailable_sources"] = ", ".join(meta.pop("run_unavailable_sources")) or "none"
+    meta["unavailable_sources"] = ", ".join(meta["unavailable_sources"]) or "none"
     meta["quarantine_sample"] = dg.MetadataValue.md(
         "\n".join(f"- `{q.uri}`: {q.reason}" for q in report.quarantine[:20]) or "none"
     )
-    meta["sources"] = ", ".join(sources)
-    meta["table_version"] = db.version("documents")
-    meta["run_partitions"] = len(context.partition_keys)
+    meta["sources"] = ", ".join(run.sources)
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -90,34 +88,30 @@ class ChunkConfig(dg.Config):
 def chunked_documents(
     context: dg.AssetExecutionContext,
     config: ChunkConfig,
-    store: LanceStoreResource,
-    embedder: EmbedderResource,
-    settings: PipelineSettingsResource,
+    store: dg.ResourceParam[Store],
+    embedder: dg.ResourceParam[Model],
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """Chunks cut with the embedder's own tokenizer, never longer than its sequence limit.
     Needs only the tokenizer: the model's weights are not loaded here."""
     from corpusmill.sync import sync_chunks
-    from corpusmill.sync.shards import shard_counts
 
-    model = embedder.model
+    run = settings.with_overrides(config.model_dump())
     chunker = TokenChunker(
-        model.tokenizer,
-        settings.chunk_tokens if config.chunk_tokens is None else config.chunk_tokens,
-        settings.chunk_overlap if config.chunk_overlap is None else config.chunk_overlap,
-        model.max_seq_length,
-        tokenizer_id=model.tokenizer_id,  # chunks keep their input ids for the embedder
+        embedder.tokenizer,
+        run.chunk_tokens,
+        run.chunk_overlap,
+        embedder.max_seq_length,
+        tokenizer_id=embedder.tokenizer_id,  # chunks keep their input ids for the embedder
     )
-    db = store.store()
-    with db.write_lock(context.partition_keys):
-        db.check_model(model.card)
-        report = sync_chunks(db, chunker, context.partition_keys)
+
+    def sync():
+        store.check_model(embedder.card)
+        return sync_chunks(store, chunker, context.partition_keys)
+
+    report, meta = write_shards(
+        context, store, "chunks", sync, sum_column="n_tokens", not_run_level=["chunker"]
+    )
     if report.truncated:
         context.log.warning(f"{report.truncated} chunks exceed the model limit and were truncated")
-    observe_shards(
-        context, shard_counts(db, "chunks", context.partition_keys, sum_column="n_tokens")
-    )
-    meta = run_level(report.as_metadata())
-    meta["chunker"] = meta.pop("run_chunker")
-    meta["table_version"] = db.version("chunks")
-    meta["run_partitions"] = len(context.partition_keys)
     return dg.MaterializeResult(metadata=meta)

@@ -6,10 +6,12 @@ import dagster as dg
 
 from assets.corpus import chunked_documents
 from assets.partitions import one_run, shards
-from assets.shard_metadata import observe_shards, run_level
+from assets.shard_metadata import run_level, write_shards
+from corpusmill.config import Settings
 from corpusmill.engine.progress import DEFAULT_EVERY_S, Progress, ProgressMeter
 from corpusmill.engine.telemetry import GpuSampler
-from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
+from corpusmill.model import Model
+from corpusmill.store import Store
 
 # The key under which a progress log line carries its numbers (`extra=`), for loggers that
 # show them otherwise (the CLI's progress bar).
@@ -32,19 +34,17 @@ class EmbeddingsConfig(dg.Config):
 def embeddings(
     context: dg.AssetExecutionContext,
     config: EmbeddingsConfig,
-    store: LanceStoreResource,
-    embedder: EmbedderResource,
-    settings: PipelineSettingsResource,
+    store: dg.ResourceParam[Store],
+    embedder: dg.ResourceParam[Model],
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """One vector per chunk. Chunks whose content is already embedded by this model are
     reused, not recomputed; the table refuses vectors from any other model. With
     CORPUSMILL_EXECUTOR=ray the model runs on a pool of Ray actors instead of in-process."""
-    from corpusmill.sync import record_quarantine, sync_embeddings
-
     if settings.executor == "ray":
         return _embeddings_on_ray(context, store, embedder, settings)
-    model = embedder.model
-    db = store.store()
+    from corpusmill.sync import record_quarantine, sync_embeddings
+
     stats = []
 
     def report_progress(p: Progress) -> None:
@@ -53,41 +53,37 @@ def embeddings(
     meter = ProgressMeter(report_progress, every_s=config.progress_every_s)
 
     def embed(items, sink):
-        stats.append(model.embed_stream(items, sink, progress=meter))
+        stats.append(embedder.embed_stream(items, sink, progress=meter))
 
-    with db.write_lock(context.partition_keys), GpuSampler() as gpu:
-        report = sync_embeddings(
-            db,
-            embed,
-            model.card,
-            context.partition_keys,
-            tokenizer_id=model.tokenizer_id,
-            progress=meter,
-        )
+    gpu = GpuSampler()
+
+    def sync():
+        with gpu:
+            report = sync_embeddings(
+                store,
+                embed,
+                embedder.card,
+                context.partition_keys,
+                tokenizer_id=embedder.tokenizer_id,
+                progress=meter,
+            )
         # Chunks the engine could not embed (an input too large for the device even
         # alone) are quarantined at stage "embed"; their documents are retried next run.
-        record_quarantine(db, "embed", report.failed, None, context.partition_keys)
-    _observe_shards(context, db, report)
-    meta: dict = run_level(report.as_metadata())
-    meta.update(model.lineage())
+        record_quarantine(store, "embed", report.failed, None, context.partition_keys)
+        return report
+
+    _report, meta = write_shards(context, store, "embeddings", sync, per_shard=_embedded)
+    meta.update(embedder.lineage())
     # Throughput only when something was embedded: a zero would plot as a crash.
     if stats and stats[0].items:
         meta.update(run_level(stats[0].as_metadata()))
         meta.update(run_level(gpu.summary()))
-    meta["table_version"] = db.version("embeddings")
-    meta["run_partitions"] = len(context.partition_keys)
     return dg.MaterializeResult(metadata=meta)
 
 
-def _observe_shards(context, db, report) -> None:
-    """Each shard's own counts, read back from the table after the write, as an observation
-    of that partition (both paths: the materialisation's figures are run-level)."""
-    from corpusmill.sync.shards import merge_counts, shard_counts
-
-    per_shard = shard_counts(db, "embeddings", context.partition_keys)
-    observe_shards(
-        context, merge_counts(per_shard, "chunks_embedded", report.embedded_by_partition)
-    )
+def _embedded(report) -> dict[str, dict[str, int]]:
+    """Beside each shard's rows read back from the table: the chunks this run embedded."""
+    return {"chunks_embedded": report.embedded_by_partition}
 
 
 def _embeddings_on_ray(context, store, embedder, settings) -> dg.MaterializeResult:
@@ -100,27 +96,30 @@ def _embeddings_on_ray(context, store, embedder, settings) -> dg.MaterializeResu
     from corpusmill.scale.ray_embed import sync_embeddings_on_ray
     from corpusmill.sync import record_quarantine
 
-    model = embedder.model  # the card and tokenizer only: the weights load in the workers
-    db = store.store()
+    # The driver reads the card and tokenizer only: the weights load in the workers.
     run_key = f"{context.run_id}:{content_hash(*sorted(context.partition_keys))}"
-    with db.write_lock(context.partition_keys), ray_cluster(settings.ray_address):
-        report, stats = sync_embeddings_on_ray(
-            db,
-            embedder.spec(),
-            model.card,
-            context.partition_keys,
-            run_key=run_key,
-            workers=settings.ray_workers,
-            tokenizer_id=model.tokenizer_id,
-        )
-        record_quarantine(db, "embed", report.failed, None, context.partition_keys)
-    _observe_shards(context, db, report)
-    meta: dict = run_level(report.as_metadata())
-    meta.update(model.lineage())
+    worker_stats = []
+
+    def sync():
+        with ray_cluster(settings.ray_address):
+            report, stats = sync_embeddings_on_ray(
+                store,
+                embedder.spec,
+                embedder.card,
+                context.partition_keys,
+                run_key=run_key,
+                workers=settings.ray_workers,
+                tokenizer_id=embedder.tokenizer_id,
+            )
+        worker_stats.append(stats)
+        record_quarantine(store, "embed", report.failed, None, context.partition_keys)
+        return report
+
+    _report, meta = write_shards(context, store, "embeddings", sync, per_shard=_embedded)
+    meta.update(embedder.lineage())
+    (stats,) = worker_stats
     if stats.devices:  # the workers' device and dtype, not this driver's
         meta["device"] = ",".join(sorted({d.split("/")[0] for d in stats.devices}))
         meta["dtype"] = ",".join(sorted({d.split("/")[1] for d in stats.devices}))
     meta.update(run_level(stats.as_metadata()))
-    meta["table_version"] = db.version("embeddings")
-    meta["run_partitions"] = len(context.partition_keys)
     return dg.MaterializeResult(metadata=meta)

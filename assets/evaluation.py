@@ -15,16 +15,20 @@ import dagster as dg
 
 from assets.embeddings import embeddings
 from assets.partitions import STORE_POOL
+from corpusmill.config import Settings
 from corpusmill.evaluation.metrics import NDCG_K, RECALL_K
 from corpusmill.evaluation.retrieval import SOURCE_LABEL
+from corpusmill.model import Model
 from corpusmill.search import MODES
-from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
+from corpusmill.store import Store
 
 
 class EvaluationConfig(dg.Config):
     """Which labelled set to score, against which source in the store."""
 
-    data: str | None = None  # a BEIR folder; unset: CORPUSMILL_EVAL_DATA (../shared/eval/scifact)
+    eval_data: str | None = (
+        None  # a BEIR folder; unset: CORPUSMILL_EVAL_DATA (../shared/eval/scifact)
+    )
     split: str = "test"
     source: str = SOURCE_LABEL  # the `source` label the corpus was ingested under
     modes: list[str] = list(MODES)
@@ -40,9 +44,9 @@ class EvaluationConfig(dg.Config):
 def retrieval_quality(
     context: dg.AssetExecutionContext,
     config: EvaluationConfig,
-    store: LanceStoreResource,
-    embedder: EmbedderResource,
-    settings: PipelineSettingsResource,
+    store: dg.ResourceParam[Store],
+    embedder: dg.ResourceParam[Model],
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """Mean nDCG@10 and Recall@100 per search mode over BEIR SciFact's labelled queries
     (a document scores as its best chunk).
@@ -59,10 +63,9 @@ def retrieval_quality(
     from corpusmill.search import Searcher
     from corpusmill.store import eq_filter
 
-    data = settings.eval_data if config.data is None else config.data
-    labelled = load_beir(data, config.split, config.limit_queries)
-    db = store.store()
-    chunks = db.count("embeddings", eq_filter("source", config.source))
+    run = settings.with_overrides(config.model_dump())
+    labelled = load_beir(run.eval_data, config.split, config.limit_queries)
+    chunks = store.count("embeddings", eq_filter("source", config.source))
     if chunks == 0:
         raise ConfigError(
             f"retrieval_quality needs the labelled corpus in the store, and {store.uri} has "
@@ -70,8 +73,8 @@ def retrieval_quality(
             f"--label {config.source} {labelled.corpus_path}`, or the ingest job with "
             f'raw_corpus config sources: ["{config.source}={labelled.corpus_path}"])'
         )
-    searcher = Searcher(db, embedder=embedder.model)
-    with db.write_lock():
+    searcher = Searcher(store, embedder=embedder)
+    with store.write_lock():
         if "fts" in config.modes or "hybrid" in config.modes:
             searcher.ensure_fts_index()
     t0 = time.perf_counter()
@@ -90,6 +93,6 @@ def retrieval_quality(
     meta["dataset"] = str(labelled.root)
     meta["split"] = config.split
     meta["seconds"] = round(time.perf_counter() - t0, 2)
-    meta.update(embedder.model.lineage())
-    meta["embeddings_table_version"] = db.version("embeddings")
+    meta.update(embedder.lineage())
+    meta["embeddings_table_version"] = store.version("embeddings")
     return dg.MaterializeResult(metadata=meta)

@@ -12,8 +12,8 @@ import dagster as dg
 from assets.embeddings import embeddings
 from assets.partitions import STORE_POOL
 from assets.rerank import rerank_scores
+from corpusmill.store import Store
 from corpusmill.store.upkeep import ANN_MIN_ROWS
-from resources import LanceStoreResource
 
 
 class UpkeepConfig(dg.Config):
@@ -32,7 +32,7 @@ class UpkeepConfig(dg.Config):
     kinds={"lancedb"},
 )
 def store_upkeep(
-    context: dg.AssetExecutionContext, config: UpkeepConfig, store: LanceStoreResource
+    context: dg.AssetExecutionContext, config: UpkeepConfig, store: dg.ResourceParam[Store]
 ) -> dg.MaterializeResult:
     """Compact every table, drop versions past the grace period, build or refresh the
     full-text, filter and (from `ann_min_rows` rows) vector indexes of `embeddings`."""
@@ -40,10 +40,9 @@ def store_upkeep(
 
     from corpusmill.store.upkeep import upkeep
 
-    db = store.store()
-    with db.write_lock():
+    with store.write_lock():
         report = upkeep(
-            db,
+            store,
             cleanup_older_than=dt.timedelta(minutes=config.cleanup_older_than_minutes),
             ann_min_rows=config.ann_min_rows,
             retrain_ann=config.retrain_ann,

@@ -1,8 +1,7 @@
 """rerank_scores: every query scored against its top-k chunks of each shard.
 
-Scored by the cross-encoder resource (`reranker`) when CORPUSMILL_RERANKER (or the
-resource's `model_path`) names a local model, else by the resident bi-encoder, and the
-`scorer` column and metadata say which.
+Scored by the cross-encoder resource (`reranker`) when CORPUSMILL_RERANKER names a local
+model, else by the resident bi-encoder, and the `scorer` column and metadata say which.
 
 (No `from __future__ import annotations` in Dagster modules: Dagster reads the config
 and resource annotations at decoration time.)
@@ -12,13 +11,13 @@ import dagster as dg
 
 from assets.embeddings import embeddings
 from assets.partitions import one_run, shards
-from assets.shard_metadata import observe_shards, run_level
-from resources import (
-    CrossEncoderResource,
-    EmbedderResource,
-    LanceStoreResource,
-    PipelineSettingsResource,
-)
+from assets.shard_metadata import write_shards
+from corpusmill.config import Settings
+from corpusmill.model import Model
+from corpusmill.store import Store
+
+# What the metadata says about the scorer itself: not a run's figure.
+SCORER_IDENTITY = ("scorer", "reranker_id", "reranker_revision")
 
 
 class RerankConfig(dg.Config):
@@ -27,7 +26,7 @@ class RerankConfig(dg.Config):
     CORPUSMILL_RERANK_K."""
 
     queries: str | None = None
-    k: int | None = None
+    rerank_k: int | None = None
 
 
 @dg.asset(
@@ -40,40 +39,33 @@ class RerankConfig(dg.Config):
 def rerank_scores(
     context: dg.AssetExecutionContext,
     config: RerankConfig,
-    store: LanceStoreResource,
-    embedder: EmbedderResource,
-    reranker: CrossEncoderResource,
-    settings: PipelineSettingsResource,
+    store: dg.ResourceParam[Store],
+    embedder: dg.ResourceParam[Model],
+    reranker: dg.ResourceParam[Model],
+    settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """Scores of (query, chunk) pairs for each query's k nearest chunks in each shard.
     Pairs whose query text, chunk content and reranker are unchanged keep their score;
     re-materialising with nothing changed writes nothing."""
-    from corpusmill.errors import ConfigError
     from corpusmill.queries import load_queries
     from corpusmill.rerank import PairScorer
     from corpusmill.sync import sync_rerank_scores
-    from corpusmill.sync.shards import shard_counts
 
-    k = settings.rerank_k if config.k is None else config.k
-    query_set = settings.rerank_queries if config.queries is None else config.queries
-    if k < 1:
-        raise ConfigError(f"k={k} must be >= 1 (CORPUSMILL_RERANK_K)")
-    queries = load_queries(query_set)
-    scorer = PairScorer(embedder.model, reranker.model)
+    run = settings.with_overrides(config.model_dump())
+    queries = load_queries(run.queries)
+    scorer = PairScorer(embedder, reranker)
     if not scorer.cross:
         context.log.info(
             "no cross-encoder configured (CORPUSMILL_RERANKER): scoring pairs with the "
             f"bi-encoder {scorer.model_id}"
         )
-    db = store.store()
-    with db.write_lock(context.partition_keys):
-        report = sync_rerank_scores(db, queries, context.partition_keys, scorer, k=k)
-    observe_shards(context, shard_counts(db, "rerank_scores", context.partition_keys))
-    meta = report.as_metadata()
-    identity = ("scorer", "reranker_id", "reranker_revision")
-    meta = run_level(meta, [k for k in meta if k not in identity])
+
+    def sync():
+        return sync_rerank_scores(store, queries, context.partition_keys, scorer, k=run.rerank_k)
+
+    _report, meta = write_shards(
+        context, store, "rerank_scores", sync, not_run_level=SCORER_IDENTITY
+    )
     meta.update(scorer.model.lineage())
-    meta["query_set"] = query_set or "built-in (Python docs)"
-    meta["table_version"] = db.version("rerank_scores")
-    meta["run_partitions"] = len(context.partition_keys)
+    meta["query_set"] = run.queries or "built-in (Python docs)"
     return dg.MaterializeResult(metadata=meta)

@@ -8,14 +8,26 @@ has no partition argument). So:
     a run total as a shard's count (`run_partitions` says how many shards shared it);
   - each shard's own counts go into an `AssetObservation` of that partition, which the UI
     lists and plots per partition.
+
+`write_shards` is the one ending every shard-partitioned asset shares: write under the
+shards' lock, observe each shard, label the run's figures, add the table's version.
 """
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import dagster as dg
 
+from corpusmill.store import Store
+
 RUN_PREFIX = "run_"
+
+
+class _Report(Protocol):
+    def as_metadata(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=_Report)
 
 
 def run_level(meta: Mapping[str, Any], keys: Iterable[str] | None = None) -> dict[str, Any]:
@@ -38,3 +50,36 @@ def observe_shards(
             )
         )
     return len(per_shard)
+
+
+def write_shards(
+    context: dg.AssetExecutionContext,
+    db: Store,
+    table: str,
+    sync: Callable[[], R],
+    *,
+    sum_column: str | None = None,
+    per_shard: Callable[[R], Mapping[str, Mapping[str, int]]] | None = None,
+    not_run_level: Iterable[str] = (),
+) -> tuple[R, dict[str, Any]]:
+    """Run `sync` (which writes `table` for the run's shards) under those shards' write
+    lock, then report it: each shard's own counts, read back from `table` after the write
+    (rows, documents, the sum of `sum_column`, and any `per_shard(report)` figures: name
+    -> shard -> count), as an observation of that shard; the report's figures as run-level
+    metadata (`run_` prefix, except the keys in `not_run_level`); the table's version and
+    the number of shards the run covered. Returns the report and that metadata."""
+    from corpusmill.sync.shards import merge_counts, shard_counts
+
+    shards = context.partition_keys
+    with db.write_lock(shards):
+        report = sync()
+    counts = shard_counts(db, table, shards, sum_column=sum_column)
+    for name, values in (per_shard(report) if per_shard else {}).items():
+        merge_counts(counts, name, values)
+    observe_shards(context, counts)
+    figures = report.as_metadata()
+    kept = set(not_run_level)
+    meta = run_level(figures, [k for k in figures if k not in kept])
+    meta["table_version"] = db.version(table)
+    meta["run_partitions"] = len(shards)
+    return report, meta

@@ -1,8 +1,9 @@
 """What the UI shows about each asset besides its data: owners, column schemas, and code
 versions that follow the configured model and chunker (see corpusmill/versions.py).
 
-Applied in one place to the asset definitions, by `definitions.py` and by `corpusmill
-ingest` alike, so a CLI run records the same code versions the UI compares against.
+Applied in one place to the asset definitions, by `build_definitions`, which the UI and
+`corpusmill ingest` both load, so a CLI run records the code versions the UI compares
+against.
 """
 
 from collections.abc import Sequence
@@ -12,6 +13,8 @@ import dagster as dg
 import pyarrow as pa
 
 from corpusmill.chunking import chunker_version
+from corpusmill.config import Settings
+from corpusmill.model import Model, ModelSpec
 from corpusmill.store import chunk_fields, chunks_schema, documents_schema, rerank_schema
 from corpusmill.versions import code_versions
 
@@ -40,26 +43,23 @@ COLUMN_SCHEMAS = {
 }
 
 
-def _card(model_resource) -> Any:
-    """The model's card from its folder's files (no weights), or None if there is no such
-    resource or its folder is unreadable: the definitions must load even when a model path
-    is wrong; the run will say why."""
-    if model_resource is None:
-        return None
+def _card(spec: ModelSpec) -> Any:
+    """The model's card from its folder's files (no weights), or None if none is
+    configured or its folder is unreadable: the definitions must load even when a model
+    path is wrong; the run will say why."""
     try:
-        return model_resource.model.card if model_resource.configured else None
+        return Model(spec).card if spec.configured else None
     except Exception:
         return None
 
 
-def with_specs(assets: Sequence[dg.AssetsDefinition], resources: dict) -> list:
-    """`assets` with owners, column schemas and code versions from `resources` (the
+def with_specs(assets: Sequence[dg.AssetsDefinition], settings: Settings) -> list:
+    """`assets` with owners, column schemas and code versions from `settings` (the
     embedder's card, the reranker's, and the chunk settings)."""
-    settings = resources["settings"]
     versions = code_versions(
-        _card(resources["embedder"]),
+        _card(settings.embedder_spec()),
         chunker_version(settings.chunk_tokens, settings.chunk_overlap),
-        _card(resources.get("reranker")),
+        _card(settings.reranker_spec()),
     )
 
     def spec(s: dg.AssetSpec) -> dg.AssetSpec:

@@ -60,7 +60,7 @@ def after_first(owner, attr, label):
         r = fn(*a, **k); mark(label); return r
     setattr(owner, attr, w)
 PATCH = {
-    "app.runs": lambda m: (around(m, "run_ingest", "run"), around(m, "instance_for_cli", "instance")),
+    "app.runs": lambda m: (around(m, "run_ingest", "run"), around(m, "instance_for", "instance")),
     "lancedb": lambda m: mark("lancedb imported"),
     "corpusmill.model.tokenizer": lambda m: around(m.Tokenizer, "__init__", "tokenizer"),
     "corpusmill.model.encoder": lambda m: (around(m.TransformerEncoder, "__init__", "weights"),

@@ -33,21 +33,18 @@ warnings.filterwarnings("ignore")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def resources(db: str, model: str | None):
+def settings_for(db: str, model: str | None, **overrides):
     from corpusmill.config import Settings
-    from resources import build_resources
 
-    return build_resources(Settings(db=db, model=model or ""))
+    return Settings(db=db, model=model or "", **overrides)
 
 
 def tick(sensor, db: str, instance):
     import dagster as dg
 
-    from resources import LanceStoreResource
+    from corpusmill.store import Store
 
-    ctx = dg.build_sensor_context(
-        instance=instance, resources={"store": LanceStoreResource(uri=db)}
-    )
+    ctx = dg.build_sensor_context(instance=instance, resources={"store": Store(db)})
     t0 = time.perf_counter()
     result = sensor(ctx)
     seconds = time.perf_counter() - t0
@@ -86,14 +83,15 @@ def bench_tick(n_files: int, work: Path) -> dict:
     t0 = time.perf_counter()
     summary = run_ingest(
         [f"inbox={inbox}"],
-        resources=resources(db, str(model)),
+        settings_for(db, str(model)),
         chunk_config={"chunk_tokens": 48, "chunk_overlap": 8},
         instance=dg.DagsterInstance.ephemeral(),
     )
     ingest_s = time.perf_counter() - t0
     instance = dg.DagsterInstance.ephemeral()
 
-    sensor = build_inbox_sensor(str(inbox), name="bench_inbox")  # a fresh, empty stat cache
+    # A fresh, empty stat cache.
+    sensor = build_inbox_sensor(settings_for(db, str(model), inbox=str(inbox)), name="bench_inbox")
     cold, cold_counts, _ = tick(sensor, db, instance)
     warm, warm_counts, _ = tick(sensor, db, instance)
     files = sorted(inbox.rglob("*.txt"))
@@ -146,8 +144,8 @@ def bench_incremental(n_docs: int, model: str | None, work: Path) -> dict:
 
         return run_ingest(
             source,
+            settings_for(db, model),
             partitions=partitions or ALL_PARTITIONS,
-            resources=resources(db, model),
             instance=dg.DagsterInstance.ephemeral(),
         )
 

@@ -33,20 +33,21 @@ def main() -> int:
 
     from app.runs import run_ingest
     from corpusmill.config import Settings
+    from corpusmill.model import Model
     from corpusmill.store import Store
-    from resources import LanceStoreResource, build_resources
 
-    resources = build_resources(Settings.from_env())
-    model = resources["embedder"].model  # the run's resident model, as the run left it
+    settings = Settings.from_env()
+    model = Model(settings.embedder_spec())  # the engine alone, on the run's own chunks
     lines = Path(args.corpus).read_text().splitlines()
     results = []
     for n in [int(x) for x in args.sizes.split(",")]:
         work = Path(tempfile.mkdtemp(prefix=f"pipeline-{n}-"))
         subset = work / "corpus.jsonl"
         subset.write_text("\n".join(lines[:n]) + "\n")
-        res = dict(resources, store=LanceStoreResource(uri=str(work / "db")))
         summary = run_ingest(
-            [f"scifact={subset}"], resources=res, instance=dg.DagsterInstance.ephemeral()
+            [f"scifact={subset}"],
+            settings.with_overrides({"db": str(work / "db")}),
+            instance=dg.DagsterInstance.ephemeral(),
         )
         texts = Store(str(work / "db")).scan("chunks", ["text"])["text"].to_pylist()
         model.load()

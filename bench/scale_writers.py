@@ -44,14 +44,13 @@ def writer(corpus: str, uri: str, options: dict, half: str, threads: int, q) -> 
 
     from app.runs import run_ingest
     from corpusmill.ids import ALL_PARTITIONS
-    from resources import build_resources
 
     parts = ALL_PARTITIONS[:8] if half == "first" else ALL_PARTITIONS[8:]
     t0 = time.perf_counter()
     with dg.DagsterInstance.ephemeral() as instance:
         s = run_ingest(
             [f"scifact={corpus}"],
-            resources=build_resources(Settings(db=uri, storage_options=options)),
+            Settings(db=uri, storage_options=options),
             partitions=parts,
             instance=instance,
         )

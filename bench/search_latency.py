@@ -29,10 +29,9 @@ def main() -> None:
     settings = Settings.from_env()
     if args.ingest:
         from app.runs import run_ingest
-        from resources import build_resources
 
         for label in ("first", "second"):
-            s = run_ingest(["pydoc"], resources=build_resources(settings), with_rerank=True)
+            s = run_ingest(["pydoc"], settings, with_rerank=True)
             keep = (
                 "documents",
                 "chunks",

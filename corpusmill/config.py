@@ -1,8 +1,10 @@
 """Configuration: every setting, its default and its environment variable, in one place.
 
 An entry point (definitions.py for Dagster, app/cli.py for the shell) calls
-`Settings.from_env()` once and passes the values down; nothing below reads the
-environment. The README's configuration table lists the same variables.
+`Settings.from_env()` once and passes the `Settings` object down whole; nothing else reads
+the environment (tests/test_layers.py checks). An asset config field is a per-run
+override of the setting of the same name (`Settings.with_overrides`). The README's
+configuration table lists the same variables.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from corpusmill.errors import ConfigError
 from corpusmill.model.spec import ModelSpec
@@ -57,6 +60,9 @@ class Settings:
     # CORPUSMILL_CHUNK_TOKENS / _OVERLAP, when set, override these too.
     eval_chunk_tokens: int = 254
     eval_chunk_overlap: int = 0
+    # The Dagster instance `corpusmill ingest` records its runs in (DAGSTER_HOME, Dagster's
+    # own variable); empty: a throwaway in-memory instance.
+    dagster_home: str = ""
 
     def __post_init__(self) -> None:
         checks = (
@@ -106,7 +112,21 @@ class Settings:
             eval_db=env.text("CORPUSMILL_EVAL_DB", cls.eval_db),
             eval_chunk_tokens=env.integer("CORPUSMILL_CHUNK_TOKENS", cls.eval_chunk_tokens),
             eval_chunk_overlap=env.integer("CORPUSMILL_CHUNK_OVERLAP", cls.eval_chunk_overlap),
+            dagster_home=env.text("DAGSTER_HOME", cls.dagster_home),
         )
+
+    def with_overrides(self, values: Mapping[str, Any]) -> Settings:
+        """These settings with `values` in their place: each key named like a setting
+        whose value is not None replaces it (an asset config field left unset is None);
+        other keys are not settings (an asset's own options) and are left out. Checked
+        like the environment's values."""
+        names = {f.name for f in fields(self)}
+        changes: dict[str, Any] = {
+            name: tuple(value) if name == "sources" else value
+            for name, value in values.items()
+            if name in names and value is not None
+        }
+        return replace(self, **changes) if changes else self
 
     def embedder_spec(self) -> ModelSpec:
         return ModelSpec(
@@ -123,6 +143,20 @@ class Settings:
     def reranker_spec(self) -> ModelSpec:
         """The cross-encoder; `path` empty means none is configured."""
         return self.embedder_spec().with_(path=self.reranker, kind="cross-encoder")
+
+
+def debug_requested(environ: Mapping[str, str] | None = None) -> bool:
+    """CORPUSMILL_DEBUG, read on its own: the CLI needs it before the other settings, to
+    show the traceback of an invalid one. Anything but a true value is off."""
+    value = (os.environ if environ is None else environ).get("CORPUSMILL_DEBUG", "")
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def quiet_lance_query_warnings() -> None:
+    """lance logs a deprecation warning per query whose select() omits `_distance` or
+    `_score`; the 900 queries of an eval would bury its result lines. Call before the
+    first query (an explicit LANCEDB_LOG wins)."""
+    os.environ.setdefault("LANCEDB_LOG", "error")
 
 
 def prepare_process() -> None:

@@ -1,25 +1,25 @@
-"""Dagster resources: thin holders of the store URI, the models and the pipeline settings."""
+"""Dagster resources, built in one place from one `Settings`: the store, the two models,
+and the settings themselves (which the assets read whole, with their run's overrides)."""
+
+from collections.abc import Callable
+from typing import Any
 
 from corpusmill.config import Settings
-from resources.models import CrossEncoderResource, EmbedderResource
-from resources.settings import PipelineSettingsResource
-from resources.store import LanceStoreResource
+from resources.models import model_resource
+from resources.store import store_resource
 
 
-def build_resources(settings: Settings) -> dict:
-    """Every resource the graph uses, from one `Settings` (the one place they are built)."""
+def build_resources(
+    settings: Settings, *, on_commit: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Every resource the graph uses. `on_commit(table_name)` is handed to the run's
+    `Store` (tests stop a run at a commit boundary with it)."""
     return {
-        "store": LanceStoreResource(uri=settings.db, storage_options=settings.storage_options),
-        "embedder": EmbedderResource.from_spec(settings.embedder_spec()),
-        "reranker": CrossEncoderResource.from_spec(settings.reranker_spec()),
-        "settings": PipelineSettingsResource.from_settings(settings),
+        "store": store_resource(settings, on_commit=on_commit),
+        "embedder": model_resource(settings.embedder_spec()),
+        "reranker": model_resource(settings.reranker_spec()),
+        "settings": settings,
     }
 
 
-__all__ = [
-    "CrossEncoderResource",
-    "EmbedderResource",
-    "LanceStoreResource",
-    "PipelineSettingsResource",
-    "build_resources",
-]
+__all__ = ["build_resources", "model_resource", "store_resource"]

@@ -1,23 +1,23 @@
-"""The LanceDB store as a Dagster resource: the URI and its storage options, so any worker
-can open it."""
+"""The LanceDB store as a Dagster resource: the run's `Store`, at the configured URI with
+its storage options, so any worker can open it."""
+
+from collections.abc import Callable
 
 import dagster as dg
-from pydantic import PrivateAttr
 
+from corpusmill.config import Settings
 from corpusmill.store import Store
 
 
-class LanceStoreResource(dg.ConfigurableResource):
-    """A LanceDB database: a local directory by default, any URI lancedb accepts."""
+def store_resource(
+    settings: Settings, *, on_commit: Callable[[str], None] | None = None
+) -> dg.ResourceDefinition:
+    """A `Store` per run, named by the run's id as the holder of its shard leases on S3."""
 
-    uri: str = "./data/lancedb"
-    # object_store options (endpoint, region, credentials, allow_http): CORPUSMILL_STORAGE_OPTIONS
-    storage_options: dict[str, str] = {}
-    # The run this resource serves: named as the holder of its shard leases on S3.
-    _run_id: str = PrivateAttr(default="")
+    @dg.resource(description=f"the LanceDB store at {settings.db}")
+    def run_store(context: dg.InitResourceContext) -> Store:
+        return Store(
+            settings.db, settings.storage_options, owner=context.run_id or "", on_commit=on_commit
+        )
 
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._run_id = context.run_id or ""
-
-    def store(self) -> Store:
-        return Store(self.uri, self.storage_options, owner=self._run_id)
+    return run_store

@@ -25,7 +25,7 @@ from corpusmill.config import Settings
 from corpusmill.inbox import INBOX_LABEL, StatCache, change_key, diff, read_committed, scan_inbox
 from corpusmill.inbox import summarise as summarise_changes
 from corpusmill.liveness import worker_alive
-from resources import LanceStoreResource
+from corpusmill.store import Store
 
 TRIGGER_TAG = "corpusmill/trigger"
 CHANGE_TAG = "corpusmill/change"
@@ -51,21 +51,18 @@ def _parse_cursor(raw: str | None) -> dict:
 
 
 def build_inbox_sensor(
-    inbox: str = Settings.inbox,
+    settings: Settings,
     *,
     name: str = "inbox_sensor",
-    interval_seconds: int = Settings.sensor_interval,
-    run_timeout_seconds: int = Settings.sensor_run_timeout,
-    max_file_bytes: int = Settings.max_file_bytes,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
-    """The inbox sensor for one folder, ticking every `interval_seconds`. definitions.py
-    builds it from the settings (CORPUSMILL_INBOX, ...); tests build their own over
+    """The inbox sensor for the settings' folder (`inbox`), ticking every
+    `sensor_interval` seconds. `build_definitions` builds it; tests build their own over
     temporary folders."""
-    root = str(Path(inbox).expanduser().resolve())
-    interval = interval_seconds
-    run_timeout = run_timeout_seconds
-    file_limit = max_file_bytes
+    root = str(Path(settings.inbox).expanduser().resolve())
+    interval = settings.sensor_interval
+    run_timeout = settings.sensor_run_timeout
+    file_limit = settings.max_file_bytes
     cache = StatCache()  # per code-server process: survives between ticks, not restarts
 
     @dg.sensor(
@@ -75,14 +72,14 @@ def build_inbox_sensor(
         default_status=default_status,
         description=f"Ingest new, changed and deleted files of {root} (every {interval} s).",
     )
-    def inbox_sensor(context: dg.SensorEvaluationContext, store: LanceStoreResource):
+    def inbox_sensor(context: dg.SensorEvaluationContext, store: dg.ResourceParam[Store]):
         cursor = _parse_cursor(context.cursor)
         waiting = _runs_in_flight(context.instance, name, run_timeout)
         if waiting:
             return dg.SkipReason(f"inbox run {waiting[0]} is in flight; it reads the folder itself")
 
         listing = scan_inbox(root, max_file_bytes=file_limit, cache=cache)
-        committed = read_committed(store.store(), INBOX_LABEL)
+        committed = read_committed(store, INBOX_LABEL)
         changes = diff(listing, committed)
         timing = (
             f"{listing.files} files ({listing.files_read} read) in {listing.seconds:.2f}s, "

@@ -1,6 +1,6 @@
-"""Running the ingest job in a test: resources around a tiny model, and small chunks.
+"""Running the ingest job in a test: settings around a tiny model, with small chunks.
 
-(Dagster reads resource annotations at run time, and the tiny models read 64 tokens.)
+(The tiny models read 64 tokens at most.)
 """
 
 from __future__ import annotations
@@ -8,29 +8,27 @@ from __future__ import annotations
 import dagster as dg
 
 from app.runs import run_ingest
-from resources import (
-    CrossEncoderResource,
-    EmbedderResource,
-    LanceStoreResource,
-    PipelineSettingsResource,
-)
+from corpusmill.config import Settings
 
 CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}  # chunks that fit the tiny models' 64 tokens
 
 
-def tiny_resources(db_uri: str, model_path, storage_options=None, **embedder) -> dict:
-    """The ingest job's resources: a store at `db_uri`, the embedder at `model_path` in
-    float32 (exact, so runs compare), no cross-encoder; `embedder` overrides its fields."""
-    return {
-        "store": LanceStoreResource(uri=db_uri, storage_options=storage_options or {}),
-        "settings": PipelineSettingsResource(),
-        "embedder": EmbedderResource(model_path=str(model_path), dtype="float32", **embedder),
-        "reranker": CrossEncoderResource(),
+def tiny_settings(db_uri: str, model_path, storage_options=None, **overrides) -> Settings:
+    """The ingest job's settings: a store at `db_uri`, the embedder at `model_path` in
+    float32 (exact, so runs compare), no cross-encoder, chunks that fit the tiny model;
+    `overrides` replace any other setting."""
+    values = {
+        "db": str(db_uri),
+        "storage_options": dict(storage_options or {}),
+        "model": str(model_path),
+        "dtype": "float32",
+        **CHUNKS,
+        **overrides,
     }
+    return Settings(**values)
 
 
-def ingest(sources, resources, **kw):
-    """`run_ingest` over `sources` with small chunks and a throwaway instance by default."""
-    kw.setdefault("chunk_config", CHUNKS)
+def ingest(sources, settings: Settings, **kw):
+    """`run_ingest` over `sources` with a throwaway instance by default."""
     kw.setdefault("instance", dg.DagsterInstance.ephemeral())
-    return run_ingest([str(s) for s in sources], resources=resources, **kw)
+    return run_ingest([str(s) for s in sources], settings, **kw)

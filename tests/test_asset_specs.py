@@ -7,24 +7,21 @@ from assets.corpus import chunked_documents, raw_corpus
 from assets.embeddings import embeddings
 from assets.specs import with_specs
 from corpusmill.config import Settings
-from resources import EmbedderResource, PipelineSettingsResource, build_resources
 
 
-def _versions(resources) -> dict[str, str]:
-    assets = with_specs([raw_corpus, chunked_documents, embeddings], resources)
+def _versions(settings: Settings) -> dict[str, str]:
+    assets = with_specs([raw_corpus, chunked_documents, embeddings], settings)
     return {k.to_user_string(): v for a in assets for k, v in a.code_versions_by_key.items()}
 
 
 def test_code_versions_change_with_the_chunker_and_with_the_model(tiny_embedder_path):
-    base = build_resources(Settings())
+    base = Settings()
     before = _versions(base)
-    rechunked = _versions({**base, "settings": PipelineSettingsResource(chunk_tokens=100)})
+    rechunked = _versions(base.with_overrides({"chunk_tokens": 100}))
     assert rechunked["raw_corpus"] == before["raw_corpus"]
     assert rechunked["chunked_documents"] != before["chunked_documents"]
     assert rechunked["embeddings"] != before["embeddings"]
-    other_model = _versions(
-        {**base, "embedder": EmbedderResource(model_path=str(tiny_embedder_path))}
-    )
+    other_model = _versions(base.with_overrides({"model": str(tiny_embedder_path)}))
     assert other_model["embeddings"] != before["embeddings"]
     assert other_model["chunked_documents"] != before["chunked_documents"]  # its tokenizer
     assert "53aa51172d14" in before["embeddings"]  # the packaged weights' revision
@@ -33,7 +30,8 @@ def test_code_versions_change_with_the_chunker_and_with_the_model(tiny_embedder_
 def test_every_asset_has_owners_and_a_description_and_tables_a_column_schema():
     from definitions import defs
 
-    graph = defs.resolve_asset_graph()
+    loaded = defs()
+    graph = loaded.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.owners == ["team:corpusmill"], key
@@ -51,5 +49,37 @@ def test_every_asset_has_owners_and_a_description_and_tables_a_column_schema():
         spec = graph.get_check_spec(key)
         assert spec.blocking and spec.description
     assert "SciFact" in graph.get(dg.AssetKey("retrieval_quality")).description
-    [schedule] = defs.schedules
+    [schedule] = loaded.schedules
     assert schedule.description
+
+
+def test_every_unset_asset_config_field_overrides_the_setting_of_its_name():
+    """An asset config field left unset (None) takes the deployment's value through
+    `Settings.with_overrides`, which matches by name: a field named otherwise would be
+    dropped silently."""
+    import dataclasses
+
+    from assets.corpus import ChunkConfig, CorpusConfig
+    from assets.evaluation import EvaluationConfig
+    from assets.rerank import RerankConfig
+
+    settings = {f.name for f in dataclasses.fields(Settings)}
+    for config in (CorpusConfig, ChunkConfig, RerankConfig, EvaluationConfig):
+        overrides = {n for n, f in config.model_fields.items() if f.default is None}
+        assert overrides and overrides <= settings, config.__name__
+
+
+def test_the_model_resources_hold_the_settings_spec_for_one_run(tiny_embedder_path):
+    """The run's model is `Model(settings.embedder_spec())`, set up with the run and
+    released (its weights dropped) when the run ends."""
+    from resources import build_resources
+
+    settings = Settings(model=str(tiny_embedder_path), reranker="", dtype="float32")
+    built = build_resources(settings)
+    with dg.build_resources({k: built[k] for k in ("embedder", "reranker")}) as run:
+        embedder, reranker = run.embedder, run.reranker
+        assert embedder.spec == settings.embedder_spec()
+        assert reranker.spec == settings.reranker_spec() and not reranker.configured
+        embedder.embed(["one text"])
+        assert embedder.loaded
+    assert not embedder.loaded

@@ -5,7 +5,10 @@ selection, a sensor, a schedule, the executor) changes `snapshot(defs)` and fail
 `test_definitions_match_the_snapshot`: update EXPECTED in the same commit, on purpose.
 """
 
+from pathlib import Path
+
 import dagster as dg
+import pytest
 
 SHARDS = [f"shard-{i:02d}" for i in range(16)]
 INGEST = ["chunked_documents", "embeddings", "raw_corpus"]
@@ -103,17 +106,18 @@ def snapshot(defs: dg.Definitions) -> dict:
 def test_definitions_match_the_snapshot():
     from definitions import defs
 
-    assert snapshot(defs) == EXPECTED
+    assert snapshot(defs()) == EXPECTED
 
 
 def test_schedule_and_sensor_resolve_to_runnable_jobs():
     """The schedule and the sensor are in the Definitions, and their jobs resolve there."""
     from definitions import defs
 
-    schedule = defs.resolve_schedule_def("upkeep_schedule")
-    assert defs.resolve_job_def(schedule.job_name).name == "upkeep"
-    sensor = defs.resolve_sensor_def("inbox_sensor")
-    assert [defs.resolve_job_def(t.job_name).name for t in sensor.targets] == ["ingest"]
+    loaded = defs()
+    schedule = loaded.resolve_schedule_def("upkeep_schedule")
+    assert loaded.resolve_job_def(schedule.job_name).name == "upkeep"
+    sensor = loaded.resolve_sensor_def("inbox_sensor")
+    assert [loaded.resolve_job_def(t.job_name).name for t in sensor.targets] == ["ingest"]
 
 
 def test_loading_definitions_does_not_import_torch():
@@ -121,6 +125,38 @@ def test_loading_definitions_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, definitions; print('torch' in sys.modules, 'transformers' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = (
+        "import sys, definitions; definitions.defs(); "
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[1]  # definitions.py loads from the checkout
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_defs_reads_the_environment_when_dagster_asks_not_at_import(monkeypatch):
+    """`definitions.defs` is lazy (`@dg.definitions`): importing the module reads no
+    setting, so an invalid one fails the load that uses it, with its name."""
+    import importlib
+
+    import definitions
+    from corpusmill.errors import ConfigError
+
+    monkeypatch.setenv("CORPUSMILL_CHUNK_TOKENS", "x")
+    importlib.reload(definitions)
+    with pytest.raises(ConfigError, match="CORPUSMILL_CHUNK_TOKENS"):
+        definitions.defs()
+
+
+def test_the_cli_runs_the_graph_the_ui_loads():
+    """`corpusmill ingest` (app/runs.py) builds with `build_definitions` too: the same
+    graph, its `ingest` job widened by rerank_scores only when asked (`--rerank`)."""
+    from corpusmill.config import Settings
+    from definitions import build_definitions
+
+    assert snapshot(build_definitions(Settings())) == EXPECTED
+    widened = snapshot(build_definitions(Settings(), ingest_with_rerank=True))
+    assert widened["jobs"]["ingest"] == sorted([*INGEST, "rerank_scores"])
+    assert {**widened, "jobs": EXPECTED["jobs"]} == EXPECTED

@@ -198,3 +198,60 @@ def test_the_writer_scan_finds_a_write():
     ]
     # and the store itself is where these are found
     assert lance_writes((ROOT / "corpusmill" / "store" / "fragments.py").read_text())
+
+
+# The process environment is read in one place: corpusmill/config.py (Settings.from_env,
+# prepare_process). Tools, benchmarks and tests are not scanned (not in PROJECT_PACKAGES).
+ENVIRONMENT = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
+READS_THE_ENVIRONMENT = {"corpusmill.config"}
+
+
+def environment_uses(source: str) -> list[str]:
+    """`os.environ`, `os.getenv`, ... (and `from os import environ`) in `source`."""
+    uses = []
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+            and node.attr in ENVIRONMENT
+        ):
+            uses.append((node.lineno, f"os.{node.attr}"))
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            names = [a.name for a in node.names if a.name in ENVIRONMENT]
+            uses += [(node.lineno, f"from os import {name}") for name in names]
+    return [f"line {line}: {what}" for line, what in sorted(uses)]
+
+
+def test_only_the_configuration_reads_the_environment():
+    found = {
+        name: uses
+        for name, path in project_modules().items()
+        if (uses := environment_uses(path.read_text()))
+    }
+    others = {n: u for n, u in found.items() if n not in READS_THE_ENVIRONMENT}
+    assert others == {}, "read it in corpusmill/config.py (Settings) and pass it down"
+
+
+def test_the_environment_scan_sees_every_form():
+    source = (
+        "import os\nfrom os import getenv\nos.environ['A']\nos.getenv('B')\nos.path.join('x')\n"
+    )
+    assert environment_uses(source) == [
+        "line 2: from os import getenv",
+        "line 3: os.environ",
+        "line 4: os.getenv",
+    ]
+
+
+def test_only_definitions_py_makes_a_definitions_object():
+    """`build_definitions` is the one builder: no other module constructs `Definitions`."""
+    makers = set()
+    for name, path in project_modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if called == "Definitions":
+                    makers.add(name)
+    assert makers == {"definitions"}

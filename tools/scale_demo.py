@@ -31,12 +31,9 @@ def ingest(corpus: Path, settings: Settings) -> dict:
     import dagster as dg
 
     from app.runs import run_ingest
-    from resources import build_resources
 
     with dg.DagsterInstance.ephemeral() as instance:
-        return run_ingest(
-            [f"scifact={corpus}"], resources=build_resources(settings), instance=instance
-        )
+        return run_ingest([f"scifact={corpus}"], settings, instance=instance)
 
 
 def stored(settings: Settings) -> tuple[int, int]:

@@ -57,14 +57,6 @@ from corpusmill.store.schemas import (
 OBJECT_STORE_SCHEMES = ("s3://", "s3+ddb://", "gs://", "az://", "abfss://")
 
 
-class CommitHook:
-    """A test seam: `after(table_name)` runs after every commit `replace_rows` makes, so
-    the adversarial suite can stop a run at each commit boundary (raise, or kill the
-    process). Production code never sets it."""
-
-    after: Callable[[str], None] | None = None
-
-
 @dataclass(frozen=True)
 class StoreRef:
     """What another process (a Ray worker) needs to open the same store: picklable."""
@@ -80,14 +72,21 @@ class Store:
     """One LanceDB database. Cheap to construct; opens tables lazily."""
 
     def __init__(
-        self, uri: str, storage_options: dict[str, str] | None = None, owner: str = ""
+        self,
+        uri: str,
+        storage_options: dict[str, str] | None = None,
+        owner: str = "",
+        on_commit: Callable[[str], None] | None = None,
     ) -> None:
-        """`owner` (a run id) is named in this store's leases on S3, for whoever waits."""
+        """`owner` (a run id) is named in this store's leases on S3, for whoever waits.
+        `on_commit(table_name)` runs after each commit `replace_rows` makes: the
+        adversarial tests stop a run at each commit boundary with it."""
         import lancedb
 
         self.uri = uri
         self.storage_options = dict(storage_options or {})
         self.owner = owner
+        self.on_commit = on_commit
         self._leases: S3Leases | None = None
         if "://" not in uri:
             try:
@@ -254,7 +253,7 @@ class Store:
             if delete_where and delete_where != "false":
                 before = table.count_rows()
                 table.delete(delete_where)
-                _committed(table)
+                self._committed(table)
                 return {"inserted": 0, "updated": 0, "deleted": before - table.count_rows()}
             return {"inserted": 0, "updated": 0, "deleted": 0}
         rows = rows.select(table.schema.names).cast(table.schema.remove_metadata())
@@ -262,7 +261,7 @@ class Store:
         if delete_where and delete_where != "false":
             merge = merge.when_not_matched_by_source_delete(delete_where)
         result = merge.execute(rows)
-        _committed(table)
+        self._committed(table)
         return {
             "inserted": result.num_inserted_rows,
             "updated": result.num_updated_rows,
@@ -279,7 +278,7 @@ class Store:
     ) -> CommitResult:
         """Make `fragments` (`Snapshot.write_fragments`) visible and delete the rows
         matching `delete_where`, in one commit, once per `run_key` (`fragments.py`)."""
-        return commit_fragments(
+        result = commit_fragments(
             self.table_uri(name),
             self.storage_options,
             fragments,
@@ -287,6 +286,9 @@ class Store:
             run_key,
             read_version,
         )
+        if result.committed and self.on_commit is not None:
+            self.on_commit(name)
+        return result
 
     def write_lock(self, partitions: Sequence[str] | None = None):
         """Keep writers of this store apart, as narrowly as the work needs.
@@ -313,6 +315,10 @@ class Store:
             return file_lock(self.uri, "store")
         return _shard_locks(self.uri, sorted(set(partitions)))
 
+    def _committed(self, table) -> None:
+        if self.on_commit is not None:
+            self.on_commit(table.name)
+
     def check_complete(self) -> None:
         """Refuse to search a store whose first ingest stopped before any vector was
         committed: "no results" would be a lie."""
@@ -321,11 +327,6 @@ class Store:
                 f"the store at {self.uri!r} is incomplete: it holds chunks but no vectors "
                 "(the last ingest failed or was stopped); rerun `corpusmill ingest`"
             )
-
-
-def _committed(table) -> None:
-    if CommitHook.after is not None:
-        CommitHook.after(table.name)
 
 
 @contextlib.contextmanager

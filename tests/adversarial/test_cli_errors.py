@@ -10,10 +10,11 @@ import dagster as dg
 import pytest
 
 from app.cli import main
+from corpusmill.config import Settings
 from corpusmill.errors import ConfigError, InputError, StoreError, UsageError
 from corpusmill.store import Store
-from corpusmill.store.store import CommitHook
-from tests.runs import ingest, tiny_resources
+from resources import build_resources
+from tests.runs import ingest, tiny_settings
 
 USAGE, INPUT, CONFIG, STORE = (
     UsageError.exit_code,
@@ -172,9 +173,10 @@ def test_search_after_a_failed_first_ingest_says_the_store_is_incomplete(env, ca
         if table == "chunks":  # the run dies once chunks are in, before any vector
             raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(CommitHook, "after", crash)
-    assert main(["ingest", str(corpus)]) != 0
-    monkeypatch.setattr(CommitHook, "after", None)
+    # The ingest `corpusmill ingest` runs, with the environment's settings, stopped by the
+    # store's commit hook (which only a caller of the builder can inject).
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        ingest([corpus], Settings.from_env(), on_commit=crash)
     capsys.readouterr()
     code, err = run(capsys, "search", "errors")
     assert code == STORE and "incomplete" in one_line(err) and "corpusmill ingest" in err
@@ -188,7 +190,7 @@ def test_the_run_failure_event_carries_the_same_message(tmp_path, tiny_embedder_
     try:
         ingest(
             [corpus],
-            tiny_resources(str(tmp_path / "db"), tiny_embedder_path),
+            tiny_settings(str(tmp_path / "db"), tiny_embedder_path),
             corpus_config={"max_file_bytes": -1},
         )
     except ConfigError as exc:
@@ -196,7 +198,7 @@ def test_the_run_failure_event_carries_the_same_message(tmp_path, tiny_embedder_
     assert result_error and "CORPUSMILL_MAX_FILE_BYTES" in result_error
     result = dg.materialize(
         [__import__("assets.corpus", fromlist=["raw_corpus"]).raw_corpus],
-        resources=tiny_resources(str(tmp_path / "db"), tiny_embedder_path),
+        resources=build_resources(tiny_settings(str(tmp_path / "db"), tiny_embedder_path)),
         run_config={
             "ops": {"raw_corpus": {"config": {"sources": [str(corpus)], "max_file_bytes": -1}}}
         },

@@ -2,7 +2,7 @@
 exactly as one clean run leaves it (issue 15: random SIGKILLs were tried before; this
 covers every commit boundary, a stop between two embeddings commits included).
 
-The stop is `CommitHook.after` raising once the Nth commit is durable: nothing of the run
+The stop is the store's `on_commit` hook raising once the Nth commit is durable: nothing of the run
 after that commit happens, which is what a kill at that instant leaves on disk (a commit
 is atomic in LanceDB; tests/e2e/test_faults_inbox.py kills real processes at random
 moments). Groups are shrunk to 2 documents so each table takes several commits.
@@ -19,8 +19,7 @@ import corpusmill.sync.chunks
 import corpusmill.sync.documents
 import corpusmill.sync.embeddings
 from corpusmill.store import Store
-from corpusmill.store.store import CommitHook
-from tests.runs import ingest, tiny_resources
+from tests.runs import ingest, tiny_settings
 
 
 class Stop(Exception):
@@ -56,7 +55,7 @@ def test_a_stop_after_any_commit_then_a_rerun_converges(tmp_path, tiny_embedder_
             f"document {i} " + " ".join(f"w{i}x{j}" for j in range(40))
         )
     base = str(tmp_path / "base")
-    assert ingest([corpus], tiny_resources(base, tiny_embedder_path))["success"]
+    assert ingest([corpus], tiny_settings(base, tiny_embedder_path))["success"]
     # The run under test: two changed, one deleted, two new, one bad file.
     (corpus / "d0.txt").write_text("document zero rewritten " * 10)
     (corpus / "d1.txt").write_text("document one rewritten " * 10)
@@ -66,10 +65,11 @@ def test_a_stop_after_any_commit_then_a_rerun_converges(tmp_path, tiny_embedder_
     (corpus / "bad.txt").write_bytes(b"\x00binary")
 
     commits: list[str] = []
-    monkeypatch.setattr(CommitHook, "after", commits.append)
     clean = str(tmp_path / "clean")
     shutil.copytree(base, clean)
-    assert ingest([corpus], tiny_resources(clean, tiny_embedder_path))["success"]
+    assert ingest([corpus], tiny_settings(clean, tiny_embedder_path), on_commit=commits.append)[
+        "success"
+    ]
     expected = state(clean)
     assert commits.count("embeddings") >= 2 and commits.count("chunks") >= 2
 
@@ -84,12 +84,10 @@ def test_a_stop_after_any_commit_then_a_rerun_converges(tmp_path, tiny_embedder_
             if len(seen) == n:
                 raise Stop(f"stopped after commit {n} ({table})")
 
-        monkeypatch.setattr(CommitHook, "after", stop_after_nth)
         with pytest.raises(Stop):
-            ingest([corpus], tiny_resources(db, tiny_embedder_path))
-        monkeypatch.setattr(CommitHook, "after", None)
+            ingest([corpus], tiny_settings(db, tiny_embedder_path), on_commit=stop_after_nth)
         stopped_states_differ.append(state(db) != expected)
-        assert ingest([corpus], tiny_resources(db, tiny_embedder_path))["success"]
+        assert ingest([corpus], tiny_settings(db, tiny_embedder_path))["success"]
         assert state(db) == expected, f"after a stop at commit {n} ({commits[n - 1]})"
         shutil.rmtree(db)
     # The stops really left unfinished stores (the comparison above is not vacuous).

@@ -14,8 +14,9 @@ import uuid
 import dagster as dg
 import pytest
 
+from corpusmill.config import Settings
 from corpusmill.liveness import worker_alive
-from resources import LanceStoreResource
+from corpusmill.store import Store
 
 
 def _dead_pid() -> int:
@@ -64,13 +65,15 @@ def test_the_sensor_fails_a_run_whose_worker_is_gone_and_retries(tmp_path, db_ur
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "a.txt").write_text("a file that arrived before the crash")
-    sensor = build_inbox_sensor(str(inbox), name="s", interval_seconds=1, max_file_bytes=4096)
+    sensor = build_inbox_sensor(
+        Settings(inbox=str(inbox), sensor_interval=1, max_file_bytes=4096), name="s"
+    )
     instance = dg.DagsterInstance.ephemeral()
     pid = _dead_pid() if worker == "dead" else os.getpid()
     run = _started_run(instance, "s", pid)
 
     ctx = dg.build_sensor_context(
-        instance=instance, sensor_name="s", resources={"store": LanceStoreResource(uri=db_uri)}
+        instance=instance, sensor_name="s", resources={"store": Store(db_uri)}
     )
     result = sensor(ctx)
     status = instance.get_run_by_id(run.run_id).status

@@ -13,7 +13,7 @@ from corpusmill.ids import ALL_PARTITIONS, doc_id_for, parse_doc_id, record_id_f
 from corpusmill.sources import Document, Quarantined, read_source
 from corpusmill.store import Store
 from corpusmill.sync import sync_documents
-from tests.runs import ingest, tiny_resources
+from tests.runs import ingest, tiny_settings
 
 
 def _items(path):
@@ -111,15 +111,15 @@ def test_a_store_with_old_record_ids_is_re_keyed_by_the_next_run(
         "".join(json.dumps({"_id": str(i), "text": f"record {i} body"}) + "\n" for i in range(8))
     )
     (corpus / "a.txt").write_text("a plain file")
-    resources = tiny_resources(db_uri, tiny_embedder_path)
+    settings = tiny_settings(db_uri, tiny_embedder_path)
     with monkeypatch.context() as m:  # the old scheme, through the real pipeline
         m.setattr(corpusmill.sources, "record_id_for", lambda s, _f, r: doc_id_for(s, r))
-        first = ingest([corpus], resources)
+        first = ingest([corpus], settings)
     store = Store(db_uri)
     old_ids = set(store.scan("documents", ["doc_id"])["doc_id"].to_pylist())
     assert len(old_ids) == 9 and all(len(parse_doc_id(d)) == 3 for d in old_ids)
 
-    second = ingest([corpus], resources)
+    second = ingest([corpus], settings)
     assert second["success"] and second["chunks_embedded"] == 0
     assert second["documents_new"] == 8 and second["documents_deleted"] == 8
     for table in ("documents", "chunks", "embeddings"):

@@ -8,7 +8,7 @@ import numpy as np
 
 from corpusmill.store import Store
 from tests.adversarial.conftest import POISON_WORD
-from tests.runs import ingest, tiny_resources
+from tests.runs import ingest, tiny_settings
 
 
 def test_a_nan_vector_quarantines_its_chunk_and_the_rest_is_stored(
@@ -19,7 +19,7 @@ def test_a_nan_vector_quarantines_its_chunk_and_the_rest_is_stored(
     for i in range(5):
         (corpus / f"ok{i}.txt").write_text(f"document {i} about ordinary animals and plants")
     (corpus / "bad.txt").write_text(f"a note about a {POISON_WORD} in the zoo")
-    summary = ingest([corpus], tiny_resources(db_uri, poisoned_embedder_path))
+    summary = ingest([corpus], tiny_settings(db_uri, poisoned_embedder_path))
 
     assert summary["success"]
     store = Store(db_uri)
@@ -32,6 +32,6 @@ def test_a_nan_vector_quarantines_its_chunk_and_the_rest_is_stored(
 
     # Fixing the document clears the quarantine and embeds it.
     (corpus / "bad.txt").write_text("a note about a lion in the zoo")
-    again = ingest([corpus], tiny_resources(db_uri, poisoned_embedder_path))
+    again = ingest([corpus], tiny_settings(db_uri, poisoned_embedder_path))
     assert again["success"] and Store(db_uri).count("embeddings") == 6
     assert Store(db_uri).count("quarantine") == 0

@@ -11,30 +11,18 @@ from assets.embeddings import embeddings
 from assets.partitions import partition_range_tags
 from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.store import Store, eq_filter
-from resources import (
-    CrossEncoderResource,
-    EmbedderResource,
-    LanceStoreResource,
-    PipelineSettingsResource,
-)
+from resources import build_resources
 from tests.assets.corpora import write_corpus
-from tests.runs import CHUNKS
+from tests.runs import CHUNKS, tiny_settings
 
 
 def test_a_run_passes_its_checks_while_another_shard_is_half_written(
     tmp_path, db_uri, tiny_embedder_path
 ):
-    resources = {
-        "store": LanceStoreResource(uri=db_uri),
-        "settings": PipelineSettingsResource(),
-        "embedder": EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32"),
-        "reranker": CrossEncoderResource(),
-    }
+    settings = tiny_settings(db_uri, tiny_embedder_path)
     corpus = write_corpus(tmp_path / "corpus", n_docs=8, min_sentences=3)
     instance = dg.DagsterInstance.ephemeral()
-    assert run_ingest([str(corpus)], resources=resources, instance=instance, chunk_config=CHUNKS)[
-        "success"
-    ]
+    assert run_ingest([str(corpus)], settings, instance=instance, chunk_config=CHUNKS)["success"]
     store = Store(db_uri)
     shards = sorted(set(store.scan("chunks", ["partition"])["partition"].to_pylist()))
     assert len(shards) >= 2
@@ -45,7 +33,7 @@ def test_a_run_passes_its_checks_while_another_shard_is_half_written(
 
     mine = run_ingest(
         [str(corpus)],
-        resources=resources,
+        settings,
         partitions=others,
         instance=instance,
         chunk_config=CHUNKS,
@@ -59,7 +47,10 @@ def test_a_run_passes_its_checks_while_another_shard_is_half_written(
         "checks_only", selection=dg.AssetSelection.checks_for_assets(embeddings)
     )
     defs = dg.Definitions(
-        assets=[embeddings], asset_checks=EMBEDDINGS_CHECKS, jobs=[job], resources=resources
+        assets=[embeddings],
+        asset_checks=EMBEDDINGS_CHECKS,
+        jobs=[job],
+        resources=build_resources(settings),
     )
     result = defs.resolve_job_def("checks_only").execute_in_process(
         instance=instance, tags=partition_range_tags([half]), raise_on_error=False

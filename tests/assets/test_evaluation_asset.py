@@ -8,7 +8,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from tests.runs import tiny_resources
+from resources import build_resources
+from tests.runs import tiny_settings
 
 DOCS = {
     "11": "Zebrafish regenerate heart muscle after cryoinjury within weeks.",
@@ -32,12 +33,12 @@ def write_tiny_beir(root: Path) -> Path:
     return root
 
 
-def _materialise(resources: dict, config: dict, raise_on_error: bool = True):
+def _materialise(settings, config: dict, raise_on_error: bool = True):
     from assets.evaluation import retrieval_quality
 
     return dg.materialize(
         [retrieval_quality],
-        resources=resources,
+        resources=build_resources(settings),
         run_config={"ops": {"retrieval_quality": {"config": config}}},
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=raise_on_error,
@@ -50,16 +51,16 @@ def test_retrieval_quality_records_metrics_as_numeric_metadata(
     from app.runs import run_ingest
 
     root = write_tiny_beir(tmp_path / "beir")
-    resources = tiny_resources(db_uri, tiny_embedder_path)
+    settings = tiny_settings(db_uri, tiny_embedder_path)
     ingest = run_ingest(
         [f"scifact={root / 'corpus.jsonl'}"],
-        resources=resources,
+        settings,
         instance=dg.DagsterInstance.ephemeral(),
         chunk_config={"chunk_tokens": 48, "chunk_overlap": 0},
     )
     assert ingest["success"] and ingest["chunks_embedded"] == 3
 
-    result = _materialise(resources, {"data": str(root), "modes": ["vector", "fts", "hybrid"]})
+    result = _materialise(settings, {"eval_data": str(root), "modes": ["vector", "fts", "hybrid"]})
     (event,) = result.get_asset_materialization_events()
     meta = event.event_specific_data.materialization.metadata
     assert isinstance(meta["fts_ndcg_at_10"], dg.FloatMetadataValue)
@@ -72,7 +73,9 @@ def test_retrieval_quality_records_metrics_as_numeric_metadata(
     assert meta["chunks_in_source"].value == 3
 
     # a source the store does not hold: the run fails and says how to fix it
-    failed = _materialise(resources, {"data": str(root), "source": "nope"}, raise_on_error=False)
+    failed = _materialise(
+        settings, {"eval_data": str(root), "source": "nope"}, raise_on_error=False
+    )
     assert not failed.success
     failure = failed.get_step_failure_events()[0].event_specific_data.error
     assert failure is not None and "needs the labelled corpus" in failure.to_string()
@@ -82,9 +85,10 @@ def test_retrieval_quality_records_metrics_as_numeric_metadata(
 def test_evaluation_asset_is_in_definitions_but_not_in_the_ingest_job():
     from definitions import defs
 
+    loaded = defs()
     key = dg.AssetKey("retrieval_quality")
-    graph = defs.resolve_asset_graph()
+    graph = loaded.resolve_asset_graph()
     assert key in graph.get_all_asset_keys()
     assert graph.get(key).parent_keys == {dg.AssetKey("embeddings")}
-    ingest_keys = defs.resolve_job_def("ingest").asset_layer.executable_asset_keys
+    ingest_keys = loaded.resolve_job_def("ingest").asset_layer.executable_asset_keys
     assert key not in ingest_keys

@@ -9,27 +9,20 @@ import pytest
 
 from app.runs import run_ingest
 from assets.maintenance import store_upkeep
+from corpusmill.config import Settings
+from corpusmill.model import Model
 from corpusmill.search import Searcher
 from corpusmill.store import Store
 from corpusmill.store.upkeep import ann_partitions, index_columns
-from resources import (
-    CrossEncoderResource,
-    EmbedderResource,
-    LanceStoreResource,
-    PipelineSettingsResource,
-)
+from resources import build_resources
+from tests.runs import tiny_settings
 
 
 @pytest.fixture
 def ingested(tmp_path, db_uri, tiny_embedder_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    res = {
-        "store": LanceStoreResource(uri=db_uri),
-        "settings": PipelineSettingsResource(),
-        "embedder": EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32"),
-        "reranker": CrossEncoderResource(),
-    }
+    settings = tiny_settings(db_uri, tiny_embedder_path)
     # Two ingests (the second changes a document) leave many small commits behind.
     for round_ in range(2):
         for i in range(8):
@@ -38,18 +31,18 @@ def ingested(tmp_path, db_uri, tiny_embedder_path):
             )
         summary = run_ingest(
             [str(corpus)],
-            resources=res,
+            settings,
             instance=dg.DagsterInstance.ephemeral(),
             chunk_config={"chunk_tokens": 16, "chunk_overlap": 2},
         )
         assert summary["success"]
-    return res
+    return settings
 
 
-def upkeep_run(res, **config):
+def upkeep_run(settings, **config):
     result = dg.materialize(
         [store_upkeep],
-        resources={"store": res["store"]},
+        resources={"store": build_resources(settings)["store"]},
         run_config={"ops": {"store_upkeep": {"config": config}}},
         instance=dg.DagsterInstance.ephemeral(),
     )
@@ -61,7 +54,7 @@ def upkeep_run(res, **config):
 @pytest.mark.slow
 def test_upkeep_compacts_cleans_and_indexes(ingested, db_uri):
     store = Store(db_uri)
-    searcher = Searcher(db_uri, embedder=ingested["embedder"].model)
+    searcher = Searcher(db_uri, embedder=Model(ingested.embedder_spec()))
     before_hits = [h.chunk_id for h in searcher.search("word3 document", k=5)]
     rows = store.count("embeddings")
 
@@ -115,7 +108,7 @@ def test_upkeep_waits_for_a_writer_holding_the_lock(db_uri):
     t = threading.Thread(target=writer)
     t.start()
     time.sleep(0.2)
-    meta = upkeep_run({"store": LanceStoreResource(uri=db_uri)}, cleanup_older_than_minutes=60)
+    meta = upkeep_run(Settings(db=db_uri), cleanup_older_than_minutes=60)
     finished.append("upkeep")
     assert meta["documents.rows"] == 0
     t.join()

@@ -14,13 +14,10 @@ from assets.partitions import partition_range_tags
 from corpusmill.errors import ModelMismatchError
 from corpusmill.ids import ALL_PARTITIONS, partition_of
 from corpusmill.model import LOADS as LOAD_COUNTS
+from corpusmill.model import Model
 from corpusmill.store import Store
-from resources import (
-    EmbedderResource,
-)
-from tests.assets import definitions_jobs
 from tests.assets.corpora import write_corpus
-from tests.runs import CHUNKS, ingest, tiny_resources
+from tests.runs import ingest, tiny_settings
 
 
 @pytest.fixture
@@ -29,8 +26,8 @@ def corpus(tmp_path):
 
 
 @pytest.fixture
-def resources(db_uri, tiny_embedder_path):
-    return tiny_resources(db_uri, tiny_embedder_path)
+def settings(db_uri, tiny_embedder_path):
+    return tiny_settings(db_uri, tiny_embedder_path)
 
 
 def embedded_rows(db_uri):
@@ -44,27 +41,20 @@ def embedded_rows(db_uri):
 
 def ingest_through_definitions(corpus, model_path, db_uri, home):
     """Launch the Definitions' ingest job over every shard, as the UI or the sensor would:
-    `execute_job` runs it with the job's own executor (`dg.materialize`, which run_ingest
-    uses, always runs in-process and so could not tell). Only the store and the model
-    are overridden, through run config."""
-    run_config = {
-        "ops": {
-            "raw_corpus": {"config": {"sources": [str(corpus)]}},
-            "chunked_documents": {"config": CHUNKS},
-        },
-        "resources": {
-            "store": {"config": {"uri": db_uri}},
-            "embedder": {"config": {"model_path": str(model_path), "dtype": "float32"}},
-        },
-        "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-    }
+    `execute_job` runs it with the job's own executor (`execute_in_process`, which
+    run_ingest uses, always runs in-process and so could not tell). The job comes from
+    `build_definitions` with the tiny model's settings, rebuilt by name wherever Dagster
+    executes it."""
+    job = dg.build_reconstructable_job(
+        "tests.assets.definitions_jobs",
+        "ingest_job",
+        reconstructable_kwargs={"db": db_uri, "model": str(model_path)},
+    )
+    run_config = {"ops": {"raw_corpus": {"config": {"sources": [str(corpus)]}}}}
     home.mkdir(parents=True, exist_ok=True)
     with dg.instance_for_test(temp_dir=str(home)) as instance:
         result = dg.execute_job(
-            dg.reconstructable(definitions_jobs.ingest_job),
-            instance=instance,
-            run_config=run_config,
-            tags=partition_range_tags(ALL_PARTITIONS),
+            job, instance=instance, run_config=run_config, tags=partition_range_tags(ALL_PARTITIONS)
         )
         return summarise(result, 0.0)
 
@@ -85,34 +75,34 @@ def test_all_shards_in_one_run_with_one_model_load(corpus, tiny_embedder_path, d
     assert summary["tokens"] > 0 and summary["tokens_per_s"] > 0
 
 
-def test_a_run_with_nothing_to_embed_loads_no_weights(corpus, resources, db_uri):
-    assert ingest([corpus], resources)["chunks_embedded"] > 0
+def test_a_run_with_nothing_to_embed_loads_no_weights(corpus, settings, db_uri):
+    assert ingest([corpus], settings)["chunks_embedded"] > 0
     before = LOAD_COUNTS["embedder"]
-    again = ingest([corpus], resources)
+    again = ingest([corpus], settings)
     assert again["success"] and again["chunks_embedded"] == 0 and again["chunks_reused"] > 0
     assert LOAD_COUNTS["embedder"] == before  # chunking used the tokenizer only
     (corpus / "doc03.txt").write_text("one new sentence about tokenizers and weights.")
-    assert ingest([corpus], resources)["chunks_embedded"] > 0
+    assert ingest([corpus], settings)["chunks_embedded"] > 0
     assert LOAD_COUNTS["embedder"] == before + 1
 
 
-def test_rematerialising_changes_nothing_and_embeds_nothing(corpus, resources, db_uri):
-    ingest([corpus], resources)
+def test_rematerialising_changes_nothing_and_embeds_nothing(corpus, settings, db_uri):
+    ingest([corpus], settings)
     first = embedded_rows(db_uri)
     version = Store(db_uri).version("embeddings")
-    again = ingest([corpus], resources)
+    again = ingest([corpus], settings)
     assert again["chunks_embedded"] == 0
     assert again["chunks_reused"] == len(first)
     assert embedded_rows(db_uri) == first
     assert Store(db_uri).version("embeddings") == version  # not even an empty commit
 
 
-def test_changed_and_deleted_documents(corpus, resources, db_uri):
-    ingest([corpus], resources)
+def test_changed_and_deleted_documents(corpus, settings, db_uri):
+    ingest([corpus], settings)
     before = {r["chunk_id"]: r for r in embedded_rows(db_uri)}
     (corpus / "doc03.txt").write_text("a completely new text for document three.")
     (corpus / "doc05.txt").unlink()
-    summary = ingest([corpus], resources)
+    summary = ingest([corpus], settings)
     assert summary["documents_changed"] == 1 and summary["documents_deleted"] == 1
     assert summary["chunks_embedded"] == 1  # only the new chunk of doc03
     after = {r["chunk_id"]: r for r in embedded_rows(db_uri)}
@@ -126,17 +116,17 @@ def test_changed_and_deleted_documents(corpus, resources, db_uri):
     assert all(after[c] == before[c] for c in untouched)
 
 
-def test_identical_content_is_reused_not_recomputed(corpus, resources, db_uri, tmp_path):
-    ingest([corpus], resources)
+def test_identical_content_is_reused_not_recomputed(corpus, settings, db_uri, tmp_path):
+    ingest([corpus], settings)
     copy = tmp_path / "copy"
     copy.mkdir()
     (copy / "same.txt").write_text((corpus / "doc00.txt").read_text())
-    summary = ingest([copy], resources)
+    summary = ingest([copy], settings)
     assert summary["chunks_embedded"] == 0 and summary["chunks_reused"] >= 1
 
 
-def test_single_partition_run_touches_only_that_partition(corpus, resources, db_uri):
-    ingest([corpus], resources)
+def test_single_partition_run_touches_only_that_partition(corpus, settings, db_uri):
+    ingest([corpus], settings)
     before = embedded_rows(db_uri)
     root = corpus.resolve()
     target = partition_of(f"{root}#doc07.txt")
@@ -145,7 +135,7 @@ def test_single_partition_run_touches_only_that_partition(corpus, resources, db_
     )
     (corpus / "doc07.txt").unlink()
     (corpus / elsewhere).write_text("changed, in a partition this run does not cover")
-    ingest([corpus], resources, partitions=[target])
+    ingest([corpus], settings, partitions=[target])
     after = embedded_rows(db_uri)
     assert not any(r["doc_id"].endswith("doc07.txt") for r in after)
     # rows of every other partition are exactly as they were, the pending change included
@@ -154,21 +144,21 @@ def test_single_partition_run_touches_only_that_partition(corpus, resources, db_
     ]
 
 
-def test_other_sources_are_left_alone(corpus, resources, db_uri, tmp_path):
+def test_other_sources_are_left_alone(corpus, settings, db_uri, tmp_path):
     other = tmp_path / "other"
     other.mkdir()
     (other / "keep.md").write_text("this document belongs to another source")
-    ingest([other], resources)
-    ingest([corpus], resources)
+    ingest([other], settings)
+    ingest([corpus], settings)
     docs = {r["doc_id"] for r in embedded_rows(db_uri)}
     assert f"{other.resolve()}#keep.md" in docs
     assert sum(1 for d in docs if d.startswith(str(corpus.resolve()))) == 12
 
 
-def test_bad_files_are_quarantined_and_the_run_completes(corpus, resources, db_uri):
+def test_bad_files_are_quarantined_and_the_run_completes(corpus, settings, db_uri):
     (corpus / "binary.txt").write_bytes(b"\x00\x01\x02")
     (corpus / "empty.md").write_text("  ")
-    summary = ingest([corpus], resources)
+    summary = ingest([corpus], settings)
     assert summary["success"] and summary["documents"] == 12 and summary["quarantined"] == 2
     reasons = {
         r["uri"].rsplit("/", 1)[1]: r["reason"]
@@ -177,30 +167,30 @@ def test_bad_files_are_quarantined_and_the_run_completes(corpus, resources, db_u
     assert set(reasons) == {"binary.txt", "empty.md"}
     # fixing the file clears its quarantine row
     (corpus / "binary.txt").write_text("now it is text")
-    ingest([corpus], resources)
+    ingest([corpus], settings)
     assert Store(db_uri).count("quarantine") == 1
 
 
-def test_a_broken_file_keeps_its_last_good_version(corpus, resources, db_uri):
-    ingest([corpus], resources)
+def test_a_broken_file_keeps_its_last_good_version(corpus, settings, db_uri):
+    ingest([corpus], settings)
     n = len([r for r in embedded_rows(db_uri) if r["doc_id"].endswith("doc02.txt")])
     (corpus / "doc02.txt").write_bytes(b"\xff\xfe broken \x00")
-    ingest([corpus], resources)
+    ingest([corpus], settings)
     assert len([r for r in embedded_rows(db_uri) if r["doc_id"].endswith("doc02.txt")]) == n
 
 
-def test_another_model_is_refused(corpus, resources, db_uri, minilm_path):
-    ingest([corpus], resources)
-    other = dict(resources, embedder=EmbedderResource(model_path=str(minilm_path)))
+def test_another_model_is_refused(corpus, settings, db_uri, minilm_path):
+    ingest([corpus], settings)
+    other = settings.with_overrides({"model": str(minilm_path), "dtype": "auto"})
     with pytest.raises(ModelMismatchError):
-        ingest([corpus], other, chunk_config={"chunk_tokens": 24, "chunk_overlap": 4})
+        ingest([corpus], other)
 
 
-def test_embedding_uses_the_ids_the_chunker_stored_and_only_its_own(corpus, resources, db_uri):
-    summary = ingest([corpus], resources)
+def test_embedding_uses_the_ids_the_chunker_stored_and_only_its_own(corpus, settings, db_uri):
+    summary = ingest([corpus], settings)
     assert summary["pretokenized_items"] == summary["chunks_embedded"] > 12
     rows = Store(db_uri).scan("embeddings", ["text", "vector"]).to_pylist()
-    fresh = resources["embedder"].model.embed([r["text"] for r in rows])  # tokenised afresh
+    fresh = Model(settings.embedder_spec()).embed([r["text"] for r in rows])  # tokenised afresh
     stored = np.array([r["vector"] for r in rows], dtype=np.float32)
     assert (stored * fresh).sum(axis=1).min() > 0.99999  # unit vectors: dot = cosine
 
@@ -208,7 +198,7 @@ def test_embedding_uses_the_ids_the_chunker_stored_and_only_its_own(corpus, reso
     store = Store(db_uri)
     store.db.open_table("chunks").update(values={"tokenizer": "another-tokenizer"})
     store.db.drop_table("embeddings")
-    again = ingest([corpus], resources)
+    again = ingest([corpus], settings)
     assert again["chunks_embedded"] == summary["chunks_embedded"]
     assert again["pretokenized_items"] == 0
 

@@ -12,12 +12,12 @@ import pyarrow as pa
 import pytest
 
 from app.runs import run_ingest
-from corpusmill.model import LOADS
+from corpusmill.model import LOADS, Model
 from corpusmill.store import Store
 from corpusmill.sync.scope import docs_filter
 from corpusmill.sync.shards import shard_counts
 from tests.embed_paths import in_process
-from tests.runs import CHUNKS, tiny_resources
+from tests.runs import CHUNKS, tiny_settings
 
 pytest.importorskip("lance")
 
@@ -38,9 +38,9 @@ def test_workers_read_their_own_chunks_and_match_the_local_path(
     from corpusmill.scale.ray_embed import plan_units, sync_embeddings_on_ray
 
     corpus = _corpus(tmp_path / "corpus")
-    res = tiny_resources(db_uri, tiny_embedder_path)
+    settings = tiny_settings(db_uri, tiny_embedder_path)
     summary = run_ingest(
-        [str(corpus)], resources=res, instance=dg.DagsterInstance.ephemeral(), chunk_config=CHUNKS
+        [str(corpus)], settings, instance=dg.DagsterInstance.ephemeral(), chunk_config=CHUNKS
     )
     assert summary["success"]
     store = Store(db_uri)
@@ -54,7 +54,7 @@ def test_workers_read_their_own_chunks_and_match_the_local_path(
     dropped = [d for d in docs if "doc" in d.rsplit("#", 1)[-1] and "doc03" not in d][:3] + [copy]
     store.replace_rows(store.open("embeddings"), "chunk_id", None, docs_filter(dropped))
 
-    embedder = res["embedder"]
+    embedder = Model(settings.embedder_spec())
     parts = sorted(set(store.scan("chunks", ["partition"])["partition"].to_pylist()))
     plan = plan_units(store, parts, workers=2, batch_rows=4)
     assert sorted(plan.changes.stale) == sorted(dropped) and not plan.changes.gone
@@ -65,12 +65,12 @@ def test_workers_read_their_own_chunks_and_match_the_local_path(
     loads = LOADS["embedder"]
     report, stats = sync_embeddings_on_ray(
         store,
-        embedder.spec(),
-        embedder.model.card,
+        embedder.spec,
+        embedder.card,
         parts,
         run_key="test-run",
         workers=2,
-        tokenizer_id=embedder.model.tokenizer_id,
+        tokenizer_id=embedder.tokenizer_id,
         batch_rows=4,
         map_units=in_process,
     )

@@ -9,15 +9,11 @@ import pytest
 from app.runs import run_ingest
 from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.model import LOADS as LOAD_COUNTS
+from corpusmill.model import Model
 from corpusmill.store import Store
-from resources import (
-    CrossEncoderResource,
-    EmbedderResource,
-    LanceStoreResource,
-    PipelineSettingsResource,
-)
+from resources import build_resources
 from tests.assets.corpora import write_corpus
-from tests.runs import CHUNKS
+from tests.runs import CHUNKS, tiny_settings
 
 K = 3
 
@@ -38,25 +34,20 @@ def write_queries(path, queries):
     path.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in queries.items()))
 
 
-def resources(db_uri, embedder_path, cross_path=None):
-    return {
-        "store": LanceStoreResource(uri=db_uri),
-        "settings": PipelineSettingsResource(),
-        "embedder": EmbedderResource(model_path=str(embedder_path), dtype="float32"),
-        "reranker": CrossEncoderResource(
-            model_path=str(cross_path or ""), dtype="float32", max_batch_tokens=512
-        ),
-    }
+def settings_for(db_uri, embedder_path, cross_path=None):
+    return tiny_settings(
+        db_uri, embedder_path, reranker=str(cross_path or ""), max_batch_tokens=512
+    )
 
 
-def run(corpus, res, queries, **kw):
+def run(corpus, settings, queries, **kw):
     summary = run_ingest(
         [str(corpus)],
-        resources=res,
+        settings,
         instance=dg.DagsterInstance.ephemeral(),
         chunk_config=CHUNKS,
         with_rerank=True,
-        rerank_config={"queries": str(queries), "k": K},
+        rerank_config={"queries": str(queries), "rerank_k": K},
         **kw,
     )
     assert summary["success"]
@@ -75,8 +66,8 @@ def test_cross_encoder_scores_every_query_against_top_k_per_shard(
     corpus, queries, db_uri, tiny_embedder_path, tiny_cross_encoder_path
 ):
     before = LOAD_COUNTS["cross-encoder"]
-    res = resources(db_uri, tiny_embedder_path, tiny_cross_encoder_path)
-    summary = run(corpus, res, queries)
+    settings = settings_for(db_uri, tiny_embedder_path, tiny_cross_encoder_path)
+    summary = run(corpus, settings, queries)
     assert LOAD_COUNTS["cross-encoder"] == before + 1  # loaded once for all shards
     rows = scores(db_uri)
     assert {r["scorer"] for r in rows} == {"cross-encoder"}
@@ -96,14 +87,14 @@ def test_cross_encoder_scores_every_query_against_top_k_per_shard(
 
     # Re-materialising with nothing changed scores nothing and commits nothing.
     version = store.version("rerank_scores")
-    again = run(corpus, res, queries)
+    again = run(corpus, settings, queries)
     assert again["rerank_pairs_scored"] == 0 and again["rerank_pairs_reused"] == expected
     assert store.version("rerank_scores") == version
     assert scores(db_uri) == rows
 
     # Editing one query rescores only its pairs; removing one deletes its rows.
     write_queries(queries, {"q1": "topic3 sentence", "q2": "item 12 changed"})
-    third = run(corpus, res, queries)
+    third = run(corpus, settings, queries)
     q2_pairs = sum(1 for r in rows if r["query_id"] == "q2")
     assert third["rerank_pairs_scored"] == q2_pairs
     after = scores(db_uri)
@@ -114,13 +105,13 @@ def test_cross_encoder_scores_every_query_against_top_k_per_shard(
 def test_changed_document_rescores_only_its_chunks(
     corpus, queries, db_uri, tiny_embedder_path, tiny_cross_encoder_path
 ):
-    res = resources(db_uri, tiny_embedder_path, tiny_cross_encoder_path)
-    run(corpus, res, queries)
+    settings = settings_for(db_uri, tiny_embedder_path, tiny_cross_encoder_path)
+    run(corpus, settings, queries)
     columns = ["query_hash", "chunk_id", "content_hash", "doc_id"]
     key = lambda r: (r["query_hash"], r["chunk_id"], r["content_hash"])  # noqa: E731
     before = {key(r) for r in Store(db_uri).scan("rerank_scores", columns).to_pylist()}
     (corpus / "doc03.txt").write_text("topic3 sentence rewritten completely. " * 5)
-    second = run(corpus, res, queries)
+    second = run(corpus, settings, queries)
     after = Store(db_uri).scan("rerank_scores", columns).to_pylist()
     new_pairs = [r for r in after if key(r) not in before]
     # Exactly the pairs that did not exist before were scored (doc03's new chunks, and any
@@ -130,16 +121,16 @@ def test_changed_document_rescores_only_its_chunks(
 
 
 def test_bi_encoder_fallback_says_so(corpus, queries, db_uri, tiny_embedder_path):
-    res = resources(db_uri, tiny_embedder_path)
+    settings = settings_for(db_uri, tiny_embedder_path)
     result = dg.materialize(
         [*_upstream(), _rerank()],
-        resources=res,
+        resources=build_resources(settings),
         instance=dg.DagsterInstance.ephemeral(),
         run_config={
             "ops": {
                 "raw_corpus": {"config": {"sources": [str(corpus)]}},
                 "chunked_documents": {"config": CHUNKS},
-                "rerank_scores": {"config": {"queries": str(queries), "k": K}},
+                "rerank_scores": {"config": {"queries": str(queries), "rerank_k": K}},
             }
         },
         tags={
@@ -154,7 +145,7 @@ def test_bi_encoder_fallback_says_so(corpus, queries, db_uri, tiny_embedder_path
         if e.event_specific_data.materialization.asset_key.to_user_string() == "rerank_scores"
     )
     assert meta["scorer"].value == "bi-encoder"
-    assert meta["reranker_id"].value == res["embedder"].model.card.model_id
+    assert meta["reranker_id"].value == Model(settings.embedder_spec()).card.model_id
     rows = scores(db_uri)
     assert rows and {r["scorer"] for r in rows} == {"bi-encoder"}
     assert all(-1.0001 <= r["score"] <= 1.0001 for r in rows)  # a cosine

@@ -11,12 +11,12 @@ from app.runs import run_ingest
 from corpusmill.store import Store
 from tests.assets.corpora import write_corpus
 from tests.events import per_shard
-from tests.runs import CHUNKS, tiny_resources
+from tests.runs import CHUNKS, tiny_settings
 
 
 @pytest.fixture
-def resources(db_uri, tiny_embedder_path):
-    return tiny_resources(db_uri, tiny_embedder_path, max_batch_tokens=256)
+def settings(db_uri, tiny_embedder_path):
+    return tiny_settings(db_uri, tiny_embedder_path, max_batch_tokens=256)
 
 
 def _latest_metadata(instance, asset, partition):
@@ -28,13 +28,13 @@ def _latest_metadata(instance, asset, partition):
     return records[0].asset_materialization.metadata
 
 
-def test_progress_lines_shard_observations_and_run_level_metadata(tmp_path, resources, db_uri):
+def test_progress_lines_shard_observations_and_run_level_metadata(tmp_path, settings, db_uri):
     corpus = write_corpus(tmp_path / "corpus", n_docs=12, min_sentences=8)
     instance = dg.DagsterInstance.ephemeral()
     heard = []
     summary = run_ingest(
         [str(corpus)],
-        resources=resources,
+        settings,
         instance=instance,
         chunk_config=CHUNKS,
         progress=heard.append,
@@ -77,7 +77,7 @@ def test_progress_lines_shard_observations_and_run_level_metadata(tmp_path, reso
     # A run that embeds nothing records no throughput (a 0 would plot as a crash).
     again = run_ingest(
         [str(corpus)],
-        resources=resources,
+        settings,
         instance=instance,
         chunk_config=CHUNKS,
     )
@@ -88,11 +88,11 @@ def test_progress_lines_shard_observations_and_run_level_metadata(tmp_path, reso
 
 
 def test_embeddings_checks_pass_on_a_run_and_a_failing_one_blocks_rerank_scores(
-    tmp_path, resources, db_uri
+    tmp_path, settings, db_uri
 ):
     corpus = write_corpus(tmp_path / "corpus", n_docs=4, min_sentences=3)
     instance = dg.DagsterInstance.ephemeral()
-    summary = run_ingest([str(corpus)], resources=resources, instance=instance, chunk_config=CHUNKS)
+    summary = run_ingest([str(corpus)], settings, instance=instance, chunk_config=CHUNKS)
     assert summary["success"]
     assert summary["checks"] == {
         "vectors_valid": True,
@@ -104,7 +104,7 @@ def test_embeddings_checks_pass_on_a_run_and_a_failing_one_blocks_rerank_scores(
     table = Store(db_uri).open("embeddings")
     table.add(table.search().limit(1).to_arrow())
     broken = run_ingest(
-        [str(corpus)], resources=resources, instance=instance, chunk_config=CHUNKS, with_rerank=True
+        [str(corpus)], settings, instance=instance, chunk_config=CHUNKS, with_rerank=True
     )
     assert not broken["success"]
     assert broken["checks"]["one_embedding_per_chunk"] is False

@@ -15,6 +15,7 @@ import pytest
 from assets.partitions import RANGE_END, RANGE_START
 from corpusmill.ids import doc_id_for, partition_of
 from corpusmill.store import Store
+from tests.runs import tiny_settings
 
 SENSOR = "test_inbox_sensor"
 CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}  # the tiny model reads 64 tokens at most
@@ -22,22 +23,21 @@ CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}  # the tiny model reads 64 tok
 
 @pytest.fixture
 def env(tmp_path, db_uri, tiny_embedder_path):
-    from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
+    from resources import build_resources
     from sensors.inbox import build_inbox_sensor
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    sensor = build_inbox_sensor(str(inbox), name=SENSOR, interval_seconds=1, max_file_bytes=4096)
+    settings = tiny_settings(
+        db_uri, tiny_embedder_path, inbox=str(inbox), sensor_interval=1, max_file_bytes=4096
+    )
+    sensor = build_inbox_sensor(settings, name=SENSOR)
     return Env(
         inbox=inbox,
         db=db_uri,
         sensor=sensor,
         instance=dg.DagsterInstance.ephemeral(),
-        resources={
-            "store": LanceStoreResource(uri=db_uri),
-            "settings": PipelineSettingsResource(),
-            "embedder": EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32"),
-        },
+        resources=build_resources(settings),
     )
 
 
@@ -201,11 +201,11 @@ def test_half_done_run_is_asked_for_again(env):
 
 
 def test_failed_run_is_retried_under_a_new_key(env, tmp_path):
-    from resources import EmbedderResource
+    from resources import build_resources
 
     (env.inbox / "y.txt").write_text("this file's first run fails")
     request, _ = env.tick()
-    broken = {**env.resources, "embedder": EmbedderResource(model_path=str(tmp_path / "no-model"))}
+    broken = build_resources(tiny_settings(env.db, tmp_path / "no-model"))
     assert not env.execute(request, resources=broken, raise_on_error=False).success
     retry, _ = env.tick()
     assert retry.tags["corpusmill/change"] == request.tags["corpusmill/change"]

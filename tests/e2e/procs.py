@@ -1,5 +1,6 @@
 """Helpers for tests that run corpusmill, the webserver or the daemon as processes."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -7,6 +8,14 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
+
+
+def with_checkout(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a child that runs checkout modules (`python -m app.cli`, `tests.e2e...`):
+    only the `corpusmill` core is installed, so the checkout goes on its PYTHONPATH and the
+    child finds app/ and the code location from any working directory."""
+    path = [str(REPO), *filter(None, [env.get("PYTHONPATH", "")])]
+    return {**env, "PYTHONPATH": os.pathsep.join(path)}
 
 
 def run_cli(env, *args, timeout=300) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from corpusmill.config import prepare_process
 from tests.events import per_shard
-from tests.runs import CHUNKS
+from tests.runs import CHUNKS, tiny_settings
 
 prepare_process()
 
@@ -27,21 +27,10 @@ DIE_BEFORE_COMMIT = "die-before-commit"
 
 
 def resources(uri, options, model, executor="local", workers=2, address=""):
-    from resources import (
-        CrossEncoderResource,
-        EmbedderResource,
-        LanceStoreResource,
-        PipelineSettingsResource,
+    """The run's settings (named for what they configure: the resources)."""
+    return tiny_settings(
+        uri, model, options, executor=executor, ray_workers=workers, ray_address=address
     )
-
-    return {
-        "store": LanceStoreResource(uri=uri, storage_options=options),
-        "settings": PipelineSettingsResource(
-            executor=executor, ray_workers=workers, ray_address=address
-        ),
-        "embedder": EmbedderResource(model_path=model, dtype="float32"),
-        "reranker": CrossEncoderResource(),
-    }
 
 
 def ingest(corpus, res, partitions=None):
@@ -53,7 +42,7 @@ def ingest(corpus, res, partitions=None):
     with dg.DagsterInstance.ephemeral() as instance:
         summary = run_ingest(
             [str(corpus)],
-            resources=res,
+            res,
             partitions=partitions or ALL_PARTITIONS,
             instance=instance,
             chunk_config=CHUNKS,

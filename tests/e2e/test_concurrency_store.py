@@ -97,7 +97,8 @@ def test_each_ingest_asset_waits_for_the_store_lock(
     from assets.corpus import chunked_documents, raw_corpus
     from assets.embeddings import embeddings
     from assets.partitions import partition_range_tags
-    from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
+    from resources import build_resources
+    from tests.runs import tiny_settings
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -110,11 +111,7 @@ def test_each_ingest_asset_waits_for_the_store_lock(
     kwargs = dict(
         instance=instance,
         tags=partition_range_tags(ALL_PARTITIONS),
-        resources={
-            "store": LanceStoreResource(uri=db_uri),
-            "settings": PipelineSettingsResource(),
-            "embedder": EmbedderResource(model_path=str(tiny_embedder_path), dtype="float32"),
-        },
+        resources=build_resources(tiny_settings(db_uri, tiny_embedder_path)),
     )
     ops = {
         "raw_corpus": {"config": {"sources": [f"inbox={inbox}"]}},

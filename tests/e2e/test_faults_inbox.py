@@ -46,19 +46,15 @@ def ingest_round(inbox: str, db: str, model: str) -> None:
     from app.runs import run_ingest
     from corpusmill.inbox import diff, read_committed, scan_inbox, touched_partitions
     from corpusmill.store import Store
-    from resources import EmbedderResource, LanceStoreResource, PipelineSettingsResource
+    from tests.runs import tiny_settings
 
     changes = diff(scan_inbox(inbox, max_file_bytes=1 << 20), read_committed(Store(db)))
     if not changes:
         return
     run_ingest(
         [f"inbox={inbox}"],
+        tiny_settings(db, model),
         partitions=touched_partitions(changes),
-        resources={
-            "store": LanceStoreResource(uri=db),
-            "settings": PipelineSettingsResource(),
-            "embedder": EmbedderResource(model_path=model, dtype="float32"),
-        },
         chunk_config={
             "chunk_tokens": int(CHUNKS["CORPUSMILL_CHUNK_TOKENS"]),
             "chunk_overlap": int(CHUNKS["CORPUSMILL_CHUNK_OVERLAP"]),

@@ -18,17 +18,17 @@ from corpusmill.ids import ALL_PARTITIONS, partition_of
 from corpusmill.model.card import ModelCard
 from corpusmill.store import Store
 from tests.assets.corpora import write_corpus
-from tests.runs import CHUNKS, tiny_resources
+from tests.runs import CHUNKS, tiny_settings
 
 TABLES = ("documents", "chunks", "embeddings")
 
 
-def _ingest(corpus, resources, partitions=ALL_PARTITIONS):
+def _ingest(corpus, settings, partitions=ALL_PARTITIONS):
     # Disposed in the thread that made it: its sqlite connections belong to that thread.
     with dg.DagsterInstance.ephemeral() as instance:
         return run_ingest(
             [str(corpus)],
-            resources=resources,
+            settings,
             partitions=partitions,
             instance=instance,
             chunk_config=CHUNKS,
@@ -42,15 +42,15 @@ def _chunk_ids(store: Store) -> Counter:
 def test_ingest_into_s3_then_a_rerun_changes_nothing(s3_store, tmp_path, tiny_embedder_path):
     uri, options = s3_store
     corpus = write_corpus(tmp_path / "corpus", n_docs=8, min_sentences=6)
-    resources = tiny_resources(uri, tiny_embedder_path, options)
-    first = _ingest(corpus, resources)
+    settings = tiny_settings(uri, tiny_embedder_path, options)
+    first = _ingest(corpus, settings)
     assert first["success"] and first["chunks_embedded"] > 8
     store = Store(uri, options)
     assert uri.startswith("s3://") and set(TABLES) <= set(store.table_names())
     ids = _chunk_ids(store)
     assert len(ids) == first["chunks"] and set(ids.values()) == {1}
     versions = {t: store.version(t) for t in TABLES}
-    again = _ingest(corpus, resources)
+    again = _ingest(corpus, settings)
     assert again["success"] and again["chunks_embedded"] == 0
     assert _chunk_ids(Store(uri, options)) == ids
     assert {t: Store(uri, options).version(t) for t in TABLES} == versions  # no empty commits
@@ -69,7 +69,7 @@ def test_two_disjoint_shard_runs_at_once_leave_every_chunk_once(
 
     def worker(parts):
         barrier.wait(30)
-        results.append(_ingest(corpus, tiny_resources(uri, tiny_embedder_path, options), parts))
+        results.append(_ingest(corpus, tiny_settings(uri, tiny_embedder_path, options), parts))
 
     threads = [threading.Thread(target=worker, args=(h,)) for h in halves]
     for t in threads:

@@ -10,6 +10,7 @@ import pytest
 from corpusmill.ids import partition_of
 from corpusmill.model import Model, ModelSpec
 from corpusmill.store import Store, rows_to_table
+from tests.e2e.procs import with_checkout
 
 TEXTS = {
     "pydoc#exceptions": "try and except clauses catch an exception raised in the block",
@@ -46,13 +47,15 @@ def env(tmp_path_factory, tiny_embedder_path):
     table.add(
         rows_to_table([{k: r.get(k) for k in table.schema.names} for r in rows], table.schema)
     )
-    return {
-        **os.environ,
-        "CORPUSMILL_DB": store.uri,
-        "CORPUSMILL_MODEL": str(tiny_embedder_path),
-        "CORPUSMILL_DTYPE": "float32",
-        "CORPUSMILL_RERANKER": "",
-    }
+    return with_checkout(
+        {
+            **os.environ,
+            "CORPUSMILL_DB": store.uri,
+            "CORPUSMILL_MODEL": str(tiny_embedder_path),
+            "CORPUSMILL_DTYPE": "float32",
+            "CORPUSMILL_RERANKER": "",
+        }
+    )
 
 
 def search(env, *args):

@@ -1,5 +1,6 @@
 """Settings for scaling out: object-store options, the executor, the Ray workers."""
 
+import dagster as dg
 import pytest
 
 from corpusmill.config import Settings
@@ -7,7 +8,7 @@ from corpusmill.errors import ConfigError
 from resources import build_resources
 
 
-def test_storage_options_are_read_as_json_and_reach_the_store_resource():
+def test_storage_options_are_read_as_json_and_reach_the_store_resource(tmp_path):
     settings = Settings.from_env(
         {
             "CORPUSMILL_DB": "s3://bucket/prefix",
@@ -18,9 +19,12 @@ def test_storage_options_are_read_as_json_and_reach_the_store_resource():
     )
     assert settings.storage_options == {"region": "eu-west-1", "allow_http": "true"}
     assert (settings.executor, settings.ray_workers) == ("ray", 3)
-    store = build_resources(settings)["store"]
-    assert store.uri == "s3://bucket/prefix"
-    assert store.storage_options == {"region": "eu-west-1", "allow_http": "true"}
+    # The run's Store, opened on a local folder (an s3:// one would reach for credentials).
+    local = settings.with_overrides({"db": str(tmp_path / "db")})
+    with dg.build_resources({"store": build_resources(local)["store"]}) as resources:
+        store = resources.store
+        assert store.uri == str(tmp_path / "db")
+        assert store.storage_options == {"region": "eu-west-1", "allow_http": "true"}
 
 
 def test_defaults_are_local_with_no_options():
@@ -61,9 +65,8 @@ def test_the_spec_shipped_to_the_workers_leaves_auto_for_the_worker_to_resolve(
     import torch
 
     from corpusmill.model import Model
-    from resources import EmbedderResource
 
-    spec = EmbedderResource(model_path=str(tiny_embedder_path)).spec()
+    spec = Settings(model=str(tiny_embedder_path)).embedder_spec()
     assert spec.device == "auto"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)

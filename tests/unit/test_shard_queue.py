@@ -30,7 +30,7 @@ def test_only_whole_store_assets_are_in_the_store_pool():
 
     pooled = {
         node.key.to_user_string()
-        for node in defs.resolve_asset_graph().asset_nodes
+        for node in defs().resolve_asset_graph().asset_nodes
         if node.pools and STORE_POOL in node.pools
     }
     assert pooled == {"store_upkeep", "retrieval_quality"}

@@ -1,0 +1,63 @@
+"""Settings: read from the environment once, overridden per run by asset config fields of
+the same name, checked either way."""
+
+import pytest
+
+from corpusmill.config import Settings, debug_requested
+from corpusmill.errors import ConfigError
+from corpusmill.model import ModelSpec
+
+
+def test_the_environment_is_read_into_one_settings_object():
+    settings = Settings.from_env(
+        {
+            "CORPUSMILL_DB": "/tmp/somewhere",
+            "CORPUSMILL_MODEL": "/models/e",
+            "CORPUSMILL_RERANKER": "/models/c",
+            "CORPUSMILL_DTYPE": "float32",
+            "CORPUSMILL_SOURCES": "a=/x, /y",
+            "CORPUSMILL_CHUNK_OVERLAP": "0",
+            "CORPUSMILL_RERANK_K": "9",
+            "CORPUSMILL_QUERIES": "/q.jsonl",
+            "CORPUSMILL_RAY_WORKERS": "3",
+            "DAGSTER_HOME": "/tmp/home",
+        }
+    )
+    assert settings.db == "/tmp/somewhere" and settings.dagster_home == "/tmp/home"
+    assert settings.embedder_spec() == ModelSpec(path="/models/e", dtype="float32")
+    assert settings.reranker_spec() == ModelSpec(
+        path="/models/c", kind="cross-encoder", dtype="float32"
+    )
+    assert settings.sources == ("a=/x", "/y")
+    assert settings.chunk_overlap == 0 and settings.chunk_tokens == 200
+    assert settings.rerank_k == 9 and settings.queries == "/q.jsonl"
+    assert settings.ray_workers == 3
+    assert not Settings().reranker_spec().configured and Settings().dagster_home == ""
+
+
+def test_overrides_replace_what_they_set_and_leave_the_rest():
+    base = Settings(chunk_tokens=100)
+    run = base.with_overrides(
+        {"chunk_tokens": 24, "chunk_overlap": None, "sources": ["a", "b"], "id_field": "_id"}
+    )
+    assert (run.chunk_tokens, run.chunk_overlap) == (24, base.chunk_overlap)
+    assert run.sources == ("a", "b")  # a config list becomes the settings' tuple
+    assert base.with_overrides({"chunk_tokens": None, "split": "test"}) is base
+
+
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ({"max_file_bytes": -1}, "CORPUSMILL_MAX_FILE_BYTES"),
+        ({"rerank_k": 0}, "CORPUSMILL_RERANK_K"),
+        ({"chunk_tokens": 0}, "CORPUSMILL_CHUNK_TOKENS"),
+    ],
+)
+def test_an_override_is_checked_like_the_environment(override, says):
+    with pytest.raises(ConfigError, match=says):
+        Settings().with_overrides(override)
+
+
+def test_debug_is_read_on_its_own():
+    assert debug_requested({"CORPUSMILL_DEBUG": "1", "CORPUSMILL_CHUNK_TOKENS": "x"})
+    assert not debug_requested({"CORPUSMILL_DEBUG": "no"}) and not debug_requested({})
