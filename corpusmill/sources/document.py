@@ -209,4 +209,6 @@ _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def clean_text(text: str) -> str:
-    return _SURROGATES.sub("\ufffd", text.translate(_CONTROLS))
+    """Text safe to store: CR LF and lone CRs as LF, other C0 controls but tab dropped,
+    lone surrogates as U+FFFD."""
+    return _SURROGATES.sub("\ufffd", text.replace("\r\n", "\n").translate(_CONTROLS))

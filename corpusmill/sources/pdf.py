@@ -26,6 +26,10 @@ def extract_pdf(data: bytes, limits: ReadLimits) -> Extracted | str:
     from pypdf.errors import DependencyError, EmptyFileError
 
     deadline = time.monotonic() + limits.timeout_s
+    if not data:
+        return "empty PDF file"
+    if b"%PDF-" not in data[:1024]:  # where readers look for the header
+        return "not a PDF file (no %PDF- header in its first 1 KB)"
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
     except EmptyFileError:
