@@ -17,11 +17,13 @@ sections), `files` (sources, folders, dispatch by suffix), `html`, `pdf`, `word`
 from corpusmill.sources.document import (
     Document,
     Extracted,
+    Location,
     Quarantined,
     Section,
     Structure,
     body_offset,
     document_body,
+    locate,
     make_document,
 )
 from corpusmill.sources.files import (
@@ -57,6 +59,7 @@ __all__ = [
     "Document",
     "Extracted",
     "Item",
+    "Location",
     "Quarantined",
     "ReadLimits",
     "RecordFields",
@@ -69,6 +72,7 @@ __all__ = [
     "extract_html",
     "html_to_text",
     "list_folder",
+    "locate",
     "make_document",
     "parse_source",
     "read_file",

@@ -116,6 +116,23 @@ def body_offset(title: str, text: str) -> int:
 
 
 @dataclass(frozen=True)
+class Location:
+    """Where a chunk sits: its pages (first, last; None for formats without pages) and
+    the headings in force where it starts, outermost first."""
+
+    pages: tuple[int, int] | None
+    section: tuple[str, ...]
+
+
+def locate(title: str, text: str, structure: Structure, start: int, end: int) -> Location:
+    """The location of `body[start:end]`, a span of `document_body(title, text)` as the
+    chunker cuts it; a span inside the title counts as the text's first character."""
+    shift = body_offset(title, text)
+    first, last = max(start - shift, 0), max(end - shift, 1)
+    return Location(structure.pages_of(first, last), structure.section_path(first))
+
+
+@dataclass(frozen=True)
 class Quarantined:
     doc_id: str  # the id the document would have had; its stored rows are kept
     source: str

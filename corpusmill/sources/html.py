@@ -8,9 +8,9 @@ template, `hidden` or `display:none` parts), minus navigation (`<nav>`, role=nav
 when the page marks its main content (exactly one `<main>` or role=main), only that. The
 `<title>` is the document's title, h1-h6 its sections.
 
-Why not a boilerplate remover such as trafilatura: on 258 real documentation pages it
-lost 2-41% of the main content (worst pages over 80%) and ran 5-10x slower, where this
-keeps 99.4-100% (`bench/html_extract.py`; docs/BENCHMARKS.md).
+Why not a boilerplate remover such as trafilatura: on real documentation pages it dropped
+main content this keeps (whole sections on some pages: a chunk never embedded is an answer
+never found) and ran several times slower (`bench/html_extract.py`, docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations

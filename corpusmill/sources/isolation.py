@@ -9,9 +9,9 @@ limit (`RLIMIT_AS`: a bomb raises MemoryError in the child, not in the run), and
 there is only that file's quarantine. The extractors also check a deadline between pages,
 which stops most slow files with a clearer reason before the hard limit is needed.
 
-The child stays up between files, so a folder of PDFs pays its start-up (~0.2 s) once;
-each file then costs one pipe round trip of its bytes and its text (figures:
-docs/BENCHMARKS.md, `bench/pdf_extract.py`). Nothing here imports Dagster.
+The child stays up between files, so a folder of PDFs pays its start-up once; each file
+then costs one pipe round trip of its bytes and its text, small beside parsing a page
+(`bench/pdf_extract.py`, docs/BENCHMARKS.md). Nothing here imports Dagster.
 """
 
 from __future__ import annotations

@@ -4,7 +4,15 @@ an offset, the column form, and what the content hash includes."""
 from __future__ import annotations
 
 from corpusmill.ids import content_hash
-from corpusmill.sources import Section, Structure, body_offset, document_body, make_document
+from corpusmill.sources import (
+    Location,
+    Section,
+    Structure,
+    body_offset,
+    document_body,
+    locate,
+    make_document,
+)
 from corpusmill.sources.document import TextBuilder, clean_text
 
 
@@ -76,3 +84,15 @@ def test_text_is_cleaned_of_nul_controls_and_lone_surrogates():
     built = out.build(title="T\x00itle\ud83d")
     assert built.text == "x\ufffdy" and built.title == "Title\ufffd"
     built.text.encode("utf-8")  # valid UTF-8 throughout
+
+
+def test_a_chunk_span_of_the_body_is_located_in_pages_and_sections():
+    """What phase 2 calls per chunk: the chunker's spans are offsets into the body
+    (title, newline, text), the structure's into the text."""
+    text, s = _book()
+    title = "Book"
+    body = document_body(title, text)
+    start = body.index("Text one.")
+    assert locate(title, text, s, start, start + 9) == Location((3, 3), ("Ch 1",))
+    assert locate(title, text, s, 0, len(body)) == Location((1, 4), ())
+    assert locate("", "plain", Structure(), 0, 5) == Location(None, ())
