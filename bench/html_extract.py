@@ -156,7 +156,9 @@ def main() -> None:
         )
         runs.update(json.loads(res.stdout))
     results: dict = {}
-    print(f"{'extractor':<30} {'site':<9} {'pages':>5} {'recall':>7} {'worst':>6} {'prec.':>6} {'MB/s':>6}")
+    print(
+        f"{'extractor':<30} {'site':<9} {'pages':>5} {'recall':>7} {'worst':>6} {'prec.':>6} {'MB/s':>6}"
+    )
     for name, run in runs.items():
         for site, site_pages in found.items():
             row = score(run, site_pages, site)
