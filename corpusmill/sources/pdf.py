@@ -51,6 +51,8 @@ def extract_pdf(data: bytes, limits: ReadLimits) -> Extracted | str:
         return "unreadable PDF (page tree nested too deeply)"
     except Exception as exc:
         return f"unreadable PDF: cannot list its pages ({_why(exc)})"
+    if n_pages == 0:
+        return "PDF has no pages (an empty or broken page tree)"
     if n_pages > limits.max_pages:
         return (
             f"PDF has {n_pages} pages, over the limit of {limits.max_pages} (CORPUSMILL_MAX_PAGES)"
