@@ -97,6 +97,7 @@ class Worker:
         self.proc: subprocess.Popen | None = None
         self.lock = threading.Lock()
         self.started = 0  # processes started so far (a test reads it)
+        self.owner = os.getpid()
 
     def _start(self) -> subprocess.Popen:
         # The parent's import path, so the child imports the same corpusmill (and a
@@ -123,35 +124,45 @@ class Worker:
 
     def run(self, target: str, data: bytes, limits: ReadLimits) -> Outcome:
         with self.lock:
-            for attempt in (1, 2):  # a child that died while idle is replaced once
-                proc = self.proc if self.proc and self.proc.poll() is None else self._start()
-                try:
-                    _send(proc.stdin, (target, data, limits))
-                except (BrokenPipeError, OSError):
-                    self.stop()
-                    if attempt == 2:
-                        return "the extractor process could not be started"
-                    continue
-                deadline = time.monotonic() + limits.timeout_s + KILL_GRACE_S
-                try:
-                    reply = _receive(proc.stdout.fileno(), deadline)  # type: ignore[union-attr]
-                except TimeoutError:
-                    self.stop()
-                    return timeout_reason(limits)
-                except EOFError:
-                    code = proc.wait()
-                    self.stop()
-                    return _death_reason(code, limits)
-                if reply is None:  # the child answered and exits (after a MemoryError)
-                    self.stop()
-                    return f"ran out of memory (limit: CORPUSMILL_EXTRACT_MEMORY_MB={limits.memory_mb})"
-                return reply
-            raise AssertionError("unreachable")
+            try:
+                return self._exchange(target, data, limits)
+            except BaseException:  # e.g. Ctrl-C mid-file: a late reply must not answer
+                self.stop()  # the next request, so this child goes
+                raise
+
+    def _exchange(self, target: str, data: bytes, limits: ReadLimits) -> Outcome:
+        for attempt in (1, 2):  # a child that died while idle is replaced once
+            proc = self.proc if self.proc and self.proc.poll() is None else self._start()
+            try:
+                _send(proc.stdin, (target, data, limits))
+            except OSError:  # BrokenPipeError included
+                self.stop()
+                if attempt == 2:
+                    return "the extractor process could not be started"
+                continue
+            deadline = time.monotonic() + limits.timeout_s + KILL_GRACE_S
+            try:
+                reply = _receive(proc.stdout.fileno(), deadline)  # type: ignore[union-attr]
+            except TimeoutError:
+                self.stop()
+                return timeout_reason(limits)
+            except EOFError:
+                code = proc.wait()
+                self.stop()
+                return _death_reason(code, limits)
+            if reply is None:  # the child answered and exits (after a MemoryError)
+                self.stop()
+                return f"ran out of memory (limit: CORPUSMILL_EXTRACT_MEMORY_MB={limits.memory_mb})"
+            return reply
+        raise AssertionError("unreachable")
 
 
 def _death_reason(code: int, limits: ReadLimits) -> str:
     if code < 0:
-        name = signal.Signals(-code).name
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
         if -code == signal.SIGKILL:  # the kernel's OOM killer, most likely
             return f"extractor killed ({name}; memory limit CORPUSMILL_EXTRACT_MEMORY_MB={limits.memory_mb})"
         return f"extractor crashed ({name}) on this file"
@@ -165,7 +176,8 @@ _WORKERS_LOCK = threading.Lock()
 def _worker(memory_mb: int) -> Worker:
     with _WORKERS_LOCK:
         worker = _WORKERS.get(memory_mb)
-        if worker is None:
+        # A forked process inherits the parent's worker and its pipes: never share them.
+        if worker is None or worker.owner != os.getpid():
             worker = _WORKERS[memory_mb] = Worker(memory_mb)
         return worker
 
@@ -174,7 +186,8 @@ def _worker(memory_mb: int) -> Worker:
 def stop_workers() -> None:
     with _WORKERS_LOCK:
         for worker in _WORKERS.values():
-            worker.stop()
+            if worker.owner == os.getpid():
+                worker.stop()
 
 
 _HEADER = struct.Struct("!Q")

@@ -34,3 +34,8 @@ def recurse(data: bytes, limits) -> Extracted:
         return down(n + 1) + 1
 
     return Extracted(text=str(down(0)))
+
+
+def parent(data: bytes, limits) -> Extracted:
+    """The pid of the process that started this worker."""
+    return Extracted(text=str(os.getppid()))

@@ -5,6 +5,7 @@ that hang, hoard memory, crash or recurse, run in the real worker process."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import textwrap
@@ -161,3 +162,15 @@ def test_a_2000_page_pdf_is_read_in_bounded_memory(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert int(out.stdout.split()[-1]) < 300
+
+
+def test_a_forked_process_starts_its_own_worker_instead_of_sharing_the_pipes():
+    limits = ReadLimits()
+    assert getattr(extract(f"{FAULTS}:echo", b"parent", limits), "text", None) == "parent"
+    pid = os.fork()
+    if pid == 0:  # the child must be answered by a worker of its own
+        out = extract(f"{FAULTS}:parent", b"", limits)
+        os._exit(0 if getattr(out, "text", None) == str(os.getpid()) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert getattr(extract(f"{FAULTS}:echo", b"again", limits), "text", None) == "again"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from corpusmill.sources import Document, Quarantined, ReadLimits, body_offset, read_source
-from tools.sample_documents import pdf
+from tools.sample_documents import pdf, raw_pdf
 
 PAGES = [
     "Mitochondria make ATP in the cell.",
@@ -119,3 +119,8 @@ def test_the_deadline_is_checked_between_pages(tmp_path):
     item = _read(tmp_path, "slow.pdf", pdf(["a", "b"]), ReadLimits(timeout_s=0, isolate=False))
     assert isinstance(item, Quarantined)
     assert "stopped at page 1 of 2" in item.reason
+
+
+def test_a_pdf_without_pages_says_so(tmp_path):
+    item = _read(tmp_path, "none.pdf", raw_pdf([]))
+    assert isinstance(item, Quarantined) and item.reason.startswith("PDF has no pages")
