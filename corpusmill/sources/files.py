@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import os
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from corpusmill.errors import ConfigError, InputError
 from corpusmill.ids import doc_id_for
@@ -158,7 +158,6 @@ def read_file(
     if problem:
         yield bad(problem)
         return
-    suffix = path.suffix.lower()
     try:
         size = path.stat().st_size
         if size > max_file_bytes:
@@ -173,9 +172,27 @@ def read_file(
     except OSError as exc:
         yield bad(f"cannot read file: {exc.strerror or exc}")
         return
+    yield from parse_file(data, key, uri, source, wanted, fields, limits)
 
+
+def parse_file(
+    data: bytes,
+    key: str,
+    uri: str,
+    source: str,
+    wanted=lambda _id: True,
+    fields: RecordFields = DEFAULT_FIELDS,
+    limits: ReadLimits = DEFAULT_LIMITS,
+) -> Iterator[Item]:
+    """The documents in one file's bytes, by the suffix of its key, wherever the bytes
+    came from (a folder; an object store reads an object and calls this too)."""
+
+    def bad(reason: str) -> Quarantined:
+        return Quarantined(doc_id_for(source, key), source, uri, reason)
+
+    suffix = PurePosixPath(key).suffix.lower()
     if suffix == ".parquet":
-        yield from parquet_records(path, key, source, wanted, fields, bad)
+        yield from parquet_records(data, key, uri, source, wanted, fields, bad)
         return
     if suffix in EXTRACTORS:
         outcome: Extracted | str = extract(EXTRACTORS[suffix], data, limits)

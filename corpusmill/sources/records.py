@@ -86,13 +86,14 @@ def jsonl_records(text, key, uri, source, wanted, fields, bad) -> Iterator[Item]
     yield from _records(rows(), key, uri, source, wanted, fields, bad)
 
 
-def parquet_records(path, key, source, wanted, fields, bad) -> Iterator[Item]:
+def parquet_records(data: bytes, key, uri, source, wanted, fields, bad) -> Iterator[Item]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(pa.BufferReader(data))
     except Exception as exc:  # pyarrow raises several types for a corrupt file
         yield bad(f"unreadable parquet: {exc}")
         return
     rows = enumerate(table.to_pylist(), start=1)
-    yield from _records(rows, key, str(path), source, wanted, fields, bad)
+    yield from _records(rows, key, uri, source, wanted, fields, bad)
