@@ -103,7 +103,7 @@ def test_a_store_with_old_record_ids_is_re_keyed_by_the_next_run(
     """Before issue 15 a record's id was `source#record`. The next run over all shards
     writes the new ids and deletes the old rows (same run, separate commits), and
     re-embeds nothing: vectors are found again by content hash."""
-    import corpusmill.sources
+    import corpusmill.sources.document
 
     corpus = tmp_path / "c"
     corpus.mkdir()
@@ -113,7 +113,7 @@ def test_a_store_with_old_record_ids_is_re_keyed_by_the_next_run(
     (corpus / "a.txt").write_text("a plain file")
     settings = tiny_settings(db_uri, tiny_embedder_path)
     with monkeypatch.context() as m:  # the old scheme, through the real pipeline
-        m.setattr(corpusmill.sources, "record_id_for", lambda s, _f, r: doc_id_for(s, r))
+        m.setattr(corpusmill.sources.document, "record_id_for", lambda s, _f, r: doc_id_for(s, r))
         first = ingest([corpus], settings)
     store = Store(db_uri)
     old_ids = set(store.scan("documents", ["doc_id"])["doc_id"].to_pylist())

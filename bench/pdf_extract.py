@@ -1,0 +1,165 @@
+"""PDF extraction speed and memory, against the embed rate (issue 24).
+
+    python -m bench.pdf_extract [--pages 2000] [--rounds 3] [--embed-rate 19817] [PDF ...]
+
+- A generated PDF of `--pages` pages, each about 2,400 characters of the Python docs (the
+  demo corpus's prose and code, Helvetica, Flate-compressed): pages/s in the calling
+  process and through the extractor worker (the default path).
+- Any PDF named on the command line, the same way (e.g. the manuals Debian ships:
+  /usr/share/doc/libtasn1-doc/libtasn1.pdf, /usr/share/doc/shared-mime-info/*.pdf).
+- Per-file cost of the worker: 100 one-page PDFs inline and through the worker, and the
+  worker's start-up.
+- Peak RSS (VmHWM) of a fresh process extracting the generated PDF inline, beside one
+  extracting a 20-page PDF: what the worker's memory limit must hold.
+- Extracted tokens/s through the worker (counted by the default model's tokenizer)
+  against `--embed-rate`, the engine's tokens/s on the same machine (default:
+  docs/BENCHMARKS.md, `make bench`, CPU-2c): the share of a PDF ingest spent extracting,
+  as extraction runs before embedding.
+
+Results are printed and written to bench/out/pdf_extract.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from bench.report import spread
+from corpusmill.sources.isolation import ReadLimits, Worker, call
+from tools.sample_documents import pdf
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = "corpusmill.sources.pdf:extract_pdf"
+BIG = ReadLimits(max_pages=1_000_000, timeout_s=3600)
+
+
+def pydoc_pages(n: int, chars: int = 2400) -> list[str]:
+    from pydoc_data.topics import topics
+
+    text = " ".join(" ".join(topics[k].split()) for k in sorted(topics))
+    step = chars
+    return [text[(i * step) % (len(text) - step) :][:step] for i in range(n)]
+
+
+def timed(fn, rounds: int) -> tuple[list[float], object]:
+    times, result = [], None
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return times, result
+
+
+def pages_per_s(data: bytes, rounds: int, worker: Worker | None) -> dict:
+    def run():
+        out = worker.run(TARGET, data, BIG) if worker else call(TARGET, data, BIG)
+        if isinstance(out, str):
+            raise SystemExit(f"extraction failed: {out}")
+        return out
+
+    if worker:
+        run()  # start the worker outside the timing
+    times, out = timed(run, rounds)
+    n = len(out.structure.pages)  # type: ignore[union-attr]
+    return {
+        "pages": n,
+        "chars_per_page": round(len(out.text) / n),  # type: ignore[union-attr]
+        "pages_per_s": spread([n / t for t in times]),
+        "_text": out.text,  # type: ignore[union-attr]
+    }
+
+
+def peak_rss_mb(path: Path) -> int:
+    script = textwrap.dedent(
+        f"""
+        from corpusmill.sources.isolation import call, ReadLimits
+        out = call({TARGET!r}, open({str(path)!r}, "rb").read(),
+                   ReadLimits(max_pages=10**6, timeout_s=3600))
+        assert not isinstance(out, str), out
+        print(int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) // 1024)
+        """
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    return int(res.stdout.split()[-1])
+
+
+def per_file(rounds: int) -> dict:
+    one = pdf(["A one-page PDF with a short paragraph of text on it."])
+    worker = Worker(ReadLimits().memory_mb)
+    t0 = time.perf_counter()
+    worker.run(TARGET, one, BIG)
+    start = time.perf_counter() - t0
+    inline, _ = timed(lambda: [call(TARGET, one, BIG) for _ in range(100)], rounds)
+    isolated, _ = timed(lambda: [worker.run(TARGET, one, BIG) for _ in range(100)], rounds)
+    worker.stop()
+    return {
+        "worker_first_call_s": round(start, 3),
+        "ms_per_file_inline": spread([t * 10 for t in inline], 2),
+        "ms_per_file_worker": spread([t * 10 for t in isolated], 2),
+    }
+
+
+def tokens(texts: list[str]) -> int:
+    from transformers import AutoTokenizer
+
+    from corpusmill.model.files import default_model_path
+
+    tok = AutoTokenizer.from_pretrained(str(default_model_path()), local_files_only=True)
+    return sum(len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("pdfs", nargs="*", type=Path)
+    ap.add_argument("--pages", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--embed-rate", type=float, default=19817.0)
+    args = ap.parse_args()
+
+    results: dict = {"embed_rate_tokens_per_s": args.embed_rate, "files": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        big = Path(tmp) / f"generated-{args.pages}.pdf"
+        big.write_bytes(pdf(pydoc_pages(args.pages), title="Generated"))
+        small = Path(tmp) / "generated-20.pdf"
+        small.write_bytes(pdf(pydoc_pages(20)))
+        worker = Worker(ReadLimits().memory_mb)
+        for path in [big, *args.pdfs]:
+            data = path.read_bytes()
+            row = pages_per_s(data, args.rounds, None)
+            row["worker_pages_per_s"] = pages_per_s(data, args.rounds, worker)["pages_per_s"]
+            text = row.pop("_text")
+            n_tokens = tokens([text])
+            # The worker is the default path: its rate is the one an ingest sees.
+            rate = row["worker_pages_per_s"]["median"] * n_tokens / row["pages"]
+            row["tokens_per_page"] = round(n_tokens / row["pages"])
+            row["extract_tokens_per_s"] = round(rate)
+            row["share_of_ingest_extracting"] = round(
+                (1 / rate) / (1 / rate + 1 / args.embed_rate), 3
+            )
+            name = "generated" if path == big else path.name
+            results["files"][name] = row
+            print(name, json.dumps(row), flush=True)
+        worker.stop()
+        results["per_file"] = per_file(args.rounds)
+        print("per file", json.dumps(results["per_file"]), flush=True)
+        results["peak_rss_mb"] = {
+            f"{args.pages} pages": peak_rss_mb(big),
+            "20 pages": peak_rss_mb(small),
+        }
+        print("peak RSS MB", json.dumps(results["peak_rss_mb"]), flush=True)
+    out = REPO / "bench" / "out" / "pdf_extract.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"written to {out.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
