@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from corpusmill.engine.progress import ProgressMeter
-from corpusmill.engine.runner import BatchEngine, EngineStats, Sink, collate
+from corpusmill.engine.runner import BatchEngine, EngineStats, Sink
 from corpusmill.model.card import ModelCard
 from corpusmill.model.files import ModelDescription, default_model_path, describe_model
 from corpusmill.model.hardware import (
@@ -179,18 +179,9 @@ class Model:
         return self._loaded_engine().encode(items)
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """One float32 vector per text, in input order.
-
-        A few short texts (a query, a micro-batch of queries) that fit one batch run in the
-        calling thread: the engine's three threads and queues pay off over thousands of
-        texts but add ~50-100 ms to a single one."""
-        engine = self._loaded_engine()
-        if 0 < len(texts) <= 64:
-            tokens = self._encoder.tokenize(texts)
-            width = max(len(t["input_ids"]) for t in tokens)
-            if width * len(texts) <= engine.max_batch_tokens:
-                return self._encoder.forward(collate(tokens, self._encoder.pad_id))
-        rows, _stats = engine.encode(texts)
+        """One float32 vector per text, in input order, through the engine (which runs a
+        few texts, a query or a micro-batch of queries, in the calling thread)."""
+        rows, _stats = self._loaded_engine().encode(texts)
         return rows
 
     def embed_stream(
