@@ -51,3 +51,30 @@ def is_out_of_memory(exc: BaseException) -> bool:
     import torch
 
     return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+def collate_packed(token_lists: Sequence[dict[str, list[int]]]) -> dict:
+    """A batch as its sequences' tokens end to end, no padding: `input_ids`, `position_ids`
+    (0.. within each sequence) and, when the inputs have them, `token_type_ids`, all of
+    shape (tokens,), and `lengths` (sequences,). For an encoder whose forward takes packed
+    rows (`packed_batches`: model/bert_cpu.py)."""
+    import torch
+
+    n = len(token_lists)
+    lengths = np.fromiter((len(t["input_ids"]) for t in token_lists), dtype=np.int64, count=n)
+    total = int(lengths.sum())
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+    def flat(key: str) -> torch.Tensor:
+        return torch.from_numpy(
+            np.fromiter((v for t in token_lists for v in t[key]), dtype=np.int64, count=total)
+        )
+
+    batch = {
+        "input_ids": flat("input_ids"),
+        "position_ids": torch.from_numpy(np.arange(total, dtype=np.int64) - starts),
+        "lengths": torch.from_numpy(lengths),
+    }
+    if "token_type_ids" in token_lists[0]:
+        batch["token_type_ids"] = flat("token_type_ids")
+    return batch

@@ -18,11 +18,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from corpusmill.errors import ConfigError
+from corpusmill.model import probe
 from corpusmill.model.fast_paths import compile_model, precast_linear_weights
 from corpusmill.model.files import ModelDescription, describe_model
 from corpusmill.model.hardware import resolve_device, resolve_dtype
-from corpusmill.model.pooling import pool
+from corpusmill.model.pooling import pool, pool_packed
 from corpusmill.model.tokenizer import Tokenizer
+
+FORWARDS = ("auto", "bert_cpu", "transformers")
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 if TYPE_CHECKING:  # torch is imported lazily, at load (definitions.py must stay light)
     import torch
@@ -46,6 +50,9 @@ class TransformerEncoder:
         pack_linear: bool = True,
         description: ModelDescription | None = None,
         tokenizer: Tokenizer | None = None,
+        forward: str = "auto",
+        cache_dir: str = "",
+        probe_threads: int = 1,
     ) -> None:
         import torch
         import transformers
@@ -77,6 +84,8 @@ class TransformerEncoder:
         )
         self.model.eval()
         self.model.requires_grad_(False)
+        if forward not in FORWARDS:
+            raise ConfigError(f"forward={forward!r} is not one of {FORWARDS} (CORPUSMILL_FORWARD)")
         # bf16/fp16 runs under autocast, which keeps LayerNorm, softmax and the residual
         # stream in float32 (casting the whole model instead drifts to cosine 0.99990 of
         # float32, autocast stays at 0.99996). Autocast re-casts every float32 weight on
@@ -84,6 +93,29 @@ class TransformerEncoder:
         # Linear layers (the only weights autocast casts) are cast once here: same values
         # autocast would compute, same numerics, no per-batch copies.
         self.model.to(self.device)
+        # The packed BERT forward (model/bert_cpu.py), built from the float32 weights, and
+        # what the probe needs of the float32 model before its Linear layers are cast.
+        self.forward_path, self.forward_reason, self.probe = "transformers", "", {}
+        self.packed_batches = False
+        self._bert_cpu = None
+        candidate, why_not = self._bert_cpu_candidate(forward, dtype, compile)
+        if forward == "bert_cpu" and candidate is None:
+            raise ConfigError(
+                f"CORPUSMILL_FORWARD=bert_cpu cannot run this model: {why_not}; set "
+                "CORPUSMILL_FORWARD=auto"
+            )
+        probe_key = probe.machine_key(
+            {
+                "model": desc.card.revision,
+                "kind": self.kind,
+                "dtype": str(self.torch_dtype),
+                "threads": probe_threads,
+            }
+        )
+        cached = probe.read_cached(probe.cache_file(cache_dir, probe_key))
+        check = None
+        if candidate is not None and forward == "auto" and cached is None:
+            check = self._probe_check(candidate)
         # int8 (opt-in): the int8 kinds of Linear layer are quantised from the float32
         # weights before the rest is cast to bf16 (see int8_linear.py).
         self.int8_layers = 0
@@ -116,6 +148,137 @@ class TransformerEncoder:
         self.compiled = bool(compile)
         if compile:
             self.model = compile_model(self.model)
+        if candidate is None:
+            self.forward_reason = why_not
+        elif forward == "bert_cpu":
+            self._use_bert_cpu(candidate, "forced by CORPUSMILL_FORWARD=bert_cpu")
+        elif cached is not None:
+            self.probe = cached.measured
+            if cached.path == "bert_cpu":
+                self._use_bert_cpu(candidate, cached.reason)
+            else:
+                self.forward_reason = cached.reason
+        else:
+            assert check is not None
+            choice = self._probe_speed(candidate, check, probe_threads)
+            probe.write_cached(probe.cache_file(cache_dir, probe_key), choice)
+            self.probe = choice.measured
+            if choice.path == "bert_cpu":
+                self._use_bert_cpu(candidate, choice.reason)
+            else:
+                self.forward_reason = choice.reason
+
+    # -- which forward (model/probe.py) ---------------------------------------------
+    def _bert_cpu_candidate(self, forward: str, dtype: str, compile: bool):
+        """The packed BERT forward, or None and why it does not apply."""
+        import torch
+
+        if forward == "transformers":
+            return None, "forced by CORPUSMILL_FORWARD=transformers"
+        if self.device != "cpu":
+            return None, f"bert_cpu is a CPU forward; the device is {self.device}"
+        if dtype == "int8" or compile:
+            return None, "int8 and torch.compile run Transformers' forward"
+        from corpusmill.model import bert_cpu
+
+        if self.torch_dtype == torch.float32:
+            why = "bert_cpu runs in bf16 or fp16; the dtype is float32"
+        else:
+            why = bert_cpu.supported(self.model, self.torch_dtype)
+        if why:
+            return None, f"bert_cpu does not apply: {why}"
+        return bert_cpu.BertCpuForward(self.model, self.torch_dtype), ""
+
+    def _probe_batches(self) -> tuple[list, list]:
+        """Token lists for the check (real sentences) and for the speed probe."""
+        from corpusmill.model.probe import CHECK_TEXTS, SPEED_TOKENS
+
+        texts: list = list(CHECK_TEXTS)
+        if self.kind == "cross-encoder":
+            texts = [(texts[i], texts[-1 - i]) for i in range(len(texts))]
+        check = self.tokenize(texts)
+        words = " ".join(CHECK_TEXTS * 8).split()
+        width = min(128, self.max_seq_length)
+        rows = max(1, SPEED_TOKENS // width)
+        enc = self.tokens.hf(
+            [" ".join(words[7 * i : 7 * i + width]) for i in range(rows)],
+            truncation=True,
+            max_length=width,
+            return_attention_mask=False,
+        )
+        keys = ["input_ids"] + (["token_type_ids"] if self.uses_token_type_ids else [])
+        speed = [{k: enc[k][i] for k in keys} for i in range(rows)]
+        return check, speed
+
+    def _probe_check(self, candidate) -> dict:
+        """Step 1 of the probe, on the float32 model (before its Linear layers are cast):
+        the candidate's rows against float32's on `CHECK_TEXTS`."""
+        from corpusmill.engine.inputs import collate
+
+        check, speed = self._probe_batches()
+        reference = self._rows(collate(check, self.pad_id), None)
+        worst = probe.worst_cosine(self._packed_rows(candidate, check), reference)
+        return {"worst_cosine": worst, "check": check, "speed": speed}
+
+    def _probe_speed(self, candidate, check: dict, threads: int) -> probe.Choice:
+        """Step 2: both forwards timed on the speed batch; the faster one is kept."""
+        from corpusmill.engine.inputs import collate
+
+        worst = check["worst_cosine"]
+        measured: dict = {"worst_cosine_to_float32": round(worst, 6)}
+        if worst < probe.MIN_COSINE:
+            reason = (
+                f"probe: bert_cpu moved a vector to cosine {worst:.5f} of float32 "
+                f"(< {probe.MIN_COSINE}); Transformers' forward kept"
+            )
+            return probe.Choice("transformers", reason, measured)
+        speed = check["speed"]
+        padded = collate(speed, self.pad_id)
+        seconds = probe.time_paths(
+            {
+                "bert_cpu": lambda: self._packed_rows(candidate, speed),
+                "transformers": lambda: self._rows(padded, self._autocast()),
+            },
+            threads,
+        )
+        tokens = sum(len(t["input_ids"]) for t in speed)
+        tps = {name: round(tokens / s) for name, s in seconds.items()}
+        measured.update({"tokens_per_s": tps, "threads": threads, "tokens": tokens})
+        path = max(tps, key=lambda name: tps[name])
+        ratio = tps["bert_cpu"] / tps["transformers"]
+        reason = (
+            f"probe: bert_cpu {tps['bert_cpu']:,} against transformers "
+            f"{tps['transformers']:,} tokens/s ({ratio:.2f}x) on {tokens} tokens, "
+            f"{threads} thread(s), worst cosine to float32 {worst:.5f}"
+        )
+        return probe.Choice(path, reason, measured)
+
+    def _use_bert_cpu(self, candidate, reason: str) -> None:
+        self._bert_cpu = candidate
+        self.packed_batches = True
+        self.forward_path, self.forward_reason = "bert_cpu", reason
+
+    def _packed_rows(self, candidate, token_lists: list) -> np.ndarray:
+        from corpusmill.engine.inputs import collate_packed
+
+        batch = collate_packed(token_lists)
+        hidden = candidate(batch)
+        if self.kind == "cross-encoder":
+            return candidate.logits(hidden, batch).numpy()
+        return pool_packed(hidden, batch["lengths"], self.pooling).numpy()
+
+    def _rows(self, batch: dict, autocast) -> np.ndarray:
+        """Transformers' forward on a padded batch, under `autocast` (None: as loaded)."""
+        import contextlib
+
+        import torch
+
+        inputs = {k: v for k, v in batch.items() if k in _MODEL_INPUTS}
+        with torch.inference_mode(), autocast or contextlib.nullcontext():
+            out = self.model(**inputs)
+            if self.kind == "cross-encoder":
+                return out.logits.float().numpy()
+            return pool(out.last_hidden_state, inputs["attention_mask"], self.pooling).numpy()
 
     # -- what the batch engine reads --------------------------------------------------
     @property
@@ -176,10 +339,14 @@ class TransformerEncoder:
     def _device_rows(self, batch: dict):
         import torch
 
+        if self._bert_cpu is not None:  # a packed batch (engine/inputs.collate_packed)
+            hidden = self._bert_cpu(batch)
+            if self.kind == "cross-encoder":
+                return self._bert_cpu.logits(hidden, batch)
+            return pool_packed(hidden, batch["lengths"], self.pooling)
+
         inputs = {
-            k: v.to(self.device, non_blocking=True)
-            for k, v in batch.items()
-            if k in ("input_ids", "attention_mask", "token_type_ids")
+            k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k in _MODEL_INPUTS
         }
         with torch.inference_mode(), self._autocast():
             out = self.model(**inputs)

@@ -109,3 +109,22 @@ def default_tokenize_threads(device: str) -> int:
     if device != "cuda":
         return 1
     return max(1, min(8, (os.cpu_count() or 2) - 2))
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def default_cpu_streams(device: str, threads: int) -> tuple[int, int]:
+    """(forward streams, intra-op threads per stream) for `threads` torch threads
+    (engine/streams.py). On a CPU, one stream per thread, up to 8 (measured on 2 cores:
+    MiniLM-L6 1.2-1.9x one batch over both threads, docs/BENCHMARKS.md); past 8 the threads
+    are shared out between 8 streams (not measured: no such machine at hand). On CUDA one
+    stream: the main thread launches every batch."""
+    if device != "cpu" or threads <= 1:
+        return 1, max(1, threads)
+    streams = min(threads, 8)
+    return streams, max(1, threads // streams)

@@ -31,6 +31,7 @@ from corpusmill.model.card import ModelCard
 from corpusmill.model.files import ModelDescription, default_model_path, describe_model
 from corpusmill.model.hardware import (
     default_batch_tokens,
+    default_cpu_streams,
     default_tokenize_threads,
     dtype_label,
     resolve_device,
@@ -123,6 +124,7 @@ class Model:
             from corpusmill.model.encoder import TransformerEncoder
 
             t0 = time.perf_counter()
+            streams, stream_threads = self._streams()
             encoder = TransformerEncoder(
                 self.path,
                 kind=self.kind,
@@ -132,6 +134,9 @@ class Model:
                 pack_linear=self.spec.pack_linear,
                 description=self.description,
                 tokenizer=self.tokens,
+                forward=self.spec.forward,
+                cache_dir=self.spec.cache_dir,
+                probe_threads=stream_threads,
             )
             with _loads_lock:
                 LOADS[self.kind] += 1
@@ -145,9 +150,23 @@ class Model:
                 launch_ahead=cuda,
                 tokenize_threads=self.spec.tokenize_threads
                 or default_tokenize_threads(encoder.device),
+                streams=streams if encoder.device == "cpu" else 1,
+                stream_threads=stream_threads,
             )
             self._warm_up()
             return self
+
+    def _streams(self) -> tuple[int, int]:
+        """(forward streams, intra-op threads each): `CORPUSMILL_CPU_STREAMS` or one per
+        torch thread (model/hardware.py); the threads shared out between the streams."""
+        import torch
+
+        threads = torch.get_num_threads()
+        device = resolve_device(self.spec.device)
+        if self.spec.cpu_streams and device == "cpu":
+            streams = min(self.spec.cpu_streams, threads) if threads > 1 else 1
+            return streams, max(1, threads // streams)
+        return default_cpu_streams(device, threads)
 
     def release(self) -> None:
         """Drop the weights (the end of a run); the description and tokenizer stay. Micro-
@@ -247,6 +266,10 @@ class Model:
                 "dtype": enc.dtype_name,
                 "compiled": enc.compiled,
                 "linear_kernel": enc.linear_kernel,
+                "forward_path": enc.forward_path,
+                "forward_reason": enc.forward_reason,
+                "forward_streams": engine.streams,
+                "threads_per_stream": engine.stream_threads,
                 "int8_linear_layers": enc.int8_layers,
                 "max_batch_tokens": engine.max_batch_tokens,
                 "tokenize_threads": engine.tokenize_threads,
