@@ -285,19 +285,9 @@ class BatchEngine:
             return self._run_tokenizer(texts, pool)
         raw = [t for t in texts if not isinstance(t, TokenIds)]
         tokenised = iter(self._run_tokenizer(raw, pool) if raw else [])
-        # Single-sequence inputs: every token type id is 0, as the tokenizer would give.
-        type_ids = bool(getattr(self.encoder, "uses_token_type_ids", False))
-        out = []
-        for t in texts:
-            if isinstance(t, TokenIds):
-                ids = list(t.ids)
-                out.append(
-                    {"input_ids": ids, "token_type_ids": [0] * len(ids)}
-                    if type_ids
-                    else {"input_ids": ids}
-                )
-            else:
-                out.append(next(tokenised))
+        # Single-sequence inputs: every token type id is 0, which collate fills in for a row
+        # without them.
+        out = [{"input_ids": t.ids} if isinstance(t, TokenIds) else next(tokenised) for t in texts]
         stats.pretokenized += len(texts) - len(raw)
         return out
 
