@@ -28,7 +28,10 @@ against the float32 model on a probe batch (`model/probe.py`) before using it.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,33 +45,40 @@ from corpusmill.model.packed_linear import ROWS_HINT
 SCORES_PER_GROUP = 1 << 18
 
 
-def supported(model: Any, dtype: torch.dtype) -> str:
-    """Why this forward cannot stand in for `model` ('' when it can): a BERT encoder as
-    Transformers builds it (`BertModel` or `BertForSequenceClassification`), absolute
-    positions, exact GELU, and a CPU whose oneDNN runs `dtype` natively."""
+def supported(config: Mapping[str, Any], kind: str, dtype: torch.dtype) -> str:
+    """Why this forward cannot stand in for the model `config` (config.json) describes
+    ('' when it can): a BERT encoder (`model_type` "bert") with absolute positions and exact
+    GELU, not a decoder, read as Transformers' `BertModel` (embedder) or
+    `BertForSequenceClassification` (cross-encoder), on a CPU whose oneDNN runs `dtype`."""
     from corpusmill.model import packed_linear
 
-    config = getattr(model, "config", None)
-    if config is None or getattr(config, "model_type", "") != "bert":
-        return f"not a BERT model ({getattr(config, 'model_type', type(model).__name__)})"
-    if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
-        return f"position_embedding_type={config.position_embedding_type}"
-    if config.hidden_act != "gelu":
-        return f"hidden_act={config.hidden_act}"
-    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+    if config.get("model_type") != "bert":
+        return f"not a BERT model (model_type {config.get('model_type')!r})"
+    if config.get("position_embedding_type", "absolute") not in (None, "absolute"):
+        return f"position_embedding_type={config['position_embedding_type']}"
+    if config.get("hidden_act") != "gelu":
+        return f"hidden_act={config.get('hidden_act')}"
+    if config.get("is_decoder") or config.get("add_cross_attention"):
         return "a decoder"
-    bert = getattr(model, "bert", model)
-    if type(bert).__name__ != "BertModel" or (bert is not model and not _classifier(model)):
-        return f"{type(model).__name__} is not BertModel or BertForSequenceClassification"
+    architectures = config.get("architectures") or ["BertModel"]
+    if kind == "cross-encoder" and architectures[0] != "BertForSequenceClassification":
+        return f"a cross-encoder read as {architectures[0]}, not BertForSequenceClassification"
     if dtype not in (torch.bfloat16, torch.float16) or not packed_linear.supported(dtype):
         return f"oneDNN cannot run {dtype} products on this CPU"
     return ""
 
 
-def _classifier(model: Any) -> bool:
-    return type(model).__name__ == "BertForSequenceClassification" and (
-        getattr(model.bert, "pooler", None) is not None
-    )
+def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the folder's safetensors files, float32, by name, without
+    Transformers (a cold process that embeds a query imports neither its modeling code nor
+    its configuration machinery: about 2 s on the 2-core machine)."""
+    from safetensors.torch import load_file
+
+    weights: dict[str, torch.Tensor] = {}
+    for file in sorted(model_dir.glob("*.safetensors")):
+        for name, tensor in load_file(str(file)).items():
+            weights[name] = tensor.float() if tensor.is_floating_point() else tensor
+    return weights
 
 
 @dataclass(frozen=True)
@@ -97,65 +107,101 @@ class _Layer:
     norm2: tuple[torch.Tensor, torch.Tensor, float]
 
 
-def _norm(ln) -> tuple[torch.Tensor, torch.Tensor, float]:
-    return ln.weight.detach().float(), ln.bias.detach().float(), float(ln.eps)
+class _Weights:
+    """Named float32 tensors as a checkpoint holds them: with or without the `bert.` prefix
+    of a task model, LayerNorm as weight/bias or as the older gamma/beta."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def __call__(self, name: str) -> torch.Tensor:
+        for candidate in (name, f"bert.{name}"):
+            for alias in (
+                candidate,
+                candidate.replace(".weight", ".gamma").replace(".bias", ".beta"),
+            ):
+                if alias in self.tensors:
+                    return self.tensors[alias].detach().float()
+        raise KeyError(f"the checkpoint has no tensor {name!r}")
+
+    def norm(self, prefix: str, eps: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+        return self(f"{prefix}.weight"), self(f"{prefix}.bias"), eps
 
 
 class BertCpuForward:
-    """The forward of `model` (a float32 Transformers BERT, read once at construction; it
-    is not kept) on packed batches. `__call__(batch)` returns the last hidden state of every
-    token, float32, shape (tokens, hidden); `logits(hidden, batch)` the classifier's."""
+    """The forward of a BERT encoder on packed batches, built from its config.json values
+    and its float32 tensors by name (`from_module`: a loaded Transformers model;
+    `from_folder`: the files, no Transformers). `__call__(batch)` returns the last hidden
+    state of every token, float32, (tokens, hidden); `logits(hidden, batch)` the sequence
+    classifier's, for a cross-encoder."""
 
-    def __init__(self, model: Any, dtype: torch.dtype = torch.bfloat16) -> None:
-        why = supported(model, dtype)
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        tensors: Mapping[str, torch.Tensor],
+        kind: str = "embedder",
+        dtype: torch.dtype = torch.bfloat16,
+    ) -> None:
+        why = supported(config, kind, dtype)
         if why:
             raise ValueError(why)
-        bert = getattr(model, "bert", model)
-        config = bert.config
+        w = _Weights(tensors)
+        eps = float(config.get("layer_norm_eps", 1e-12))
         self.dtype = dtype
-        self.hidden = int(config.hidden_size)
-        self.heads = int(config.num_attention_heads)
+        self.hidden = int(config["hidden_size"])
+        self.heads = int(config["num_attention_heads"])
         self.head_dim = self.hidden // self.heads
-        emb = bert.embeddings
-        self.word = emb.word_embeddings.weight.detach().float()
-        self.position = emb.position_embeddings.weight.detach().float()
-        self.token_type = emb.token_type_embeddings.weight.detach().float()
-        self.norm0 = _norm(emb.LayerNorm)
+        self.word = w("embeddings.word_embeddings.weight")
+        self.position = w("embeddings.position_embeddings.weight")
+        self.token_type = w("embeddings.token_type_embeddings.weight")
+        self.norm0 = w.norm("embeddings.LayerNorm", eps)
         scale = self.head_dim**-0.5
         self.layers = []
-        for layer in bert.encoder.layer:
-            att = layer.attention.self
-            weight = torch.cat(
-                [att.query.weight.float() * scale, att.key.weight.float(), att.value.weight.float()]
-            )
-            bias = torch.cat(
-                [att.query.bias.float() * scale, att.key.bias.float(), att.value.bias.float()]
-            )
+        for i in range(int(config["num_hidden_layers"])):
+            at = f"encoder.layer.{i}.attention"
+            qkv = [w(f"{at}.self.{n}.weight") for n in ("query", "key", "value")]
+            qkv_bias = [w(f"{at}.self.{n}.bias") for n in ("query", "key", "value")]
+            qkv[0], qkv_bias[0] = qkv[0] * scale, qkv_bias[0] * scale
+            ffn = f"encoder.layer.{i}"
             self.layers.append(
                 _Layer(
-                    qkv=_Linear.pack(weight, bias, dtype),
+                    qkv=_Linear.pack(torch.cat(qkv), torch.cat(qkv_bias), dtype),
                     out=_Linear.pack(
-                        layer.attention.output.dense.weight,
-                        layer.attention.output.dense.bias,
+                        w(f"{at}.output.dense.weight"), w(f"{at}.output.dense.bias"), dtype
+                    ),
+                    norm1=w.norm(f"{at}.output.LayerNorm", eps),
+                    up=_Linear.pack(
+                        w(f"{ffn}.intermediate.dense.weight"),
+                        w(f"{ffn}.intermediate.dense.bias"),
                         dtype,
                     ),
-                    norm1=_norm(layer.attention.output.LayerNorm),
-                    up=_Linear.pack(
-                        layer.intermediate.dense.weight, layer.intermediate.dense.bias, dtype
+                    down=_Linear.pack(
+                        w(f"{ffn}.output.dense.weight"), w(f"{ffn}.output.dense.bias"), dtype
                     ),
-                    down=_Linear.pack(layer.output.dense.weight, layer.output.dense.bias, dtype),
-                    norm2=_norm(layer.output.LayerNorm),
+                    norm2=w.norm(f"{ffn}.output.LayerNorm", eps),
                 )
             )
         self.classifier = None
-        if _classifier(model):
-            pooler = bert.pooler.dense
+        if kind == "cross-encoder":
             self.classifier = (
-                pooler.weight.detach().float(),
-                pooler.bias.detach().float(),
-                model.classifier.weight.detach().float(),
-                model.classifier.bias.detach().float(),
+                w("pooler.dense.weight"),
+                w("pooler.dense.bias"),
+                w("classifier.weight"),
+                w("classifier.bias"),
             )
+
+    @classmethod
+    def from_module(cls, model: Any, kind: str, dtype: torch.dtype) -> BertCpuForward:
+        """From a loaded (float32) Transformers model; the model is not kept."""
+        config = model.config.to_dict()
+        config.setdefault("architectures", [type(model).__name__])
+        return cls(config, dict(model.state_dict()), kind, dtype)
+
+    @classmethod
+    def from_folder(cls, model_dir: Path, kind: str, dtype: torch.dtype) -> BertCpuForward:
+        """From the folder's config.json and safetensors files, without Transformers."""
+        config = json.loads((model_dir / "config.json").read_text())
+        return cls(config, read_weights(model_dir), kind, dtype)
 
     @torch.inference_mode()
     def __call__(self, batch: dict) -> torch.Tensor:

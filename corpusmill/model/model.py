@@ -99,7 +99,7 @@ class Model:
     def tokens(self) -> Tokenizer:
         with self._lock:
             if self._tokens is None:
-                self._tokens = Tokenizer(self.description)
+                self._tokens = Tokenizer(self.description, cache_dir=self.spec.cache_dir)
             return self._tokens
 
     @property

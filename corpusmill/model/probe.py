@@ -9,7 +9,7 @@ it and on the model's shapes. So, the first time a model loads on a machine, the
    every vector at cosine >= `MIN_COSINE`, or the candidate is not used;
 2. times both on the same batch (`SPEED_TOKENS` tokens) the way the engine runs them (on
    a thread with the engine's intra-op thread count per stream), alternating, best of
-   `ROUNDS` after one warm-up pass each;
+   `ROUNDS` after one warm-up pass each, in the thread's CPU time when it has one thread;
 3. keeps the faster, and writes what it measured to `<cache_dir>/forward-probe/<key>.json`,
    the key being the CPU (model name, its bf16/AMX/VNNI flags, cores), torch's version, the
    model's weights fingerprint, kind and dtype, the thread count and `PROBE_VERSION`.
@@ -36,7 +36,7 @@ import numpy as np
 PROBE_VERSION = 1
 MIN_COSINE = 0.9999  # against float32, per vector: the engine's own bar for bf16 (tests)
 SPEED_TOKENS = 2048
-ROUNDS = 3
+ROUNDS = 5
 
 # Ordinary prose of a few lengths, for the check; the speed batch cuts the joined text into
 # sequences of 128 tokens.
@@ -90,32 +90,47 @@ def machine_key(extra: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def cache_file(cache_dir: str, key: str) -> Path | None:
-    return Path(cache_dir).expanduser() / "forward-probe" / f"{key}.json" if cache_dir else None
+def record_file(cache_dir: str, namespace: str, key: str) -> Path | None:
+    """Where a probe keeps what it found under `key` (None: no cache folder)."""
+    return Path(cache_dir).expanduser() / namespace / f"{key}.json" if cache_dir else None
 
 
-def read_cached(path: Path | None) -> Choice | None:
+def read_record(path: Path | None) -> dict[str, Any] | None:
     if path is None or not path.exists():
         return None
     try:
         data = json.loads(path.read_text())
-        return Choice(data["path"], data["reason"], data.get("measured", {}))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return None  # unreadable: probe again and overwrite it
+    return data if isinstance(data, dict) else None
 
 
-def write_cached(path: Path | None, choice: Choice) -> None:
+def write_record(path: Path | None, data: dict[str, Any]) -> None:
     if path is None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(
-            json.dumps({"path": choice.path, "reason": choice.reason, "measured": choice.measured})
-        )
+        tmp.write_text(json.dumps(data))
         tmp.replace(path)
     except OSError:
         pass  # a read-only cache only costs the probe next time
+
+
+def cache_file(cache_dir: str, key: str) -> Path | None:
+    return record_file(cache_dir, "forward-probe", key)
+
+
+def read_cached(path: Path | None) -> Choice | None:
+    data = read_record(path)
+    try:
+        return None if data is None else Choice(data["path"], data["reason"], data["measured"])
+    except KeyError:
+        return None
+
+
+def write_cached(path: Path | None, choice: Choice) -> None:
+    write_record(path, {"path": choice.path, "reason": choice.reason, "measured": choice.measured})
 
 
 def worst_cosine(rows: np.ndarray, reference: np.ndarray) -> float:
@@ -136,8 +151,14 @@ def time_paths(
     forwards: dict[str, Callable[[], object]], threads: int, rounds: int = ROUNDS
 ) -> dict[str, float]:
     """Seconds per call of each forward, best of `rounds` after a warm-up, alternating, on
-    a thread with `threads` intra-op threads (what one of the engine's streams sees)."""
+    a thread with `threads` intra-op threads (what one of the engine's streams sees).
+
+    With one thread the clock is the thread's own CPU time: other work on the machine
+    (the 2-core machine is often shared) then slows neither forward's figure, where wall
+    time picked the slower forward once at load average 5. With more threads, wall time."""
     from corpusmill.engine import streams
+
+    clock = time.thread_time if threads == 1 else time.perf_counter
 
     def measure() -> dict[str, float]:
         best = {name: float("inf") for name in forwards}
@@ -146,9 +167,9 @@ def time_paths(
         for r in range(rounds):
             names = list(forwards) if r % 2 == 0 else list(reversed(forwards))
             for name in names:
-                t0 = time.perf_counter()
+                t0 = clock()
                 forwards[name]()
-                best[name] = min(best[name], time.perf_counter() - t0)
+                best[name] = min(best[name], clock() - t0)
         return best
 
     result = streams.run_on_thread(threads, measure)
