@@ -348,6 +348,15 @@ class TransformerEncoder:
     def tokenize(self, texts) -> list[dict[str, list[int]]]:
         return self.tokens.tokenize(texts)
 
+    def collate(self, token_lists: list) -> dict:
+        """One batch as `forward` takes it: packed rows for the packed forward, else padded
+        (what the engine does for this encoder; for callers that batch by hand)."""
+        from corpusmill.engine.inputs import collate, collate_packed
+
+        if self.packed_batches:
+            return collate_packed(token_lists)
+        return collate(token_lists, self.pad_id, self.device == "cuda")
+
     @property
     def dtype_name(self) -> str:
         """The precision lineage records: `int8` for the int8 path (its other layers run

@@ -101,6 +101,15 @@ def default_batch_tokens(device: str) -> int:
     return 32768 if device == "cuda" else 4096
 
 
+def default_window(device: str) -> int:
+    """Inputs the engine reads, sorts by length and plans at once; the sink hears of a
+    window's rows when the whole window is done, and the embeddings step commits a group of
+    documents only then. On a GPU 4,096 chunks is ~0.7 s of forward. On the 2-core CPU it
+    was ~30 s, so a 375k-token ingest (2,288 chunks, one window) committed every group
+    after its last forward: 512 there (~6 s of forward each)."""
+    return 4096 if device == "cuda" else 512
+
+
 def default_tokenize_threads(device: str) -> int:
     """One tokenising thread feeds MiniLM-L6 at ~0.3M tokens/s while an H100's forward pass
     takes ~1M (docs/BENCHMARKS.md, `make bench-gpu`), so on CUDA the engine tokenises on

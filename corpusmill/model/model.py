@@ -33,6 +33,7 @@ from corpusmill.model.hardware import (
     default_batch_tokens,
     default_cpu_streams,
     default_tokenize_threads,
+    default_window,
     dtype_label,
     resolve_device,
 )
@@ -104,8 +105,10 @@ class Model:
 
     @property
     def tokenizer(self):
-        """The Hugging Face tokenizer (what the chunker measures chunks with)."""
-        return self.tokens.hf
+        """What the chunker measures chunks with: the Hugging Face tokenizer, or the same
+        calls on the `tokenizers` library where they give the same ids and offsets
+        (model/tokenizer.py; `tokens.hf` is always the Hugging Face one)."""
+        return self.tokens.chunker
 
     @property
     def tokenizer_id(self) -> str:
@@ -150,6 +153,7 @@ class Model:
                 launch_ahead=cuda,
                 tokenize_threads=self.spec.tokenize_threads
                 or default_tokenize_threads(encoder.device),
+                window=default_window(encoder.device),
                 streams=streams if encoder.device == "cpu" else 1,
                 stream_threads=stream_threads,
             )
@@ -163,6 +167,10 @@ class Model:
 
         threads = torch.get_num_threads()
         device = resolve_device(self.spec.device)
+        if (
+            self.spec.compile
+        ):  # a compiled graph's kernels keep the thread count they were built with
+            return 1, threads
         if self.spec.cpu_streams and device == "cpu":
             streams = min(self.spec.cpu_streams, threads) if threads > 1 else 1
             return streams, max(1, threads // streams)

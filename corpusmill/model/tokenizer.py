@@ -23,6 +23,8 @@ from typing import Any
 
 from corpusmill.model.files import ModelDescription, tokenizer_fingerprint
 
+FACTS_VERSION = 2  # what `_facts` records; a new one is checked afresh
+
 
 class Tokenizer:
     """Token ids per text (or per (query, passage) pair), truncated to the model limit.
@@ -53,10 +55,23 @@ class Tokenizer:
         self.pad_id: int = facts["pad_id"]
         if facts["same_ids"]:
             self._backend = self._raw()
+        self._same_chunking = bool(facts.get("same_chunking"))
+        self._chunker: Any = None
 
     @property
     def backend(self) -> str:
         return "tokenizers" if self._backend is not None else "transformers"
+
+    @property
+    def chunker(self):
+        """What the chunker measures text with: Transformers' tokenizer, or the same calls
+        on the `tokenizers` library (`TokenizersCall`) where they were checked to give the
+        same ids and character offsets."""
+        if not self._same_chunking:
+            return self.hf
+        if self._chunker is None:
+            self._chunker = TokenizersCall(self._raw(truncate=False))
+        return self._chunker
 
     @property
     def hf(self):
@@ -113,20 +128,24 @@ class Tokenizer:
         return [{"input_ids": e.ids} for e in encodings]
 
     # -- the tokenizers backend and its check ----------------------------------------
-    def _raw(self):
-        """tokenizer.json in the `tokenizers` library, truncating as `hf`'s calls do."""
+    def _raw(self, truncate: bool = True):
+        """tokenizer.json in the `tokenizers` library, truncating as `hf`'s calls do (or,
+        for the chunker, not at all)."""
         from tokenizers import Tokenizer as RawTokenizer
 
         backend = RawTokenizer.from_file(str(self.description.path / "tokenizer.json"))
         backend.no_padding()
-        backend.enable_truncation(max_length=self.max_seq_length, strategy="longest_first")
+        if truncate:
+            backend.enable_truncation(max_length=self.max_seq_length, strategy="longest_first")
+        else:
+            backend.no_truncation()
         return backend
 
     def _key(self) -> str:
         """The tokenizer files, the sequence limit, the kind and both libraries' versions."""
         from corpusmill.model.files import _TOKENIZER_FILES
 
-        digest = hashlib.sha256(f"{self.kind}:{self.max_seq_length}".encode())
+        digest = hashlib.sha256(f"v{FACTS_VERSION}:{self.kind}:{self.max_seq_length}".encode())
         for lib in ("transformers", "tokenizers"):
             try:
                 digest.update(f"{lib}={metadata.version(lib)}".encode())
@@ -161,7 +180,56 @@ class Tokenizer:
             texts = [(a, b) for a in texts for b in texts[-3:]]
         try:
             raw = self._tokenize_raw(self._raw(), texts)
+            call = TokenizersCall(self._raw(truncate=False))
         except Exception:  # noqa: BLE001 (a file the library cannot read: use hf)
             return facts
         facts["same_ids"] = json.dumps(raw) == json.dumps(self._tokenize_with(hf, texts))
+        if self.kind == "embedder":
+            facts["same_chunking"] = _same_calls(call, hf, [*CHECK_TEXTS, " ".join(CHECK_TEXTS)])
         return facts
+
+
+class TokenizersCall:
+    """Transformers' tokenizer call, for the arguments the chunker passes (texts, with or
+    without special tokens, ids and character offsets, no truncation), on the `tokenizers`
+    library: the same Rust encodings Transformers' fast tokenizer reads them from, without
+    importing Transformers."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        processor = self.backend.post_processor
+        return 0 if processor is None else int(processor.num_special_tokens_to_add(pair))
+
+    def __call__(
+        self,
+        text,
+        add_special_tokens: bool = True,
+        return_offsets_mapping: bool = False,
+        **_ignored,
+    ) -> dict[str, Any]:
+        single = isinstance(text, str)
+        encodings = self.backend.encode_batch(
+            [text] if single else list(text), add_special_tokens=add_special_tokens
+        )
+        out: dict[str, Any] = {"input_ids": [e.ids for e in encodings]}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [e.offsets for e in encodings]
+        return {k: v[0] for k, v in out.items()} if single else out
+
+
+def _same_calls(call: TokenizersCall, hf, texts: list[str]) -> bool:
+    """The chunker's calls give the same ids and offsets either way."""
+    if call.num_special_tokens_to_add(pair=False) != hf.num_special_tokens_to_add(pair=False):
+        return False
+    for special in (False, True):
+        a = call(texts, add_special_tokens=special, return_offsets_mapping=True)
+        b = hf(texts, add_special_tokens=special, return_offsets_mapping=True)
+        if a["input_ids"] != b["input_ids"]:
+            return False
+        if [list(map(tuple, o)) for o in a["offset_mapping"]] != [
+            list(map(tuple, o)) for o in b["offset_mapping"]
+        ]:
+            return False
+    return True
