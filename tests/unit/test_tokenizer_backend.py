@@ -58,3 +58,17 @@ def test_the_check_is_kept_and_a_later_tokenizer_does_not_load_transformers(
     )
     assert again.tokenize(MIXED_TEXTS) == first.tokenize(MIXED_TEXTS)
     assert again._hf is None
+
+
+def test_the_chunker_cuts_the_same_chunks_with_either_backend(tiny_embedder_path):
+    from corpusmill.chunking import TokenChunker
+    from corpusmill.model.tokenizer import TokenizersCall
+
+    tokens = Tokenizer(describe_model(tiny_embedder_path, "embedder"))
+    assert isinstance(tokens.chunker, TokenizersCall)
+    docs = [(f"d{i}", t) for i, t in enumerate([*MIXED_TEXTS, LONG, "naïve café — ünïcode"])]
+    chunked = [
+        TokenChunker(tok, 24, 4, tokens.max_seq_length, tokens.fingerprint).chunk_documents(docs)
+        for tok in (tokens.chunker, tokens.hf)
+    ]
+    assert chunked[0] == chunked[1] and len(chunked[0].chunks) > len(docs)
