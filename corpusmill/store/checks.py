@@ -16,7 +16,7 @@ over the whole table would fail on that run's half-written shards. Without `part
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +60,24 @@ class CheckOutcome:
     passed: bool
     description: str
     metadata: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def outcomes_record(
+    outcomes: Mapping[str, CheckOutcome], *, scope: str | int, by: str
+) -> dict[str, object]:
+    """What a generation's registry row keeps of one evaluation of the checks: each
+    outcome, whether all passed, over which shards ("all" or how many), when, by whom."""
+    import datetime as dt
+
+    return {
+        "passed": bool(outcomes) and all(o.passed for o in outcomes.values()),
+        "results": {
+            name: {"passed": o.passed, "description": o.description} for name, o in outcomes.items()
+        },
+        "shards_checked": scope,
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "by": by,
+    }
 
 
 def _missing(name: str) -> CheckOutcome:

@@ -27,11 +27,18 @@ insert an update; `s3+ddb://` and the other object stores have only that, no lea
 The Ray path writes the other way Lance allows, also through here: workers write fragments
 and the driver commits them once, keyed by its run (`snapshot`, `commit_fragments`;
 `fragments.py`). A worker reopens the store from `ref()`, a picklable `StoreRef`.
+
+Generations: the model-bound tables (`schemas.MODEL_TABLES`) exist once per generation
+(`generations.py`). `for_generation(suffix)` is a view of the same store in which those
+names mean one generation's tables (`chunks` -> `chunks_<suffix>`), so every sync step, check
+and search reads and writes "chunks" and "embeddings" without knowing which generation it
+serves; the shared tables and the locks are the same in every view.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +54,7 @@ from corpusmill.store.lease import S3Leases
 from corpusmill.store.lock import file_lock
 from corpusmill.store.predicates import groups_of, in_filter
 from corpusmill.store.schemas import (
+    MODEL_TABLES,
     PRIMARY_KEYS,
     check_card,
     embeddings_schema,
@@ -63,9 +71,10 @@ class StoreRef:
 
     uri: str
     storage_options: dict[str, str] = field(default_factory=dict)
+    suffix: str = ""  # the generation the view serves ("": the plain table names)
 
     def open(self) -> Store:
-        return Store(self.uri, self.storage_options)
+        return Store(self.uri, self.storage_options).for_generation(self.suffix)
 
 
 class Store:
@@ -87,6 +96,7 @@ class Store:
         self.storage_options = dict(storage_options or {})
         self.owner = owner
         self.on_commit = on_commit
+        self.suffix = ""  # see `for_generation`
         self._leases: S3Leases | None = None
         if "://" not in uri:
             try:
@@ -108,11 +118,28 @@ class Store:
         return self._leases
 
     def ref(self) -> StoreRef:
-        return StoreRef(self.uri, dict(self.storage_options))
+        return StoreRef(self.uri, dict(self.storage_options), self.suffix)
+
+    def for_generation(self, suffix: str) -> Store:
+        """This store with the model-bound tables of the generation whose tables end in
+        `suffix` ("": the plain names, a store's first generation). Shares the connection,
+        the leases and `on_commit`."""
+        view = copy.copy(self)
+        view.suffix = suffix
+        return view
+
+    def physical(self, name: str) -> str:
+        """The table `name` means in this view: a model-bound table gets the suffix."""
+        return f"{name}_{self.suffix}" if self.suffix and name in MODEL_TABLES else name
+
+    def stage(self, name: str) -> str:
+        """A quarantine stage of this view's generation: a chunk one model cannot embed
+        may be fine for another, so model stages (`embed`) are named per generation."""
+        return f"{name}:{self.suffix}" if self.suffix and name != "source" else name
 
     def table_uri(self, name: str) -> str:
         """Where Lance keeps `name` (for pylance: `snapshot`, `commit_fragments`)."""
-        return f"{self.uri.rstrip('/')}/{name}.lance"
+        return f"{self.uri.rstrip('/')}/{self.physical(name)}.lance"
 
     # -- tables -------------------------------------------------------------------------
     def table_names(self) -> list[str]:
@@ -120,6 +147,7 @@ class Store:
 
     def open(self, name: str):
         """The table, or None if it was never written."""
+        name = self.physical(name)
         if name not in self.table_names():
             return None
         return self.db.open_table(name)
@@ -149,14 +177,8 @@ class Store:
         `s3+ddb://` and the other object stores nothing serialises it: create the
         tables with one writer first, `create_tables`.) The caller checks the schema and
         model card of what it opened (`ensure`, `ensure_embeddings`)."""
-        guard: contextlib.AbstractContextManager[object]
-        if not self.on_object_store:
-            guard = file_lock(self.uri, "create")
-        elif self.leases is not None:
-            guard = self.leases.hold(["create"])
-        else:
-            guard = contextlib.nullcontext()
-        with guard:
+        name = self.physical(name)
+        with self.serialised():
             if name in self.table_names():
                 return self.db.open_table(name)
             try:
@@ -166,6 +188,26 @@ class Store:
                 if not any(w in str(e).lower() for w in ("exist", "conflict")):
                     raise
             return self.db.open_table(name)
+
+    def serialised(self) -> contextlib.AbstractContextManager[object]:
+        """One at a time, across processes: table creation and registering a generation.
+        A file lock locally, the `create` lease on `s3://`; nothing on the object stores
+        without leases (create the tables and the first generation with one writer)."""
+        if not self.on_object_store:
+            return file_lock(self.uri, "create")
+        if self.leases is not None:
+            return self.leases.hold(["create"])
+        return contextlib.nullcontext()
+
+    def drop_table(self, name: str) -> bool:
+        """Remove the table `name` means in this view; False if it did not exist."""
+        physical = self.physical(name)
+        if physical not in self.table_names():
+            return False
+        self.db.drop_table(physical)
+        if self.on_commit is not None:
+            self.on_commit(physical)
+        return True
 
     def create_tables(self, card: ModelCard) -> None:
         """Every table a run writes, created now (see `_create`)."""
@@ -195,14 +237,6 @@ class Store:
         table = self.ensure("embeddings", embeddings_schema(card))
         check_card(table_card(table.schema), card)
         return table
-
-    def check_model(self, card: ModelCard) -> None:
-        """Refuse `card` if an embeddings table exists and another model wrote it. Every
-        asset that writes calls this before its first write, so a refused model swap
-        leaves documents and chunks as they were, not only the embeddings."""
-        stored = self.embeddings_card()
-        if stored is not None:
-            check_card(stored, card)
 
     def embeddings_card(self) -> dict[str, str] | None:
         table = self.open("embeddings")
