@@ -10,7 +10,11 @@ has no partition argument). So:
     lists and plots per partition.
 
 `write_shards` is the one ending every shard-partitioned asset shares: write under the
-shards' lock, observe each shard, label the run's figures, add the table's version.
+shards' lock, observe each shard, label the run's figures, add the table's version. The
+model-bound assets reach it through `write_generations`, which syncs every generation the
+run serves (`corpusmill.lifecycle.targets`) inside that lock and reports the configured
+model's generation as the shards' counts (the code version names that model), the others
+as run figures.
 """
 
 from collections.abc import Callable, Iterable, Mapping
@@ -18,6 +22,8 @@ from typing import Any, Protocol, TypeVar
 
 import dagster as dg
 
+from corpusmill.lifecycle.targets import Target, register_configured, run_targets
+from corpusmill.model.pool import ModelPool
 from corpusmill.store import Store
 
 RUN_PREFIX = "run_"
@@ -82,4 +88,38 @@ def write_shards(
     meta = run_level(figures, [k for k in figures if k not in kept])
     meta["table_version"] = db.version(table)
     meta["run_partitions"] = len(shards)
+    return report, meta
+
+
+def write_generations(
+    context: dg.AssetExecutionContext,
+    store: Store,
+    models: ModelPool,
+    chunker: str,
+    table: str,
+    step: Callable[[Target], R],
+    **kwargs: Any,
+) -> tuple[R, dict[str, Any]]:
+    """`write_shards` over every generation the run serves: `step(target)` syncs one
+    (live first, the configured model's last). The shards' observations and the run's
+    figures are the configured generation's (`table` in its view); each other
+    generation's figures are one JSON entry, `other_generations`."""
+    configured = register_configured(store, models.base, chunker)
+    targets: list[Target] = []
+    reports: dict[str, R] = {}
+
+    def sync() -> R:
+        targets[:] = run_targets(store, models, chunker)
+        for target in targets:
+            reports[target.generation.gen_id] = step(target)
+        return reports[configured.gen_id]
+
+    report, meta = write_shards(context, configured.view(store), table, sync, **kwargs)
+    meta["generation"] = configured.gen_id
+    meta["generations_synced"] = ", ".join(t.label for t in targets)
+    others = {
+        t.label: reports[t.generation.gen_id].as_metadata() for t in targets if not t.configured
+    }
+    if others:
+        meta["other_generations"] = dg.MetadataValue.json(others)
     return report, meta
