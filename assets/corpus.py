@@ -93,7 +93,7 @@ def chunked_documents(
     """Chunks cut with the embedder's own tokenizer, never longer than its sequence limit,
     into the configured model's generation (and the live one's, with its own tokenizer,
     while they differ). Needs only the tokenizers: no model's weights are loaded here."""
-    from corpusmill.sync import sync_chunks
+    from corpusmill.sync import ChunksReport, sync_chunks
 
     run = settings.with_overrides(config.model_dump())
 
@@ -114,6 +114,7 @@ def chunked_documents(
         chunker_version(run.chunk_tokens, run.chunk_overlap),
         "chunks",
         sync,
+        ChunksReport,
         sum_column="n_tokens",
         not_run_level=["chunker"],
     )

@@ -50,7 +50,7 @@ def embeddings(
     chunker = chunker_version(settings.chunk_tokens, settings.chunk_overlap)
     if settings.executor == "ray":
         return _embeddings_on_ray(context, store, embedder, models, settings, chunker)
-    from corpusmill.sync import record_quarantine, sync_embeddings
+    from corpusmill.sync import EmbeddingsReport, record_quarantine, sync_embeddings
 
     stats = []
 
@@ -83,7 +83,7 @@ def embeddings(
         return report
 
     _report, meta = write_generations(
-        context, store, models, chunker, "embeddings", sync, per_shard=_embedded
+        context, store, models, chunker, "embeddings", sync, EmbeddingsReport, per_shard=_embedded
     )
     meta.update(embedder.lineage())
     # Throughput only when something was embedded: a zero would plot as a crash.
@@ -108,7 +108,7 @@ def _embeddings_on_ray(context, store, embedder, models, settings, chunker) -> d
     from corpusmill.ids import content_hash
     from corpusmill.scale.cluster import ray_cluster
     from corpusmill.scale.ray_embed import sync_embeddings_on_ray
-    from corpusmill.sync import record_quarantine
+    from corpusmill.sync import EmbeddingsReport, record_quarantine
 
     # The driver reads the card and tokenizer only: the weights load in the workers.
     worker_stats = []
@@ -133,9 +133,18 @@ def _embeddings_on_ray(context, store, embedder, models, settings, chunker) -> d
 
     with ray_cluster(settings.ray_address):
         _report, meta = write_generations(
-            context, store, models, chunker, "embeddings", sync, per_shard=_embedded
+            context,
+            store,
+            models,
+            chunker,
+            "embeddings",
+            sync,
+            EmbeddingsReport,
+            per_shard=_embedded,
         )
     meta.update(embedder.lineage())
+    if not worker_stats:  # the configured generation was left to the run building it
+        return dg.MaterializeResult(metadata=meta)
     (stats,) = worker_stats
     if stats.devices:  # the workers' device and dtype, not this driver's
         meta["device"] = ",".join(sorted({d.split("/")[0] for d in stats.devices}))

@@ -52,7 +52,7 @@ def rerank_scores(
     unchanged keep their score; re-materialising with nothing changed writes nothing."""
     from corpusmill.queries import load_queries
     from corpusmill.rerank import PairScorer
-    from corpusmill.sync import sync_rerank_scores
+    from corpusmill.sync import RerankReport, sync_rerank_scores
 
     run = settings.with_overrides(config.model_dump())
     queries = load_queries(run.queries)
@@ -76,6 +76,7 @@ def rerank_scores(
         chunker_version(settings.chunk_tokens, settings.chunk_overlap),
         "rerank_scores",
         sync,
+        RerankReport,
         not_run_level=SCORER_IDENTITY,
     )
     scorer = scorers[meta["generation"]]

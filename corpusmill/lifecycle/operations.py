@@ -49,6 +49,13 @@ class Outcome:
         return asdict(self)
 
 
+def whole_store(store: Store):
+    """The whole-store write lock, every generation's shards included (on `s3://` each
+    generation's shard leases are their own)."""
+    suffixes = [g.suffix for g in read_registry(store).generations.values()]
+    return store.write_lock(scopes=suffixes)
+
+
 def _registered(store: Store) -> Registry:
     """The registry; a store from before generations is registered in place first."""
     registry = read_registry(store)
@@ -63,7 +70,7 @@ def promote(store: Store, gen_id: str, pool: ModelPool, gate: GateSpec | None = 
     """Make `gen_id` live if every shard of it is complete, its checks pass (recorded on
     its row) and, with a `gate`, it retrieves no worse than the live generation (figures
     recorded); else refuse and record why."""
-    with store.write_lock():
+    with whole_store(store):
         registry = _registered(store)
         gen = registry.get(gen_id)
         if registry.live == gen_id:
@@ -93,7 +100,7 @@ def promote(store: Store, gen_id: str, pool: ModelPool, gate: GateSpec | None = 
 def rollback(store: Store) -> Outcome:
     """Make the previous live generation live again. It was kept in sync while it was the
     rollback target (`targets`); its shards are checked anyway, no gate."""
-    with store.write_lock():
+    with whole_store(store):
         registry = _registered(store)
         target = registry.previous
         if not target or target not in registry.generations:
@@ -111,7 +118,7 @@ def drop(store: Store, gen_id: str, *, configured: str | None = None) -> Outcome
     """Remove `gen_id`'s tables and its embed-stage quarantine rows, then its row: nothing
     else. Never the live generation, nor the configured one (the next run would build it
     again). Tables go first: a drop killed half-way leaves the row, and a rerun finishes."""
-    with store.write_lock():
+    with whole_store(store):
         registry = _registered(store)
         gen = registry.get(gen_id)
         if gen_id == registry.live:

@@ -27,7 +27,7 @@ from corpusmill.search.fusion import CONVEX_ALPHA, DEFAULT_FUSION, FUSIONS, fuse
 from corpusmill.search.hit import HIT_COLUMNS, Hit
 from corpusmill.search.rerank import rerank_hits
 from corpusmill.store import Store, check_card, table_card
-from corpusmill.store.generations import Generation, read_registry
+from corpusmill.store.generations import Generation, RegistryCache
 from corpusmill.store.upkeep import ANN_NPROBES, ANN_REFINE_FACTOR, ensure_fts_index, has_fts_index
 
 MODES = ("vector", "fts", "hybrid")
@@ -59,6 +59,7 @@ class Searcher:
         self.models = models or ModelPool(self.embedder)
         self.generation_id = generation  # None: the live generation, at each pin
         self.generation: Generation | None = None  # set on the views `pinned()` returns
+        self._registries = RegistryCache()  # shared with the views
         self._last_query: tuple[str | None, list[float]] = (None, [])
         self._pinned = None  # set on the views `pinned()` returns
         self._complete: bool = False  # the store was checked for a half-done first ingest
@@ -70,7 +71,7 @@ class Searcher:
         then reads the same version, and a commit or a switch made since the last request
         is seen. Resolving is a read of the registry and one manifest; the models are
         shared, not copied (a model another generation needs is loaded once, here)."""
-        registry = read_registry(self.store)
+        registry = self._registries.read(self.store)
         gen = (
             registry.get(self.generation_id)
             if self.generation_id is not None

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -161,7 +162,33 @@ def read_registry(store: Store) -> Registry:
         if implicit is None:
             return Registry()
         return Registry({implicit.gen_id: implicit}, live=implicit.gen_id)
-    rows = table.search().limit(None).to_arrow().to_pylist()
+    return _from_table(table)
+
+
+class RegistryCache:
+    """`read_registry` for a reader that resolves the live generation per request: the
+    table's version is read each time (one manifest), the rows only when it moved."""
+
+    def __init__(self) -> None:
+        self._entry: tuple[tuple[str, int], Registry] | None = None
+        self._lock = threading.Lock()
+
+    def read(self, store: Store) -> Registry:
+        table = store.open(TABLE)
+        if table is None:
+            return read_registry(store)
+        key = (store.uri, int(table.version))
+        with self._lock:
+            if self._entry is not None and self._entry[0] == key:
+                return self._entry[1]
+        registry = _from_table(table)
+        with self._lock:
+            self._entry = (key, registry)
+        return registry
+
+
+def _from_table(table) -> Registry:
+    rows = table.to_arrow().to_pylist()
     pointer = next((r for r in rows if r["gen_id"] == LIVE), None)
     gens = {r["gen_id"]: Generation.from_row(r) for r in rows if r["gen_id"] != LIVE}
     return Registry(

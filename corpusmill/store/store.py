@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from corpusmill.errors import StoreError, store_error
+from corpusmill.errors import ShardsBusy, StoreError, store_error
 from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.model.card import ModelCard
 from corpusmill.store.fragments import CommitResult, Snapshot, commit_fragments
@@ -324,20 +324,35 @@ class Store:
             self.on_commit(name)
         return result
 
-    def write_lock(self, partitions: Sequence[str] | None = None):
+    def write_lock(
+        self,
+        partitions: Sequence[str] | None = None,
+        *,
+        wait: bool = True,
+        scopes: Sequence[str] = (),
+    ):
         """Keep writers of this store apart, as narrowly as the work needs.
 
-        `partitions` given: the writer touches only those shards' rows. It holds each
-        shard's lock (in one order, so two ranges never deadlock) and the store lock
-        shared, so writers of disjoint shards run concurrently and a writer of an
-        overlapping shard waits. `partitions` None: the whole store (upkeep, index
-        builds), exclusive against every other writer.
+        `partitions` given: the writer touches only those shards' rows, of the shared
+        tables and this view's generation. It holds each shard's lock (in one order, so
+        two ranges never deadlock) and the store lock shared, so writers of disjoint
+        shards run concurrently and a writer of an overlapping shard waits. A generation
+        other than the plain-named one has shard locks of its own, so a build writing a
+        new generation never holds back a run that keeps the live one current. `wait`
+        False: `ShardsBusy` at once if another writer holds one of them. `partitions`
+        None: the whole store (upkeep, index builds, a switch), exclusive against every
+        other writer; on `s3://` that is every shard lease of the shared tables and of
+        each generation in `scopes` (their suffixes).
 
-        On `s3://` the same with leases (`lease.py`): one per shard, and whole-store work
-        holds all of them. Other object stores take none: `conditional_put_commits`.
+        On `s3://` the same with leases (`lease.py`). Other object stores take none:
+        `conditional_put_commits`.
         """
         if self.leases is not None:
-            return self.leases.hold(ALL_PARTITIONS if partitions is None else list(partitions))
+            if partitions is None:
+                names = [_shard(p, s) for s in {"", *scopes} for p in ALL_PARTITIONS]
+            else:
+                names = [_shard(p, self.suffix) for p in partitions]
+            return self.leases.hold(names, wait_s=None if wait else 0.0)
         if self.on_object_store:
             return conditional_put_commits(self.uri)
         if not os.access(self.uri, os.W_OK):  # fail before the run does any work
@@ -346,8 +361,18 @@ class Store:
                 "writable or point CORPUSMILL_DB at a directory you can write"
             )
         if partitions is None:
-            return file_lock(self.uri, "store")
-        return _shard_locks(self.uri, sorted(set(partitions)))
+            return file_lock(self.uri, "store", wait=wait)
+        names = [f"partition-{_shard(p, self.suffix)}" for p in sorted(set(partitions))]
+        return _shard_locks(self.uri, names, wait)
+
+    def busy(self, partitions: Sequence[str] = ALL_PARTITIONS) -> bool:
+        """Whether another writer holds any of `partitions` in this view now (a probe: the
+        locks are taken without waiting and given back at once)."""
+        try:
+            with self.write_lock(partitions, wait=False):
+                return False
+        except ShardsBusy:
+            return True
 
     def _committed(self, table) -> None:
         if self.on_commit is not None:
@@ -378,10 +403,16 @@ def conditional_put_commits(uri: str) -> Iterator[None]:
     yield
 
 
+def _shard(partition: str, suffix: str) -> str:
+    """A shard's lock name in the generation with `suffix` ("": shared tables and the
+    plain-named generation)."""
+    return f"{partition}@{suffix}" if suffix else partition
+
+
 @contextlib.contextmanager
-def _shard_locks(directory: str, partitions: list[str]) -> Iterator[None]:
+def _shard_locks(directory: str, names: list[str], wait: bool) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
-        stack.enter_context(file_lock(directory, "store", shared=True))
-        for p in partitions:
-            stack.enter_context(file_lock(directory, f"partition-{p}"))
+        stack.enter_context(file_lock(directory, "store", shared=True, wait=wait))
+        for name in names:
+            stack.enter_context(file_lock(directory, name, wait=wait))
         yield
