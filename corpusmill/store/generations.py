@@ -289,9 +289,9 @@ def discard(store: Store, registry: Registry, gen: Generation) -> list[str]:
     whole-store write lock and has checked that `gen` is not live."""
     view = gen.view(store)
     dropped = [view.physical(name) for name in MODEL_TABLES if view.drop_table(name)]
+    stage = eq_filter("stage", view.stage("embed"))
     quarantine = store.open("quarantine")
-    if quarantine is not None:
-        stage = eq_filter("stage", view.stage("embed"))
+    if quarantine is not None and quarantine.count_rows(stage):
         store.replace_rows(quarantine, "quarantine_id", None, stage)
     _forget(store, registry, gen.gen_id)
     return dropped
