@@ -248,9 +248,10 @@ def register(
             known = replace(
                 registry.planned(card), model_path=model_path, chunker=chunker, precision=precision
             )
-            rows.append(known)
             if registry.live is None:  # the store's first generation: live at once
+                known = replace(known, state=LIVE_STATE, promoted=_now())
                 pointer = _pointer(gen_id, None)
+            rows.append(known)
         elif known.model_path != model_path and model_path is not None:
             known = replace(known, model_path=model_path)
             rows = [g for g in rows if g.gen_id != gen_id] + [known]
