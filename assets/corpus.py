@@ -97,7 +97,7 @@ def chunked_documents(
 
     run = settings.with_overrides(config.model_dump())
 
-    def sync(target):
+    def sync(target, synced):
         chunker = TokenChunker(
             target.model.tokenizer,
             run.chunk_tokens,
@@ -105,7 +105,15 @@ def chunked_documents(
             target.model.max_seq_length,
             tokenizer_id=target.model.tokenizer_id,  # chunks keep their ids for the embedder
         )
-        return sync_chunks(target.store, chunker, context.partition_keys)
+        # A generation whose model has the same tokenizer (a new revision, a fine-tune of
+        # the same base) cuts the same chunks: copied, not tokenised again.
+        donors = [
+            t.store
+            for t in synced
+            if t.model.tokenizer_id == target.model.tokenizer_id
+            and t.model.max_seq_length == target.model.max_seq_length
+        ]
+        return sync_chunks(target.store, chunker, context.partition_keys, donors)
 
     report, meta = write_generations(
         context,

@@ -60,7 +60,7 @@ def embeddings(
     meter = ProgressMeter(report_progress, every_s=config.progress_every_s)
     gpu = GpuSampler()
 
-    def sync(target):
+    def sync(target, _synced):
         def embed(items, sink):
             progress = meter if target.configured else None
             run_stats = target.model.embed_stream(items, sink, progress=progress)
@@ -113,7 +113,7 @@ def _embeddings_on_ray(context, store, embedder, models, settings, chunker) -> d
     # The driver reads the card and tokenizer only: the weights load in the workers.
     worker_stats = []
 
-    def sync(target):
+    def sync(target, _synced):
         gen_id = target.generation.gen_id
         run_key = f"{context.run_id}:{gen_id}:{content_hash(*sorted(context.partition_keys))}"
         report, stats = sync_embeddings_on_ray(

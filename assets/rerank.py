@@ -58,7 +58,7 @@ def rerank_scores(
     queries = load_queries(run.queries)
     scorers = {}
 
-    def sync(target):
+    def sync(target, _synced):
         scorer = scorers[target.generation.gen_id] = PairScorer(target.model, reranker)
         if not scorer.cross and target.configured:
             context.log.info(

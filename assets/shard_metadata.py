@@ -102,12 +102,14 @@ def write_generations(
     models: ModelPool,
     chunker: str,
     table: str,
-    step: Callable[[Target], R],
+    step: Callable[[Target, list[Target]], R],
     empty: Callable[[], R],
     **kwargs: Any,
 ) -> tuple[R, dict[str, Any]]:
-    """`write_shards` over every generation the run serves: `step(target)` syncs one,
-    under that generation's shard locks, live first and the configured model's last. The
+    """`write_shards` over every generation the run serves: `step(target, synced)` syncs
+    one (`synced`: the generations synced before it in this step, which it may copy
+    from), under that generation's shard locks, live first and the configured model's
+    last. The
     shards' observations and the run's figures are the configured generation's (`table`
     in its view); each other generation's figures are one JSON entry.
 
@@ -127,8 +129,9 @@ def write_generations(
             building = target.roles == (CONFIGURED,)
             wait = not (inbox_run and building)
             try:
+                synced = [t for t in targets if t.generation.gen_id in reports]
                 with target.store.write_lock(context.partition_keys, wait=wait):
-                    reports[target.generation.gen_id] = step(target)
+                    reports[target.generation.gen_id] = step(target, synced)
             except ShardsBusy:
                 deferred.append(target.generation.gen_id)
                 context.log.info(f"{target.label} is being built by another run: left to it")

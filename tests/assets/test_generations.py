@@ -68,6 +68,12 @@ def test_the_new_generation_is_built_beside_shard_by_shard_and_the_old_one_is_un
     # Beside, never in place: A's tables and the documents are not written at all.
     assert table_versions(db_uri, plain) == before
     assert rows_of(db_uri, b) == rows_of(db_uri, b, "chunks")
+    # B's model has A's tokenizer: its chunks are A's, copied, not tokenised again, and
+    # their stored token ids feed B's engine.
+    chunked = per_shard(instance, summary["run_id"], "chunked_documents", "materialization")
+    assert {m["run_documents_copied"] for m in chunked.values()} == {8}
+    assert rows_of(db_uri, b, "chunks") == rows_of(db_uri, a, "chunks")
+    assert summary["pretokenized_items"] == summary["chunks_embedded"]
     gens = {g["id"]: g for g in describe(Store(db_uri))}
     assert gens[a]["state"] == "live" and gens[b]["state"] == "ready"
     assert gens[b]["shards_complete"] == 16 and gens[b]["checks"]["passed"]
