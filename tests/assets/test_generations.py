@@ -235,3 +235,52 @@ def test_a_file_arriving_during_a_build_reaches_the_live_generation_at_once_and_
         searcher = Searcher(db_uri, embedder=Model(sb.embedder_spec()), generation=gen)
         assert [h.doc_id for h in searcher.search("zeppelin", k=3, mode="fts")][:1] == [doc]
         assert searcher.search("zeppelin", k=1, doc_id=doc), f"no vector of it in {gen}"
+
+
+def test_the_sensor_asks_for_what_the_new_generation_lacks_unless_a_build_holds_it(
+    tmp_path, db_uri, two_settings
+):
+    from resources import build_resources
+    from sensors.inbox import build_inbox_sensor
+
+    sa, sb = two_settings
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for i in range(4):
+        (inbox / f"f{i}.txt").write_text(f"file {i} about lighthouses " * 5)
+    assert run_ingest([f"inbox={inbox}"], sa, instance=dg.DagsterInstance.ephemeral())["success"]
+    settings = sb.with_overrides({"inbox": str(inbox)})  # the deployment now configures B
+    sensor = build_inbox_sensor(settings, name="inbox_sensor")
+    store_resource = build_resources(settings)["store"]
+
+    def tick():
+        context = dg.build_sensor_context(
+            instance=dg.DagsterInstance.ephemeral(),
+            sensor_name="inbox_sensor",
+            resources={"store": store_resource},
+        )
+        result = sensor(context)
+        return result.run_requests or []
+
+    # A holds every file; B has none of them yet: a run over their shards is asked for.
+    [request] = tick()
+    shards = {partition_of(f"inbox#f{i}.txt") for i in range(4)}
+    assert set(request.tags["corpusmill/partitions"].split(",")) == shards
+    # While a build holds B's shards (another writer: here a thread), B is left to it.
+    gen = read_registry(Store(db_uri)).planned(Model(sb.embedder_spec()).card)
+    holding, release = threading.Event(), threading.Event()
+
+    def build_holds_b() -> None:
+        with gen.view(Store(db_uri)).write_lock(sorted(shards)):
+            holding.set()
+            release.wait(120)
+
+    holder = threading.Thread(target=build_holds_b)
+    holder.start()
+    try:
+        assert holding.wait(120)
+        assert tick() == []
+    finally:
+        release.set()
+        holder.join(120)
+    assert len(tick()) == 1  # let go: asked for again

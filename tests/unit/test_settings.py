@@ -84,6 +84,8 @@ def test_the_lifecycle_settings_are_read_and_checked_before_any_model_work(tmp_p
         0.05,
     )
     assert Settings().promote == "auto" and Settings().gate() is None
+    with pytest.raises(ConfigError, match="CORPUSMILL_PROMOTE"):
+        Settings().with_overrides({"promote": "sometimes"})  # a run's override, checked too
     for environ, says in (
         ({"CORPUSMILL_PROMOTE": "sometimes"}, "CORPUSMILL_PROMOTE.*auto, manual"),
         ({"CORPUSMILL_GATE_TOLERANCE": "lots"}, "CORPUSMILL_GATE_TOLERANCE.*not a number"),
