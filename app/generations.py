@@ -150,26 +150,25 @@ def add_parser(sub) -> list[argparse.ArgumentParser]:
         "generation beside the live one; promotion switches in one commit.",
     )
     gsub = g.add_subparsers(dest="action", required=True, help="what to do")
-    parsers = []
-    p = gsub.add_parser("list", help="every generation: state, rows, shards, checks, gate")
-    p.set_defaults(func=cmd_list)
-    parsers.append(p)
-    p = gsub.add_parser(
-        "build", help="build the configured model's generation from the stored documents"
+    commands = (
+        ("list", cmd_list, "every generation: state, rows, shards, checks, gate", False),
+        (
+            "build",
+            cmd_build,
+            "build the configured model's generation from stored documents",
+            False,
+        ),
+        ("promote", cmd_promote, "make a generation live (complete, checked, gated)", True),
+        ("rollback", cmd_rollback, "return to the previous live generation", False),
+        ("drop", cmd_drop, "remove a generation's tables (never the live one)", True),
     )
-    p.set_defaults(func=cmd_build)
-    parsers.append(p)
-    p = gsub.add_parser("promote", help="make a generation live (complete, checked, gated)")
-    p.add_argument("generation", help="a generation id (`generations list`)")
-    p.set_defaults(func=cmd_promote)
-    parsers.append(p)
-    p = gsub.add_parser("rollback", help="return to the previous live generation")
-    p.set_defaults(func=cmd_rollback)
-    parsers.append(p)
-    p = gsub.add_parser("drop", help="remove a generation's tables (never the live one)")
-    p.add_argument("generation", help="a generation id (`generations list`)")
-    p.set_defaults(func=cmd_drop)
-    parsers.append(p)
+    parsers = []
+    for name, func, text, takes_id in commands:
+        p = gsub.add_parser(name, help=text)
+        if takes_id:
+            p.add_argument("generation", help="a generation id (`generations list`)")
+        p.set_defaults(func=func)
+        parsers.append(p)
     for p in parsers:
         p.add_argument("--json", action="store_true", help="print one JSON value")
     return parsers

@@ -37,7 +37,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from app.auth import check_bind, guard
-from app.microbatch import DEFAULT_MAX_BATCH, DEFAULT_WAIT_S, MicroBatcher
+from app.microbatch import DEFAULT_MAX_BATCH, DEFAULT_WAIT_S, MicroBatcher, batch_stats
 from corpusmill.config import Settings
 from corpusmill.errors import ConfigError, CorpusmillError
 from corpusmill.ids import ALL_PARTITIONS
@@ -227,14 +227,7 @@ class Batchers:
         """The figures of every batcher together (`MicroBatcher.stats`)."""
         with self._lock:
             sizes = [n for b in self._by_generation.values() for n in b.batch_sizes]
-        return {
-            "batches": len(sizes),
-            "queries": sum(sizes),
-            "mean_batch": round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
-            "max_batch_seen": max(sizes, default=0),
-            "max_wait_ms": self.max_wait_s * 1000,
-            "max_batch": self.max_batch,
-        }
+        return batch_stats(sizes, self.max_wait_s, self.max_batch)
 
     def close(self) -> None:
         with self._lock:

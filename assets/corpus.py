@@ -8,7 +8,7 @@ import dagster as dg
 
 from assets.partitions import one_run, shards
 from assets.shard_metadata import write_generations, write_shards
-from corpusmill.chunking import TokenChunker, chunker_version
+from corpusmill.chunking import TokenChunker
 from corpusmill.config import Settings
 from corpusmill.model.pool import ModelPool
 from corpusmill.sources import RecordFields, parse_source
@@ -119,7 +119,7 @@ def chunked_documents(
         context,
         store,
         models,
-        chunker_version(run.chunk_tokens, run.chunk_overlap),
+        run,
         "chunks",
         sync,
         ChunksReport,

@@ -8,7 +8,6 @@ import dagster as dg
 from assets.corpus import chunked_documents
 from assets.partitions import one_run, shards
 from assets.shard_metadata import run_level, write_generations
-from corpusmill.chunking import chunker_version
 from corpusmill.config import Settings
 from corpusmill.engine.progress import DEFAULT_EVERY_S, Progress, ProgressMeter
 from corpusmill.engine.telemetry import GpuSampler
@@ -47,9 +46,8 @@ def embeddings(
     generation (kept in sync in the same run, with its own model). Chunks whose content is
     already embedded in a generation are reused, not recomputed. With
     CORPUSMILL_EXECUTOR=ray the models run on a pool of Ray actors instead of in-process."""
-    chunker = chunker_version(settings.chunk_tokens, settings.chunk_overlap)
     if settings.executor == "ray":
-        return _embeddings_on_ray(context, store, embedder, models, settings, chunker)
+        return _embeddings_on_ray(context, store, embedder, models, settings)
     from corpusmill.sync import EmbeddingsReport, record_quarantine, sync_embeddings
 
     stats = []
@@ -83,7 +81,7 @@ def embeddings(
         return report
 
     _report, meta = write_generations(
-        context, store, models, chunker, "embeddings", sync, EmbeddingsReport, per_shard=_embedded
+        context, store, models, settings, "embeddings", sync, EmbeddingsReport, per_shard=_embedded
     )
     meta.update(embedder.lineage())
     # Throughput only when something was embedded: a zero would plot as a crash.
@@ -98,7 +96,7 @@ def _embedded(report) -> dict[str, dict[str, int]]:
     return {"chunks_embedded": report.embedded_by_partition}
 
 
-def _embeddings_on_ray(context, store, embedder, models, settings, chunker) -> dg.MaterializeResult:
+def _embeddings_on_ray(context, store, embedder, models, settings) -> dg.MaterializeResult:
     """The Ray path: this process plans and commits; `ray_workers` actors read, embed and
     write, one pool per generation the run serves (each with that generation's model).
     The run key is the Dagster run, the generation and its shards, so a retried commit of
@@ -136,7 +134,7 @@ def _embeddings_on_ray(context, store, embedder, models, settings, chunker) -> d
             context,
             store,
             models,
-            chunker,
+            settings,
             "embeddings",
             sync,
             EmbeddingsReport,

@@ -12,7 +12,6 @@ import dagster as dg
 from assets.embeddings import embeddings
 from assets.partitions import one_run, shards
 from assets.shard_metadata import write_generations
-from corpusmill.chunking import chunker_version
 from corpusmill.config import Settings
 from corpusmill.model import Model
 from corpusmill.model.pool import ModelPool
@@ -73,7 +72,7 @@ def rerank_scores(
         context,
         store,
         models,
-        chunker_version(settings.chunk_tokens, settings.chunk_overlap),
+        settings,
         "rerank_scores",
         sync,
         RerankReport,

@@ -24,6 +24,8 @@ from typing import Any, Protocol, TypeVar
 import dagster as dg
 
 from assets.partitions import TRIGGER_TAG
+from corpusmill.chunking import chunker_version
+from corpusmill.config import Settings
 from corpusmill.errors import ShardsBusy
 from corpusmill.lifecycle.targets import CONFIGURED, Target, register_configured, run_targets
 from corpusmill.model.pool import ModelPool
@@ -100,7 +102,7 @@ def write_generations(
     context: dg.AssetExecutionContext,
     store: Store,
     models: ModelPool,
-    chunker: str,
+    settings: Settings,
     table: str,
     step: Callable[[Target, list[Target]], R],
     empty: Callable[[], R],
@@ -116,7 +118,9 @@ def write_generations(
     An inbox run (tagged by the sensor) does not wait for a generation that another run
     is building: it skips it (`deferred_generations`), so a new file reaches the live
     generation at once; the build's generation catches up in a later run, and promotion
-    refuses until it has. `empty()` is the report of a generation left alone."""
+    refuses until it has. `empty()` is the report of a generation left alone. `settings`
+    (the run's): the chunker a new generation is registered with."""
+    chunker = chunker_version(settings.chunk_tokens, settings.chunk_overlap)
     configured = register_configured(store, models.base, chunker)
     inbox_run = TRIGGER_TAG in (context.run.tags or {})
     targets: list[Target] = []

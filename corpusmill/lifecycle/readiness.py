@@ -21,6 +21,7 @@ from corpusmill.store.checks import (
     check_coverage,
     check_model_card,
     check_vectors,
+    counted,
     outcomes_record,
 )
 from corpusmill.store.generations import Generation
@@ -95,16 +96,12 @@ def shard_status(store: Store, gen: Generation) -> dict[str, str | None]:
         extra = len(chunks.get(shard, set()) - want)
         unembedded = sum(1 for d in want - vectors.get(shard, set()) if d[0] not in held)
         stale = len(vectors.get(shard, set()) - want)
-        problems = [
-            f"{n} {what}"
-            for n, what in (
-                (unchunked, "documents not chunked"),
-                (extra, "chunked documents gone"),
-                (unembedded, "documents not embedded"),
-                (stale, "embedded documents gone or changed"),
-            )
-            if n
-        ]
+        problems = counted(
+            (unchunked, "documents not chunked"),
+            (extra, "chunked documents gone"),
+            (unembedded, "documents not embedded"),
+            (stale, "embedded documents gone or changed"),
+        )
         out[shard] = ", ".join(problems) or None
     return out
 

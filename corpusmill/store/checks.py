@@ -80,6 +80,11 @@ def outcomes_record(
     }
 
 
+def counted(*pairs: tuple[int, str]) -> list[str]:
+    """ "N what" for each (N, what) with N > 0: a check's problems, in one line each."""
+    return [f"{n} {what}" for n, what in pairs if n]
+
+
 def _missing(name: str) -> CheckOutcome:
     return CheckOutcome(False, f"no {name} table yet: materialise the assets first")
 
@@ -192,16 +197,12 @@ def check_coverage(store: Store, partitions: Sequence[str] | None = None) -> Che
         "duplicate_ids": duplicates,
     }
     _scope(meta, partitions)
-    problems = [
-        f"{n} {what}"
-        for n, what in (
-            (missing, "chunks without an embedding"),
-            (orphans, "embeddings of chunks that no longer exist"),
-            (outdated, "embeddings of an older content of their chunk"),
-            (duplicates, "duplicate chunk ids"),
-        )
-        if n
-    ]
+    problems = counted(
+        (missing, "chunks without an embedding"),
+        (orphans, "embeddings of chunks that no longer exist"),
+        (outdated, "embeddings of an older content of their chunk"),
+        (duplicates, "duplicate chunk ids"),
+    )
     if problems:
         return CheckOutcome(False, "; ".join(problems), meta)
     return CheckOutcome(True, f"{len(ids)} embeddings, one per current chunk", meta)

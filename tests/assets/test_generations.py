@@ -166,16 +166,34 @@ def test_a_store_from_before_generations_is_taken_over_in_place(tmp_path, db_uri
     assert summary["generation"] in registry.generations and summary["generation"] != a
 
 
+def inbox_in_a(tmp_path, settings, n_files: int):
+    """An inbox of `n_files` files, ingested with model A (`settings`)."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for i in range(n_files):
+        (inbox / f"f{i}.txt").write_text(f"file {i} about harbours and rivers " * 6)
+    source = [f"inbox={inbox}"]
+    assert run_ingest(source, settings, instance=dg.DagsterInstance.ephemeral())["success"]
+    return inbox
+
+
+def sensor_run(source: list[str], settings, doc: str) -> dict:
+    """The run the inbox sensor asks for `doc`: its shard, tagged as the sensor's."""
+    return run_ingest(
+        source,
+        settings,
+        partitions=[partition_of(doc)],
+        instance=dg.DagsterInstance.ephemeral(),
+        tags={TRIGGER_TAG: "inbox_sensor"},
+    )
+
+
 def test_a_file_arriving_during_a_build_reaches_the_live_generation_at_once_and_both_before_the_switch(
     tmp_path, db_uri, two_settings
 ):
     sa, sb = two_settings
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    for i in range(6):
-        (inbox / f"f{i}.txt").write_text(f"file {i} about harbours and rivers " * 6)
+    inbox = inbox_in_a(tmp_path, sa, 6)
     source = [f"inbox={inbox}"]
-    assert run_ingest(source, sa, instance=dg.DagsterInstance.ephemeral())["success"]
     a = live_of(db_uri)
     # The live table's full-text index exists before the build (building one needs the
     # whole-store lock, which the paused build's shard locks would hold off).
@@ -201,14 +219,7 @@ def test_a_file_arriving_during_a_build_reaches_the_live_generation_at_once_and_
         late.write_text("a zeppelin arrives late " * 8)
         doc = "inbox#late.txt"
         # The inbox sensor's run for it, while the build holds the new generation's shards.
-        inbox_run = run_ingest(
-            source,
-            sb,
-            partitions=[partition_of(doc)],
-            instance=dg.DagsterInstance.ephemeral(),
-            tags={TRIGGER_TAG: "inbox_sensor"},
-        )
-        assert inbox_run["success"]
+        assert sensor_run(source, sb, doc)["success"]
         live_hits = Searcher(db_uri, embedder=Model(sb.embedder_spec())).search(
             "zeppelin", k=3, mode="fts"
         )
@@ -223,13 +234,7 @@ def test_a_file_arriving_during_a_build_reaches_the_live_generation_at_once_and_
     refused = promote(Store(db_uri), b, pool)
     assert not refused.done and "1 documents not chunked" in refused.reason  # nothing dropped
     # The next inbox run, the build having let go: the new generation catches up.
-    assert run_ingest(
-        source,
-        sb,
-        partitions=[partition_of(doc)],
-        instance=dg.DagsterInstance.ephemeral(),
-        tags={TRIGGER_TAG: "inbox_sensor"},
-    )["success"]
+    assert sensor_run(source, sb, doc)["success"]
     assert promote(Store(db_uri), b, pool).done and live_of(db_uri) == b
     for gen in (b, a):
         searcher = Searcher(db_uri, embedder=Model(sb.embedder_spec()), generation=gen)
@@ -244,11 +249,7 @@ def test_the_sensor_asks_for_what_the_new_generation_lacks_unless_a_build_holds_
     from sensors.inbox import build_inbox_sensor
 
     sa, sb = two_settings
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    for i in range(4):
-        (inbox / f"f{i}.txt").write_text(f"file {i} about lighthouses " * 5)
-    assert run_ingest([f"inbox={inbox}"], sa, instance=dg.DagsterInstance.ephemeral())["success"]
+    inbox = inbox_in_a(tmp_path, sa, 4)
     settings = sb.with_overrides({"inbox": str(inbox)})  # the deployment now configures B
     sensor = build_inbox_sensor(settings, name="inbox_sensor")
     store_resource = build_resources(settings)["store"]

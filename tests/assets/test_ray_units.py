@@ -33,6 +33,16 @@ def _corpus(root):
     return root
 
 
+def ray_options(model: Model) -> dict:
+    """Two workers run in this process, four chunks a unit."""
+    return {
+        "workers": 2,
+        "tokenizer_id": model.tokenizer_id,
+        "batch_rows": 4,
+        "map_units": in_process,
+    }
+
+
 def test_workers_read_their_own_chunks_and_match_the_local_path(
     tmp_path, db_uri, tiny_embedder_path
 ):
@@ -65,15 +75,7 @@ def test_workers_read_their_own_chunks_and_match_the_local_path(
 
     loads = LOADS["embedder"]
     report, stats = sync_embeddings_on_ray(
-        store,
-        embedder.spec,
-        embedder.card,
-        parts,
-        run_key="test-run",
-        workers=2,
-        tokenizer_id=embedder.tokenizer_id,
-        batch_rows=4,
-        map_units=in_process,
+        store, embedder.spec, embedder.card, parts, run_key="test-run", **ray_options(embedder)
     )
     # One load for every unit (a worker counts its process's loads: here, this process's).
     assert LOADS["embedder"] == loads + 1 and stats.model_loads == LOADS["embedder"]
@@ -138,15 +140,7 @@ def test_the_ray_path_builds_a_new_generation_through_its_store_view(
     parts = sorted(set(store.scan("documents", ["partition"])["partition"].to_pylist()))
     sync_chunks(view, chunker, parts)
     report, stats = sync_embeddings_on_ray(
-        view,
-        model_b.spec,
-        model_b.card,
-        parts,
-        run_key="gen-run",
-        workers=2,
-        tokenizer_id=model_b.tokenizer_id,
-        batch_rows=4,
-        map_units=in_process,
+        view, model_b.spec, model_b.card, parts, run_key="gen-run", **ray_options(model_b)
     )
     assert stats.commit is not None and stats.commit.committed and report.chunks_embedded > 0
     assert store.version("embeddings") == live_version  # the live generation untouched
