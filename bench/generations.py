@@ -11,7 +11,7 @@
 2. **Search during a build against search at rest.** On a store with A live, the SciFact
    test queries are searched (vector and hybrid, k=10, a fresh pin per query as the service
    does) at rest, then again while a separate process builds B's generation (the queries
-   start once the build has committed its first vectors, and run until it ends), then at
+   start at the build's first commit, its first chunks, and run until it ends), then at
    rest again. Every answer during the build must come from A.
 
 Writes bench/out/generations-<date>.json and prints one line per figure.
@@ -160,7 +160,7 @@ def latency(root: Path, corpus: str, model_b: str, n_queries: int) -> dict:
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     assert child.stdout is not None
-    line = child.stdout.readline()  # the build's first commit of vectors
+    line = child.stdout.readline()  # the build's first commit
     assert line.startswith("building"), line
     during = timed_searches(searcher, queries, modes, until=child)
     child.wait()
@@ -181,7 +181,7 @@ def latency(root: Path, corpus: str, model_b: str, n_queries: int) -> dict:
 
 def _build(db: str, model_b: str) -> None:
     """The child of `latency`: B's generation built (manual promotion), saying "building"
-    once its first vectors are committed."""
+    at its first commit (B's first chunks: the embedding starts right after)."""
     from app.runs import run_ingest
     from corpusmill.config import prepare_process
 
@@ -189,7 +189,7 @@ def _build(db: str, model_b: str) -> None:
     said = []
 
     def on_commit(table: str) -> None:
-        if table.startswith("embeddings_") and not said:
+        if table.startswith(("chunks_", "embeddings_")) and not said:
             said.append(table)
             print("building", flush=True)
 

@@ -2,7 +2,7 @@
 model builds beside the live one shard by shard, Dagster sees each shard of it, a stopped
 build resumes, a store from before generations is taken over in place, and a file that
 arrives during a build reaches both generations (the service and the SIGKILLs:
-tests/e2e/test_generations.py)."""
+tests/e2e/test_generations_serve.py)."""
 
 from __future__ import annotations
 
