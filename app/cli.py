@@ -291,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--limit-queries", type=int, default=0, help="score only the first N queries (0: all)"
     )
+    e.add_argument(
+        "--generation",
+        help="score this model generation (`corpusmill generations list`); default: the live one",
+    )
     e.set_defaults(func=cmd_eval)
     for command in (
         ing,

@@ -285,3 +285,24 @@ def test_the_sensor_asks_for_what_the_new_generation_lacks_unless_a_build_holds_
         release.set()
         holder.join(120)
     assert len(tick()) == 1  # let go: asked for again
+
+
+def test_rerank_scores_are_kept_per_generation(tmp_path, db_uri, two_settings):
+    """`ingest --rerank` with B configured: B's candidates and scores come from B's vectors
+    and model, into B's table; A's scores stay A's (kept current with A's model)."""
+    sa, sb = two_settings
+    corpus = write_corpus(tmp_path / "corpus", n_docs=6, min_sentences=4)
+    first = ingest([corpus], sa, with_rerank=True)
+    a = first["generation"]
+    a_scores = Store(db_uri).scan("rerank_scores", ["score_id", "reranker_id", "score"])
+    second = ingest([corpus], sb, with_rerank=True)
+    b = second["generation"]
+    assert second["success"] and second["rerank_rows"] > 0
+    store = Store(db_uri)
+    b_scores = read_registry(store).get(b).view(store).scan(
+        "rerank_scores", ["score_id", "reranker_id", "score"]
+    )
+    assert set(b_scores["reranker_id"].to_pylist()) == {Model(sb.embedder_spec()).card.model_id}
+    assert b_scores.num_rows == second["rerank_rows"]
+    assert store.scan("rerank_scores", ["score_id", "reranker_id", "score"]).equals(a_scores)
+    assert read_registry(store).live == a
