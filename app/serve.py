@@ -8,8 +8,9 @@ Endpoints: POST /search, POST /search/batch, GET /health, GET /store. Hits carry
 fields as `corpusmill search --json` (`Hit.as_dict()`).
 
 - One model load per process (`corpusmill.model.Model`, from the settings read once by
-  app/cli.py); single queries are embedded in micro-batches
-  (app/microbatch.py), a batch request in one pass of the embedder (`Searcher.search_many`).
+  app/cli.py); single queries are embedded in micro-batches (the model's
+  `micro_batcher`, corpusmill/engine/microbatch.py), a batch request in one pass of the
+  embedder (`Searcher.search_many`); both reach the forward through the batch engine.
 - Fresh reads: every request searches `Searcher.pinned()`, the live generation at the
   latest committed version of its table, fixed for that request; an ingest commits a
   partition's rows in one commit, so a request sees all of a document's chunks or none of
@@ -37,8 +38,13 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from app.auth import check_bind, guard
-from app.microbatch import DEFAULT_MAX_BATCH, DEFAULT_WAIT_S, MicroBatcher, batch_stats
 from corpusmill.config import Settings
+from corpusmill.engine.microbatch import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_WAIT_S,
+    MicroBatcher,
+    batch_stats,
+)
 from corpusmill.errors import ConfigError, CorpusmillError
 from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.search.fusion import DEFAULT_FUSION
@@ -215,11 +221,8 @@ class Batchers:
         gen_id = view.generation.gen_id
         with self._lock:
             if gen_id not in self._by_generation:
-                model = view.embedder
-                self._by_generation[gen_id] = MicroBatcher(
-                    lambda texts: model.embed(list(texts)),
-                    max_wait_s=self.max_wait_s,
-                    max_batch=self.max_batch,
+                self._by_generation[gen_id] = view.embedder.micro_batcher(
+                    max_wait_s=self.max_wait_s, max_batch=self.max_batch
                 )
             return self._by_generation[gen_id]
 

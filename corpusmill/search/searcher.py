@@ -119,8 +119,12 @@ class Searcher:
         """Query vectors, all in one call to the model (a batch of queries is one batch)."""
         if self.generation is None:
             return self.pinned().embed_queries(queries)
-        check_card(table_card(self.table.schema), self.embedder.card)
+        self.check_embedder()
         return self.embedder.embed(list(queries)).tolist()
+
+    def check_embedder(self) -> None:
+        """Refuse to search the table with vectors from a model other than its writer."""
+        check_card(table_card(self.table.schema), self.embedder.card)
 
     def search(
         self,
@@ -137,8 +141,9 @@ class Searcher:
         vector: Any = None,
     ) -> list[Hit]:
         """`vector`: the query's vector if the caller embedded it already (a batch of
-        queries, the service's micro-batch: by this view's model); else it is embedded
-        here when needed. On an unpinned searcher, one call is one pin."""
+        queries, the service's micro-batch, by this view's model: checked here against the
+        table's model, as `embed_queries` checks its own); else it is embedded here when
+        needed. On an unpinned searcher, one call is one pin."""
         if self.generation is None:
             return self.pinned().search(
                 query,
@@ -168,6 +173,8 @@ class Searcher:
         if not self._complete:
             self.store.check_complete()
             self._complete = True
+        if vector is not None:
+            self.check_embedder()
         where = build_filter(doc_id, source, partition)
         depth = max(k, candidates if rerank else k)
         qvec = None if vector is None else [float(x) for x in vector]

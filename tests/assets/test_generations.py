@@ -299,8 +299,11 @@ def test_rerank_scores_are_kept_per_generation(tmp_path, db_uri, two_settings):
     b = second["generation"]
     assert second["success"] and second["rerank_rows"] > 0
     store = Store(db_uri)
-    b_scores = read_registry(store).get(b).view(store).scan(
-        "rerank_scores", ["score_id", "reranker_id", "score"]
+    b_scores = (
+        read_registry(store)
+        .get(b)
+        .view(store)
+        .scan("rerank_scores", ["score_id", "reranker_id", "score"])
     )
     assert set(b_scores["reranker_id"].to_pylist()) == {Model(sb.embedder_spec()).card.model_id}
     assert b_scores.num_rows == second["rerank_rows"]
