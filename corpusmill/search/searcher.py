@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from corpusmill.errors import StoreError, UsageError
+from corpusmill.errors import ModelMismatchError, StoreError, UsageError
 from corpusmill.model import Model
 from corpusmill.model.pool import ModelPool
 from corpusmill.search.filters import build_filter
@@ -63,6 +63,7 @@ class Searcher:
         self._last_query: tuple[str | None, list[float]] = (None, [])
         self._pinned = None  # set on the views `pinned()` returns
         self._complete: bool = False  # the store was checked for a half-done first ingest
+        self._missing_model = ""  # why the pinned generation's own model was not found
 
     def pinned(self) -> Searcher:
         """A view of this searcher fixed on one generation (the live one, unless this
@@ -88,9 +89,13 @@ class Searcher:
         view = copy.copy(self)
         view.generation = gen
         view.store = gen.view(self.store)
-        view.embedder = self.models.for_card(
-            gen.card, gen.model_path, what=f"generation {gen.gen_id}"
-        )
+        try:
+            view.embedder = self.models.for_card(
+                gen.card, gen.model_path, what=f"generation {gen.gen_id}"
+            )
+        except ModelMismatchError as exc:
+            # Full-text search needs no model; a vector search is refused, with this why.
+            view._missing_model = str(exc)
         view._last_query = (None, [])
         table = view.store.open("embeddings")
         if table is None:
@@ -124,7 +129,10 @@ class Searcher:
 
     def check_embedder(self) -> None:
         """Refuse to search the table with vectors from a model other than its writer."""
-        check_card(table_card(self.table.schema), self.embedder.card)
+        try:
+            check_card(table_card(self.table.schema), self.embedder.card)
+        except ModelMismatchError as exc:
+            raise ModelMismatchError(f"{exc} {self._missing_model}".strip()) from None
 
     def search(
         self,
