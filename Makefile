@@ -9,7 +9,7 @@ LAUNCHER := $(VENV)/bin/corpusmill
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 DEV_PORT ?= 3000
 
-.PHONY: install demo scale-demo test test-fast test-all test-browser dev eval bench bench-gpu bench-search bench-inbox bench-ann gpu-pack lint typecheck format clean
+.PHONY: install demo scale-demo test test-fast test-all test-browser dev eval bench bench-gpu bench-search bench-inbox bench-ann bench-generations gpu-pack lint typecheck format clean
 
 # The grep drops this machine's notes about missing local mirror folders, not pip's errors.
 # Only the core (`corpusmill`) is installed, editable; the `corpusmill` command is a
@@ -90,6 +90,9 @@ bench-ann: $(STAMP) ## flat scan vs IVF-SQ latency and recall at 100k and 1M syn
 bench-inbox: $(STAMP) ## inbox sensor tick over 10,000 files, then 1% incremental re-ingest of SciFact
 	$(PY) -m bench.inbox_bench tick --files $${INBOX_FILES:-10000}
 	$(PY) -m bench.inbox_bench incremental
+
+bench-generations: $(STAMP) ## a model migration against a fresh ingest; search latency during a build against at rest
+	$(PY) -m bench.generations --docs $${GEN_DOCS:-300} --rounds $${GEN_ROUNDS:-3}
 
 gpu-pack: $(STAMP) ## pack MiniLM (fp16) and a SciFact slice into .gpu/ for a GPU machine
 	$(PY) -m bench.gpu_pack

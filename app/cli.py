@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from app.generations import add_parser as add_generations_parser
 from corpusmill.config import Settings, debug_requested, prepare_process
 from corpusmill.errors import (
     EXIT_INTERNAL,
@@ -86,7 +87,8 @@ def cmd_search(args, settings: Settings) -> int:
         embedder=Model(settings.embedder_spec()),
         reranker=Model(settings.reranker_spec()),
         storage_options=settings.storage_options,
-    )
+        generation=args.generation,
+    ).pinned()  # one generation, one version of it, for every query of this command
     options = {
         "k": args.k,
         "mode": args.mode,
@@ -251,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", help="only this source label, e.g. pydoc")
     s.add_argument("--partition", help="only this shard, shard-00 .. shard-15")
     s.add_argument(
+        "--generation",
+        help="search this model generation (`corpusmill generations list`); default: the "
+        "live one, with the model that wrote it",
+    )
+    s.add_argument(
         "--json",
         action="store_true",
         help="print the hits as one JSON list (text, score, doc_id, chunk_id, source, uri, "
@@ -284,8 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--limit-queries", type=int, default=0, help="score only the first N queries (0: all)"
     )
+    e.add_argument(
+        "--generation",
+        help="score this model generation (`corpusmill generations list`); default: the live one",
+    )
     e.set_defaults(func=cmd_eval)
-    for command in (ing, s, e):  # `corpusmill ingest --debug` works as well
+    for command in (
+        ing,
+        s,
+        e,
+        *add_generations_parser(sub),
+    ):  # `corpusmill ingest --debug` works as well
         command.add_argument(
             "--debug",
             action="store_true",

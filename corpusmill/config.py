@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from corpusmill.errors import ConfigError
+from corpusmill.lifecycle.spec import GateSpec
 from corpusmill.model.spec import ModelSpec
 from corpusmill.sources import DEFAULT_MAX_FILE_BYTES, PYDOC
 
 # BEIR SciFact as the workplace lays it out: ../shared/eval/scifact beside the repository.
 EXECUTORS = ("local", "ray")
+PROMOTIONS = ("auto", "manual")  # when a complete, checked generation goes live
 DEFAULT_EVAL_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "eval" / "scifact")
 
 
@@ -60,6 +62,13 @@ class Settings:
     # CORPUSMILL_CHUNK_TOKENS / _OVERLAP, when set, override these too.
     eval_chunk_tokens: int = 254
     eval_chunk_overlap: int = 0
+    # Model generations (corpusmill.lifecycle): `auto` makes the configured model's
+    # generation live as soon as it is complete and its checks (and the gate) pass;
+    # `manual` waits for `corpusmill generations promote`.
+    promote: str = "auto"
+    gate_data: str = ""  # a BEIR folder: promotion compares nDCG@10 on it; "": no gate
+    gate_source: str = "scifact"  # the source label its corpus is ingested under
+    gate_tolerance: float = 0.01  # how far below the live nDCG@10 a new generation may be
     # The Dagster instance `corpusmill ingest` records its runs in (DAGSTER_HOME, Dagster's
     # own variable); empty: a throwaway in-memory instance.
     dagster_home: str = ""
@@ -78,6 +87,23 @@ class Settings:
         for name, value, least in checks:
             if value < least:
                 raise ConfigError(f"{name}={value} must be >= {least}")
+        if self.promote not in PROMOTIONS:
+            raise ConfigError(
+                f"CORPUSMILL_PROMOTE={self.promote!r}: use one of {', '.join(PROMOTIONS)}"
+            )
+        if not 0 <= self.gate_tolerance <= 1:
+            raise ConfigError(
+                f"CORPUSMILL_GATE_TOLERANCE={self.gate_tolerance} must be between 0 and 1 "
+                "(nDCG@10 points)"
+            )
+        if self.gate_data:
+            gate = Path(self.gate_data).expanduser()
+            missing = [p for p in ("queries.jsonl", "qrels/test.tsv") if not (gate / p).is_file()]
+            if missing:
+                raise ConfigError(
+                    f"CORPUSMILL_GATE_DATA={self.gate_data!r} is not a BEIR folder (no "
+                    f"{', '.join(missing)}); point it at one, or leave it empty for no gate"
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +138,10 @@ class Settings:
             eval_db=env.text("CORPUSMILL_EVAL_DB", cls.eval_db),
             eval_chunk_tokens=env.integer("CORPUSMILL_CHUNK_TOKENS", cls.eval_chunk_tokens),
             eval_chunk_overlap=env.integer("CORPUSMILL_CHUNK_OVERLAP", cls.eval_chunk_overlap),
+            promote=env.choice("CORPUSMILL_PROMOTE", cls.promote, PROMOTIONS),
+            gate_data=env.text("CORPUSMILL_GATE_DATA", cls.gate_data),
+            gate_source=env.text("CORPUSMILL_GATE_SOURCE", cls.gate_source),
+            gate_tolerance=env.number("CORPUSMILL_GATE_TOLERANCE", cls.gate_tolerance),
             dagster_home=env.text("DAGSTER_HOME", cls.dagster_home),
         )
 
@@ -139,6 +169,12 @@ class Settings:
             pack_linear=self.pack_linear,
             tokenize_threads=self.tokenize_threads,
         )
+
+    def gate(self) -> GateSpec | None:
+        """The promotion gate, if a labelled set is configured."""
+        if not self.gate_data:
+            return None
+        return GateSpec(self.gate_data, self.gate_source, self.gate_tolerance)
 
     def reranker_spec(self) -> ModelSpec:
         """The cross-encoder; `path` empty means none is configured."""
@@ -191,11 +227,17 @@ class _Env:
         return default if value is None or value == "" else value
 
     def integer(self, name: str, default: int) -> int:
+        return self._parsed(name, default, int, "an integer")
+
+    def number(self, name: str, default: float) -> float:
+        return self._parsed(name, default, float, "a number")
+
+    def _parsed(self, name: str, default: Any, kind: Any, what: str) -> Any:
         raw = self.text(name, str(default))
         try:
-            return int(raw)
+            return kind(raw)
         except ValueError:
-            raise ConfigError(f"{name}={raw!r} is not an integer") from None
+            raise ConfigError(f"{name}={raw!r} is not {what}") from None
 
     def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
         value = self.text(name, default).strip().lower()

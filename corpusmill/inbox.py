@@ -174,8 +174,12 @@ def _pairs_by_key(rows) -> dict[str, tuple[str, str]]:
     return {k: (x, y) for k, x, y in zip(key, a, b, strict=True)}
 
 
-def read_committed(store, label: str = INBOX_LABEL) -> Committed:
-    """Scan the three tables the inbox writes, only the columns the diff needs."""
+def read_committed(store, label: str = INBOX_LABEL, generations: Sequence = ()) -> Committed:
+    """Scan the three tables the inbox writes, only the columns the diff needs.
+    `generations`: store views (`Store.for_generation`) of every generation a run keeps in
+    sync; a document counts as embedded at a hash only if each of them holds it there, so
+    a run killed between two generations' commits is asked for again. None given: the
+    store's own `embeddings`."""
     from corpusmill.store import all_of, eq_filter
 
     t0 = time.perf_counter()
@@ -184,13 +188,15 @@ def read_committed(store, label: str = INBOX_LABEL) -> Committed:
     out.documents = _pairs_by_key(
         store.scan("documents", ["doc_id", "uri", "content_hash"], of_source)
     )
-    emb = store.scan("embeddings", ["doc_id", "doc_hash"], of_source)
-    if emb.num_rows:
-        pairs = emb.group_by(["doc_id", "doc_hash"]).aggregate([])
-        grouped: dict[str, set[str]] = {}
-        for d, h in zip(pairs["doc_id"].to_pylist(), pairs["doc_hash"].to_pylist(), strict=True):
-            grouped.setdefault(d, set()).add(h)
-        out.embedded = {d: frozenset(hs) for d, hs in grouped.items()}
+    views = list(generations) or [store]
+    per_view = [
+        _embedded(view.scan("embeddings", ["doc_id", "doc_hash"], of_source)) for view in views
+    ]
+    # Held by any generation (a deletion must reach all); at the hashes all of them hold.
+    docs = set().union(*per_view)
+    out.embedded = {
+        d: frozenset.intersection(*(e.get(d, frozenset()) for e in per_view)) for d in sorted(docs)
+    }
     out.quarantine = _pairs_by_key(
         store.scan(
             "quarantine",
@@ -198,9 +204,22 @@ def read_committed(store, label: str = INBOX_LABEL) -> Committed:
             all_of(of_source, eq_filter("stage", "source")),
         )
     )
-    out.version = ".".join(str(store.version(t)) for t in ("documents", "embeddings", "quarantine"))
+    versions = [store.version("documents"), store.version("quarantine")]
+    versions += [view.version("embeddings") for view in views]
+    out.version = ".".join(map(str, versions))
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _embedded(rows) -> dict[str, frozenset[str]]:
+    """doc_id -> the document hashes its embedded chunks came from."""
+    if not rows.num_rows:
+        return {}
+    pairs = rows.group_by(["doc_id", "doc_hash"]).aggregate([])
+    grouped: dict[str, set[str]] = {}
+    for d, h in zip(pairs["doc_id"].to_pylist(), pairs["doc_hash"].to_pylist(), strict=True):
+        grouped.setdefault(d, set()).add(h)
+    return {d: frozenset(hs) for d, hs in grouped.items()}
 
 
 # -- the diff ---------------------------------------------------------------------------

@@ -20,14 +20,16 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.partitions import partition_range_tags
+from assets.partitions import TRIGGER_TAG, partition_range_tags
 from corpusmill.config import Settings
 from corpusmill.inbox import INBOX_LABEL, StatCache, change_key, diff, read_committed, scan_inbox
 from corpusmill.inbox import summarise as summarise_changes
+from corpusmill.lifecycle.targets import CONFIGURED, served
 from corpusmill.liveness import worker_alive
+from corpusmill.model import Model
 from corpusmill.store import Store
+from corpusmill.store.generations import read_registry
 
-TRIGGER_TAG = "corpusmill/trigger"
 CHANGE_TAG = "corpusmill/change"
 PARTITIONS_TAG = "corpusmill/partitions"
 MAX_RUNTIME_TAG = "dagster/max_runtime"  # run monitoring fails a run older than this
@@ -79,7 +81,16 @@ def build_inbox_sensor(
             return dg.SkipReason(f"inbox run {waiting[0]} is in flight; it reads the folder itself")
 
         listing = scan_inbox(root, max_file_bytes=file_limit, cache=cache)
-        committed = read_committed(store, INBOX_LABEL)
+        # Every generation a run keeps in sync must hold a file before it counts as done.
+        # A generation another run is building is left to that run (it catches up once
+        # the build lets go of its shards): no run per tick meanwhile.
+        card = Model(settings.embedder_spec()).card  # the model folder's files, no weights
+        served_views = [
+            gen.view(store)
+            for gen, roles in served(read_registry(store), card)
+            if roles != (CONFIGURED,) or not gen.view(store).busy()
+        ]
+        committed = read_committed(store, INBOX_LABEL, served_views)
         changes = diff(listing, committed)
         timing = (
             f"{listing.files} files ({listing.files_read} read) in {listing.seconds:.2f}s, "

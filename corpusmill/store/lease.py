@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from corpusmill.errors import ConfigError, StoreError
+from corpusmill.errors import ConfigError, ShardsBusy, StoreError
 
 TTL_S = 60.0  # a crashed holder's shards are free this long after its last heartbeat
 WAIT_S = 3600.0  # how long a second writer of a shard waits before it gives up
@@ -157,11 +157,13 @@ class S3Leases:
         expired = now - got["LastModified"].timestamp() > ttl
         return holder, str(got["ETag"]), expired
 
-    def acquire(self, name: str) -> Lease:
+    def acquire(self, name: str, wait_s: float | None = None) -> Lease:
         """Hold `name`: create it, or take it over once expired; wait while another holds
-        it, up to `wait_s`, then raise `StoreError` naming the holder."""
+        it, up to `wait_s` (default: the store's), then raise `ShardsBusy` (a
+        `StoreError`) naming the holder."""
         key = self.key(name)
-        deadline = time.monotonic() + self.wait_s
+        wait_s = self.wait_s if wait_s is None else wait_s
+        deadline = time.monotonic() + wait_s
         while True:
             body = self._body(uuid.uuid4().hex)
             try:
@@ -183,10 +185,10 @@ class S3Leases:
                 with contextlib.suppress(Exception):  # lost the takeover: wait as before
                     return Lease(key, self._put(key, body, IfMatch=etag), body)
             if time.monotonic() >= deadline:
-                raise StoreError(
+                raise ShardsBusy(
                     f"shard lease {name!r} of {self.uri!r} is held by run "
                     f"{holder.get('run_id') or '?'} (host {holder.get('host', '?')}, pid "
-                    f"{holder.get('pid', '?')}) and was not released within {self.wait_s:.0f} s; "
+                    f"{holder.get('pid', '?')}) and was not released within {wait_s:.0f} s; "
                     f"wait for that run, or, if it is gone, for its lease to expire "
                     f"({holder.get('ttl_s', self.ttl_s)} s after its last heartbeat)"
                 )
@@ -220,10 +222,11 @@ class S3Leases:
 
     # -- a set of leases, held for a block ----------------------------------------------
     @contextlib.contextmanager
-    def hold(self, names: Sequence[str]) -> Iterator[list[Lease]]:
+    def hold(self, names: Sequence[str], wait_s: float | None = None) -> Iterator[list[Lease]]:
         """Hold every lease of `names` (taken in sorted order, so two writers of
         overlapping sets never deadlock), renewed by a heartbeat thread until the block
-        ends, then released. Raises `StoreError` at the end if one was lost meanwhile."""
+        ends, then released. Raises `StoreError` at the end if one was lost meanwhile.
+        `wait_s`: how long to wait for each (default: the store's `wait_s`)."""
         held: dict[tuple[str, str], Lease] = _held.__dict__.setdefault("leases", {})
         wanted = sorted(set(names))
         mine = [n for n in wanted if (self.bucket, self.key(n)) in held]
@@ -242,7 +245,7 @@ class S3Leases:
         )
         try:
             for name in wanted:
-                leases.append(self.acquire(name))
+                leases.append(self.acquire(name, wait_s))
                 held[(self.bucket, leases[-1].key)] = leases[-1]
             beat.start()
             yield leases

@@ -18,6 +18,7 @@ from corpusmill.sync.scope import DOC_GROUP, Report, docs_filter, partition_filt
 @dataclass
 class ChunksReport(Report):
     documents_chunked: int = 0
+    documents_copied: int = 0  # of the documents chunked: taken from another generation
     documents_removed: int = 0
     chunks_written: int = 0
     chunks_total: int = 0
@@ -26,8 +27,18 @@ class ChunksReport(Report):
     chunker: str = ""
 
 
-def sync_chunks(store: Store, chunker: TokenChunker, partitions: Sequence[str]) -> ChunksReport:
-    """Re-chunk documents whose hash (or the chunker version) changed; drop removed ones."""
+def sync_chunks(
+    store: Store,
+    chunker: TokenChunker,
+    partitions: Sequence[str],
+    donors: Sequence[Store] = (),
+) -> ChunksReport:
+    """Re-chunk documents whose hash (or the chunker version) changed; drop removed ones.
+
+    `donors`: other generations' views whose model has this chunker's tokenizer (a new
+    revision or a fine-tune of the same base): a document they hold at its current hash,
+    cut by the same chunker version and tokenizer, has exactly the chunks this step would
+    cut (ids, text, token ids), so they are copied instead of tokenised again."""
     report = ChunksReport(chunker=chunker.version)
     pf = partition_filter(partitions)
     docs = store.scan("documents", ["doc_id", "content_hash"], pf)
@@ -42,11 +53,12 @@ def sync_chunks(store: Store, chunker: TokenChunker, partitions: Sequence[str]) 
     gone = sorted(d for d in have if d not in want)
     table = store.ensure("chunks", chunks_schema())
     for group in groups_of(todo, DOC_GROUP):
+        copied = _copied(donors, group, want, chunker)
         full = store.scan_in(
             "documents",
             ["doc_id", "source", "uri", "partition", "title", "text", "content_hash"],
             "doc_key",
-            [doc_key(d) for d in group],
+            [doc_key(d) for d in group if d not in copied],
         ).to_pylist()
         bodies = [(r["doc_id"], document_body(r["title"], r["text"])) for r in full]
         result = chunker.chunk_documents(bodies)
@@ -69,7 +81,8 @@ def sync_chunks(store: Store, chunker: TokenChunker, partitions: Sequence[str]) 
                 "tokenizer": chunker.tokenizer_id if c.input_ids is not None else None,
             }
             for c in result.chunks
-        ]
+        ] + [row for rows in copied.values() for row in rows]
+        report.documents_copied += len(copied)
         report.truncated += result.truncated
         report.chunks_written += len(rows)
         report.documents_chunked += len(group)
@@ -85,3 +98,32 @@ def sync_chunks(store: Store, chunker: TokenChunker, partitions: Sequence[str]) 
         int(pa.compute.sum(totals["n_tokens"]).as_py() or 0) if totals.num_rows else 0
     )
     return report
+
+
+def _copied(
+    donors: Sequence[Store], docs: Sequence[str], want: dict[str, str], chunker: TokenChunker
+) -> dict[str, list[dict]]:
+    """doc_id -> its chunk rows from the first donor that holds it at its current hash, cut
+    by this chunker version with this tokenizer (every row: a document's chunks are
+    committed together)."""
+    found: dict[str, list[dict]] = {}
+    if not chunker.tokenizer_id:
+        return found
+    columns = [f.name for f in chunks_schema()]
+    for donor in donors:
+        left = [d for d in docs if d not in found]
+        if not left or donor.open("chunks") is None:
+            continue
+        rows = donor.scan_in("chunks", columns, "doc_key", [doc_key(d) for d in left])
+        by_doc: dict[str, list[dict]] = defaultdict(list)
+        for row in rows.to_pylist():
+            by_doc[row["doc_id"]].append(row)
+        for doc, doc_rows in by_doc.items():
+            if all(
+                r["doc_hash"] == want[doc]
+                and r["chunker"] == chunker.version
+                and r["tokenizer"] == chunker.tokenizer_id
+                for r in doc_rows
+            ):
+                found[doc] = doc_rows
+    return found

@@ -161,6 +161,28 @@ def main_scenarios(model: str, work: Path) -> None:
             rows_per_shard=rows_per_shard(s3.uri("ray"), opts),
         )
 
+        # Another model (another dimension) on the Ray path: its generation is built
+        # beside the live one through the store's view, then goes live.
+        from corpusmill.store import Store
+        from corpusmill.store.generations import read_registry
+        from tools.tiny_models import save_tiny_embedder
+
+        model_b = str(save_tiny_embedder(work / "model-b", seed=5, width=48))
+        built = ingest(corpus, resources(s3.uri("ray"), opts, model_b, "ray"))
+        store = Store(s3.uri("ray"), opts)
+        registry = read_registry(store)
+        view = registry.get(built["generation"]).view(store)
+        emit(
+            "generation-on-ray",
+            summary=summary_of(built),
+            live=registry.live,
+            generation=built["generation"],
+            previous=registry.previous,
+            live_rows=[r["chunk_id"] for r in rows(s3.uri("ray"), opts)],
+            rows=view.scan("embeddings", ["chunk_id"])["chunk_id"].to_pylist(),
+            dimension=view.open("embeddings").schema.field("vector").type.list_size,
+        )
+
         results = []
         halves = (ALL_PARTITIONS[:8], ALL_PARTITIONS[8:])
         # A fresh store: both runs create its tables at once (serialised by the `create`

@@ -344,9 +344,10 @@ def test_the_batching_flags_reach_the_models_batcher(
     monkeypatch.setenv("CORPUSMILL_DTYPE", "float32")
     monkeypatch.setenv("CORPUSMILL_DB", str(tmp_path / "db"))
     assert main(["serve", *flags]) == 0
-    batcher = apps[0].app.state.batcher
-    assert (batcher.max_wait_s, batcher.max_batch) == (wait_s, max_batch)
-    batcher.close()
+    # One micro-batcher per generation answered from, each made with these settings.
+    batchers = apps[0].app.state.batchers
+    assert (batchers.max_wait_s, batchers.max_batch) == (wait_s, max_batch)
+    batchers.close()
 
 
 @pytest.mark.slow

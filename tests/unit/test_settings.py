@@ -61,3 +61,36 @@ def test_an_override_is_checked_like_the_environment(override, says):
 def test_debug_is_read_on_its_own():
     assert debug_requested({"CORPUSMILL_DEBUG": "1", "CORPUSMILL_CHUNK_TOKENS": "x"})
     assert not debug_requested({"CORPUSMILL_DEBUG": "no"}) and not debug_requested({})
+
+
+def test_the_lifecycle_settings_are_read_and_checked_before_any_model_work(tmp_path):
+    gate = tmp_path / "gate"
+    (gate / "qrels").mkdir(parents=True)
+    (gate / "queries.jsonl").write_text("")
+    (gate / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    settings = Settings.from_env(
+        {
+            "CORPUSMILL_PROMOTE": "Manual",
+            "CORPUSMILL_GATE_DATA": str(gate),
+            "CORPUSMILL_GATE_SOURCE": "labelled",
+            "CORPUSMILL_GATE_TOLERANCE": "0.05",
+        }
+    )
+    assert settings.promote == "manual"
+    spec = settings.gate()
+    assert spec is not None and (spec.data, spec.source, spec.tolerance) == (
+        str(gate),
+        "labelled",
+        0.05,
+    )
+    assert Settings().promote == "auto" and Settings().gate() is None
+    with pytest.raises(ConfigError, match="CORPUSMILL_PROMOTE"):
+        Settings().with_overrides({"promote": "sometimes"})  # a run's override, checked too
+    for environ, says in (
+        ({"CORPUSMILL_PROMOTE": "sometimes"}, "CORPUSMILL_PROMOTE.*auto, manual"),
+        ({"CORPUSMILL_GATE_TOLERANCE": "lots"}, "CORPUSMILL_GATE_TOLERANCE.*not a number"),
+        ({"CORPUSMILL_GATE_TOLERANCE": "2"}, "CORPUSMILL_GATE_TOLERANCE.*between 0 and 1"),
+        ({"CORPUSMILL_GATE_DATA": str(tmp_path)}, "CORPUSMILL_GATE_DATA.*not a BEIR folder"),
+    ):
+        with pytest.raises(ConfigError, match=says):
+            Settings.from_env(environ)
