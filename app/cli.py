@@ -25,8 +25,13 @@ from corpusmill.errors import (
 def cmd_ingest(args, settings: Settings) -> int:
     from app.progress import ingest_progress
     from app.runs import instance_for, run_ingest
+    from corpusmill.sources import is_object_uri
 
     for path in args.paths:
+        if "://" in path:
+            if not is_object_uri(path):
+                raise InputError(f"{path!r}: of object stores, only s3://bucket/prefix is read")
+            continue  # listed by the run; a bucket that does not exist is an error there
         if not os.path.lexists(path):
             raise InputError(f"{path!r} does not exist (check the path given to ingest)")
         if not (Path(path).is_file() or Path(path).is_dir()):
@@ -192,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument(
         "paths",
         nargs="*",
-        help="files or folders (default: CORPUSMILL_SOURCES, i.e. the Python docs)",
+        help="files, folders or s3://bucket/prefix (default: CORPUSMILL_SOURCES, i.e. the "
+        "Python docs)",
     )
     ing.add_argument(
         "--default", action="store_true", help="ingest the built-in Python docs corpus"

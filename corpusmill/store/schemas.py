@@ -51,6 +51,14 @@ def documents_schema() -> pa.Schema:
             ("title", pa.string()),
             ("text", pa.string()),
             ("content_hash", pa.string()),
+            # Added by issue 24 (null in rows written before): the author from the file's
+            # metadata ("" when it has none), the layout (`Structure.to_json`: where pages
+            # and headings start; null for formats without one) that places each chunk,
+            # and, for an object-store object, the signature (ETag, size, reader version)
+            # that lets a rerun skip reading an unchanged object (null for files).
+            ("author", pa.string()),
+            ("structure", pa.string()),
+            ("signature", pa.string()),
         ]
     )
 

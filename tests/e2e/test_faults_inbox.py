@@ -45,10 +45,13 @@ def ingest_round(inbox: str, db: str, model: str) -> None:
     ingest job over the touched shards. Runs in the child that gets killed."""
     from app.runs import run_ingest
     from corpusmill.inbox import diff, read_committed, scan_inbox, touched_partitions
+    from corpusmill.sources import ReadOptions
     from corpusmill.store import Store
     from tests.runs import tiny_settings
 
-    changes = diff(scan_inbox(inbox, max_file_bytes=1 << 20), read_committed(Store(db)))
+    changes = diff(
+        scan_inbox(inbox, ReadOptions(max_file_bytes=1 << 20)), read_committed(Store(db))
+    )
     if not changes:
         return
     run_ingest(
@@ -141,9 +144,13 @@ def test_sigkill_runs_at_random_points_then_exactly_once(tmp_path, tiny_embedder
     for _ in range(3):
         ingest_round(*args)
     from corpusmill.inbox import diff, read_committed, scan_inbox
+    from corpusmill.sources import ReadOptions
     from corpusmill.store import Store
 
-    assert diff(scan_inbox(inbox, max_file_bytes=1 << 20), read_committed(Store(db))) == []
+    assert (
+        diff(scan_inbox(inbox, ReadOptions(max_file_bytes=1 << 20)), read_committed(Store(db)))
+        == []
+    )
     _check_tables_open(db)
     expected = expected_chunks(inbox, tiny_embedder_path)
     assert stored_chunks(db, "embeddings") == expected, "each chunk of each file exactly once"
