@@ -118,7 +118,8 @@ def cmd_search(args, settings: Settings) -> int:
         return 0
     for i, h in enumerate(hits, start=1):
         snippet = " ".join(h.text.split())[:160]
-        print(f"{i:>2}. {h.score:.4f}  {h.doc_id}  [{h.partition}]\n    {snippet}")
+        where = f"  ({h.citation()})" if h.citation() else ""
+        print(f"{i:>2}. {h.score:.4f}  {h.doc_id}{where}  [{h.partition}]\n    {snippet}")
     if not hits:
         print("no results")
     elif args.rerank:
@@ -260,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         action="store_true",
         help="print the hits as one JSON list (text, score, doc_id, chunk_id, source, uri, "
-        "partition, position), best first",
+        "partition, position, page_first, page_last, section), best first",
     )
     s.set_defaults(func=cmd_search)
 

@@ -180,9 +180,13 @@ def make_document(
 
     Author and layout count in the content hash only when present, so documents without
     them keep the hash they always had (and are not re-chunked), while a PDF whose outline
-    or page breaks moved is.
+    or page breaks moved is re-chunked, and its chunks' pages and sections rewritten. So
+    does `LAYOUT_VERSION`, the version of the rules (`locate`) that place chunks on a
+    layout: changing them re-chunks exactly the documents that have one.
     """
-    extra = (author, structure.to_json()) if author or structure != Structure() else ()
+    extra = (
+        (author, structure.to_json(), LAYOUT_VERSION) if author or structure != Structure() else ()
+    )
     return Document(
         doc_id=doc_id_for(source, key) if record is None else record_id_for(source, key, record),
         source=source,

@@ -78,6 +78,13 @@ def chunk_fields() -> list[pa.Field]:
         pa.field("doc_hash", pa.string()),
         pa.field("n_tokens", pa.int32()),
         pa.field("chunker", pa.string()),
+        # Where the chunk sits, so a hit can be cited (issue 24; null in rows written
+        # before): the physical pages it spans, numbered from 1 as a viewer counts them
+        # (null for formats without pages), and the headings in force where it starts,
+        # outermost first (null for a document without headings; empty before the first).
+        pa.field("page_first", pa.int32()),
+        pa.field("page_last", pa.int32()),
+        pa.field("section", pa.list_(pa.string())),
     ]
 
 
