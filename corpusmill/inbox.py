@@ -60,6 +60,9 @@ class Listing:
     """The inbox as read by one tick."""
 
     docs: dict[str, Seen] = field(default_factory=dict)
+    # Documents of objects whose signature is the one their stored row carries: not read,
+    # their stored hash stands (an id each, not a `Seen`: a bucket may hold millions).
+    as_stored: set[str] = field(default_factory=set)
     quarantined: dict[str, Quarantined] = field(default_factory=dict)  # by quarantine id
     protected_uris: set[str] = field(default_factory=set)  # quarantined files keep old rows
     files: int = 0
@@ -169,18 +172,17 @@ def _scan_objects(
     out = Listing()
     client = s3_client(options.storage_options)
     bucket, prefix = split_s3_uri(uri)
-    seen: set[str] = set()
+    cached: set[str] = set()  # uris of the listed objects the cache holds
     try:
         for obj in list_objects(client, bucket, prefix):
             out.files += 1
-            seen.add(obj.uri)
             sig = signature(obj.etag, obj.size)
-            items = cache.get(obj.uri, sig) if cache is not None else None
-            if items is None and not obj.records:
+            if not obj.records:
                 doc_id = doc_id_for(label, obj.key)
-                stored = committed.documents.get(doc_id)
-                if stored is not None and committed.signatures.get(doc_id) == sig:
-                    items = [Seen(doc_id, stored[1], obj.uri)]
+                if doc_id in committed.documents and committed.signatures.get(doc_id) == sig:
+                    out.as_stored.add(doc_id)  # neither read nor cached: the store knows it
+                    continue
+            items = cache.get(obj.uri, sig) if cache is not None else None
             if items is None:
                 out.files_read += 1
                 read = list(read_object(client, bucket, obj, label, _all, options))
@@ -189,11 +191,13 @@ def _scan_objects(
                 sig = next((i.signature for i in read if isinstance(i, Document)), sig)
                 if cache is not None:
                     cache.put(obj.uri, sig, items)
+            if cache is not None:
+                cached.add(obj.uri)
             out.add(items)
     except FileNotFoundError:  # no such bucket: an empty inbox, as a missing folder is
         pass
     if cache is not None:
-        cache.retain(seen)
+        cache.retain(cached)
     out.seconds = time.perf_counter() - t0
     return out
 
@@ -243,9 +247,11 @@ def read_committed(store, label: str = INBOX_LABEL) -> Committed:
         ["doc_id", "uri", "content_hash"] + (["signature"] if signed else []),
         of_source,
     )
-    out.documents = _pairs_by_key(docs.select(["doc_id", "uri", "content_hash"]))
+    ids = docs["doc_id"].to_pylist()  # one string per id, shared by both maps
+    pairs = zip(docs["uri"].to_pylist(), docs["content_hash"].to_pylist(), strict=True)
+    out.documents = dict(zip(ids, pairs, strict=True))
     if signed and docs.num_rows:
-        ids, sigs = docs["doc_id"].to_pylist(), docs["signature"].to_pylist()
+        sigs = docs["signature"].to_pylist()
         out.signatures = {d: sig for d, sig in zip(ids, sigs, strict=True) if sig}
     emb = store.scan("embeddings", ["doc_id", "doc_hash"], of_source)
     if emb.num_rows:
@@ -305,8 +311,13 @@ def diff(listing: Listing, committed: Committed) -> list[Change]:
             changes.append(Change(doc_id, CHANGED, stored[1], seen.content_hash))
         elif vectors != {seen.content_hash}:
             changes.append(Change(doc_id, PENDING, ",".join(sorted(vectors)), seen.content_hash))
+    for doc_id in listing.as_stored:
+        stored = committed.documents[doc_id]
+        vectors = committed.embedded.get(doc_id, frozenset())
+        if vectors != {stored[1]}:
+            changes.append(Change(doc_id, PENDING, ",".join(sorted(vectors)), stored[1]))
     for doc_id in sorted(set(committed.documents) | set(committed.embedded)):
-        if doc_id in listing.docs:
+        if doc_id in listing.docs or doc_id in listing.as_stored:
             continue
         stored = committed.documents.get(doc_id)
         vectors = committed.embedded.get(doc_id, frozenset())
