@@ -32,7 +32,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from bench.report import spread
+from bench.report import save, spread
 from corpusmill.sources.isolation import ReadLimits, Worker, call
 from tools.sample_documents import pdf
 
@@ -208,10 +208,7 @@ def main() -> None:
             "20 pages": peak_rss_mb(small),
         }
         print("peak RSS MB", json.dumps(results["peak_rss_mb"]), flush=True)
-    out = REPO / "bench" / "out" / "pdf_extract.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"written to {out.relative_to(REPO)}")
+    save("pdf_extract", results)
 
 
 if __name__ == "__main__":

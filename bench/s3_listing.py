@@ -26,15 +26,13 @@ import json
 import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from bench.report import spread
+from bench.report import save, spread
 from corpusmill.inbox import Committed, StatCache, scan_inbox
 from corpusmill.sources import ReadOptions
 from corpusmill.sources.objects import list_objects, signature
 from tools.local_s3 import LocalS3
 
-REPO = Path(__file__).resolve().parents[1]
 PREFIX = "bench-inbox"
 
 
@@ -156,10 +154,7 @@ def main() -> None:
     }
     for key, value in results.items():
         print(f"{key}: {json.dumps(value)}")
-    out = REPO / "bench" / "out" / "s3_listing.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"written to {out.relative_to(REPO)}")
+    save("s3_listing", results)
 
 
 if __name__ == "__main__":

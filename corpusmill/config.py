@@ -234,18 +234,17 @@ class _Env:
         return default if value is None or value == "" else value
 
     def integer(self, name: str, default: int) -> int:
-        raw = self.text(name, str(default))
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{name}={raw!r} is not an integer") from None
+        return self._typed(name, default, int, "an integer")
 
     def number(self, name: str, default: float) -> float:
+        return self._typed(name, default, float, "a number")
+
+    def _typed(self, name: str, default, kind, what: str):
         raw = self.text(name, str(default))
         try:
-            return float(raw)
+            return kind(raw)
         except ValueError:
-            raise ConfigError(f"{name}={raw!r} is not a number") from None
+            raise ConfigError(f"{name}={raw!r} is not {what}") from None
 
     def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
         value = self.text(name, default).strip().lower()
