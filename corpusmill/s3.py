@@ -23,8 +23,12 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 def s3_client(storage_options: Mapping[str, str]):
     """A boto3 S3 client for the store's options (object_store's keys, as LanceDB takes
-    them: endpoint, keys, region). No keys given: boto3's standard credential chain."""
-    import boto3
+    them: endpoint, keys, region). No keys given: boto3's standard credential chain.
+
+    Made from a session of its own: creating clients from boto3's shared default session
+    is not thread-safe (boto/boto3#1592), and a code server reads an inbox while a run in
+    another thread may open the store's leases. A client, once made, is."""
+    import boto3.session
     from botocore.config import Config
 
     opts = {k.lower(): v for k, v in storage_options.items()}
@@ -35,7 +39,7 @@ def s3_client(storage_options: Mapping[str, str]):
     endpoint = first("aws_endpoint", "endpoint", "aws_endpoint_url", "endpoint_url")
     virtual = first("aws_virtual_hosted_style_request", "virtual_hosted_style_request")
     style = "virtual" if str(virtual).lower() == "true" else "path" if endpoint else "auto"
-    return boto3.client(
+    return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint,
         region_name=first("region", "aws_region", "aws_default_region"),
