@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-wait-ms",
         type=float,
         default=2.0,
-        help="longest a query waits to share a forward with others (app/microbatch.py)",
+        help="longest a query waits to share a forward with others (corpusmill/engine/microbatch.py)",
     )
     v.add_argument("--max-batch", type=int, default=32, help="queries per forward at most")
     v.add_argument(

@@ -8,8 +8,9 @@ Endpoints: POST /search, POST /search/batch, GET /health, GET /store. Hits carry
 fields as `corpusmill search --json` (`Hit.as_dict()`).
 
 - One model load per process (`corpusmill.model.Model`, from the settings read once by
-  app/cli.py); single queries are embedded in micro-batches
-  (app/microbatch.py), a batch request in one pass of the embedder (`Searcher.search_many`).
+  app/cli.py); single queries are embedded in micro-batches (the model's
+  `micro_batcher`, corpusmill/engine/microbatch.py), a batch request in one pass of the
+  embedder (`Searcher.search_many`); both reach the forward through the batch engine.
 - Fresh reads: every request searches `Searcher.pinned()`, the latest committed version of
   the table, fixed for that request; an ingest commits a partition's rows in one commit, so
   a request sees all of a document's chunks or none of them.
@@ -32,8 +33,8 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from app.auth import check_bind, guard
-from app.microbatch import DEFAULT_MAX_BATCH, DEFAULT_WAIT_S, MicroBatcher
 from corpusmill.config import Settings
+from corpusmill.engine.microbatch import DEFAULT_MAX_BATCH, DEFAULT_WAIT_S
 from corpusmill.errors import ConfigError, CorpusmillError
 from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.search.fusion import DEFAULT_FUSION
@@ -115,7 +116,7 @@ def create_app(
 ):
     """The ASGI app over `searcher` (a `corpusmill.search.Searcher` with its model): the
     FastAPI app behind the token and body-size guard (`.app` reaches the FastAPI app)."""
-    batcher = MicroBatcher(searcher.embed_queries, max_wait_s=max_wait_s, max_batch=max_batch)
+    batcher = searcher.embedder.micro_batcher(max_wait_s=max_wait_s, max_batch=max_batch)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

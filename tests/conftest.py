@@ -17,17 +17,21 @@ from tools.tiny_models import save_tiny_cross_encoder, save_tiny_embedder
 prepare_process()  # offline, quiet tokenizers: what every entry point does
 warnings.filterwarnings("ignore", message=".*pynvml.*")
 
-# A test's folder decides these markers, so `-m "not gpu and not browser"` (make test, CI)
+# Markers a test gets from where it lives (every test under tests/gpu/) or from what it
+# uses (the `browser` fixture: headless Chromium, tests/e2e/test_ui_browser.py, which lives
+# beside the e2e fixtures it needs), so `-m "not gpu and not browser"` (make test, CI)
 # cannot pick up a GPU or browser test whose author forgot to mark it.
-FOLDER_MARKERS = {"gpu": "gpu", "browser": "browser"}
+FOLDER_MARKERS = {"gpu": "gpu"}
+FIXTURE_MARKERS = {"browser": "browser"}
 
 
 def pytest_collection_modifyitems(config, items):
     tests_dir = Path(__file__).parent
     for item in items:
         rel = Path(item.path).relative_to(tests_dir)
-        marker = FOLDER_MARKERS.get(rel.parts[0]) if len(rel.parts) > 1 else None
-        if marker:
+        markers = {FOLDER_MARKERS.get(rel.parts[0]) if len(rel.parts) > 1 else None}
+        markers |= {m for f, m in FIXTURE_MARKERS.items() if f in getattr(item, "fixturenames", ())}
+        for marker in markers - {None}:
             item.add_marker(marker)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 
 import numpy as np
 
@@ -53,31 +52,46 @@ def hash_token(word: str) -> int:
 
 
 class FakeLaunchingEncoder(FakeHashEncoder):
-    """FAKE, as above, with `launch`: rows come back as a pending handle whose `wait` takes
-    a while, like a GPU batch still running. Records how many launched batches were not
-    yet waited for at each launch, so a test can tell whether launches ran ahead."""
+    """FAKE, as above, with `launch`: rows come back as a pending handle, like a GPU batch
+    still running. A batch's `wait` returns only once the next batch has been launched (or
+    the last of `launches` has), so an engine that waits for a batch before launching the
+    next one never gets its rows: after `timeout_s` its `wait` raises. Records how many
+    launched batches were not yet waited for at each launch."""
 
-    def __init__(self, wait_s: float = 0.02, **kw) -> None:
+    def __init__(self, launches: int, timeout_s: float = 10.0, **kw) -> None:
         super().__init__(**kw)
-        self.wait_s = wait_s
+        self.launches = launches
+        self.timeout_s = timeout_s
+        self.launched = 0
         self.pending = 0
         self.max_pending = 0
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
 
     def launch(self, batch):
         rows = self.forward(batch)
-        with self._lock:
+        with self._changed:
+            self.launched += 1
             self.pending += 1
             self.max_pending = max(self.max_pending, self.pending)
-        return _FakePending(self, rows)
+            self._changed.notify_all()
+            return _FakePending(self, rows, self.launched - 1)
 
 
 class _FakePending:
-    def __init__(self, owner: FakeLaunchingEncoder, rows: np.ndarray) -> None:
-        self.owner, self.rows = owner, rows
+    def __init__(self, owner: FakeLaunchingEncoder, rows: np.ndarray, index: int) -> None:
+        self.owner, self.rows, self.index = owner, rows, index
 
     def wait(self) -> np.ndarray:
-        time.sleep(self.owner.wait_s)
-        with self.owner._lock:
-            self.owner.pending -= 1
+        owner = self.owner
+        with owner._changed:
+            ran_ahead = owner._changed.wait_for(
+                lambda: owner.launched > self.index + 1 or owner.launched >= owner.launches,
+                owner.timeout_s,
+            )
+            if not ran_ahead:
+                raise AssertionError(
+                    f"batch {self.index}'s rows were waited for before batch "
+                    f"{self.index + 1} was launched"
+                )
+            owner.pending -= 1
         return self.rows

@@ -2,7 +2,8 @@
 
 Everything that runs a model (the Dagster resources, the `Searcher`, the rerank scorer, the
 query service, a distributed worker) holds a `Model` and calls `embed`, `embed_stream` or
-`score`; nobody reaches for the torch module or the batch engine behind it.
+`score` (the service through `micro_batcher`); nobody reaches for the torch module or the
+batch engine behind it. Each of them reaches the forward through the engine.
 
 Loading is in three lazy steps, each on first need, so a run pays only for what it uses:
     description  the folder's files: card, pooling, sequence limit   (milliseconds)
@@ -16,14 +17,16 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from corpusmill.engine.microbatch import DEFAULT_MAX_BATCH, DEFAULT_WAIT_S, MicroBatcher
 from corpusmill.engine.progress import ProgressMeter
-from corpusmill.engine.runner import BatchEngine, EngineStats, Sink, collate
+from corpusmill.engine.runner import BatchEngine, EngineStats, Sink
 from corpusmill.model.card import ModelCard
 from corpusmill.model.files import ModelDescription, default_model_path, describe_model
 from corpusmill.model.hardware import (
@@ -53,6 +56,7 @@ class Model:
         self._tokens: Tokenizer | None = None
         self._encoder: Any = None
         self._engine: BatchEngine | None = None
+        self._batchers: weakref.WeakSet[MicroBatcher] = weakref.WeakSet()
         self.load_seconds = 0.0
         self.warmup_seconds = 0.0
 
@@ -146,7 +150,11 @@ class Model:
             return self
 
     def release(self) -> None:
-        """Drop the weights (the end of a run); the description and tokenizer stay."""
+        """Drop the weights (the end of a run); the description and tokenizer stay. Micro-
+        batchers still open finish what they hold and close first (outside the lock: their
+        worker may be loading the weights)."""
+        for batcher in list(self._batchers):
+            batcher.close()
         with self._lock:
             self._encoder = None
             self._engine = None
@@ -179,19 +187,21 @@ class Model:
         return self._loaded_engine().encode(items)
 
     def embed(self, texts: list[str]) -> np.ndarray:
-        """One float32 vector per text, in input order.
-
-        A few short texts (a query, a micro-batch of queries) that fit one batch run in the
-        calling thread: the engine's three threads and queues pay off over thousands of
-        texts but add ~50-100 ms to a single one."""
-        engine = self._loaded_engine()
-        if 0 < len(texts) <= 64:
-            tokens = self._encoder.tokenize(texts)
-            width = max(len(t["input_ids"]) for t in tokens)
-            if width * len(texts) <= engine.max_batch_tokens:
-                return self._encoder.forward(collate(tokens, self._encoder.pad_id))
-        rows, _stats = engine.encode(texts)
+        """One float32 vector per text, in input order, through the engine (which runs a
+        few texts, a query or a micro-batch of queries, in the calling thread)."""
+        rows, _stats = self._loaded_engine().encode(texts)
         return rows
+
+    def micro_batcher(
+        self, *, max_wait_s: float = DEFAULT_WAIT_S, max_batch: int = DEFAULT_MAX_BATCH
+    ) -> MicroBatcher:
+        """A queue in front of `embed` for texts that arrive one at a time from many callers
+        (the query service's requests): those waiting together share one `embed`, so one
+        engine call and one forward (engine/microbatch.py). The caller closes it;
+        `release` closes any still open."""
+        batcher = MicroBatcher(self.embed, max_wait_s=max_wait_s, max_batch=max_batch)
+        self._batchers.add(batcher)
+        return batcher
 
     def embed_stream(
         self, items: Iterable[tuple[str, Any]], sink: Sink, progress: ProgressMeter | None = None

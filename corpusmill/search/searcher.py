@@ -83,8 +83,12 @@ class Searcher:
 
     def embed_queries(self, queries: list[str]) -> list[list[float]]:
         """Query vectors, all in one call to the model (a batch of queries is one batch)."""
-        check_card(table_card(self.table.schema), self.embedder.card)
+        self.check_embedder()
         return self.embedder.embed(list(queries)).tolist()
+
+    def check_embedder(self) -> None:
+        """Refuse to search the table with vectors from a model other than its writer."""
+        check_card(table_card(self.table.schema), self.embedder.card)
 
     def search(
         self,
@@ -101,7 +105,8 @@ class Searcher:
         vector: Any = None,
     ) -> list[Hit]:
         """`vector`: the query's vector if the caller embedded it already (a batch of
-        queries, the service's micro-batch); else it is embedded here when needed."""
+        queries, the service's micro-batch: checked here against the table's model, as
+        `embed_queries` checks its own); else it is embedded here when needed."""
         if mode not in MODES:
             raise UsageError(f"mode={mode!r} is not one of {MODES} (--mode)")
         if fusion not in FUSIONS:
@@ -118,6 +123,8 @@ class Searcher:
         if not self._complete:
             self.store.check_complete()
             self._complete = True
+        if vector is not None:
+            self.check_embedder()
         where = build_filter(doc_id, source, partition)
         depth = max(k, candidates if rerank else k)
         qvec = None if vector is None else [float(x) for x in vector]

@@ -2,7 +2,6 @@
 filter and ANN indexes, and search still right afterwards."""
 
 import threading
-import time
 
 import dagster as dg
 import pytest
@@ -16,6 +15,7 @@ from corpusmill.store import Store
 from corpusmill.store.upkeep import ann_partitions, index_columns
 from resources import build_resources
 from tests.runs import tiny_settings
+from tests.waiting import lock_waiters, wait_for
 
 
 @pytest.fixture
@@ -98,18 +98,28 @@ def test_upkeep_waits_for_a_writer_holding_the_lock(db_uri):
 
     store = Store(db_uri)
     store.ensure("documents", documents_schema())
-    finished = []
+    holding, let_go = threading.Event(), threading.Event()
+    finished, metas = [], []
 
     def writer():
         with store.write_lock():
-            time.sleep(1.5)
+            holding.set()
+            assert let_go.wait(120)
             finished.append("writer")
 
-    t = threading.Thread(target=writer)
-    t.start()
-    time.sleep(0.2)
-    meta = upkeep_run(Settings(db=db_uri), cleanup_older_than_minutes=60)
-    finished.append("upkeep")
-    assert meta["documents.rows"] == 0
-    t.join()
+    def upkeep():
+        metas.append(upkeep_run(Settings(db=db_uri), cleanup_older_than_minutes=60))
+        finished.append("upkeep")
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=upkeep)]
+    threads[0].start()
+    assert holding.wait(30)
+    threads[1].start()
+    # The kernel lists the upkeep's thread as blocked on the store lock (or it ended).
+    wait_for(lambda: lock_waiters(db_uri) or not threads[1].is_alive(), 120, "upkeep to wait")
+    assert finished == [], "upkeep ran while a writer held the lock"
+    let_go.set()
+    for t in threads:
+        t.join(120)
     assert finished == ["writer", "upkeep"]
+    assert metas[0]["documents.rows"] == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +15,7 @@ from assets.partitions import RANGE_END, RANGE_START
 from corpusmill.ids import doc_id_for, partition_of
 from corpusmill.store import Store
 from tests.runs import tiny_settings
+from tests.waiting import lock_waiters, wait_for
 
 SENSOR = "test_inbox_sensor"
 CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}  # the tiny model reads 64 tokens at most
@@ -224,14 +224,12 @@ def test_waits_while_an_inbox_run_is_in_flight(env):
     with holder.write_lock():
         worker = threading.Thread(target=lambda: results.append(env.execute(request)))
         worker.start()
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            runs = env.instance.get_run_records(
-                filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
-            )
-            if runs:
-                break
-            time.sleep(0.1)
+        # The run is in flight and blocked on the lock the test holds (the kernel lists its
+        # thread as waiting on the store's lock file), not merely started.
+        wait_for(lambda: lock_waiters(env.db), 60, "the inbox run to wait for the store lock")
+        assert env.instance.get_run_records(
+            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
+        )
         (env.inbox / "late.txt").write_text("a file that arrives while the run waits")
         second, skip = env.tick()
         assert second is None and "in flight" in skip

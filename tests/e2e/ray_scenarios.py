@@ -92,6 +92,7 @@ def embed_with_a_worker_that_dies(corpus, uri, options, model) -> dict:
     anything kills its own process once. Called directly (the asset always uses the
     production worker): chunks from a local-path ingest, whose vectors are dropped first."""
     from corpusmill.ids import ALL_PARTITIONS
+    from corpusmill.model import Model
     from corpusmill.scale.ray_embed import sync_embeddings_on_ray
     from corpusmill.store import Store
     from tests.e2e.ray_faults import DiesOnceWorker
@@ -100,15 +101,16 @@ def embed_with_a_worker_that_dies(corpus, uri, options, model) -> dict:
     assert ingest(corpus, res)["success"]
     store = Store(uri, options)
     store.replace_rows(store.open("embeddings"), "chunk_id", None, "true")
-    embedder = res["embedder"]
+    spec = res.embedder_spec()
+    embedder = Model(spec)
     report, stats = sync_embeddings_on_ray(
         store,
-        embedder.spec(),
-        embedder.model.card,
+        spec,
+        embedder.card,
         ALL_PARTITIONS,
         run_key="killed-worker",
         workers=2,
-        tokenizer_id=embedder.model.tokenizer_id,
+        tokenizer_id=embedder.tokenizer_id,
         worker=DiesOnceWorker,
     )
     return {

@@ -8,14 +8,15 @@ then every writer writes) and shows it duplicates rows on a table without a decl
 and no lock (the control), and does not with the key declared, with or without
 `Store.write_lock()` (the lock is what object stores do without). It fails every time
 either stops working, not by chance. The second shows each ingest asset waits for the
-lock before it writes (so it fails if an asset stops taking it).
+lock before it writes (so it fails if an asset stops taking it): the test holds the lock
+until the kernel lists the run's thread as blocked on it (/proc/locks), then checks that
+nothing was written.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import pytest
 from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.store import Store, documents_schema, quarantine_schema
 from tests.e2e.daemon_harness import documents_writer
+from tests.waiting import lock_waiters, wait_for
 
 WRITERS = 3
 
@@ -137,13 +139,14 @@ def test_each_ingest_asset_waits_for_the_store_lock(
             )
         )
         worker.start()
-        deadline = time.time() + 60
-        while not instance.get_run_records(
-            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])
-        ):
-            assert time.time() < deadline, "run never started"
-            time.sleep(0.05)
-        time.sleep(3)  # ample for this asset to write 5 documents, were it not waiting
+        # Not a sleep "long enough to have written": the kernel says when the run's thread
+        # is blocked on one of the store's lock files (or the run ended without blocking).
+        wait_for(
+            lambda: lock_waiters(db_uri) or not worker.is_alive(),
+            120,
+            f"{asset_name} to wait for the store lock",
+        )
+        assert lock_waiters(db_uri), f"{asset_name} ran to the end while the lock was held"
         assert store.version(table) == before, (
             f"{asset_name} wrote while another writer held the lock"
         )

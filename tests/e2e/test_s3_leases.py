@@ -58,19 +58,45 @@ def _exists(leases: S3Leases, name: str) -> bool:
     return found.get("KeyCount", 0) > 0
 
 
-def test_two_contenders_for_one_shard_hold_it_one_at_a_time(leases):
+class RefusalsSeen:
+    """The S3 client of one contender, passed through, that sets `refused` when a
+    conditional create of a lease (If-None-Match) is turned down: the lease was held."""
+
+    def __init__(self, client) -> None:
+        self._client = client
+        self.refused = threading.Event()
+
+    def put_object(self, **kw):
+        try:
+            return self._client.put_object(**kw)
+        except Exception:
+            if "IfNoneMatch" in kw:
+                self.refused.set()
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_two_contenders_for_one_shard_hold_it_one_at_a_time(leases, s3_store):
+    from corpusmill.store.lease import s3_client
+
     inside, most, order = [0], [0], []
     guard = threading.Lock()
     start = threading.Barrier(2)
+    clients = {f"run-{i}": RefusalsSeen(s3_client(s3_store[1])) for i in range(2)}
 
     def writer(run_id: str) -> None:
+        other = clients["run-1" if run_id == "run-0" else "run-0"]
         start.wait(10)
-        with leases(run_id).hold(["shard-03"]):
+        with leases(run_id, client=clients[run_id]).hold(["shard-03"]):
             with guard:
                 inside[0] += 1
                 most[0] = max(most[0], inside[0])
                 order.append(run_id)
-            time.sleep(0.5)  # long enough that the other one is surely trying meanwhile
+                first = len(order) == 1
+            if first:  # hold it until the other one has tried and been turned away
+                assert other.refused.wait(30), "the other contender never tried"
             with guard:
                 inside[0] -= 1
 

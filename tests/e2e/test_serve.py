@@ -218,8 +218,10 @@ def test_a_commit_during_the_test_becomes_visible_whole(tmp_path, embedder):
         assert client.post("/search", json=body).json()["hits"] == []
         version0 = client.get("/store").json()["tables"][0]["version"]
 
+        answered = threading.Event()  # the client has seen the store before the commit
+
         def write() -> None:
-            time.sleep(0.3)
+            assert answered.wait(30)
             table = store.open("embeddings")
             rows = chunk_rows(embedder, table, {new_doc: chunks})
             store.replace_rows(table, "chunk_id", rows, docs_filter([new_doc]))
@@ -231,6 +233,7 @@ def test_a_commit_during_the_test_becomes_visible_whole(tmp_path, embedder):
             r = client.post("/search", json=body)
             assert r.status_code == 200, r.text
             seen.append(len(r.json()["hits"]))
+            answered.set()
         writer.join()
         assert set(seen) <= {0, 3}, seen  # never half a document
         assert seen[0] == 0 and seen[-1] == 3
@@ -284,6 +287,20 @@ def test_other_bad_requests(served):
     assert client.post("/nowhere", json={}).status_code == 404
 
 
+def test_a_query_vector_from_another_model_is_refused(served, tmp_path):
+    """The micro-batcher embeds with whatever model the service holds; the vector is still
+    checked against the model that wrote the table before it is searched with."""
+    from tools.tiny_models import save_tiny_embedder
+
+    _, reference = served
+    other = Model(ModelSpec(path=str(save_tiny_embedder(tmp_path / "other", seed=7))))
+    app = create_app(Searcher(reference.store, embedder=other))
+    with Service(app) as service, httpx.Client(base_url=service.url, timeout=60) as client:
+        r = client.post("/search", json={"query": "lambda", "mode": "vector"})
+        assert r.status_code == 400 and "another model" in r.json()["error"], r.text
+        assert client.post("/search", json={"query": "lambda", "mode": "fts"}).status_code == 200
+
+
 def test_token_is_checked_on_every_request(guarded):
     for method, path in (("GET", "/health"), ("GET", "/store"), ("GET", "/docs")):
         assert guarded.request(method, path).status_code == 401
@@ -321,6 +338,30 @@ def test_non_loopback_bind_needs_a_token(monkeypatch, capsys, tiny_embedder_path
     for host in ("0.0.0.0", "::", "192.168.1.10", "example.org"):
         with pytest.raises(ValueError, match="CORPUSMILL_API_TOKEN"):
             check_bind(host, None)
+
+
+@pytest.mark.parametrize(
+    ("flags", "wait_s", "max_batch"),
+    [([], 0.002, 32), (["--batch-wait-ms", "5", "--max-batch", "7"], 0.005, 7)]
+    + [(["--no-microbatch", "--max-batch", "7"], 0.0, 1)],
+)
+def test_the_batching_flags_reach_the_models_batcher(
+    monkeypatch, tmp_path, tiny_embedder_path, flags, wait_s, max_batch
+):
+    import uvicorn
+
+    from app.cli import main
+
+    apps: list = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: apps.append(app))
+    monkeypatch.delenv("CORPUSMILL_API_TOKEN", raising=False)
+    monkeypatch.setenv("CORPUSMILL_MODEL", str(tiny_embedder_path))
+    monkeypatch.setenv("CORPUSMILL_DTYPE", "float32")
+    monkeypatch.setenv("CORPUSMILL_DB", str(tmp_path / "db"))
+    assert main(["serve", *flags]) == 0
+    batcher = apps[0].app.state.batcher
+    assert (batcher.max_wait_s, batcher.max_batch) == (wait_s, max_batch)
+    batcher.close()
 
 
 @pytest.mark.slow

@@ -7,10 +7,13 @@ padded-token budget like a GPU would.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
 from corpusmill.engine.planner import plan_batches, split_batch
+from corpusmill.engine.progress import ProgressMeter
 from corpusmill.engine.runner import BatchEngine
 from tests.fakes import FakeHashEncoder, FakeLaunchingEncoder
 
@@ -140,18 +143,74 @@ def _one(enc, text):
     return collate(enc.tokenize([text]), enc.pad_id)
 
 
-def test_launch_ahead_queues_the_next_batch_before_the_last_rows_are_back():
+@pytest.mark.parametrize("inline_items", [0, 64], ids=["threads", "calling-thread"])
+def test_launch_ahead_queues_the_next_batch_before_the_last_rows_are_back(inline_items):
     texts = texts_of_lengths(MIXED * 3)
-    expected, _ = BatchEngine(FakeHashEncoder(), max_batch_tokens=128).encode(texts)
+    expected, plain = BatchEngine(FakeHashEncoder(), max_batch_tokens=128).encode(texts)
+    assert plain.batches > 2
 
-    ahead = FakeLaunchingEncoder()
-    rows, stats = BatchEngine(ahead, max_batch_tokens=128, launch_ahead=True).encode(texts)
+    # The fake hands a batch's rows back only once the next batch is launched.
+    ahead = FakeLaunchingEncoder(launches=plain.batches)
+    engine = BatchEngine(ahead, max_batch_tokens=128, launch_ahead=True, inline_items=inline_items)
+    rows, stats = engine.encode(texts)
     np.testing.assert_array_equal(rows, expected)
     assert ahead.max_pending >= 2 and ahead.pending == 0
     assert stats.device_wait_seconds > 0
 
     # Off, the same encoder is only ever called through `forward`: nothing is pending.
-    sync = FakeLaunchingEncoder()
-    rows, stats = BatchEngine(sync, max_batch_tokens=128).encode(texts)
+    sync = FakeLaunchingEncoder(launches=plain.batches)
+    rows, stats = BatchEngine(sync, max_batch_tokens=128, inline_items=inline_items).encode(texts)
     np.testing.assert_array_equal(rows, expected)
     assert sync.max_pending == 0 and stats.device_wait_seconds == 0
+
+
+class ThreadNoting(FakeHashEncoder):
+    """FAKE, as above, that notes which threads tokenised (the forward always runs in the
+    caller's thread; tokenising and the sink run in threads of their own in the stages)."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.threads: set[int] = set()
+
+    def tokenize(self, texts):
+        self.threads.add(threading.get_ident())
+        return super().tokenize(texts)
+
+
+def test_a_small_input_runs_in_the_calling_thread_a_larger_one_in_the_stages():
+    me = threading.get_ident()
+    for n, inline in ((1, True), (64, True), (65, False)):
+        enc, sinks = ThreadNoting(), set()
+        engine = BatchEngine(enc, max_batch_tokens=128)  # inline_items defaults to 64
+        engine.run(
+            texts_of_lengths([3] * n), lambda *_, into=sinks: into.add(threading.get_ident())
+        )
+        assert (enc.threads | sinks == {me}) is inline, (n, enc.threads, sinks)
+    # ... and only when it is one window: the windows stay what the caller asked for.
+    enc, seen = ThreadNoting(), []
+    BatchEngine(enc, max_batch_tokens=128, window=4).run(
+        texts_of_lengths([3] * 10), lambda items, rows, failed: seen.append(len(items))
+    )
+    assert seen == [4, 4, 2] and me not in enc.threads
+
+
+def test_the_calling_thread_gives_what_the_three_stages_give():
+    """Same rows, failures, budget back-off, statistics and progress either way."""
+    texts = texts_of_lengths([5, 100, 7, 40, 33, 2, 60, 9])  # 102 tokens never fit
+
+    def run(inline_items: int):
+        seen, parts = [], []
+        meter = ProgressMeter(seen.append, total=len(texts), every_batches=1)
+        engine = BatchEngine(
+            FakeHashEncoder(oom_above=100), max_batch_tokens=1024, inline_items=inline_items
+        )
+        stats = engine.run(texts, lambda _i, rows, _f: parts.append(rows), progress=meter)
+        return np.concatenate(parts), stats, [p.done for p in seen]
+
+    (rows0, stats0, progress0), (rows1, stats1, progress1) = run(0), run(64)
+    np.testing.assert_array_equal(rows0, rows1)  # NaN rows compare equal here
+    assert list(stats1.failed) == [1] and stats1.failed == stats0.failed
+    assert stats1.oom_retries == stats0.oom_retries >= 1
+    for field in ("items", "batches", "real_tokens", "padded_tokens", "final_max_batch_tokens"):
+        assert getattr(stats1, field) == getattr(stats0, field), field
+    assert progress1 == progress0 and progress1[-1] == len(texts)

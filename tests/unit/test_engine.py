@@ -141,6 +141,28 @@ def test_model_loads_its_weights_on_first_use_and_only_once(tiny_embedder_path):
     assert not model.loaded
 
 
+def test_model_embed_has_one_forward_path_the_engine(tiny_embedder_path, monkeypatch):
+    """A single query goes through `BatchEngine.run` like a partition does (the engine runs
+    it in the calling thread), so the OOM back-off and failed-row rules apply to it too."""
+    from corpusmill.model import Model, ModelSpec
+
+    model = Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32")).load()
+    runs: list[int] = []
+    real_run = BatchEngine.run
+
+    def counted(self, items, *args, **kwargs):
+        items = list(items)
+        runs.append(len(items))
+        return real_run(self, items, *args, **kwargs)
+
+    monkeypatch.setattr(BatchEngine, "run", counted)
+    one = model.embed(["one query"])
+    few = model.embed(MIXED_TEXTS)
+    assert runs == [1, len(MIXED_TEXTS)]
+    np.testing.assert_array_equal(one, model.encode(["one query"])[0])
+    np.testing.assert_array_equal(few, model.encode(MIXED_TEXTS)[0])
+
+
 def test_gpu_sampler_says_plainly_when_there_is_no_gpu():
     import torch
 

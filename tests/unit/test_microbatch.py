@@ -1,18 +1,20 @@
-"""The micro-batcher (app/microbatch.py) with a FAKE encoder: deterministic vectors from a
-hash of the text, a count of its calls, and a gate that holds a forward open so a test can
-decide what is queued while it runs. Not a model: batching logic only."""
+"""The micro-batcher (corpusmill/engine/microbatch.py) with a FAKE encoder and a hand-moved
+clock. The encoder gives deterministic vectors from a hash of the text, records its calls,
+and has a gate that holds a forward open so a test can decide what is queued while it
+runs. The clock stands still until a test moves it, and says when the worker is waiting
+on it: no test here sleeps or reads the time. Not a model: batching logic only (the last
+test builds the batcher the service uses, from a tiny real model)."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import threading
-import time
 
 import numpy as np
 import pytest
 
-from app.microbatch import MicroBatcher
+from corpusmill.engine.microbatch import MicroBatcher
 
 
 class FakeTextEncoder:
@@ -28,7 +30,7 @@ class FakeTextEncoder:
     def __call__(self, texts: list[str]) -> np.ndarray:
         self.calls.append(list(texts))
         self.entered.set()
-        self.gate.wait(10)
+        assert self.gate.wait(10), "the test never opened the gate"
         if self.fail_on in texts:
             raise RuntimeError(f"cannot encode {self.fail_on!r}")
         return np.stack([vector_of(t) for t in texts])
@@ -39,9 +41,48 @@ def vector_of(text: str) -> np.ndarray:
     return np.frombuffer(digest[:16], dtype=np.uint32).astype(np.float32) / 2**32
 
 
+class ManualClock:
+    """A clock that moves only when `advance` is called. The batcher's timed wait becomes a
+    wait for a notification (a request, a close, or `advance`), and each one is counted, so
+    a test can wait until the worker is waiting on the clock."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.waits = 0
+        self._counted = threading.Condition()
+        self._waiting_on: set[threading.Condition] = set()
+
+    def now(self) -> float:
+        return self.t
+
+    def wait(self, changed: threading.Condition, timeout: float) -> None:
+        self._waiting_on.add(changed)
+        with self._counted:
+            self.waits += 1
+            self._counted.notify_all()
+        changed.wait()  # `changed` is held: nothing can notify it before this releases it
+
+    def until_waits(self, n: int) -> None:
+        with self._counted:
+            assert self._counted.wait_for(lambda: self.waits >= n, 10), (
+                f"the worker never waited on the clock a {n}th time (waits={self.waits})"
+            )
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+        for changed in list(self._waiting_on):
+            with changed:
+                changed.notify_all()
+
+
 @pytest.fixture
 def encoder():
     return FakeTextEncoder()
+
+
+@pytest.fixture
+def clock():
+    return ManualClock()
 
 
 def test_requests_queued_during_a_forward_share_the_next_one(encoder):
@@ -58,7 +99,7 @@ def test_requests_queued_during_a_forward_share_the_next_one(encoder):
     batcher.close()
 
 
-def test_max_batch_caps_a_forward_and_one_turns_batching_off(encoder):
+def test_max_batch_caps_a_forward_and_one_turns_batching_off(encoder, clock):
     batcher = MicroBatcher(encoder, max_wait_s=0.0, max_batch=8)
     encoder.gate.clear()
     batcher.submit("hold")
@@ -69,47 +110,81 @@ def test_max_batch_caps_a_forward_and_one_turns_batching_off(encoder):
     assert [len(c) for c in encoder.calls] == [1, 8, 8, 4]
     batcher.close()
 
+    # A batch of one is full at once: even with a wait set and queries queued behind it,
+    # nothing waits (the clock never moves here) and each query has its own forward.
     single = FakeTextEncoder()
-    unbatched = MicroBatcher(single, max_wait_s=0.05, max_batch=1)
+    single.gate.clear()
+    unbatched = MicroBatcher(single, max_wait_s=60.0, max_batch=1, clock=clock)
     futures = [unbatched.submit(f"q{i}") for i in range(5)]
+    single.gate.set()
     [f.result(5) for f in futures]
-    assert [len(c) for c in single.calls] == [1] * 5
+    assert [len(c) for c in single.calls] == [1] * 5 and clock.waits == 0
     unbatched.close()
 
 
 def busy(batcher: MicroBatcher, encoder: FakeTextEncoder) -> None:
     """Make the batcher see concurrent traffic: one forward of two queries."""
     encoder.gate.clear()
+    encoder.entered.clear()
     hold = batcher.submit("hold")
     assert encoder.entered.wait(5)
     pair = [batcher.submit("p1"), batcher.submit("p2")]
     encoder.gate.set()
     [f.result(5) for f in [hold, *pair]]
+    assert encoder.calls[-1] == ["p1", "p2"]
     encoder.calls.clear()
 
 
-def test_under_concurrent_traffic_the_wait_gathers_requests_that_arrive_together(encoder):
-    # A long wait (1 s) so the test does not depend on the machine's speed: five requests
-    # submitted back to back all land in one batch.
-    batcher = MicroBatcher(encoder, max_wait_s=1.0, max_batch=5)
+def test_under_concurrent_traffic_the_wait_gathers_requests_that_arrive_apart(encoder, clock):
+    batcher = MicroBatcher(encoder, max_wait_s=1.0, max_batch=5, clock=clock)
     busy(batcher, encoder)
-    futures = [batcher.submit(f"q{i}") for i in range(5)]
+    futures = [batcher.submit("q0")]
+    for i in range(1, 5):  # each arrives while the worker waits for company
+        clock.until_waits(i)
+        futures.append(batcher.submit(f"q{i}"))
     [f.result(5) for f in futures]
-    assert encoder.calls == [[f"q{i}" for i in range(5)]]  # max_batch reached: no more wait
+    # max_batch reached: the forward ran without the clock moving, all five in it.
+    assert encoder.calls == [[f"q{i}" for i in range(5)]] and clock.t == 0.0
     batcher.close()
 
 
-def test_an_idle_batcher_does_not_make_a_lone_request_wait(encoder):
-    batcher = MicroBatcher(encoder, max_wait_s=1.0, max_batch=64)
-    for i in range(3):  # a single sequential client
-        t0 = time.monotonic()
-        batcher.submit(f"alone{i}").result(5)
-        assert time.monotonic() - t0 < 0.5  # far below the 1 s wait
+def test_a_lone_request_waits_only_after_concurrent_traffic_and_until_its_deadline(encoder, clock):
+    batcher = MicroBatcher(encoder, max_wait_s=1.0, max_batch=64, clock=clock)
+    for i in range(3):  # a single sequential client: answered while the clock stands still
+        assert np.array_equal(batcher.submit(f"alone{i}").result(5), vector_of(f"alone{i}"))
+    assert clock.waits == 0
     busy(batcher, encoder)
-    t0 = time.monotonic()
-    batcher.submit("after a burst").result(5)
-    assert time.monotonic() - t0 >= 0.9  # concurrent traffic seen: this one waited
+
+    late = batcher.submit("after a burst")
+    clock.until_waits(1)  # the worker holds it, waiting for company
+    clock.advance(0.6)
+    clock.until_waits(2)  # 0.4 s of its 1 s left: it waits on
+    assert encoder.calls == [] and not late.done()
+    clock.advance(0.4)  # its deadline, counted from its arrival
+    assert np.array_equal(late.result(5), vector_of("after a burst"))
     assert encoder.calls == [["after a burst"]]
+    batcher.close()
+
+
+def test_the_deadline_counts_from_arrival_not_from_when_the_worker_gets_to_it(encoder, clock):
+    batcher = MicroBatcher(encoder, max_wait_s=1.0, max_batch=64, clock=clock)
+    busy(batcher, encoder)
+    encoder.gate.clear()
+    encoder.entered.clear()
+    pair = [batcher.submit("x")]
+    clock.until_waits(1)
+    pair.append(batcher.submit("y"))
+    clock.until_waits(2)
+    clock.advance(1.0)  # x's deadline: [x, y] goes into a forward, held open
+    assert encoder.entered.wait(5)
+    z = batcher.submit("z")  # arrives at t=1.0, during that forward
+    clock.advance(0.7)
+    encoder.gate.set()
+    [f.result(5) for f in pair]
+    clock.until_waits(3)  # traffic was concurrent: z waits, for what is left of its 1 s
+    clock.advance(0.3)
+    assert np.array_equal(z.result(5), vector_of("z"))
+    assert encoder.calls == [["x", "y"], ["z"]]
     batcher.close()
 
 
@@ -129,15 +204,48 @@ def test_a_failed_forward_fails_its_batch_only(encoder):
 
 
 def test_embed_from_asyncio_with_many_concurrent_callers(encoder):
-    batcher = MicroBatcher(encoder, max_wait_s=0.002, max_batch=64)
+    batcher = MicroBatcher(encoder, max_wait_s=0.0, max_batch=64)
+    encoder.gate.clear()
 
     async def many():
-        return await asyncio.gather(*(batcher.embed(f"q{i}") for i in range(200)))
+        tasks = [asyncio.ensure_future(batcher.embed(f"q{i}")) for i in range(200)]
+        await asyncio.sleep(0)  # every task has submitted; the first forward is held
+        encoder.gate.set()
+        return await asyncio.gather(*tasks)
 
     rows = asyncio.run(many())
     for i, row in enumerate(rows):
         assert np.array_equal(row, vector_of(f"q{i}"))
-    assert sum(batcher.batch_sizes) == 200 and len(encoder.calls) < 200
+    assert sum(batcher.batch_sizes) == 200 and len(encoder.calls) <= 1 + -(-199 // 64)
     batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit("late")
+
+
+def test_close_finishes_what_is_queued(encoder, clock):
+    batcher = MicroBatcher(encoder, max_wait_s=60.0, max_batch=64, clock=clock)
+    encoder.gate.clear()
+    futures = [batcher.submit("hold")]
+    assert encoder.entered.wait(5)
+    futures += [batcher.submit(f"q{i}") for i in range(3)]
+    closing = threading.Thread(target=batcher.close)
+    closing.start()
+    encoder.gate.set()
+    closing.join(10)
+    assert not closing.is_alive()
+    assert [f.result(0) is not None for f in futures] == [True] * 4  # done, none waited
+    assert encoder.calls == [["hold"], ["q0", "q1", "q2"]]
+
+
+def test_the_model_gives_the_service_its_batcher_and_closes_it_on_release(tiny_embedder_path):
+    from corpusmill.model import Model, ModelSpec
+
+    model = Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32")).load()
+    batcher = model.micro_batcher(max_wait_s=0.0, max_batch=8)
+    for text in ["a query", "another, longer query about micro-batches"]:
+        row = batcher.submit(text).result(30)  # alone in its forward: as `embed` alone
+        np.testing.assert_array_equal(row, model.embed([text])[0])
+    model.release()
+    assert batcher.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit("after release")

@@ -1,10 +1,16 @@
-"""Micro-batching for the query service: concurrent queries share one forward pass.
+"""Micro-batching: texts that arrive one at a time share one engine call.
 
-One worker thread owns the encoder. A request puts its text on a queue and waits on a
-future; the worker takes the oldest text, gathers whatever else arrives until that text has
-waited `max_wait_s` (or `max_batch` texts are in hand), runs ONE `encode(texts)` call and
-hands each request its own row. While a forward runs, new requests pile up in the queue and
-the next batch takes them all at once, with no further wait (the deadline counts from the
+The query service gets one query per request, from many clients at once. A `MicroBatcher`
+sits in front of the model's `embed` (the service asks the model for one:
+`Model.micro_batcher`), so the layering is infinity's: server -> engine (this queue, then
+the batch engine) -> model forward, and a service request reaches the forward the way a
+CLI batch does, through `BatchEngine`.
+
+One worker thread calls `encode`. A request joins a queue and waits on a future; the worker
+takes the oldest text, gathers whatever else arrives until that text has waited
+`max_wait_s` (or `max_batch` texts are in hand), runs ONE `encode(texts)` call and hands
+each request its own row. While a forward runs, new requests pile up in the queue and the
+next batch takes them all at once, with no further wait (the deadline counts from the
 oldest request's arrival, not from when the worker got to it). So under load the batch
 grows with the load, like the batch engine, instead of one forward per request.
 
@@ -17,18 +23,21 @@ on a busy box a 2 ms sleep costs more than 2 ms, measured ~5 ms at p50). Under s
 load the wait hardly matters: requests arriving during a forward are batched anyway.
 `max_wait_s=0` or `max_batch=1` turns the gathering off.
 
-Pure threading and asyncio; no model, no HTTP: tests drive it with a fake encoder.
+Time comes from a `Clock` (`now`, and a timed wait on the queue's condition), so a test
+can hold time still and move it by hand instead of sleeping. Pure threading and asyncio;
+no model, no HTTP: tests drive it with a fake encoder.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -36,6 +45,27 @@ DEFAULT_WAIT_S = 0.002
 DEFAULT_MAX_BATCH = 32  # measured: 3.1 ms/query at 32 in one forward, 5.3 at 64 (padding)
 
 Encode = Callable[[list[str]], np.ndarray]
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds on a monotonic scale."""
+        ...
+
+    def wait(self, changed: threading.Condition, timeout: float) -> None:
+        """Block on `changed` (held by the caller) until it is notified or `timeout`
+        seconds have passed on this clock."""
+        ...
+
+
+class MonotonicClock:
+    """The real one: `time.monotonic` and `Condition.wait`."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def wait(self, changed: threading.Condition, timeout: float) -> None:
+        changed.wait(timeout)
 
 
 @dataclass
@@ -55,15 +85,18 @@ class MicroBatcher:
         *,
         max_wait_s: float = DEFAULT_WAIT_S,
         max_batch: int = DEFAULT_MAX_BATCH,
+        clock: Clock | None = None,
     ) -> None:
         if max_batch < 1 or max_wait_s < 0:
             raise ValueError(f"max_batch={max_batch} must be >= 1, max_wait_s={max_wait_s} >= 0")
         self.encode = encode
         self.max_wait_s = max_wait_s
         self.max_batch = max_batch
+        self.clock: Clock = clock or MonotonicClock()
         self.batch_sizes: list[int] = []  # one entry per encode call, for stats and tests
         self._concurrent = False  # did the last forward carry more than one query?
-        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._queue: deque[_Request] = deque()
+        self._changed = threading.Condition()  # a request arrived, or the batcher closed
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="microbatch", daemon=True)
         self._thread.start()
@@ -71,10 +104,12 @@ class MicroBatcher:
     # -- callers --------------------------------------------------------------------------
     def submit(self, text: str) -> Future:
         """A future for `text`'s row (a 1-D float32 array)."""
-        if self._closed:
-            raise RuntimeError("the micro-batcher is closed")
-        request = _Request(text, time.monotonic())
-        self._queue.put(request)
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("the micro-batcher is closed")
+            request = _Request(text, self.clock.now())
+            self._queue.append(request)
+            self._changed.notify_all()
         return request.future
 
     async def embed(self, text: str) -> np.ndarray:
@@ -82,10 +117,14 @@ class MicroBatcher:
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish what is queued, then stop the worker."""
-        if not self._closed:
+        with self._changed:
             self._closed = True
-            self._queue.put(None)
-            self._thread.join(timeout)
+            self._changed.notify_all()
+        self._thread.join(timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def stats(self) -> dict[str, float]:
         sizes = list(self.batch_sizes)
@@ -100,31 +139,31 @@ class MicroBatcher:
 
     # -- worker ---------------------------------------------------------------------------
     def _loop(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch, stop = self._gather(first)
+        while (batch := self._gather()) is not None:
             self._run(batch)
-            if stop:
-                return
 
-    def _gather(self, first: _Request) -> tuple[list[_Request], bool]:
-        batch = [first]
-        # Idle (the last forward had one query): no wait, only what is queued already.
-        deadline = first.arrived + (self.max_wait_s if self._concurrent else 0.0)
-        while len(batch) < self.max_batch:
-            left = deadline - time.monotonic()
-            try:
+    def _gather(self) -> list[_Request] | None:
+        """The next batch; None once closed with nothing left queued."""
+        with self._changed:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._changed.wait()
+            first = self._queue.popleft()
+            batch = [first]
+            # Idle (the last forward had one query): no wait, only what is queued already.
+            deadline = first.arrived + (self.max_wait_s if self._concurrent else 0.0)
+            while len(batch) < self.max_batch:
                 # Already-queued requests are taken even past the deadline: they cost
                 # nothing to add, and leaving them would cost them a whole forward.
-                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                return batch, True
-            batch.append(item)
-        return batch, False
+                if self._queue:
+                    batch.append(self._queue.popleft())
+                    continue
+                left = deadline - self.clock.now()
+                if left <= 0 or self._closed:
+                    break
+                self.clock.wait(self._changed, left)
+            return batch
 
     def _run(self, batch: Sequence[_Request]) -> None:
         live = [r for r in batch if r.future.set_running_or_notify_cancel()]
