@@ -57,7 +57,8 @@ test-browser: $(STAMP) ## the Dagster UI in headless Chromium (needs Debian chro
 	$(PY) -m pytest -q -m browser tests/e2e/test_ui_browser.py
 
 dev: $(STAMP) ## Dagster webserver on 127.0.0.1:3000 plus the daemon (sensors, schedules)
-	mkdir -p $(DAGSTER_HOME) $${CORPUSMILL_INBOX:-./data/inbox}
+	mkdir -p $(DAGSTER_HOME)
+	case "$${CORPUSMILL_INBOX:-./data/inbox}" in s3://*) ;; *) mkdir -p "$${CORPUSMILL_INBOX:-./data/inbox}" ;; esac
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	exec $(PY) -m tools.dev --host 127.0.0.1 --port $(DEV_PORT) --workspace workspace.yaml
 
