@@ -11,7 +11,12 @@ profile, instance or pod role).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
+from typing import Any
+
+_session: Any = None  # one boto3 session per process: its loaders parse the S3 model once
+_session_lock = threading.Lock()
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -25,9 +30,12 @@ def s3_client(storage_options: Mapping[str, str]):
     """A boto3 S3 client for the store's options (object_store's keys, as LanceDB takes
     them: endpoint, keys, region). No keys given: boto3's standard credential chain.
 
-    Made from a session of its own: creating clients from boto3's shared default session
-    is not thread-safe (boto/boto3#1592), and a code server reads an inbox while a run in
-    another thread may open the store's leases. A client, once made, is."""
+    Made from one session of corpusmill's own, under a lock: creating clients from a
+    session is not thread-safe (boto/boto3#1592), and a code server reads an inbox while a
+    run in another thread may open the store's leases; a client, once made, is. One
+    session, not one per client: each new session parses the S3 service model again
+    (about 13 MB and a tenth of a second)."""
+    global _session
     import boto3.session
     from botocore.config import Config
 
@@ -39,15 +47,18 @@ def s3_client(storage_options: Mapping[str, str]):
     endpoint = first("aws_endpoint", "endpoint", "aws_endpoint_url", "endpoint_url")
     virtual = first("aws_virtual_hosted_style_request", "virtual_hosted_style_request")
     style = "virtual" if str(virtual).lower() == "true" else "path" if endpoint else "auto"
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=first("region", "aws_region", "aws_default_region"),
-        aws_access_key_id=first("aws_access_key_id", "access_key_id"),
-        aws_secret_access_key=first("aws_secret_access_key", "secret_access_key"),
-        aws_session_token=first("aws_session_token", "session_token", "token"),
-        config=Config(s3={"addressing_style": style}, retries={"mode": "standard"}),
-    )
+    with _session_lock:
+        if _session is None:
+            _session = boto3.session.Session()
+        return _session.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=first("region", "aws_region", "aws_default_region"),
+            aws_access_key_id=first("aws_access_key_id", "access_key_id"),
+            aws_secret_access_key=first("aws_secret_access_key", "secret_access_key"),
+            aws_session_token=first("aws_session_token", "session_token", "token"),
+            config=Config(s3={"addressing_style": style}, retries={"mode": "standard"}),
+        )
 
 
 def error_code(exc: Exception) -> str:
