@@ -26,8 +26,13 @@ from corpusmill.errors import (
 def cmd_ingest(args, settings: Settings) -> int:
     from app.progress import ingest_progress
     from app.runs import instance_for, run_ingest
+    from corpusmill.sources import is_object_uri
 
     for path in args.paths:
+        if "://" in path:
+            if not is_object_uri(path):
+                raise InputError(f"{path!r}: of object stores, only s3://bucket/prefix is read")
+            continue  # listed by the run; a bucket that does not exist is an error there
         if not os.path.lexists(path):
             raise InputError(f"{path!r} does not exist (check the path given to ingest)")
         if not (Path(path).is_file() or Path(path).is_dir()):
@@ -115,7 +120,8 @@ def cmd_search(args, settings: Settings) -> int:
         return 0
     for i, h in enumerate(hits, start=1):
         snippet = " ".join(h.text.split())[:160]
-        print(f"{i:>2}. {h.score:.4f}  {h.doc_id}  [{h.partition}]\n    {snippet}")
+        where = f"  ({h.citation()})" if h.citation() else ""
+        print(f"{i:>2}. {h.score:.4f}  {h.doc_id}{where}  [{h.partition}]\n    {snippet}")
     if not hits:
         print("no results")
     elif args.rerank:
@@ -194,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument(
         "paths",
         nargs="*",
-        help="files or folders (default: CORPUSMILL_SOURCES, i.e. the Python docs)",
+        help="files, folders or s3://bucket/prefix (default: CORPUSMILL_SOURCES, i.e. the "
+        "Python docs)",
     )
     ing.add_argument(
         "--default", action="store_true", help="ingest the built-in Python docs corpus"
@@ -261,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         action="store_true",
         help="print the hits as one JSON list (text, score, doc_id, chunk_id, source, uri, "
-        "partition, position), best first",
+        "partition, position, page_first, page_last, section), best first",
     )
     s.set_defaults(func=cmd_search)
 

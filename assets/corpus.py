@@ -17,7 +17,8 @@ from corpusmill.store import Store
 
 class CorpusConfig(dg.Config):
     """Which sources this run reads. Entries: `pydoc` (the Python docs that ship with
-    CPython), a path, or `label=path`. Rows of sources not listed are left alone.
+    CPython), a path, an `s3://bucket/prefix`, or `label=path`. Rows of sources not listed
+    are left alone.
     Unset fields take the deployment's settings (CORPUSMILL_SOURCES, ...)."""
 
     sources: list[str] | None = None
@@ -25,6 +26,9 @@ class CorpusConfig(dg.Config):
     text_field: str = "text"
     title_field: str = "title"
     max_file_bytes: int | None = None
+    max_pages: int | None = None
+    extract_timeout: float | None = None
+    extract_memory_mb: int | None = None
 
 
 @dg.asset(
@@ -51,8 +55,7 @@ def raw_corpus(
             store,
             context.partition_keys,
             [parse_source(s) for s in run.sources],
-            fields=RecordFields(config.id_field, config.text_field, config.title_field),
-            max_file_bytes=run.max_file_bytes,
+            run.read_options(RecordFields(config.id_field, config.text_field, config.title_field)),
         )
 
     report, meta = write_shards(

@@ -10,6 +10,7 @@ configuration table lists the same variables.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -19,7 +20,16 @@ from typing import Any
 from corpusmill.errors import ConfigError
 from corpusmill.lifecycle.spec import GateSpec
 from corpusmill.model.spec import ModelSpec
-from corpusmill.sources import DEFAULT_MAX_FILE_BYTES, PYDOC
+from corpusmill.sources import (
+    DEFAULT_EXTRACT_MEMORY_MB,
+    DEFAULT_EXTRACT_TIMEOUT_S,
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PAGES,
+    PYDOC,
+    ReadLimits,
+    ReadOptions,
+    RecordFields,
+)
 
 # BEIR SciFact as the workplace lays it out: ../shared/eval/scifact beside the repository.
 EXECUTORS = ("local", "ray")
@@ -50,6 +60,11 @@ class Settings:
     sensor_interval: int = 15  # seconds between inbox sensor ticks
     sensor_run_timeout: int = 3600  # an inbox run older than this is failed and retried
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    # Per PDF or Word file, parsed in a worker process: more pages is a quarantine, so is
+    # a file that takes longer (seconds) or needs more address space (MB) to parse.
+    max_pages: int = DEFAULT_MAX_PAGES
+    extract_timeout: float = DEFAULT_EXTRACT_TIMEOUT_S
+    extract_memory_mb: int = DEFAULT_EXTRACT_MEMORY_MB
     reranker: str = ""  # empty: score pairs with the bi-encoder, and say so
     queries: str = ""  # empty: the built-in queries for the Python docs corpus
     rerank_k: int = 50
@@ -83,6 +98,9 @@ class Settings:
             ("CORPUSMILL_RERANK_K", self.rerank_k, 1),
             ("CORPUSMILL_SENSOR_INTERVAL", self.sensor_interval, 1),
             ("CORPUSMILL_SENSOR_RUN_TIMEOUT", self.sensor_run_timeout, 1),
+            ("CORPUSMILL_MAX_PAGES", self.max_pages, 1),
+            # Below this the worker's own interpreter, with pypdf and lxml, cannot start.
+            ("CORPUSMILL_EXTRACT_MEMORY_MB", self.extract_memory_mb, 512),
         )
         for name, value, least in checks:
             if value < least:
@@ -104,6 +122,10 @@ class Settings:
                     f"CORPUSMILL_GATE_DATA={self.gate_data!r} is not a BEIR folder (no "
                     f"{', '.join(missing)}); point it at one, or leave it empty for no gate"
                 )
+        if not 0 < self.extract_timeout < math.inf:
+            raise ConfigError(
+                f"CORPUSMILL_EXTRACT_TIMEOUT={self.extract_timeout} must be a number of seconds > 0"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -130,6 +152,9 @@ class Settings:
             sensor_interval=env.integer("CORPUSMILL_SENSOR_INTERVAL", cls.sensor_interval),
             sensor_run_timeout=env.integer("CORPUSMILL_SENSOR_RUN_TIMEOUT", cls.sensor_run_timeout),
             max_file_bytes=env.integer("CORPUSMILL_MAX_FILE_BYTES", cls.max_file_bytes),
+            max_pages=env.integer("CORPUSMILL_MAX_PAGES", cls.max_pages),
+            extract_timeout=env.number("CORPUSMILL_EXTRACT_TIMEOUT", cls.extract_timeout),
+            extract_memory_mb=env.integer("CORPUSMILL_EXTRACT_MEMORY_MB", cls.extract_memory_mb),
             reranker=env.text("CORPUSMILL_RERANKER", cls.reranker),
             queries=env.text("CORPUSMILL_QUERIES", cls.queries),
             rerank_k=env.integer("CORPUSMILL_RERANK_K", cls.rerank_k),
@@ -157,6 +182,24 @@ class Settings:
             if name in names and value is not None
         }
         return replace(self, **changes) if changes else self
+
+    def read_limits(self) -> ReadLimits:
+        """The per-file limits of the parsed formats (PDF, Word)."""
+        return ReadLimits(
+            max_pages=self.max_pages,
+            timeout_s=float(self.extract_timeout),
+            memory_mb=self.extract_memory_mb,
+        )
+
+    def read_options(self, fields: RecordFields | None = None) -> ReadOptions:
+        """How sources are read: `fields` (an asset's record-field config) with these
+        settings' size and per-file limits and the store's object-store options."""
+        return ReadOptions(
+            fields=fields or RecordFields(),
+            max_file_bytes=self.max_file_bytes,
+            limits=self.read_limits(),
+            storage_options=dict(self.storage_options),
+        )
 
     def embedder_spec(self) -> ModelSpec:
         return ModelSpec(

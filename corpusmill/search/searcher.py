@@ -24,7 +24,7 @@ from corpusmill.model import Model
 from corpusmill.model.pool import ModelPool
 from corpusmill.search.filters import build_filter
 from corpusmill.search.fusion import CONVEX_ALPHA, DEFAULT_FUSION, FUSIONS, fuse
-from corpusmill.search.hit import HIT_COLUMNS, Hit
+from corpusmill.search.hit import HIT_COLUMNS, PLACE_COLUMNS, Hit
 from corpusmill.search.rerank import rerank_hits
 from corpusmill.store import Store, check_card, table_card
 from corpusmill.store.generations import Generation, RegistryCache
@@ -230,6 +230,11 @@ class Searcher:
         rows = self.table.search().where(where).select(["chunk_id", "vector"]).limit(None)
         return {r["chunk_id"]: r["vector"] for r in rows.to_list()}
 
+    def hit_columns(self) -> list[str]:
+        """The columns a hit is made of: its location too, where the table has it."""
+        names = set(self.table.schema.names)
+        return HIT_COLUMNS + [c for c in PLACE_COLUMNS if c in names]
+
     def vector(self, query: str, k: int, where=None, qvec=None) -> list[Hit]:
         # nprobes/refine only matter once upkeep has built the ANN index; before that the
         # search is an exact flat scan.
@@ -239,7 +244,7 @@ class Searcher:
             q = q.refine_factor(ANN_REFINE_FACTOR)
         if where is not None:
             q = q.where(where, prefilter=True)
-        rows = q.select(HIT_COLUMNS + ["_distance"]).limit(k).to_list()
+        rows = q.select(self.hit_columns() + ["_distance"]).limit(k).to_list()
         return [Hit.from_row(r, 1.0 - float(r["_distance"]), "vector") for r in rows]
 
     def fulltext(self, query: str, k: int, where=None) -> list[Hit]:
@@ -248,7 +253,7 @@ class Searcher:
         q = self.table.search(query, query_type="fts", fts_columns="text")
         if where is not None:
             q = q.where(where, prefilter=True)
-        rows = q.select(HIT_COLUMNS + ["_score"]).limit(k).to_list()
+        rows = q.select(self.hit_columns() + ["_score"]).limit(k).to_list()
         return [Hit.from_row(r, float(r["_score"]), "fts") for r in rows]
 
     def hybrid(

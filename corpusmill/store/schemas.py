@@ -62,6 +62,14 @@ def documents_schema() -> pa.Schema:
             ("title", pa.string()),
             ("text", pa.string()),
             ("content_hash", pa.string()),
+            # Added by issue 24 (null in rows written before): the author from the file's
+            # metadata ("" when it has none), the layout (`Structure.to_json`: where pages
+            # and headings start; null for formats without one) that places each chunk,
+            # and, for an object-store object, the signature (ETag, size, reader version)
+            # that lets a rerun skip reading an unchanged object (null for files).
+            ("author", pa.string()),
+            ("structure", pa.string()),
+            ("signature", pa.string()),
         ]
     )
 
@@ -81,6 +89,13 @@ def chunk_fields() -> list[pa.Field]:
         pa.field("doc_hash", pa.string()),
         pa.field("n_tokens", pa.int32()),
         pa.field("chunker", pa.string()),
+        # Where the chunk sits, so a hit can be cited (issue 24; null in rows written
+        # before): the physical pages it spans, numbered from 1 as a viewer counts them
+        # (null for formats without pages), and the headings in force where it starts,
+        # outermost first (null for a document without headings; empty before the first).
+        pa.field("page_first", pa.int32()),
+        pa.field("page_last", pa.int32()),
+        pa.field("section", pa.list_(pa.string())),
     ]
 
 
