@@ -9,7 +9,7 @@ LAUNCHER := $(VENV)/bin/corpusmill
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 DEV_PORT ?= 3000
 
-.PHONY: install demo scale-demo test test-fast test-all test-browser dev eval bench bench-gpu bench-search bench-inbox bench-ann gpu-pack lint typecheck format clean
+.PHONY: install demo scale-demo test test-fast test-all test-browser dev eval bench bench-gpu bench-search bench-inbox bench-ann bench-generations bench-pdf bench-s3 gpu-pack lint typecheck format clean
 
 # The grep drops this machine's notes about missing local mirror folders, not pip's errors.
 # Only the core (`corpusmill`) is installed, editable; the `corpusmill` command is a
@@ -57,7 +57,8 @@ test-browser: $(STAMP) ## the Dagster UI in headless Chromium (needs Debian chro
 	$(PY) -m pytest -q -m browser tests/e2e/test_ui_browser.py
 
 dev: $(STAMP) ## Dagster webserver on 127.0.0.1:3000 plus the daemon (sensors, schedules)
-	mkdir -p $(DAGSTER_HOME) $${CORPUSMILL_INBOX:-./data/inbox}
+	mkdir -p $(DAGSTER_HOME)
+	case "$${CORPUSMILL_INBOX:-./data/inbox}" in s3://*) ;; *) mkdir -p "$${CORPUSMILL_INBOX:-./data/inbox}" ;; esac
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	exec $(PY) -m tools.dev --host 127.0.0.1 --port $(DEV_PORT) --workspace workspace.yaml
 
@@ -90,6 +91,15 @@ bench-ann: $(STAMP) ## flat scan vs IVF-SQ latency and recall at 100k and 1M syn
 bench-inbox: $(STAMP) ## inbox sensor tick over 10,000 files, then 1% incremental re-ingest of SciFact
 	$(PY) -m bench.inbox_bench tick --files $${INBOX_FILES:-10000}
 	$(PY) -m bench.inbox_bench incremental
+
+bench-generations: $(STAMP) ## a model migration against a fresh ingest; search latency during a build against at rest
+	$(PY) -m bench.generations --docs $${GEN_DOCS:-300} --rounds $${GEN_ROUNDS:-3}
+
+bench-pdf: $(STAMP) ## PDF pages/s extracted against tokens/s embedded, side by side; worker cost, peak RSS
+	$(PY) -m bench.pdf_extract --pages $${PDF_PAGES:-2000} --rounds $${ROUNDS:-3}
+
+bench-s3: $(STAMP) ## listing and sensor ticks of an s3:// inbox of 10,000 objects on the local S3 server
+	$(PY) -m bench.s3_listing --objects $${S3_OBJECTS:-10000} --rounds $${ROUNDS:-3}
 
 gpu-pack: $(STAMP) ## pack MiniLM (fp16) and a SciFact slice into .gpu/ for a GPU machine
 	$(PY) -m bench.gpu_pack

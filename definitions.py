@@ -15,7 +15,8 @@ from assets.checks import EMBEDDINGS_CHECKS
 from assets.corpus import chunked_documents, raw_corpus
 from assets.embeddings import embeddings
 from assets.evaluation import retrieval_quality
-from assets.jobs import ingest_job, ingest_job_with_rerank
+from assets.generations import live_generation
+from assets.jobs import build_job, ingest_job, ingest_job_with_rerank
 from assets.maintenance import store_upkeep, upkeep_job, upkeep_schedule
 from assets.rerank import rerank_scores
 from assets.specs import with_specs
@@ -45,6 +46,7 @@ def build_definitions(
                 raw_corpus,
                 chunked_documents,
                 embeddings,
+                live_generation,
                 rerank_scores,
                 retrieval_quality,
                 store_upkeep,
@@ -52,7 +54,11 @@ def build_definitions(
             settings,
         ),
         asset_checks=EMBEDDINGS_CHECKS,
-        jobs=[ingest_job_with_rerank() if ingest_with_rerank else ingest_job, upkeep_job],
+        jobs=[
+            ingest_job_with_rerank() if ingest_with_rerank else ingest_job,
+            build_job,
+            upkeep_job,
+        ],
         schedules=[upkeep_schedule],
         sensors=[build_inbox_sensor(settings)],
         resources=build_resources(settings, on_commit=on_commit),

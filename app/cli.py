@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from app.generations import add_parser as add_generations_parser
 from corpusmill.config import Settings, debug_requested, prepare_process
 from corpusmill.errors import (
     EXIT_INTERNAL,
@@ -25,8 +26,13 @@ from corpusmill.errors import (
 def cmd_ingest(args, settings: Settings) -> int:
     from app.progress import ingest_progress
     from app.runs import instance_for, run_ingest
+    from corpusmill.sources import is_object_uri
 
     for path in args.paths:
+        if "://" in path:
+            if not is_object_uri(path):
+                raise InputError(f"{path!r}: of object stores, only s3://bucket/prefix is read")
+            continue  # listed by the run; a bucket that does not exist is an error there
         if not os.path.lexists(path):
             raise InputError(f"{path!r} does not exist (check the path given to ingest)")
         if not (Path(path).is_file() or Path(path).is_dir()):
@@ -86,7 +92,8 @@ def cmd_search(args, settings: Settings) -> int:
         embedder=Model(settings.embedder_spec()),
         reranker=Model(settings.reranker_spec()),
         storage_options=settings.storage_options,
-    )
+        generation=args.generation,
+    ).pinned()  # one generation, one version of it, for every query of this command
     options = {
         "k": args.k,
         "mode": args.mode,
@@ -113,7 +120,8 @@ def cmd_search(args, settings: Settings) -> int:
         return 0
     for i, h in enumerate(hits, start=1):
         snippet = " ".join(h.text.split())[:160]
-        print(f"{i:>2}. {h.score:.4f}  {h.doc_id}  [{h.partition}]\n    {snippet}")
+        where = f"  ({h.citation()})" if h.citation() else ""
+        print(f"{i:>2}. {h.score:.4f}  {h.doc_id}{where}  [{h.partition}]\n    {snippet}")
     if not hits:
         print("no results")
     elif args.rerank:
@@ -192,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument(
         "paths",
         nargs="*",
-        help="files or folders (default: CORPUSMILL_SOURCES, i.e. the Python docs)",
+        help="files, folders or s3://bucket/prefix (default: CORPUSMILL_SOURCES, i.e. the "
+        "Python docs)",
     )
     ing.add_argument(
         "--default", action="store_true", help="ingest the built-in Python docs corpus"
@@ -251,10 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--source", help="only this source label, e.g. pydoc")
     s.add_argument("--partition", help="only this shard, shard-00 .. shard-15")
     s.add_argument(
+        "--generation",
+        help="search this model generation (`corpusmill generations list`); default: the "
+        "live one, with the model that wrote it",
+    )
+    s.add_argument(
         "--json",
         action="store_true",
         help="print the hits as one JSON list (text, score, doc_id, chunk_id, source, uri, "
-        "partition, position), best first",
+        "partition, position, page_first, page_last, section), best first",
     )
     s.set_defaults(func=cmd_search)
 
@@ -284,8 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--limit-queries", type=int, default=0, help="score only the first N queries (0: all)"
     )
+    e.add_argument(
+        "--generation",
+        help="score this model generation (`corpusmill generations list`); default: the live one",
+    )
     e.set_defaults(func=cmd_eval)
-    for command in (ing, s, e):  # `corpusmill ingest --debug` works as well
+    for command in (
+        ing,
+        s,
+        e,
+        *add_generations_parser(sub),
+    ):  # `corpusmill ingest --debug` works as well
         command.add_argument(
             "--debug",
             action="store_true",

@@ -35,9 +35,11 @@ def run_eval(
     settings: Settings | None = None,
     chunking: tuple[int, int] | None = None,
     instance: dg.DagsterInstance | None = None,
+    generation: str | None = None,
 ) -> dict[str, Any]:
     """Ingest the BEIR corpus into `db` (reusing whatever is already there), then query it.
-    Returns {"ingest": run summary, "metrics": {mode: ...}, "queries": n}."""
+    `generation`: the generation to query (default: the live one). Returns {"ingest": run
+    summary, "metrics": {mode: ...}, "queries": n, "generation": id}."""
     settings = settings or Settings()
     labelled = load_beir(data, "test", limit_queries)
     chunk_tokens, overlap = chunking or (settings.eval_chunk_tokens, settings.eval_chunk_overlap)
@@ -55,14 +57,18 @@ def run_eval(
             f"ingesting {labelled.corpus_path} into {db} failed (run {summary['run_id']})"
         )
     searcher = Searcher(
-        db, embedder=Model(settings.embedder_spec()), storage_options=settings.storage_options
-    )
+        db,
+        embedder=Model(settings.embedder_spec()),
+        storage_options=settings.storage_options,
+        generation=generation,
+    ).pinned()  # the live generation (or the one named), with its model, for every query
     metrics = evaluate(searcher, labelled, modes)
     return {
         "ingest": summary,
         "metrics": metrics,
         "queries": len(labelled.qrels),
         "chunking": (chunk_tokens, overlap),
+        "generation": searcher.generation.gen_id if searcher.generation else "",
     }
 
 
@@ -74,7 +80,12 @@ def main(args, settings: Settings) -> int:
     modes = [m.strip() for m in (args.modes or ",".join(MODES)).split(",") if m.strip()]
     t0 = time.perf_counter()
     result = run_eval(
-        data, db, modes=modes, limit_queries=args.limit_queries or 0, settings=settings
+        data,
+        db,
+        modes=modes,
+        limit_queries=args.limit_queries or 0,
+        settings=settings,
+        generation=args.generation,
     )
     ing = result["ingest"]
     tokens, overlap = result["chunking"]

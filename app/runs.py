@@ -77,21 +77,23 @@ def run_ingest(
     progress: ProgressCallback | None = None,
     progress_every_s: float | None = None,
     on_commit: Callable[[str], None] | None = None,
+    job: str = "ingest",
 ) -> dict[str, Any]:
-    """Execute the `ingest` job (raw_corpus -> chunked_documents -> embeddings, with
-    rerank_scores when `with_rerank`) of the graph for `settings`, for `sources` over
-    `partitions` in one run; the `*_config` dicts are the run's asset config, as the
-    launchpad would give it. `progress` hears the embeddings step's progress; `on_commit`
-    goes to the run's store (tests). Returns a summary dict.
+    """Execute the `ingest` job (raw_corpus -> chunked_documents -> embeddings ->
+    live_generation, with rerank_scores when `with_rerank`) of the graph for `settings`,
+    for `sources` over `partitions` in one run; the `*_config` dicts are the run's asset
+    config, as the launchpad would give it. `job="build_generation"` runs that job instead
+    (no sources read: the configured model's generation from the stored documents).
+    `progress` hears the embeddings step's progress; `on_commit` goes to the run's store
+    (tests). Returns a summary dict.
 
     A failed step raises its own error (the CLI turns it into one line and an exit code);
     a failed blocking check is not a crash (the data is written but wrong, and what comes
     after it was skipped): it is reported, `success` false, with the checks' outcomes."""
     t0 = time.perf_counter()
-    ops: dict[str, Any] = {
-        "raw_corpus": {"config": {"sources": list(sources), **(corpus_config or {})}},
-        "chunked_documents": {"config": dict(chunk_config or {})},
-    }
+    ops: dict[str, Any] = {"chunked_documents": {"config": dict(chunk_config or {})}}
+    if job == "ingest":
+        ops["raw_corpus"] = {"config": {"sources": list(sources), **(corpus_config or {})}}
     if progress_every_s is not None:
         ops["embeddings"] = {"config": {"progress_every_s": progress_every_s}}
     if with_rerank:
@@ -105,7 +107,7 @@ def run_ingest(
     instance = instance or dg.DagsterInstance.ephemeral()
     run_id = str(uuid.uuid4())  # known before the run, to read its log if it stops early
     try:
-        result: Any = defs.resolve_job_def("ingest").execute_in_process(
+        result: Any = defs.resolve_job_def(job).execute_in_process(
             # A logger runs only when the run config names it.
             run_config={"ops": ops, "loggers": {name: {} for name in loggers}},
             instance=instance,
@@ -170,6 +172,7 @@ def summarise(result, seconds: float) -> dict[str, Any]:
     chunks = by_asset.get("chunked_documents", {})
     emb = by_asset.get("embeddings", {})
     rerank = by_asset.get("rerank_scores", {})
+    live = by_asset.get("live_generation", {})
     return {
         "success": result.success,
         "run_id": result.run_id,
@@ -201,6 +204,11 @@ def summarise(result, seconds: float) -> dict[str, Any]:
         "rerank_pairs_scored": rerank.get("pairs_scored", 0),
         "rerank_pairs_reused": rerank.get("pairs_reused", 0),
         "rerank_rows": rerank.get("rows", 0),
+        "generation": emb.get("generation", ""),
+        "generations_synced": emb.get("generations_synced", ""),
+        "live_generation": live.get("live_generation", ""),
+        "promoted": bool(live.get("switched", False)),
+        "promotion_refused": live.get("refused", "no"),
         "checks": _checks(result),
         "quarantine_sample": docs.get("quarantine_sample", ""),
         "seconds": round(seconds, 2),

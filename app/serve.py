@@ -11,9 +11,13 @@ fields as `corpusmill search --json` (`Hit.as_dict()`).
   app/cli.py); single queries are embedded in micro-batches (the model's
   `micro_batcher`, corpusmill/engine/microbatch.py), a batch request in one pass of the
   embedder (`Searcher.search_many`); both reach the forward through the batch engine.
-- Fresh reads: every request searches `Searcher.pinned()`, the latest committed version of
-  the table, fixed for that request; an ingest commits a partition's rows in one commit, so
-  a request sees all of a document's chunks or none of them.
+- Fresh reads: every request searches `Searcher.pinned()`, the live generation at the
+  latest committed version of its table, fixed for that request; an ingest commits a
+  partition's rows in one commit, so a request sees all of a document's chunks or none of
+  them. When the live pointer moves (a promotion, a rollback), the next request pins the
+  new generation, loads its model once if it is new to this process, and embeds its query
+  with it: one micro-batcher per generation, so a query vector always meets the table of
+  the model that made it. Each answer names its generation.
 - Safe by default: bodies validated (422 naming each bad field, unknown fields refused),
   `k`, `candidates`, query length and batch size bounded, bodies over MAX_BODY_BYTES get
   413, filters become LanceDB expressions (`build_filter`), and with a token
@@ -23,6 +27,7 @@ fields as `corpusmill search --json` (`Hit.as_dict()`).
 
 from __future__ import annotations
 
+import threading
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
@@ -34,7 +39,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from app.auth import check_bind, guard
 from corpusmill.config import Settings
-from corpusmill.engine.microbatch import DEFAULT_MAX_BATCH, DEFAULT_WAIT_S
+from corpusmill.engine.microbatch import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_WAIT_S,
+    MicroBatcher,
+    batch_stats,
+)
 from corpusmill.errors import ConfigError, CorpusmillError
 from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.search.fusion import DEFAULT_FUSION
@@ -116,15 +126,15 @@ def create_app(
 ):
     """The ASGI app over `searcher` (a `corpusmill.search.Searcher` with its model): the
     FastAPI app behind the token and body-size guard (`.app` reaches the FastAPI app)."""
-    batcher = searcher.embedder.micro_batcher(max_wait_s=max_wait_s, max_batch=max_batch)
+    batchers = Batchers(max_wait_s=max_wait_s, max_batch=max_batch)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        batcher.close()
+        batchers.close()
 
     app = FastAPI(title="corpusmill", summary="Search a corpusmill store", lifespan=lifespan)
-    app.state.batcher = batcher
+    app.state.batchers = batchers
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -158,10 +168,14 @@ def create_app(
     async def search(body: SearchRequest) -> dict:
         view = await run_in_threadpool(pin)
         wants_vector = searcher.needs_vector(body.mode, body.rerank)
-        vector = await batcher.embed(body.query) if wants_vector else None
+        vector = await batchers.of(view).embed(body.query) if wants_vector else None
         opts = body.options(default_candidates)
         hits = await run_in_threadpool(view.search, body.query, vector=vector, **opts)
-        return {"hits": [h.as_dict() for h in hits], "table_version": view.table.version}
+        return {
+            "hits": [h.as_dict() for h in hits],
+            "table_version": view.table.version,
+            "generation": view.generation.gen_id,
+        }
 
     @app.post("/search/batch")
     async def search_batch(body: BatchRequest) -> dict:
@@ -175,11 +189,12 @@ def create_app(
                 for q, hits in zip(body.queries, per_query, strict=True)
             ],
             "table_version": view.table.version,
+            "generation": view.generation.gen_id,
         }
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": searcher.embedder.card.model_id, **batcher.stats()}
+        return {"status": "ok", "model": searcher.embedder.card.model_id, **batchers.stats()}
 
     @app.get("/store")
     async def store() -> dict:
@@ -192,24 +207,66 @@ class _Unavailable(Exception):
     pass
 
 
+class Batchers:
+    """One micro-batcher per generation the service has answered from: a batch holds the
+    queries of one model only. Made on a generation's first request; closed at shutdown."""
+
+    def __init__(self, *, max_wait_s: float, max_batch: int) -> None:
+        self.max_wait_s, self.max_batch = max_wait_s, max_batch
+        self._by_generation: dict[str, MicroBatcher] = {}
+        self._lock = threading.Lock()
+
+    def of(self, view) -> MicroBatcher:
+        """The batcher of `view`'s generation, embedding with that generation's model."""
+        gen_id = view.generation.gen_id
+        with self._lock:
+            if gen_id not in self._by_generation:
+                self._by_generation[gen_id] = view.embedder.micro_batcher(
+                    max_wait_s=self.max_wait_s, max_batch=self.max_batch
+                )
+            return self._by_generation[gen_id]
+
+    def stats(self) -> dict[str, float]:
+        """The figures of every batcher together (`MicroBatcher.stats`)."""
+        with self._lock:
+            sizes = [n for b in self._by_generation.values() for n in b.batch_sizes]
+        return batch_stats(sizes, self.max_wait_s, self.max_batch)
+
+    def close(self) -> None:
+        with self._lock:
+            for batcher in self._by_generation.values():
+                batcher.close()
+
+
 def describe_store(searcher) -> dict:
-    """Tables with their rows and versions, the loaded model's card, the table's card."""
-    from dataclasses import asdict, is_dataclass
+    """Tables with their rows and versions, the live generation and its model's card, the
+    configured model's card, and the live table's card."""
+    from dataclasses import asdict
 
     st = searcher.store
     tables = []
     for name in sorted(st.table_names()):
-        table = st.open(name)
+        table = st.db.open_table(name)
         tables.append({"name": name, "rows": table.count_rows(), "version": int(table.version)})
-    card = searcher.embedder.card
-    emb = st.open("embeddings")
+    try:
+        view = searcher.pinned()
+    except CorpusmillError:  # nothing live yet
+        view = None
+    live = None
+    if view is not None and view.generation is not None:
+        gen = view.generation
+        live = {
+            "id": gen.gen_id,
+            "model_id": gen.model_id,
+            "card": asdict(gen.card),
+            "tables": gen.tables(),
+        }
     return {
         "db": st.uri,
         "tables": tables,
-        "model": asdict(card)
-        if is_dataclass(card) and not isinstance(card, type)
-        else dict(vars(card)),
-        "embeddings_card": None if emb is None else table_card(emb.schema),
+        "live_generation": live,
+        "model": asdict(searcher.embedder.card),
+        "embeddings_card": None if view is None else table_card(view.table.schema),
     }
 
 
@@ -233,7 +290,9 @@ def serve(
     reranker = Model(settings.reranker_spec())
     if reranker.configured:
         reranker.load()
-    searcher = Searcher(settings.db, embedder=embedder, reranker=reranker)
+    searcher = Searcher(
+        settings.db, embedder=embedder, reranker=reranker, storage_options=settings.storage_options
+    )
     app = create_app(
         searcher,
         token=token,

@@ -43,15 +43,29 @@ def embeddings_checks(
     store: dg.ResourceParam[Store],
     embedder: dg.ResourceParam[Model],
 ) -> Iterator[dg.AssetCheckResult]:
-    from corpusmill.store.checks import check_coverage, check_model_card, check_vectors
+    from corpusmill.store.checks import (
+        check_coverage,
+        check_model_card,
+        check_vectors,
+        outcomes_record,
+    )
+    from corpusmill.store.generations import read_registry, update
 
     card = embedder.card  # the folder's files only, no weights
     partitions = run_partitions(context)
+    # The configured model's generation: the one the run built (a new model's, beside the
+    # live one, while it builds). Promotion runs these checks again over all of it.
+    gen = read_registry(store).planned(card)
+    view = gen.view(store)
     outcomes = {
-        "vectors_valid": check_vectors(store, card, partitions=partitions),
-        "one_embedding_per_chunk": check_coverage(store, partitions),
-        "model_card_matches": check_model_card(store, card),
+        "vectors_valid": check_vectors(view, card, partitions=partitions),
+        "one_embedding_per_chunk": check_coverage(view, partitions),
+        "model_card_matches": check_model_card(view, card),
     }
+    if view.open("embeddings") is not None:
+        scope = "all" if partitions is None else len(partitions)
+        checked = outcomes_record(outcomes, scope=scope, by="asset check")
+        update(store, read_registry(store).get(gen.gen_id), checks=checked)
     for name, outcome in outcomes.items():
         yield dg.AssetCheckResult(
             asset_key=embeddings.key,

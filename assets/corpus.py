@@ -7,17 +7,18 @@ and resource annotations at decoration time.)
 import dagster as dg
 
 from assets.partitions import one_run, shards
-from assets.shard_metadata import write_shards
+from assets.shard_metadata import write_generations, write_shards
 from corpusmill.chunking import TokenChunker
 from corpusmill.config import Settings
-from corpusmill.model import Model
+from corpusmill.model.pool import ModelPool
 from corpusmill.sources import RecordFields, parse_source
 from corpusmill.store import Store
 
 
 class CorpusConfig(dg.Config):
     """Which sources this run reads. Entries: `pydoc` (the Python docs that ship with
-    CPython), a path, or `label=path`. Rows of sources not listed are left alone.
+    CPython), a path, an `s3://bucket/prefix`, or `label=path`. Rows of sources not listed
+    are left alone.
     Unset fields take the deployment's settings (CORPUSMILL_SOURCES, ...)."""
 
     sources: list[str] | None = None
@@ -25,6 +26,9 @@ class CorpusConfig(dg.Config):
     text_field: str = "text"
     title_field: str = "title"
     max_file_bytes: int | None = None
+    max_pages: int | None = None
+    extract_timeout: float | None = None
+    extract_memory_mb: int | None = None
 
 
 @dg.asset(
@@ -37,24 +41,21 @@ def raw_corpus(
     context: dg.AssetExecutionContext,
     config: CorpusConfig,
     store: dg.ResourceParam[Store],
-    embedder: dg.ResourceParam[Model],
     settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """Documents read from the configured sources, one row each, with a content hash.
     Unreadable files go to the `quarantine` table with their reason; the run goes on.
-    A store whose vectors another model wrote is refused before anything is written."""
+    Shared by every model generation: a model change reads nothing again."""
     from corpusmill.sync import sync_documents
 
     run = settings.with_overrides(config.model_dump())
 
     def sync():
-        store.check_model(embedder.card)
         return sync_documents(
             store,
             context.partition_keys,
             [parse_source(s) for s in run.sources],
-            fields=RecordFields(config.id_field, config.text_field, config.title_field),
-            max_file_bytes=run.max_file_bytes,
+            run.read_options(RecordFields(config.id_field, config.text_field, config.title_field)),
         )
 
     report, meta = write_shards(
@@ -89,28 +90,44 @@ def chunked_documents(
     context: dg.AssetExecutionContext,
     config: ChunkConfig,
     store: dg.ResourceParam[Store],
-    embedder: dg.ResourceParam[Model],
+    models: dg.ResourceParam[ModelPool],
     settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
-    """Chunks cut with the embedder's own tokenizer, never longer than its sequence limit.
-    Needs only the tokenizer: the model's weights are not loaded here."""
-    from corpusmill.sync import sync_chunks
+    """Chunks cut with the embedder's own tokenizer, never longer than its sequence limit,
+    into the configured model's generation (and the live one's, with its own tokenizer,
+    while they differ). Needs only the tokenizers: no model's weights are loaded here."""
+    from corpusmill.sync import ChunksReport, sync_chunks
 
     run = settings.with_overrides(config.model_dump())
-    chunker = TokenChunker(
-        embedder.tokenizer,
-        run.chunk_tokens,
-        run.chunk_overlap,
-        embedder.max_seq_length,
-        tokenizer_id=embedder.tokenizer_id,  # chunks keep their input ids for the embedder
-    )
 
-    def sync():
-        store.check_model(embedder.card)
-        return sync_chunks(store, chunker, context.partition_keys)
+    def sync(target, synced):
+        chunker = TokenChunker(
+            target.model.tokenizer,
+            run.chunk_tokens,
+            run.chunk_overlap,
+            target.model.max_seq_length,
+            tokenizer_id=target.model.tokenizer_id,  # chunks keep their ids for the embedder
+        )
+        # A generation whose model has the same tokenizer (a new revision, a fine-tune of
+        # the same base) cuts the same chunks: copied, not tokenised again.
+        donors = [
+            t.store
+            for t in synced
+            if t.model.tokenizer_id == target.model.tokenizer_id
+            and t.model.max_seq_length == target.model.max_seq_length
+        ]
+        return sync_chunks(target.store, chunker, context.partition_keys, donors)
 
-    report, meta = write_shards(
-        context, store, "chunks", sync, sum_column="n_tokens", not_run_level=["chunker"]
+    report, meta = write_generations(
+        context,
+        store,
+        models,
+        run,
+        "chunks",
+        sync,
+        ChunksReport,
+        sum_column="n_tokens",
+        not_run_level=["chunker"],
     )
     if report.truncated:
         context.log.warning(f"{report.truncated} chunks exceed the model limit and were truncated")

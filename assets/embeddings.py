@@ -1,16 +1,18 @@
 """embeddings: chunks -> vectors in LanceDB, through the resident model resource."""
 
+import contextlib
 import dataclasses
 
 import dagster as dg
 
 from assets.corpus import chunked_documents
 from assets.partitions import one_run, shards
-from assets.shard_metadata import run_level, write_shards
+from assets.shard_metadata import run_level, write_generations
 from corpusmill.config import Settings
 from corpusmill.engine.progress import DEFAULT_EVERY_S, Progress, ProgressMeter
 from corpusmill.engine.telemetry import GpuSampler
 from corpusmill.model import Model
+from corpusmill.model.pool import ModelPool
 from corpusmill.store import Store
 
 # The key under which a progress log line carries its numbers (`extra=`), for loggers that
@@ -36,14 +38,17 @@ def embeddings(
     config: EmbeddingsConfig,
     store: dg.ResourceParam[Store],
     embedder: dg.ResourceParam[Model],
+    models: dg.ResourceParam[ModelPool],
     settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
-    """One vector per chunk. Chunks whose content is already embedded by this model are
-    reused, not recomputed; the table refuses vectors from any other model. With
-    CORPUSMILL_EXECUTOR=ray the model runs on a pool of Ray actors instead of in-process."""
+    """One vector per chunk, in the configured model's generation: a new model builds its
+    own tables beside the live ones, shard by shard, while search answers from the live
+    generation (kept in sync in the same run, with its own model). Chunks whose content is
+    already embedded in a generation are reused, not recomputed. With
+    CORPUSMILL_EXECUTOR=ray the models run on a pool of Ray actors instead of in-process."""
     if settings.executor == "ray":
-        return _embeddings_on_ray(context, store, embedder, settings)
-    from corpusmill.sync import record_quarantine, sync_embeddings
+        return _embeddings_on_ray(context, store, embedder, models, settings)
+    from corpusmill.sync import EmbeddingsReport, record_quarantine, sync_embeddings
 
     stats = []
 
@@ -51,28 +56,33 @@ def embeddings(
         context.log.info(p.line(), extra={PROGRESS_EXTRA: dataclasses.asdict(p)})
 
     meter = ProgressMeter(report_progress, every_s=config.progress_every_s)
-
-    def embed(items, sink):
-        stats.append(embedder.embed_stream(items, sink, progress=meter))
-
     gpu = GpuSampler()
 
-    def sync():
-        with gpu:
+    def sync(target, _synced):
+        def embed(items, sink):
+            progress = meter if target.configured else None
+            run_stats = target.model.embed_stream(items, sink, progress=progress)
+            if target.configured:
+                stats.append(run_stats)
+
+        with gpu if target.configured else contextlib.nullcontext():
             report = sync_embeddings(
-                store,
+                target.store,
                 embed,
-                embedder.card,
+                target.model.card,
                 context.partition_keys,
-                tokenizer_id=embedder.tokenizer_id,
-                progress=meter,
+                tokenizer_id=target.model.tokenizer_id,
+                progress=meter if target.configured else None,
             )
         # Chunks the engine could not embed (an input too large for the device even
-        # alone) are quarantined at stage "embed"; their documents are retried next run.
-        record_quarantine(store, "embed", report.failed, None, context.partition_keys)
+        # alone) are quarantined at this generation's embed stage; retried next run.
+        stage = target.store.stage("embed")
+        record_quarantine(target.store, stage, report.failed, None, context.partition_keys)
         return report
 
-    _report, meta = write_shards(context, store, "embeddings", sync, per_shard=_embedded)
+    _report, meta = write_generations(
+        context, store, models, settings, "embeddings", sync, EmbeddingsReport, per_shard=_embedded
+    )
     meta.update(embedder.lineage())
     # Throughput only when something was embedded: a zero would plot as a crash.
     if stats and stats[0].items:
@@ -86,37 +96,53 @@ def _embedded(report) -> dict[str, dict[str, int]]:
     return {"chunks_embedded": report.embedded_by_partition}
 
 
-def _embeddings_on_ray(context, store, embedder, settings) -> dg.MaterializeResult:
+def _embeddings_on_ray(context, store, embedder, models, settings) -> dg.MaterializeResult:
     """The Ray path: this process plans and commits; `ray_workers` actors read, embed and
-    write. The run key is the Dagster run and its shards, so a retried commit of this run
-    is skipped. Reports as the local path does (per-shard observations, `run_` figures),
-    plus the workers, their tokens/s and the model loads (one per worker that embedded)."""
+    write, one pool per generation the run serves (each with that generation's model).
+    The run key is the Dagster run, the generation and its shards, so a retried commit of
+    this run is skipped. Reports as the local path does (per-shard observations, `run_`
+    figures), plus the workers, their tokens/s and the model loads (one per worker that
+    embedded)."""
     from corpusmill.ids import content_hash
     from corpusmill.scale.cluster import ray_cluster
     from corpusmill.scale.ray_embed import sync_embeddings_on_ray
-    from corpusmill.sync import record_quarantine
+    from corpusmill.sync import EmbeddingsReport, record_quarantine
 
     # The driver reads the card and tokenizer only: the weights load in the workers.
-    run_key = f"{context.run_id}:{content_hash(*sorted(context.partition_keys))}"
     worker_stats = []
 
-    def sync():
-        with ray_cluster(settings.ray_address):
-            report, stats = sync_embeddings_on_ray(
-                store,
-                embedder.spec,
-                embedder.card,
-                context.partition_keys,
-                run_key=run_key,
-                workers=settings.ray_workers,
-                tokenizer_id=embedder.tokenizer_id,
-            )
-        worker_stats.append(stats)
-        record_quarantine(store, "embed", report.failed, None, context.partition_keys)
+    def sync(target, _synced):
+        gen_id = target.generation.gen_id
+        run_key = f"{context.run_id}:{gen_id}:{content_hash(*sorted(context.partition_keys))}"
+        report, stats = sync_embeddings_on_ray(
+            target.store,
+            target.model.spec,
+            target.model.card,
+            context.partition_keys,
+            run_key=run_key,
+            workers=settings.ray_workers,
+            tokenizer_id=target.model.tokenizer_id,
+        )
+        if target.configured:
+            worker_stats.append(stats)
+        stage = target.store.stage("embed")
+        record_quarantine(target.store, stage, report.failed, None, context.partition_keys)
         return report
 
-    _report, meta = write_shards(context, store, "embeddings", sync, per_shard=_embedded)
+    with ray_cluster(settings.ray_address):
+        _report, meta = write_generations(
+            context,
+            store,
+            models,
+            settings,
+            "embeddings",
+            sync,
+            EmbeddingsReport,
+            per_shard=_embedded,
+        )
     meta.update(embedder.lineage())
+    if not worker_stats:  # the configured generation was left to the run building it
+        return dg.MaterializeResult(metadata=meta)
     (stats,) = worker_stats
     if stats.devices:  # the workers' device and dtype, not this driver's
         meta["device"] = ",".join(sorted({d.split("/")[0] for d in stats.devices}))

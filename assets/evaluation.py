@@ -18,7 +18,7 @@ from assets.partitions import STORE_POOL
 from corpusmill.config import Settings
 from corpusmill.evaluation.metrics import NDCG_K, RECALL_K
 from corpusmill.evaluation.retrieval import SOURCE_LABEL
-from corpusmill.model import Model
+from corpusmill.model.pool import ModelPool
 from corpusmill.search import MODES
 from corpusmill.store import Store
 
@@ -33,6 +33,7 @@ class EvaluationConfig(dg.Config):
     source: str = SOURCE_LABEL  # the `source` label the corpus was ingested under
     modes: list[str] = list(MODES)
     limit_queries: int = 0  # 0: every labelled query
+    generation: str = ""  # a generation id; "": the live one
 
 
 @dg.asset(
@@ -45,7 +46,7 @@ def retrieval_quality(
     context: dg.AssetExecutionContext,
     config: EvaluationConfig,
     store: dg.ResourceParam[Store],
-    embedder: dg.ResourceParam[Model],
+    models: dg.ResourceParam[ModelPool],
     settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
     """Mean nDCG@10 and Recall@100 per search mode over BEIR SciFact's labelled queries
@@ -65,7 +66,11 @@ def retrieval_quality(
 
     run = settings.with_overrides(config.model_dump())
     labelled = load_beir(run.eval_data, config.split, config.limit_queries)
-    chunks = store.count("embeddings", eq_filter("source", config.source))
+    # The live generation (or the one named), with its own model, fixed for the whole run.
+    searcher = Searcher(
+        store, embedder=models.base, models=models, generation=config.generation or None
+    ).pinned()
+    chunks = searcher.store.count("embeddings", eq_filter("source", config.source))
     if chunks == 0:
         raise ConfigError(
             f"retrieval_quality needs the labelled corpus in the store, and {store.uri} has "
@@ -73,7 +78,6 @@ def retrieval_quality(
             f"--label {config.source} {labelled.corpus_path}`, or the ingest job with "
             f'raw_corpus config sources: ["{config.source}={labelled.corpus_path}"])'
         )
-    searcher = Searcher(store, embedder=embedder)
     with store.write_lock():
         if "fts" in config.modes or "hybrid" in config.modes:
             searcher.ensure_fts_index()
@@ -93,6 +97,7 @@ def retrieval_quality(
     meta["dataset"] = str(labelled.root)
     meta["split"] = config.split
     meta["seconds"] = round(time.perf_counter() - t0, 2)
-    meta.update(embedder.lineage())
-    meta["embeddings_table_version"] = store.version("embeddings")
+    meta.update(searcher.embedder.lineage())
+    meta["generation"] = searcher.generation.gen_id if searcher.generation else ""
+    meta["embeddings_table_version"] = searcher.store.version("embeddings")
     return dg.MaterializeResult(metadata=meta)

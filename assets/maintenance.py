@@ -38,9 +38,10 @@ def store_upkeep(
     full-text, filter and (from `ann_min_rows` rows) vector indexes of `embeddings`."""
     import datetime as dt
 
+    from corpusmill.lifecycle.operations import whole_store
     from corpusmill.store.upkeep import upkeep
 
-    with store.write_lock():
+    with whole_store(store):
         report = upkeep(
             store,
             cleanup_older_than=dt.timedelta(minutes=config.cleanup_older_than_minutes),

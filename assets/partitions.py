@@ -50,3 +50,9 @@ def partition_range_tags(partitions: Sequence[str]) -> dict[str, str]:
     first, last = ALL_PARTITIONS.index(ordered[0]), ALL_PARTITIONS.index(ordered[-1])
     shard_tags = {f"{SHARD_TAG}{p}": "1" for p in ALL_PARTITIONS[first : last + 1]}
     return {RANGE_START: ordered[0], RANGE_END: ordered[-1], **shard_tags}
+
+
+# The inbox sensor tags its runs with its name here. Such a run keeps the live generation
+# current and never waits for a build: it leaves a generation another run is building
+# to that run (`shard_metadata.write_generations`).
+TRIGGER_TAG = "corpusmill/trigger"

@@ -11,9 +11,10 @@ import dagster as dg
 
 from assets.embeddings import embeddings
 from assets.partitions import one_run, shards
-from assets.shard_metadata import write_shards
+from assets.shard_metadata import write_generations
 from corpusmill.config import Settings
 from corpusmill.model import Model
+from corpusmill.model.pool import ModelPool
 from corpusmill.store import Store
 
 # What the metadata says about the scorer itself: not a run's figure.
@@ -40,32 +41,44 @@ def rerank_scores(
     context: dg.AssetExecutionContext,
     config: RerankConfig,
     store: dg.ResourceParam[Store],
-    embedder: dg.ResourceParam[Model],
+    models: dg.ResourceParam[ModelPool],
     reranker: dg.ResourceParam[Model],
     settings: dg.ResourceParam[Settings],
 ) -> dg.MaterializeResult:
-    """Scores of (query, chunk) pairs for each query's k nearest chunks in each shard.
-    Pairs whose query text, chunk content and reranker are unchanged keep their score;
-    re-materialising with nothing changed writes nothing."""
+    """Scores of (query, chunk) pairs for each query's k nearest chunks in each shard, in
+    every generation the run serves (candidates come from that generation's vectors and
+    its model's query vectors). Pairs whose query text, chunk content and reranker are
+    unchanged keep their score; re-materialising with nothing changed writes nothing."""
     from corpusmill.queries import load_queries
     from corpusmill.rerank import PairScorer
-    from corpusmill.sync import sync_rerank_scores
+    from corpusmill.sync import RerankReport, sync_rerank_scores
 
     run = settings.with_overrides(config.model_dump())
     queries = load_queries(run.queries)
-    scorer = PairScorer(embedder, reranker)
-    if not scorer.cross:
-        context.log.info(
-            "no cross-encoder configured (CORPUSMILL_RERANKER): scoring pairs with the "
-            f"bi-encoder {scorer.model_id}"
+    scorers = {}
+
+    def sync(target, _synced):
+        scorer = scorers[target.generation.gen_id] = PairScorer(target.model, reranker)
+        if not scorer.cross and target.configured:
+            context.log.info(
+                "no cross-encoder configured (CORPUSMILL_RERANKER): scoring pairs with the "
+                f"bi-encoder {scorer.model_id}"
+            )
+        return sync_rerank_scores(
+            target.store, queries, context.partition_keys, scorer, k=run.rerank_k
         )
 
-    def sync():
-        return sync_rerank_scores(store, queries, context.partition_keys, scorer, k=run.rerank_k)
-
-    _report, meta = write_shards(
-        context, store, "rerank_scores", sync, not_run_level=SCORER_IDENTITY
+    report, meta = write_generations(
+        context,
+        store,
+        models,
+        settings,
+        "rerank_scores",
+        sync,
+        RerankReport,
+        not_run_level=SCORER_IDENTITY,
     )
+    scorer = scorers[meta["generation"]]
     meta.update(scorer.model.lineage())
     meta["query_set"] = run.queries or "built-in (Python docs)"
     return dg.MaterializeResult(metadata=meta)

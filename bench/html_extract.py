@@ -32,6 +32,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from bench.report import save
 from corpusmill.sources.html import html_to_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,10 +171,7 @@ def main() -> None:
                 f"{row.get('worst_page_recall', '-'):>6} {row.get('precision', '-'):>6} "
                 f"{row['mb_per_s']:>6}"
             )
-    out = REPO / "bench" / "out" / "html_extract.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"written to {out.relative_to(REPO)}")
+    save("html_extract", results)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,7 @@ def bench_incremental(n_docs: int, model: str | None, work: Path) -> dict:
 
     from app.runs import run_ingest
     from corpusmill.inbox import diff, read_committed, scan_inbox, touched_partitions
+    from corpusmill.sources import ReadOptions
     from corpusmill.store import Store
 
     inbox = work / "inbox"
@@ -155,7 +156,9 @@ def bench_incremental(n_docs: int, model: str | None, work: Path) -> dict:
     for p in rng.sample(files, len(files) // 100):
         p.write_text(p.read_text() + "\n\nThis abstract was revised.")
     t0 = time.perf_counter()
-    changes = diff(scan_inbox(inbox, max_file_bytes=1 << 24), read_committed(Store(db)))
+    changes = diff(
+        scan_inbox(inbox, ReadOptions(max_file_bytes=1 << 24)), read_committed(Store(db))
+    )
     detect_s = time.perf_counter() - t0
     partitions = touched_partitions(changes)
     incremental = ingest(partitions)

@@ -1,6 +1,6 @@
 """PDF extraction speed and memory, against the embed rate (issue 24).
 
-    python -m bench.pdf_extract [--pages 2000] [--rounds 3] [--embed-rate 19817] [PDF ...]
+    python -m bench.pdf_extract [--pages 2000] [--rounds 3] [--embed-chunks 200] [PDF ...]
 
 - A generated PDF of `--pages` pages, each about 2,400 characters of the Python docs (the
   demo corpus's prose and code, Helvetica, Flate-compressed): pages/s in the calling
@@ -12,9 +12,11 @@
 - Peak RSS (VmHWM) of a fresh process extracting the generated PDF inline, beside one
   extracting a 20-page PDF: what the worker's memory limit must hold.
 - Extracted tokens/s through the worker (counted by the default model's tokenizer)
-  against `--embed-rate`, the engine's tokens/s on the same machine (default:
-  docs/BENCHMARKS.md, `make bench`, CPU-2c): the share of a PDF ingest spent extracting,
-  as extraction runs before embedding.
+  against the engine's embedding tokens/s, measured in the same run, round by round: each
+  round extracts the generated PDF through the worker, then embeds `--embed-chunks` of its
+  chunks (corpusmill's chunker, 200 tokens, overlap 32) with the default model
+  (`CORPUSMILL_DTYPE=auto`). The paired ratio is the share of a PDF ingest spent
+  extracting, as extraction runs before embedding.
 
 Results are printed and written to bench/out/pdf_extract.json.
 """
@@ -30,7 +32,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from bench.report import spread
+from bench.report import save, spread
 from corpusmill.sources.isolation import ReadLimits, Worker, call
 from tools.sample_documents import pdf
 
@@ -91,6 +93,37 @@ def peak_rss_mb(path: Path) -> int:
     return int(res.stdout.split()[-1])
 
 
+def paired(data: bytes, rounds: int, worker: Worker, model, chunks: list[str]) -> dict:
+    """Round by round: the PDF through the worker (pages/s, extracted tokens/s), then the
+    same sample of chunks through the engine (tokens/s); the share of an ingest spent
+    extracting, paired within each round."""
+    first = worker.run(TARGET, data, BIG)  # a warm worker; the text, to count its tokens
+    assert not isinstance(first, str), first
+    n_pages, n_tokens = len(first.structure.pages), tokens([first.text])
+    pages_s, extract_tok_s, embed_tok_s, share = [], [], [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        out = worker.run(TARGET, data, BIG)
+        seconds = time.perf_counter() - t0
+        assert not isinstance(out, str), out
+        embed = embed_tokens_per_s(model, chunks)
+        pages_s.append(n_pages / seconds)
+        extract_tok_s.append(n_tokens / seconds)
+        embed_tok_s.append(embed)
+        share.append((seconds / n_tokens) / (seconds / n_tokens + 1 / embed))
+    return {
+        "pages": n_pages,
+        "tokens_per_page": round(n_tokens / n_pages),
+        "worker_pages_per_s": spread(pages_s),
+        "extract_tokens_per_s": spread(extract_tok_s, 0),
+        "embed_tokens_per_s": spread(embed_tok_s, 0),
+        "extract_over_embed": spread(
+            [e / m for e, m in zip(extract_tok_s, embed_tok_s, strict=True)], 2
+        ),
+        "share_of_ingest_extracting": spread(share, 3),
+    }
+
+
 def per_file(rounds: int) -> dict:
     one = pdf(["A one-page PDF with a short paragraph of text on it."])
     worker = Worker(ReadLimits().memory_mb)
@@ -107,6 +140,24 @@ def per_file(rounds: int) -> dict:
     }
 
 
+def embed_sample(text: str, n_chunks: int):
+    """The default model, loaded and warm, and `n_chunks` chunks of `text` as ingest cuts
+    them."""
+    from corpusmill.chunking import TokenChunker
+    from corpusmill.model import Model
+
+    model = Model()
+    chunker = TokenChunker(model.tokenizer, 200, 32, model.max_seq_length)
+    chunks = [c.text for c in chunker.chunk_documents([("pdf", text)]).chunks[:n_chunks]]
+    model.encode(chunks[:16])  # load and warm up outside the timing
+    return model, chunks
+
+
+def embed_tokens_per_s(model, chunks: list[str]) -> float:
+    _rows, stats = model.encode(chunks)
+    return stats.tokens_per_second
+
+
 def tokens(texts: list[str]) -> int:
     from transformers import AutoTokenizer
 
@@ -121,29 +172,24 @@ def main() -> None:
     ap.add_argument("pdfs", nargs="*", type=Path)
     ap.add_argument("--pages", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--embed-rate", type=float, default=19817.0)
+    ap.add_argument("--embed-chunks", type=int, default=200)
     args = ap.parse_args()
 
-    results: dict = {"embed_rate_tokens_per_s": args.embed_rate, "files": {}}
+    results: dict = {"files": {}}
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / f"generated-{args.pages}.pdf"
         big.write_bytes(pdf(pydoc_pages(args.pages), title="Generated"))
         small = Path(tmp) / "generated-20.pdf"
         small.write_bytes(pdf(pydoc_pages(20)))
         worker = Worker(ReadLimits().memory_mb)
+        generated = worker.run(TARGET, big.read_bytes(), BIG)
+        assert not isinstance(generated, str), generated
+        model, chunks = embed_sample(generated.text, args.embed_chunks)
+        results["embed"] = {"chunks": len(chunks), "dtype": model.lineage().get("dtype", "")}
         for path in [big, *args.pdfs]:
             data = path.read_bytes()
-            row = pages_per_s(data, args.rounds, None)
-            row["worker_pages_per_s"] = pages_per_s(data, args.rounds, worker)["pages_per_s"]
-            text = row.pop("_text")
-            n_tokens = tokens([text])
-            # The worker is the default path: its rate is the one an ingest sees.
-            rate = row["worker_pages_per_s"]["median"] * n_tokens / row["pages"]
-            row["tokens_per_page"] = round(n_tokens / row["pages"])
-            row["extract_tokens_per_s"] = round(rate)
-            row["share_of_ingest_extracting"] = round(
-                (1 / rate) / (1 / rate + 1 / args.embed_rate), 3
-            )
+            row = {"inline_pages_per_s": pages_per_s(data, args.rounds, None)["pages_per_s"]}
+            row |= paired(data, args.rounds, worker, model, chunks)
             name = "generated" if path == big else path.name
             results["files"][name] = row
             print(name, json.dumps(row), flush=True)
@@ -155,10 +201,7 @@ def main() -> None:
             "20 pages": peak_rss_mb(small),
         }
         print("peak RSS MB", json.dumps(results["peak_rss_mb"]), flush=True)
-    out = REPO / "bench" / "out" / "pdf_extract.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"written to {out.relative_to(REPO)}")
+    save("pdf_extract", results)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def save(name: str, results: dict) -> Path:
+    """Write a run's results to bench/out/NAME.json (git-ignored) and say where."""
+    out = REPO / "bench" / "out" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"written to {out.relative_to(REPO)}")
+    return out
 
 
 def machine() -> dict:

@@ -41,6 +41,10 @@ class Chunk:
     # The model's input ids for this text; None when over the model limit (the engine
     # then tokenises with truncation) or when the chunker has no tokenizer_id.
     input_ids: list[int] | None = None
+    # Where `text` sits in the text it was cut from: text == source[start:end]. The chunk
+    # sync maps this span to the pages and section it covers (`sources.locate`).
+    start: int = 0
+    end: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,10 @@ class TokenChunker:
         if not docs:
             return ChunkedBatch([], 0)
         offsets = self._offsets([text for _, text in docs])
-        pieces: list[tuple[str, int, str]] = []
+        pieces: list[tuple[str, int, str, int, int]] = []
         for (doc_id, text), doc_offsets in zip(docs, offsets, strict=True):
             for position, (start, end) in enumerate(self._spans(doc_offsets)):  # type: ignore[arg-type]
-                pieces.append((doc_id, position, text[start:end]))
+                pieces.append((doc_id, position, text[start:end], int(start), int(end)))
         input_ids: list[list[int]] = []
         for group in _bounded_groups([p[2] for p in pieces]):
             input_ids.extend(
@@ -117,8 +121,10 @@ class TokenChunker:
                 content_hash=content_hash(text),
                 n_tokens=len(ids),
                 input_ids=ids if self.tokenizer_id and len(ids) <= self.max_seq_length else None,
+                start=start,
+                end=end,
             )
-            for (doc_id, position, text), ids in zip(pieces, input_ids, strict=True)
+            for (doc_id, position, text, start, end), ids in zip(pieces, input_ids, strict=True)
         ]
         truncated = sum(1 for c in chunks if c.n_tokens > self.max_seq_length)
         return ChunkedBatch(chunks, truncated)

@@ -10,6 +10,7 @@ configuration table lists the same variables.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -17,11 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from corpusmill.errors import ConfigError
+from corpusmill.lifecycle.spec import GateSpec
 from corpusmill.model.spec import ModelSpec
-from corpusmill.sources import DEFAULT_MAX_FILE_BYTES, PYDOC
+from corpusmill.sources import (
+    DEFAULT_EXTRACT_MEMORY_MB,
+    DEFAULT_EXTRACT_TIMEOUT_S,
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_PAGES,
+    PYDOC,
+    ReadLimits,
+    ReadOptions,
+    RecordFields,
+)
 
 # BEIR SciFact as the workplace lays it out: ../shared/eval/scifact beside the repository.
 EXECUTORS = ("local", "ray")
+PROMOTIONS = ("auto", "manual")  # when a complete, checked generation goes live
 DEFAULT_EVAL_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "eval" / "scifact")
 
 
@@ -51,6 +63,11 @@ class Settings:
     sensor_interval: int = 15  # seconds between inbox sensor ticks
     sensor_run_timeout: int = 3600  # an inbox run older than this is failed and retried
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    # Per PDF or Word file, parsed in a worker process: more pages is a quarantine, so is
+    # a file that takes longer (seconds) or needs more address space (MB) to parse.
+    max_pages: int = DEFAULT_MAX_PAGES
+    extract_timeout: float = DEFAULT_EXTRACT_TIMEOUT_S
+    extract_memory_mb: int = DEFAULT_EXTRACT_MEMORY_MB
     reranker: str = ""  # empty: score pairs with the bi-encoder, and say so
     queries: str = ""  # empty: the built-in queries for the Python docs corpus
     rerank_k: int = 50
@@ -63,6 +80,13 @@ class Settings:
     # CORPUSMILL_CHUNK_TOKENS / _OVERLAP, when set, override these too.
     eval_chunk_tokens: int = 254
     eval_chunk_overlap: int = 0
+    # Model generations (corpusmill.lifecycle): `auto` makes the configured model's
+    # generation live as soon as it is complete and its checks (and the gate) pass;
+    # `manual` waits for `corpusmill generations promote`.
+    promote: str = "auto"
+    gate_data: str = ""  # a BEIR folder: promotion compares nDCG@10 on it; "": no gate
+    gate_source: str = "scifact"  # the source label its corpus is ingested under
+    gate_tolerance: float = 0.01  # how far below the live nDCG@10 a new generation may be
     # The Dagster instance `corpusmill ingest` records its runs in (DAGSTER_HOME, Dagster's
     # own variable); empty: a throwaway in-memory instance.
     dagster_home: str = ""
@@ -78,10 +102,34 @@ class Settings:
             ("CORPUSMILL_RERANK_K", self.rerank_k, 1),
             ("CORPUSMILL_SENSOR_INTERVAL", self.sensor_interval, 1),
             ("CORPUSMILL_SENSOR_RUN_TIMEOUT", self.sensor_run_timeout, 1),
+            ("CORPUSMILL_MAX_PAGES", self.max_pages, 1),
+            # Below this the worker's own interpreter, with pypdf and lxml, cannot start.
+            ("CORPUSMILL_EXTRACT_MEMORY_MB", self.extract_memory_mb, 512),
         )
         for name, value, least in checks:
             if value < least:
                 raise ConfigError(f"{name}={value} must be >= {least}")
+        if self.promote not in PROMOTIONS:
+            raise ConfigError(
+                f"CORPUSMILL_PROMOTE={self.promote!r}: use one of {', '.join(PROMOTIONS)}"
+            )
+        if not 0 <= self.gate_tolerance <= 1:
+            raise ConfigError(
+                f"CORPUSMILL_GATE_TOLERANCE={self.gate_tolerance} must be between 0 and 1 "
+                "(nDCG@10 points)"
+            )
+        if self.gate_data:
+            gate = Path(self.gate_data).expanduser()
+            missing = [p for p in ("queries.jsonl", "qrels/test.tsv") if not (gate / p).is_file()]
+            if missing:
+                raise ConfigError(
+                    f"CORPUSMILL_GATE_DATA={self.gate_data!r} is not a BEIR folder (no "
+                    f"{', '.join(missing)}); point it at one, or leave it empty for no gate"
+                )
+        if not 0 < self.extract_timeout < math.inf:
+            raise ConfigError(
+                f"CORPUSMILL_EXTRACT_TIMEOUT={self.extract_timeout} must be a number of seconds > 0"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -111,6 +159,9 @@ class Settings:
             sensor_interval=env.integer("CORPUSMILL_SENSOR_INTERVAL", cls.sensor_interval),
             sensor_run_timeout=env.integer("CORPUSMILL_SENSOR_RUN_TIMEOUT", cls.sensor_run_timeout),
             max_file_bytes=env.integer("CORPUSMILL_MAX_FILE_BYTES", cls.max_file_bytes),
+            max_pages=env.integer("CORPUSMILL_MAX_PAGES", cls.max_pages),
+            extract_timeout=env.number("CORPUSMILL_EXTRACT_TIMEOUT", cls.extract_timeout),
+            extract_memory_mb=env.integer("CORPUSMILL_EXTRACT_MEMORY_MB", cls.extract_memory_mb),
             reranker=env.text("CORPUSMILL_RERANKER", cls.reranker),
             queries=env.text("CORPUSMILL_QUERIES", cls.queries),
             rerank_k=env.integer("CORPUSMILL_RERANK_K", cls.rerank_k),
@@ -119,6 +170,10 @@ class Settings:
             eval_db=env.text("CORPUSMILL_EVAL_DB", cls.eval_db),
             eval_chunk_tokens=env.integer("CORPUSMILL_CHUNK_TOKENS", cls.eval_chunk_tokens),
             eval_chunk_overlap=env.integer("CORPUSMILL_CHUNK_OVERLAP", cls.eval_chunk_overlap),
+            promote=env.choice("CORPUSMILL_PROMOTE", cls.promote, PROMOTIONS),
+            gate_data=env.text("CORPUSMILL_GATE_DATA", cls.gate_data),
+            gate_source=env.text("CORPUSMILL_GATE_SOURCE", cls.gate_source),
+            gate_tolerance=env.number("CORPUSMILL_GATE_TOLERANCE", cls.gate_tolerance),
             dagster_home=env.text("DAGSTER_HOME", cls.dagster_home),
         )
 
@@ -135,6 +190,24 @@ class Settings:
         }
         return replace(self, **changes) if changes else self
 
+    def read_limits(self) -> ReadLimits:
+        """The per-file limits of the parsed formats (PDF, Word)."""
+        return ReadLimits(
+            max_pages=self.max_pages,
+            timeout_s=float(self.extract_timeout),
+            memory_mb=self.extract_memory_mb,
+        )
+
+    def read_options(self, fields: RecordFields | None = None) -> ReadOptions:
+        """How sources are read: `fields` (an asset's record-field config) with these
+        settings' size and per-file limits and the store's object-store options."""
+        return ReadOptions(
+            fields=fields or RecordFields(),
+            max_file_bytes=self.max_file_bytes,
+            limits=self.read_limits(),
+            storage_options=dict(self.storage_options),
+        )
+
     def embedder_spec(self) -> ModelSpec:
         return ModelSpec(
             path=self.model,
@@ -149,6 +222,12 @@ class Settings:
             cpu_streams=self.cpu_streams,
             cache_dir=str(Path(self.cache_dir).expanduser()) if self.cache_dir else "",
         )
+
+    def gate(self) -> GateSpec | None:
+        """The promotion gate, if a labelled set is configured."""
+        if not self.gate_data:
+            return None
+        return GateSpec(self.gate_data, self.gate_source, self.gate_tolerance)
 
     def reranker_spec(self) -> ModelSpec:
         """The cross-encoder; `path` empty means none is configured."""
@@ -201,11 +280,17 @@ class _Env:
         return default if value is None or value == "" else value
 
     def integer(self, name: str, default: int) -> int:
+        return self._parsed(name, default, int, "an integer")
+
+    def number(self, name: str, default: float) -> float:
+        return self._parsed(name, default, float, "a number")
+
+    def _parsed(self, name: str, default: Any, kind: Any, what: str) -> Any:
         raw = self.text(name, str(default))
         try:
-            return int(raw)
+            return kind(raw)
         except ValueError:
-            raise ConfigError(f"{name}={raw!r} is not an integer") from None
+            raise ConfigError(f"{name}={raw!r} is not {what}") from None
 
     def choice(self, name: str, default: str, options: tuple[str, ...]) -> str:
         value = self.text(name, default).strip().lower()

@@ -44,6 +44,11 @@ class StoreError(CorpusmillError):
     exit_code = 5
 
 
+class ShardsBusy(StoreError):
+    """Another writer holds shards this one asked for without waiting (an inbox run leaves
+    a generation that a build is writing to that build)."""
+
+
 def find_error(exc: BaseException | None) -> CorpusmillError | None:
     """The CorpusmillError that caused `exc`, through wrappers (a Dagster step or
     resource error wraps the asset's own error in `__cause__`/`__context__`)."""

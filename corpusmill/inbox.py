@@ -1,15 +1,23 @@
-"""The watched inbox folder: what it holds now, what the store has committed, and the diff.
+"""The watched inbox (a folder, or an `s3://` prefix): what it holds now, what the store has
+committed, and the diff.
 
 The store is the only durable state. A change is "done" once the `embeddings` table holds
 the document's chunks at its current content hash; until then the change is still pending
 and the sensor keeps asking for it, so a run that was killed half way is simply asked for
 again. Nothing is remembered in the sensor cursor that the store does not confirm.
 
-Reading the inbox uses the folder reader of `corpusmill.sources` (the one the run uses), so
-the sensor and the run agree on doc ids, content hashes, uris and quarantine reasons. A
-stat-signature cache keeps a tick over many unchanged files from re-reading them: a file is
+Reading the inbox uses the readers of `corpusmill.sources` (the ones the run uses), so the
+sensor and the run agree on doc ids, content hashes, uris and quarantine reasons. A
+signature cache keeps a tick over many unchanged files from re-reading them: a file is
 re-read (and re-hashed) whenever its inode, size, mtime or ctime moved, and changes are
-decided by content hash, never by the stat alone. No Dagster here.
+decided by content hash, never by the stat alone. An object is re-read when its ETag or
+size moved; an object whose signature is the one its stored row carries is not read even
+by a code server that has just started (its stored hash stands), so an unchanged bucket
+costs one listing. No Dagster here.
+
+Memory of a tick: the listing streams (a page of keys at a time) and one object's bytes
+are held while it is read; what stays is one compact entry per document (id, hash, uri)
+in the listing and in the committed state, and the cache's per-file signature.
 """
 
 from __future__ import annotations
@@ -22,20 +30,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corpusmill.ids import ALL_PARTITIONS, content_hash, partition_of
+from corpusmill.ids import ALL_PARTITIONS, content_hash, doc_id_for, partition_of
+from corpusmill.s3 import s3_client, split_s3_uri
 from corpusmill.sources import (
+    TRANSIENT_REASONS,
     Document,
     Quarantined,
-    RecordFields,
+    ReadOptions,
+    is_object_uri,
     list_folder,
     read_file,
 )
+from corpusmill.sources.objects import list_objects, read_object, signature
 
 INBOX_LABEL = "inbox"
-_TRANSIENT = "file was removed between listing and reading"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Seen:
     """What one document of the inbox is now: its id, content hash and where it came from."""
 
@@ -49,11 +60,22 @@ class Listing:
     """The inbox as read by one tick."""
 
     docs: dict[str, Seen] = field(default_factory=dict)
+    # Documents of objects whose signature is the one their stored row carries: not read,
+    # their stored hash stands (an id each, not a `Seen`: a bucket may hold millions).
+    as_stored: set[str] = field(default_factory=set)
     quarantined: dict[str, Quarantined] = field(default_factory=dict)  # by quarantine id
     protected_uris: set[str] = field(default_factory=set)  # quarantined files keep old rows
     files: int = 0
     files_read: int = 0  # files actually opened this tick (the rest came from the cache)
     seconds: float = 0.0
+
+    def add(self, items: Iterable[Seen | Quarantined]) -> None:
+        for item in items:
+            if isinstance(item, Quarantined):
+                self.quarantined[quarantine_id(item)] = item
+                self.protected_uris.add(item.uri)
+            else:
+                self.docs[item.doc_id] = item
 
 
 def quarantine_id(q: Quarantined, stage: str = "source") -> str:
@@ -74,22 +96,23 @@ def _signature(path: Path) -> tuple | None:
 
 
 class StatCache:
-    """path -> (stat signature, what reading it yielded). Lives as long as the process that
-    evaluates the sensor (the code server), so only changed files are re-read each tick."""
+    """path or object uri -> (signature, what reading it yielded): a file's stat signature,
+    an object's ETag-and-size `signature`. Lives as long as the process that evaluates the
+    sensor (the code server), so only changed files are re-read each tick."""
 
     def __init__(self) -> None:
-        self._items: dict[str, tuple[tuple, list]] = {}
+        self._items: dict[str, tuple[object, list]] = {}
 
-    def get(self, path: Path, sig: tuple | None) -> list | None:
+    def get(self, path: Path | str, sig: object | None) -> list | None:
         if sig is None:
             return None
         hit = self._items.get(str(path))
         return hit[1] if hit is not None and hit[0] == sig else None
 
-    def put(self, path: Path, sig: tuple | None, items: list) -> None:
+    def put(self, path: Path | str, sig: object | None, items: list) -> None:
         # A file that vanished mid-read may come back: never cache that outcome.
         if sig is not None and not any(
-            isinstance(i, Quarantined) and i.reason == _TRANSIENT for i in items
+            isinstance(i, Quarantined) and i.reason in TRANSIENT_REASONS for i in items
         ):
             self._items[str(path)] = (sig, items)
 
@@ -103,17 +126,20 @@ class StatCache:
 
 def scan_inbox(
     root: str | Path,
+    options: ReadOptions,
     *,
-    max_file_bytes: int,
-    fields: RecordFields | None = None,
     cache: StatCache | None = None,
     label: str = INBOX_LABEL,
+    committed: Committed | None = None,
 ) -> Listing:
-    """Read every candidate file of the inbox (or take it from `cache` if its stat is
-    unchanged). A missing inbox is an empty one."""
+    """Read every candidate file of the inbox (or take it from `cache` if its signature is
+    unchanged). A missing inbox is an empty one. `root` may be an `s3://` prefix: then
+    `committed` (the store's state, read first) stands in for an object whose signature
+    is the stored one."""
+    if is_object_uri(str(root)):
+        return _scan_objects(str(root), options, cache, label, committed or Committed())
     t0 = time.perf_counter()
     out = Listing()
-    fields = fields or RecordFields()
     root = Path(root).expanduser()
     if not root.is_dir():
         out.seconds = time.perf_counter() - t0
@@ -127,20 +153,51 @@ def scan_inbox(
         items = cache.get(path, sig) if cache is not None else None
         if items is None:
             out.files_read += 1
-            items = [
-                _compact(i)
-                for i in read_file(path, key, label, _all, fields, max_file_bytes, root=root)
-            ]
+            items = [_compact(i) for i in read_file(path, key, label, _all, options, root=root)]
             if cache is not None:
                 cache.put(path, sig, items)
-        for item in items:
-            if isinstance(item, Quarantined):
-                out.quarantined[quarantine_id(item)] = item
-                out.protected_uris.add(item.uri)
-            else:
-                out.docs[item.doc_id] = item
+        out.add(items)
     if cache is not None:
         cache.retain(seen_paths)
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def _scan_objects(
+    uri: str, options: ReadOptions, cache: StatCache | None, label: str, committed: Committed
+) -> Listing:
+    """`scan_inbox` for an `s3://` prefix: one paginated listing; an object is read only
+    when neither the cache nor its stored row knows its signature."""
+    t0 = time.perf_counter()
+    out = Listing()
+    client = s3_client(options.storage_options)
+    bucket, prefix = split_s3_uri(uri)
+    cached: set[str] = set()  # uris of the listed objects the cache holds
+    try:
+        for obj in list_objects(client, bucket, prefix):
+            out.files += 1
+            sig = signature(obj.etag, obj.size)
+            if not obj.records:
+                doc_id = doc_id_for(label, obj.key)
+                if doc_id in committed.documents and committed.signatures.get(doc_id) == sig:
+                    out.as_stored.add(doc_id)  # neither read nor cached: the store knows it
+                    continue
+            items = cache.get(obj.uri, sig) if cache is not None else None
+            if items is None:
+                out.files_read += 1
+                read = list(read_object(client, bucket, obj, label, _all, options))
+                items = [_compact(i) for i in read]
+                # Cached under the signature of the bytes read (the listing's may be older).
+                sig = next((i.signature for i in read if isinstance(i, Document)), sig)
+                if cache is not None:
+                    cache.put(obj.uri, sig, items)
+            if cache is not None:
+                cached.add(obj.uri)
+            out.add(items)
+    except FileNotFoundError:  # no such bucket: an empty inbox, as a missing folder is
+        pass
+    if cache is not None:
+        cache.retain(cached)
     out.seconds = time.perf_counter() - t0
     return out
 
@@ -162,6 +219,8 @@ class Committed:
     """What the store holds for the inbox source."""
 
     documents: dict[str, tuple[str, str]] = field(default_factory=dict)  # doc_id -> (uri, hash)
+    # doc_id -> the signature of the object its row was read from (objects only)
+    signatures: dict[str, str] = field(default_factory=dict)
     embedded: dict[str, frozenset[str]] = field(default_factory=dict)  # doc_id -> doc hashes
     quarantine: dict[str, tuple[str, str]] = field(default_factory=dict)  # qid -> (doc_id, reason)
     version: str = ""  # table versions: changes whenever anything is committed
@@ -174,23 +233,39 @@ def _pairs_by_key(rows) -> dict[str, tuple[str, str]]:
     return {k: (x, y) for k, x, y in zip(key, a, b, strict=True)}
 
 
-def read_committed(store, label: str = INBOX_LABEL) -> Committed:
-    """Scan the three tables the inbox writes, only the columns the diff needs."""
+def read_committed(store, label: str = INBOX_LABEL, generations: Sequence = ()) -> Committed:
+    """Scan the three tables the inbox writes, only the columns the diff needs.
+    `generations`: store views (`Store.for_generation`) of every generation a run keeps in
+    sync; a document counts as embedded at a hash only if each of them holds it there, so
+    a run killed between two generations' commits is asked for again. None given: the
+    store's own `embeddings`."""
     from corpusmill.store import all_of, eq_filter
 
     t0 = time.perf_counter()
     out = Committed()
     of_source = eq_filter("source", label)
-    out.documents = _pairs_by_key(
-        store.scan("documents", ["doc_id", "uri", "content_hash"], of_source)
+    table = store.open("documents")
+    signed = table is not None and "signature" in table.schema.names
+    docs = store.scan(
+        "documents",
+        ["doc_id", "uri", "content_hash"] + (["signature"] if signed else []),
+        of_source,
     )
-    emb = store.scan("embeddings", ["doc_id", "doc_hash"], of_source)
-    if emb.num_rows:
-        pairs = emb.group_by(["doc_id", "doc_hash"]).aggregate([])
-        grouped: dict[str, set[str]] = {}
-        for d, h in zip(pairs["doc_id"].to_pylist(), pairs["doc_hash"].to_pylist(), strict=True):
-            grouped.setdefault(d, set()).add(h)
-        out.embedded = {d: frozenset(hs) for d, hs in grouped.items()}
+    ids = docs["doc_id"].to_pylist()  # one string per id, shared by both maps
+    pairs = zip(docs["uri"].to_pylist(), docs["content_hash"].to_pylist(), strict=True)
+    out.documents = dict(zip(ids, pairs, strict=True))
+    if signed and docs.num_rows:
+        sigs = docs["signature"].to_pylist()
+        out.signatures = {d: sig for d, sig in zip(ids, sigs, strict=True) if sig}
+    views = list(generations) or [store]
+    per_view = [
+        _embedded(view.scan("embeddings", ["doc_id", "doc_hash"], of_source)) for view in views
+    ]
+    # Held by any generation (a deletion must reach all); at the hashes all of them hold.
+    held = set().union(*per_view)
+    out.embedded = {
+        d: frozenset.intersection(*(e.get(d, frozenset()) for e in per_view)) for d in sorted(held)
+    }
     out.quarantine = _pairs_by_key(
         store.scan(
             "quarantine",
@@ -198,9 +273,22 @@ def read_committed(store, label: str = INBOX_LABEL) -> Committed:
             all_of(of_source, eq_filter("stage", "source")),
         )
     )
-    out.version = ".".join(str(store.version(t)) for t in ("documents", "embeddings", "quarantine"))
+    versions = [store.version("documents"), store.version("quarantine")]
+    versions += [view.version("embeddings") for view in views]
+    out.version = ".".join(map(str, versions))
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _embedded(rows) -> dict[str, frozenset[str]]:
+    """doc_id -> the document hashes its embedded chunks came from."""
+    if not rows.num_rows:
+        return {}
+    pairs = rows.group_by(["doc_id", "doc_hash"]).aggregate([])
+    grouped: dict[str, set[str]] = {}
+    for d, h in zip(pairs["doc_id"].to_pylist(), pairs["doc_hash"].to_pylist(), strict=True):
+        grouped.setdefault(d, set()).add(h)
+    return {d: frozenset(hs) for d, hs in grouped.items()}
 
 
 # -- the diff ---------------------------------------------------------------------------
@@ -242,8 +330,13 @@ def diff(listing: Listing, committed: Committed) -> list[Change]:
             changes.append(Change(doc_id, CHANGED, stored[1], seen.content_hash))
         elif vectors != {seen.content_hash}:
             changes.append(Change(doc_id, PENDING, ",".join(sorted(vectors)), seen.content_hash))
+    for doc_id in listing.as_stored:
+        stored = committed.documents[doc_id]
+        vectors = committed.embedded.get(doc_id, frozenset())
+        if vectors != {stored[1]}:
+            changes.append(Change(doc_id, PENDING, ",".join(sorted(vectors)), stored[1]))
     for doc_id in sorted(set(committed.documents) | set(committed.embedded)):
-        if doc_id in listing.docs:
+        if doc_id in listing.docs or doc_id in listing.as_stored:
             continue
         stored = committed.documents.get(doc_id)
         vectors = committed.embedded.get(doc_id, frozenset())

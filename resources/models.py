@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import dagster as dg
 
 from corpusmill.model import Model, ModelSpec
+from corpusmill.model.pool import ModelPool
 
 
 def model_resource(spec: ModelSpec) -> dg.ResourceDefinition:
@@ -33,3 +34,23 @@ def model_resource(spec: ModelSpec) -> dg.ResourceDefinition:
             model.release()
 
     return run_model
+
+
+def model_pool_resource() -> dg.ResourceDefinition:
+    """The run's models of the store's generations (`ModelPool`), around the run's
+    embedder: a run that keeps the live generation in sync beside the configured one
+    loads the live one's model from its recorded path, once, and releases it at the end."""
+
+    @dg.resource(
+        required_resource_keys={"embedder"},
+        description="the models of the generations a run keeps in sync (the embedder's "
+        "own generation and the live one), each loaded once, released at the end",
+    )
+    def run_models(context: dg.InitResourceContext) -> Iterator[ModelPool]:
+        pool = ModelPool(context.resources.embedder)
+        try:
+            yield pool
+        finally:
+            pool.release()
+
+    return run_models

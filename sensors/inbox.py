@@ -1,4 +1,5 @@
-"""inbox_sensor: files dropped, changed or deleted in the inbox flow into the store.
+"""inbox_sensor: files dropped, changed or deleted in the inbox (a folder, or an `s3://`
+prefix) flow into the store.
 
 Each tick reads the inbox (unchanged files come from a stat cache), reads what the store
 has committed for the `inbox` source, and requests ONE run of the `ingest` job over the
@@ -20,14 +21,17 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.partitions import partition_range_tags
+from assets.partitions import TRIGGER_TAG, partition_range_tags
 from corpusmill.config import Settings
 from corpusmill.inbox import INBOX_LABEL, StatCache, change_key, diff, read_committed, scan_inbox
 from corpusmill.inbox import summarise as summarise_changes
+from corpusmill.lifecycle.targets import CONFIGURED, served
 from corpusmill.liveness import worker_alive
+from corpusmill.model import Model
+from corpusmill.sources import is_object_uri, source_label
 from corpusmill.store import Store
+from corpusmill.store.generations import read_registry
 
-TRIGGER_TAG = "corpusmill/trigger"
 CHANGE_TAG = "corpusmill/change"
 PARTITIONS_TAG = "corpusmill/partitions"
 MAX_RUNTIME_TAG = "dagster/max_runtime"  # run monitoring fails a run older than this
@@ -56,13 +60,14 @@ def build_inbox_sensor(
     name: str = "inbox_sensor",
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> dg.SensorDefinition:
-    """The inbox sensor for the settings' folder (`inbox`), ticking every
+    """The inbox sensor for the settings' folder or `s3://` prefix (`inbox`), ticking every
     `sensor_interval` seconds. `build_definitions` builds it; tests build their own over
-    temporary folders."""
-    root = str(Path(settings.inbox).expanduser().resolve())
+    temporary folders and prefixes."""
+    inbox = settings.inbox
+    root = source_label(inbox) if is_object_uri(inbox) else str(Path(inbox).expanduser().resolve())
     interval = settings.sensor_interval
     run_timeout = settings.sensor_run_timeout
-    file_limit = settings.max_file_bytes
+    options = settings.read_options()
     cache = StatCache()  # per code-server process: survives between ticks, not restarts
 
     @dg.sensor(
@@ -78,8 +83,18 @@ def build_inbox_sensor(
         if waiting:
             return dg.SkipReason(f"inbox run {waiting[0]} is in flight; it reads the folder itself")
 
-        listing = scan_inbox(root, max_file_bytes=file_limit, cache=cache)
-        committed = read_committed(store, INBOX_LABEL)
+        # Every generation a run keeps in sync must hold a file before it counts as done.
+        # A generation another run is building is left to that run (it catches up once
+        # the build lets go of its shards): no run per tick meanwhile.
+        card = Model(settings.embedder_spec()).card  # the model folder's files, no weights
+        served_views = [
+            gen.view(store)
+            for gen, roles in served(read_registry(store), card)
+            if roles != (CONFIGURED,) or not gen.view(store).busy()
+        ]
+        # The store first: an object whose row carries its signature is not read.
+        committed = read_committed(store, INBOX_LABEL, served_views)
+        listing = scan_inbox(root, options, cache=cache, committed=committed)
         changes = diff(listing, committed)
         timing = (
             f"{listing.files} files ({listing.files_read} read) in {listing.seconds:.2f}s, "
@@ -104,7 +119,11 @@ def build_inbox_sensor(
                     "raw_corpus": {
                         "config": {
                             "sources": [f"{INBOX_LABEL}={root}"],
-                            "max_file_bytes": file_limit,
+                            # The run reads the inbox under the sensor's limits.
+                            "max_file_bytes": settings.max_file_bytes,
+                            "max_pages": settings.max_pages,
+                            "extract_timeout": settings.extract_timeout,
+                            "extract_memory_mb": settings.extract_memory_mb,
                         }
                     }
                 }

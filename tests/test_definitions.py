@@ -11,7 +11,8 @@ import dagster as dg
 import pytest
 
 SHARDS = [f"shard-{i:02d}" for i in range(16)]
-INGEST = ["chunked_documents", "embeddings", "raw_corpus"]
+INGEST = ["chunked_documents", "embeddings", "live_generation", "raw_corpus"]
+BUILD = ["chunked_documents", "embeddings", "live_generation"]
 
 EXPECTED = {
     "assets": {
@@ -27,6 +28,7 @@ EXPECTED = {
             "backfill": "single_run",
         },
         "rerank_scores": {"deps": ["embeddings"], "partitions": SHARDS, "backfill": "single_run"},
+        "live_generation": {"deps": ["embeddings"], "partitions": None, "backfill": None},
         "retrieval_quality": {"deps": ["embeddings"], "partitions": None, "backfill": None},
         "store_upkeep": {
             "deps": ["embeddings", "rerank_scores"],
@@ -40,7 +42,7 @@ EXPECTED = {
         "embeddings:one_embedding_per_chunk",
         "embeddings:vectors_valid",
     ],
-    "jobs": {"ingest": INGEST, "upkeep": ["store_upkeep"]},
+    "jobs": {"ingest": INGEST, "build_generation": BUILD, "upkeep": ["store_upkeep"]},
     "schedules": {
         "upkeep_schedule": {"job": "upkeep", "cron": "0 3 * * *", "default_status": "RUNNING"}
     },
@@ -49,8 +51,12 @@ EXPECTED = {
     },
     # In-process: one model load per run, shared by every step (see the pipeline tests).
     "executor": "in_process",
-    "job_executors": {"ingest": "in_process", "upkeep": "in_process"},
-    "resources": ["embedder", "reranker", "settings", "store"],
+    "job_executors": {
+        "ingest": "in_process",
+        "build_generation": "in_process",
+        "upkeep": "in_process",
+    },
+    "resources": ["embedder", "models", "reranker", "settings", "store"],
 }
 
 

@@ -14,13 +14,14 @@ TINY_WIDTH = 32
 TINY_MAX_SEQ = 64
 
 
-def tiny_bert_config(**extra):
-    """A 2-layer, 32-wide BERT over MiniLM's vocabulary (so MiniLM's tokenizer fits it)."""
+def tiny_bert_config(width: int = TINY_WIDTH, **extra):
+    """A 2-layer BERT, 32 wide by default, over MiniLM's vocabulary (so MiniLM's tokenizer
+    fits it)."""
     from transformers import BertConfig
 
     return BertConfig(
         vocab_size=30522,
-        hidden_size=TINY_WIDTH,
+        hidden_size=width,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
@@ -38,7 +39,9 @@ def minilm_tokenizer():
     return BertTokenizer(vocab=str(vocab), do_lower_case=True)
 
 
-def write_pooling_files(path: Path, max_seq: int = TINY_MAX_SEQ, pooling: str = "mean") -> None:
+def write_pooling_files(
+    path: Path, max_seq: int = TINY_MAX_SEQ, pooling: str = "mean", width: int = TINY_WIDTH
+) -> None:
     """The sentence-transformers files corpusmill reads for pooling, normalisation and the
     sequence limit (modules.json, 1_Pooling/config.json, sentence_bert_config.json)."""
     modules = [
@@ -59,20 +62,22 @@ def write_pooling_files(path: Path, max_seq: int = TINY_MAX_SEQ, pooling: str = 
     (path / "modules.json").write_text(json.dumps(modules))
     (path / "1_Pooling").mkdir(exist_ok=True)
     (path / "1_Pooling" / "config.json").write_text(
-        json.dumps({"word_embedding_dimension": TINY_WIDTH, f"pooling_mode_{pooling}_tokens": True})
+        json.dumps({"word_embedding_dimension": width, f"pooling_mode_{pooling}_tokens": True})
     )
     (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq}))
 
 
-def save_tiny_embedder(path: Path, seed: int = 0, poison_token: str | None = None) -> Path:
-    """A bi-encoder with mean pooling and normalisation, in `path`. With `poison_token`, that
-    token's word embedding is NaN: any input holding it embeds to NaN (attention spreads it
-    over the sequence), every other input is fine."""
+def save_tiny_embedder(
+    path: Path, seed: int = 0, poison_token: str | None = None, width: int = TINY_WIDTH
+) -> Path:
+    """A bi-encoder with mean pooling and normalisation, `width`-dimensional, in `path`.
+    With `poison_token`, that token's word embedding is NaN: any input holding it embeds to
+    NaN (attention spreads it over the sequence), every other input is fine."""
     import torch
     from transformers import BertModel
 
     torch.manual_seed(seed)
-    model = BertModel(tiny_bert_config())
+    model = BertModel(tiny_bert_config(width))
     tokenizer = minilm_tokenizer()
     if poison_token is not None:
         token = tokenizer.convert_tokens_to_ids(poison_token)
@@ -81,7 +86,7 @@ def save_tiny_embedder(path: Path, seed: int = 0, poison_token: str | None = Non
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
-    write_pooling_files(path)
+    write_pooling_files(path, width=width)
     return path
 
 

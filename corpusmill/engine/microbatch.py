@@ -127,15 +127,7 @@ class MicroBatcher:
         return self._closed
 
     def stats(self) -> dict[str, float]:
-        sizes = list(self.batch_sizes)
-        return {
-            "batches": len(sizes),
-            "queries": sum(sizes),
-            "mean_batch": round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
-            "max_batch_seen": max(sizes, default=0),
-            "max_wait_ms": self.max_wait_s * 1000,
-            "max_batch": self.max_batch,
-        }
+        return batch_stats(list(self.batch_sizes), self.max_wait_s, self.max_batch)
 
     # -- worker ---------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -181,3 +173,15 @@ class MicroBatcher:
             return
         for r, row in zip(live, rows, strict=True):
             r.future.set_result(row)
+
+
+def batch_stats(sizes: Sequence[int], max_wait_s: float, max_batch: int) -> dict[str, float]:
+    """What `/health` reports of one or several batchers: forwards, queries, batch sizes."""
+    return {
+        "batches": len(sizes),
+        "queries": sum(sizes),
+        "mean_batch": round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
+        "max_batch_seen": max(sizes, default=0),
+        "max_wait_ms": max_wait_s * 1000,
+        "max_batch": max_batch,
+    }

@@ -34,3 +34,17 @@ class ModelCard:
             "pooling": self.pooling,
             "normalize": str(self.normalize).lower(),
         }
+
+
+def generation_id(card: ModelCard) -> str:
+    """The id of the generation this model's vectors make up in a store: a digest of the
+    fields that define the vector space (`as_metadata`), so the same model configured
+    again finds its generation, and any other model (even at the same dimension) starts
+    its own."""
+    import hashlib
+    import json
+
+    digest = hashlib.blake2b(
+        json.dumps(card.as_metadata(), sort_keys=True).encode(), digest_size=5
+    ).hexdigest()
+    return f"g{digest}"

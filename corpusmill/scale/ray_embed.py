@@ -174,7 +174,9 @@ def plan_units(store: Store, partitions, workers: int, batch_rows: int) -> Plan:
     # Row-address order: a unit's chunks sit in one or two fragments, which is all a
     # worker scans to find them.
     rows = sorted(
-        (addr, cid, digest) for cid, doc, digest, addr in zip(*cols, strict=True) if doc in stale
+        (addr, cid, digest)
+        for cid, doc, digest, _doc_hash, addr in zip(*cols, strict=True)
+        if doc in stale
     )
     # At least 4 units per worker, so every worker gets work and a restarted one's retry
     # is a small part of the job; at most `batch_rows` chunks per unit.

@@ -3,6 +3,7 @@
 The Python API behind `corpusmill search`:
 
     from corpusmill.model import Model
+from corpusmill.model.pool import ModelPool
     from corpusmill.search import Searcher
     hits = Searcher("./data/lancedb", embedder=Model()).search("catch an exception", k=5)
 
@@ -18,13 +19,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from corpusmill.errors import StoreError, UsageError
+from corpusmill.errors import ModelMismatchError, StoreError, UsageError
 from corpusmill.model import Model
+from corpusmill.model.pool import ModelPool
 from corpusmill.search.filters import build_filter
 from corpusmill.search.fusion import CONVEX_ALPHA, DEFAULT_FUSION, FUSIONS, fuse
-from corpusmill.search.hit import HIT_COLUMNS, Hit
+from corpusmill.search.hit import HIT_COLUMNS, PLACE_COLUMNS, Hit
 from corpusmill.search.rerank import rerank_hits
 from corpusmill.store import Store, check_card, table_card
+from corpusmill.store.generations import Generation, RegistryCache
 from corpusmill.store.upkeep import ANN_NPROBES, ANN_REFINE_FACTOR, ensure_fts_index, has_fts_index
 
 MODES = ("vector", "fts", "hybrid")
@@ -32,9 +35,13 @@ HYBRID_DEPTH = 100  # each list fused is this deep (the BEIR hybrid setting)
 
 
 class Searcher:
-    """Opens the store; embeds queries with `embedder` (the model that wrote the table:
-    checked before the first vector query) and reranks with `reranker` when one is
-    configured, else with the embedder. Without an embedder, the packaged default model."""
+    """Opens the store and answers from one generation: the live one, resolved again at
+    each `pinned()` (each request of the service, each `search` call), or the one named by
+    `generation`. Queries are embedded by that generation's model (`models`, a pool built
+    around `embedder`, the configured model; checked against the table's card before the
+    first vector query), so a query vector is never compared with another model's table.
+    Reranks with `reranker` when one is configured, else with the generation's model.
+    Without an embedder, the packaged default model."""
 
     def __init__(
         self,
@@ -42,37 +49,69 @@ class Searcher:
         embedder: Model | None = None,
         reranker: Model | None = None,
         storage_options: dict[str, str] | None = None,
+        *,
+        generation: str | None = None,
+        models: ModelPool | None = None,
     ) -> None:
         self.store = store if isinstance(store, Store) else Store(store, storage_options)
         self.embedder = embedder or Model()
         self.reranker = reranker
+        self.models = models or ModelPool(self.embedder)
+        self.generation_id = generation  # None: the live generation, at each pin
+        self.generation: Generation | None = None  # set on the views `pinned()` returns
+        self._registries = RegistryCache()  # shared with the views
         self._last_query: tuple[str | None, list[float]] = (None, [])
         self._pinned = None  # set on the views `pinned()` returns
         self._complete: bool = False  # the store was checked for a half-done first ingest
+        self._missing_model = ""  # why the pinned generation's own model was not found
 
     def pinned(self) -> Searcher:
-        """A view of this searcher fixed on the latest committed version of the table:
-        every list of one request (vector and full-text of a hybrid, the stored vectors of
-        a rerank) then reads the same version, and a commit made since the last request is
-        seen. Opening is one manifest read (~0.5 ms); the models are shared, not copied."""
+        """A view of this searcher fixed on one generation (the live one, unless this
+        searcher names another) at the latest committed version of its table: every list
+        of one request (vector and full-text of a hybrid, the stored vectors of a rerank)
+        then reads the same version, and a commit or a switch made since the last request
+        is seen. Resolving is a read of the registry and one manifest; the models are
+        shared, not copied (a model another generation needs is loaded once, here)."""
+        registry = self._registries.read(self.store)
+        gen = (
+            registry.get(self.generation_id)
+            if self.generation_id is not None
+            else registry.live_generation
+        )
+        base = self.store.for_generation("")
+        if gen is None:
+            if base.open("documents") is not None:
+                base.check_complete()
+            raise StoreError(
+                f"no embeddings table in {self.store.uri!r}: run `corpusmill ingest` (or "
+                "`make demo`) first, or set CORPUSMILL_DB"
+            )
         view = copy.copy(self)
-        view._pinned = None
-        view._pinned = view.table
+        view.generation = gen
+        view.store = gen.view(self.store)
+        try:
+            view.embedder = self.models.for_card(
+                gen.card, gen.model_path, what=f"generation {gen.gen_id}"
+            )
+        except ModelMismatchError as exc:
+            # Full-text search needs no model; a vector search is refused, with this why.
+            view._missing_model = str(exc)
+        view._last_query = (None, [])
+        table = view.store.open("embeddings")
+        if table is None:
+            view.store.check_complete()
+            raise StoreError(
+                f"generation {gen.gen_id} of {self.store.uri!r} has no embeddings yet: run "
+                "`corpusmill ingest` (or `corpusmill generations build`) first"
+            )
+        view._pinned = table
         return view
 
     @property
     def table(self):
         if self._pinned is not None:
             return self._pinned
-        table = self.store.open("embeddings")
-        if table is None and self.store.open("documents") is not None:
-            self.store.check_complete()
-        if table is None:
-            raise StoreError(
-                f"no embeddings table in {self.store.uri!r}: run `corpusmill ingest` (or "
-                "`make demo`) first, or set CORPUSMILL_DB"
-            )
-        return table
+        return self.pinned().table
 
     def embed_query(self, query: str) -> list[float]:
         if self._last_query[0] == query:  # hybrid + rerank ask for the same vector twice
@@ -83,12 +122,17 @@ class Searcher:
 
     def embed_queries(self, queries: list[str]) -> list[list[float]]:
         """Query vectors, all in one call to the model (a batch of queries is one batch)."""
+        if self.generation is None:
+            return self.pinned().embed_queries(queries)
         self.check_embedder()
         return self.embedder.embed(list(queries)).tolist()
 
     def check_embedder(self) -> None:
         """Refuse to search the table with vectors from a model other than its writer."""
-        check_card(table_card(self.table.schema), self.embedder.card)
+        try:
+            check_card(table_card(self.table.schema), self.embedder.card)
+        except ModelMismatchError as exc:
+            raise ModelMismatchError(f"{exc} {self._missing_model}".strip()) from None
 
     def search(
         self,
@@ -105,8 +149,22 @@ class Searcher:
         vector: Any = None,
     ) -> list[Hit]:
         """`vector`: the query's vector if the caller embedded it already (a batch of
-        queries, the service's micro-batch: checked here against the table's model, as
-        `embed_queries` checks its own); else it is embedded here when needed."""
+        queries, the service's micro-batch, by this view's model: checked here against the
+        table's model, as `embed_queries` checks its own); else it is embedded here when
+        needed. On an unpinned searcher, one call is one pin."""
+        if self.generation is None:
+            return self.pinned().search(
+                query,
+                k,
+                mode,
+                rerank=rerank,
+                candidates=candidates,
+                doc_id=doc_id,
+                source=source,
+                partition=partition,
+                fusion=fusion,
+                vector=vector,
+            )
         if mode not in MODES:
             raise UsageError(f"mode={mode!r} is not one of {MODES} (--mode)")
         if fusion not in FUSIONS:
@@ -142,6 +200,8 @@ class Searcher:
         """`search` for each query, the query vectors embedded together in one pass."""
         if not queries:
             return []
+        if self.generation is None:
+            return self.pinned().search_many(queries, k, mode, **options)
         vectors: list[list[float] | None] = [None] * len(queries)
         if self.needs_vector(mode, options.get("rerank", False)):
             vectors = list(self.embed_queries(queries))
@@ -170,6 +230,11 @@ class Searcher:
         rows = self.table.search().where(where).select(["chunk_id", "vector"]).limit(None)
         return {r["chunk_id"]: r["vector"] for r in rows.to_list()}
 
+    def hit_columns(self) -> list[str]:
+        """The columns a hit is made of: its location too, where the table has it."""
+        names = set(self.table.schema.names)
+        return HIT_COLUMNS + [c for c in PLACE_COLUMNS if c in names]
+
     def vector(self, query: str, k: int, where=None, qvec=None) -> list[Hit]:
         # nprobes/refine only matter once upkeep has built the ANN index; before that the
         # search is an exact flat scan.
@@ -179,7 +244,7 @@ class Searcher:
             q = q.refine_factor(ANN_REFINE_FACTOR)
         if where is not None:
             q = q.where(where, prefilter=True)
-        rows = q.select(HIT_COLUMNS + ["_distance"]).limit(k).to_list()
+        rows = q.select(self.hit_columns() + ["_distance"]).limit(k).to_list()
         return [Hit.from_row(r, 1.0 - float(r["_distance"]), "vector") for r in rows]
 
     def fulltext(self, query: str, k: int, where=None) -> list[Hit]:
@@ -188,7 +253,7 @@ class Searcher:
         q = self.table.search(query, query_type="fts", fts_columns="text")
         if where is not None:
             q = q.where(where, prefilter=True)
-        rows = q.select(HIT_COLUMNS + ["_score"]).limit(k).to_list()
+        rows = q.select(self.hit_columns() + ["_score"]).limit(k).to_list()
         return [Hit.from_row(r, float(r["_score"]), "fts") for r in rows]
 
     def hybrid(
@@ -222,6 +287,8 @@ class Searcher:
         write, so it waits for the store's write lock (never racing an ingest) and checks
         again once it holds it. Rows added after the build are still searched (LanceDB
         scans the unindexed part) until upkeep folds them into the index."""
+        if self.generation is None:
+            return self.pinned().ensure_fts_index()
         if has_fts_index(self.table):
             return
         with self.store.write_lock():

@@ -97,6 +97,10 @@ class Document:
     content_hash: str
     author: str = ""
     structure: Structure = field(default_factory=Structure)
+    # What the source says identifies the bytes this document was read from, when that is
+    # cheap to compare without reading them: an object's ETag and size, with the reader's
+    # version (`sources.objects.signature`). "" for files, records and pydoc.
+    signature: str = ""
 
     @property
     def body(self) -> str:
@@ -113,6 +117,11 @@ def body_offset(title: str, text: str) -> int:
     """Where `text` starts inside `document_body(title, text)`: subtract it from a chunk's
     span in the body to get offsets `Structure` understands."""
     return len(document_body(title, text)) - len(text)
+
+
+# 2: chunks store their pages and section (issue 24), so documents read with a layout
+# before that are re-chunked once to gain them.
+LAYOUT_VERSION = "layout-2"
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,22 @@ class Quarantined:
     reason: str
 
 
+@dataclass(frozen=True)
+class Unchanged:
+    """A document not read again: its object's signature is the one the store holds for
+    it (`Document.signature`), so its stored row stands."""
+
+    doc_id: str
+    uri: str
+
+
+# A file or object that went away between the listing and the read: quarantined for this
+# read, never remembered (a cache must not keep it; it may come back).
+FILE_REMOVED = "file was removed between listing and reading"
+OBJECT_REMOVED = "object was removed between listing and reading"
+TRANSIENT_REASONS = frozenset({FILE_REMOVED, OBJECT_REMOVED})
+
+
 def make_document(
     source: str,
     key: str,
@@ -155,9 +180,13 @@ def make_document(
 
     Author and layout count in the content hash only when present, so documents without
     them keep the hash they always had (and are not re-chunked), while a PDF whose outline
-    or page breaks moved is.
+    or page breaks moved is re-chunked, and its chunks' pages and sections rewritten. So
+    does `LAYOUT_VERSION`, the version of the rules (`locate`) that place chunks on a
+    layout: changing them re-chunks exactly the documents that have one.
     """
-    extra = (author, structure.to_json()) if author or structure != Structure() else ()
+    extra = (
+        (author, structure.to_json(), LAYOUT_VERSION) if author or structure != Structure() else ()
+    )
     return Document(
         doc_id=doc_id_for(source, key) if record is None else record_id_for(source, key, record),
         source=source,

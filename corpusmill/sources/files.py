@@ -1,21 +1,31 @@
-"""Sources on disk: the built-in Python docs, a folder, or one file, read into documents.
+"""Sources: the built-in Python docs, a folder, one file, or an `s3://` prefix, read into
+documents.
 
 A folder is listed (sorted, hidden and partial files skipped), each file is checked
 (inside the folder, a regular file, under the size limit), read once, and handed to the
 reader of its format. Text formats are decoded here; PDF and Word files go to the
-extractor worker under `ReadLimits` (`corpusmill.sources.isolation`).
+extractor worker under `ReadLimits` (`corpusmill.sources.isolation`). An `s3://` prefix is
+listed and read by `corpusmill.sources.objects`, which hands each object's bytes to the
+same `parse_file`.
 """
 
 from __future__ import annotations
 
 import codecs
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from corpusmill.errors import ConfigError, InputError
 from corpusmill.ids import doc_id_for
-from corpusmill.sources.document import Document, Extracted, Quarantined, make_document
+from corpusmill.sources.document import (
+    FILE_REMOVED,
+    Document,
+    Extracted,
+    Quarantined,
+    make_document,
+)
 from corpusmill.sources.html import declared_charset, extract_html
 from corpusmill.sources.isolation import ReadLimits, extract
 from corpusmill.sources.records import RecordFields, jsonl_records, parquet_records
@@ -37,9 +47,36 @@ DEFAULT_LIMITS = ReadLimits()
 Item = Document | Quarantined
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """How sources are read, passed down whole: the record fields of .jsonl/.parquet, the
+    size limit, the per-file limits of the parsed formats (PDF, Word), and the connection
+    options of an object store (CORPUSMILL_STORAGE_OPTIONS, the store's own). An entry
+    point makes it from its settings (`Settings.read_options`)."""
+
+    fields: RecordFields = DEFAULT_FIELDS
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    limits: ReadLimits = DEFAULT_LIMITS
+    storage_options: Mapping[str, str] = field(default_factory=dict)
+
+
+DEFAULT_OPTIONS = ReadOptions()
+OBJECT_SCHEMES = ("s3://",)
+
+
+def is_object_uri(spec: str) -> bool:
+    """An object-store prefix (`s3://bucket/prefix`), not a path."""
+    return spec.startswith(OBJECT_SCHEMES)
+
+
 def source_label(spec: str) -> str:
-    """`pydoc` stays `pydoc`; a path becomes its absolute form, the label rows carry."""
-    return spec if spec == PYDOC else str(Path(spec).expanduser().resolve())
+    """`pydoc` stays `pydoc`; a path becomes its absolute form, an `s3://` prefix itself
+    (without a trailing slash): the label rows carry."""
+    if spec == PYDOC:
+        return spec
+    if is_object_uri(spec):
+        return spec.rstrip("/")
+    return str(Path(spec).expanduser().resolve())
 
 
 def parse_source(entry: str) -> tuple[str, str]:
@@ -51,26 +88,21 @@ def parse_source(entry: str) -> tuple[str, str]:
     entry = entry.strip()
     if not entry:
         raise ConfigError("empty source entry (CORPUSMILL_SOURCES is a comma-separated list)")
-    if "=" in entry and not entry.startswith(("/", ".")):
+    if "=" in entry and not entry.startswith(("/", ".", *OBJECT_SCHEMES)):
         label, spec = entry.split("=", 1)
         return spec, label
     return entry, source_label(entry)
 
 
-def read_source(
+def read_path(
     spec: str,
     wanted=lambda _id: True,
     *,
     label: str | None = None,
-    fields: RecordFields = DEFAULT_FIELDS,
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-    limits: ReadLimits = DEFAULT_LIMITS,
+    options: ReadOptions = DEFAULT_OPTIONS,
 ) -> Iterator[Item]:
-    """All documents of one source. `label` overrides the source name (e.g. `inbox`);
-    `wanted(doc_id)` picks the documents of the caller's shards (other files stay shut)."""
-    if spec == PYDOC:
-        yield from read_pydoc(wanted)
-        return
+    """The documents of a folder or of one file (`read_source` for a path). A path that
+    does not exist raises FileNotFoundError before anything is yielded."""
     # abspath, not resolve: `../docs/a.txt` is an ordinary path, and a symlinked source
     # folder keeps its own name.
     root = Path(os.path.abspath(Path(spec).expanduser()))
@@ -80,13 +112,11 @@ def read_source(
     if not (root.is_file() or root.is_dir()):
         raise InputError(f"source {spec!r} is not a regular file or a folder (a FIFO, a device?)")
     if root.is_file():
-        yield from read_file(root, root.name, source, wanted, fields, max_file_bytes, limits=limits)
+        yield from read_file(root, root.name, source, wanted, options)
         return
     for path, key in list_folder(root):
         if path.suffix.lower() in RECORD_SUFFIXES or wanted(doc_id_for(source, key)):
-            yield from read_file(
-                path, key, source, wanted, fields, max_file_bytes, root=root, limits=limits
-            )
+            yield from read_file(path, key, source, wanted, options, root=root)
 
 
 def read_pydoc(wanted=lambda _id: True) -> Iterator[Document]:
@@ -109,12 +139,21 @@ def list_folder(root: Path) -> Iterator[tuple[Path, str]]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith(".") or name.endswith(("~", ".tmp", ".part", ".swp")):
-                continue
-            path = Path(dirpath) / name
-            if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-                continue
-            yield path, path.relative_to(root).as_posix()
+            if is_candidate(name):
+                path = Path(dirpath) / name
+                yield path, path.relative_to(root).as_posix()
+
+
+def is_candidate(key: str) -> bool:
+    """Whether a file (or an object) under this relative key is read: a supported suffix,
+    no hidden part, not an editor or partial-download leftover."""
+    parts = PurePosixPath(key).parts
+    if not parts or any(p.startswith(".") for p in parts):
+        return False
+    name = parts[-1]
+    if name.endswith(("~", ".tmp", ".part", ".swp")):
+        return False
+    return PurePosixPath(name).suffix.lower() in SUPPORTED_SUFFIXES
 
 
 def check_path(path: Path, root: Path | None) -> str | None:
@@ -126,7 +165,7 @@ def check_path(path: Path, root: Path | None) -> str | None:
     try:
         real = path.resolve(strict=True)
     except FileNotFoundError:
-        return "file was removed between listing and reading"
+        return FILE_REMOVED
     except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop
         return f"cannot resolve path: {exc}"
     if not real.is_relative_to(root.resolve()):
@@ -141,11 +180,8 @@ def read_file(
     key: str,
     source: str,
     wanted,
-    fields: RecordFields,
-    max_file_bytes: int,
+    options: ReadOptions = DEFAULT_OPTIONS,
     root: Path | None = None,
-    *,
-    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> Iterator[Item]:
     """The documents of one file (one, or one per record), or its quarantine records."""
     doc_id = doc_id_for(source, key)
@@ -160,19 +196,21 @@ def read_file(
         return
     try:
         size = path.stat().st_size
-        if size > max_file_bytes:
-            yield bad(
-                f"file is {size} bytes, over the limit of {max_file_bytes} (CORPUSMILL_MAX_FILE_BYTES)"
-            )
+        if size > options.max_file_bytes:
+            yield bad(too_large("file", size, options.max_file_bytes))
             return
         data = path.read_bytes()
     except FileNotFoundError:
-        yield bad("file was removed between listing and reading")
+        yield bad(FILE_REMOVED)
         return
     except OSError as exc:
         yield bad(f"cannot read file: {exc.strerror or exc}")
         return
-    yield from parse_file(data, key, uri, source, wanted, fields, limits)
+    yield from parse_file(data, key, uri, source, wanted, options.fields, options.limits)
+
+
+def too_large(what: str, size: int, limit: int) -> str:
+    return f"{what} is {size} bytes, over the limit of {limit} (CORPUSMILL_MAX_FILE_BYTES)"
 
 
 def parse_file(

@@ -16,7 +16,7 @@ over the whole table would fail on that run's half-written shards. Without `part
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +60,29 @@ class CheckOutcome:
     passed: bool
     description: str
     metadata: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def outcomes_record(
+    outcomes: Mapping[str, CheckOutcome], *, scope: str | int, by: str
+) -> dict[str, object]:
+    """What a generation's registry row keeps of one evaluation of the checks: each
+    outcome, whether all passed, over which shards ("all" or how many), when, by whom."""
+    import datetime as dt
+
+    return {
+        "passed": bool(outcomes) and all(o.passed for o in outcomes.values()),
+        "results": {
+            name: {"passed": o.passed, "description": o.description} for name, o in outcomes.items()
+        },
+        "shards_checked": scope,
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "by": by,
+    }
+
+
+def counted(*pairs: tuple[int, str]) -> list[str]:
+    """ "N what" for each (N, what) with N > 0: a check's problems, in one line each."""
+    return [f"{n} {what}" for n, what in pairs if n]
 
 
 def _missing(name: str) -> CheckOutcome:
@@ -174,16 +197,12 @@ def check_coverage(store: Store, partitions: Sequence[str] | None = None) -> Che
         "duplicate_ids": duplicates,
     }
     _scope(meta, partitions)
-    problems = [
-        f"{n} {what}"
-        for n, what in (
-            (missing, "chunks without an embedding"),
-            (orphans, "embeddings of chunks that no longer exist"),
-            (outdated, "embeddings of an older content of their chunk"),
-            (duplicates, "duplicate chunk ids"),
-        )
-        if n
-    ]
+    problems = counted(
+        (missing, "chunks without an embedding"),
+        (orphans, "embeddings of chunks that no longer exist"),
+        (outdated, "embeddings of an older content of their chunk"),
+        (duplicates, "duplicate chunk ids"),
+    )
     if problems:
         return CheckOutcome(False, "; ".join(problems), meta)
     return CheckOutcome(True, f"{len(ids)} embeddings, one per current chunk", meta)

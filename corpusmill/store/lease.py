@@ -32,55 +32,14 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from corpusmill.errors import ConfigError, StoreError
+from corpusmill.errors import ConfigError, ShardsBusy, StoreError
+from corpusmill.s3 import error_code, s3_client, split_s3_uri
 
 TTL_S = 60.0  # a crashed holder's shards are free this long after its last heartbeat
 WAIT_S = 3600.0  # how long a second writer of a shard waits before it gives up
 POLL_S = 1.0
 
 _held = threading.local()  # names this thread holds, per store: {(bucket, key): Lease}
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/some/prefix` -> ("bucket", "some/prefix")."""
-    rest = uri.split("://", 1)[1]
-    bucket, _, prefix = rest.partition("/")
-    return bucket, prefix.strip("/")
-
-
-def s3_client(storage_options: Mapping[str, str]):
-    """A boto3 S3 client for the store's options (object_store's keys, as LanceDB takes
-    them: endpoint, keys, region). No keys given: boto3's standard credential chain."""
-    try:
-        import boto3
-        from botocore.config import Config
-    except ImportError as exc:  # pragma: no cover - boto3 comes with the `scale` extra
-        raise ConfigError(
-            "an s3:// store needs boto3 for its shard leases: pip install 'corpusmill[scale]'"
-        ) from exc
-
-    opts = {k.lower(): v for k, v in storage_options.items()}
-
-    def first(*keys: str) -> str | None:
-        return next((opts[k] for k in keys if opts.get(k)), None)
-
-    endpoint = first("aws_endpoint", "endpoint", "aws_endpoint_url", "endpoint_url")
-    virtual = first("aws_virtual_hosted_style_request", "virtual_hosted_style_request")
-    style = "virtual" if str(virtual).lower() == "true" else "path" if endpoint else "auto"
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=first("region", "aws_region", "aws_default_region"),
-        aws_access_key_id=first("aws_access_key_id", "access_key_id"),
-        aws_secret_access_key=first("aws_secret_access_key", "secret_access_key"),
-        aws_session_token=first("aws_session_token", "session_token", "token"),
-        config=Config(s3={"addressing_style": style}, retries={"mode": "standard"}),
-    )
-
-
-def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
 
 
 # A conditional write that lost: 412, or 409 when S3 saw two conditional writes at once.
@@ -143,7 +102,7 @@ class S3Leases:
         try:
             got = self.client.get_object(Bucket=self.bucket, Key=key)
         except Exception as exc:
-            if _code(exc) in _GONE:
+            if error_code(exc) in _GONE:
                 return None
             raise
         raw = got["Body"].read()
@@ -157,23 +116,25 @@ class S3Leases:
         expired = now - got["LastModified"].timestamp() > ttl
         return holder, str(got["ETag"]), expired
 
-    def acquire(self, name: str) -> Lease:
+    def acquire(self, name: str, wait_s: float | None = None) -> Lease:
         """Hold `name`: create it, or take it over once expired; wait while another holds
-        it, up to `wait_s`, then raise `StoreError` naming the holder."""
+        it, up to `wait_s` (default: the store's), then raise `ShardsBusy` (a
+        `StoreError`) naming the holder."""
         key = self.key(name)
-        deadline = time.monotonic() + self.wait_s
+        wait_s = self.wait_s if wait_s is None else wait_s
+        deadline = time.monotonic() + wait_s
         while True:
             body = self._body(uuid.uuid4().hex)
             try:
                 return Lease(key, self._put(key, body, IfNoneMatch="*"), body)
             except Exception as exc:
-                if _code(exc) in {"NotImplemented", "501"}:
+                if error_code(exc) in {"NotImplemented", "501"}:
                     raise ConfigError(
                         f"the S3 server of {self.uri!r} does not support conditional puts "
                         "(If-None-Match), which shard leases and Lance commits need: use "
                         "s3+ddb://bucket/prefix?ddbTableName=T (README, CORPUSMILL_DB)"
                     ) from exc
-                if _code(exc) not in _LOST:
+                if error_code(exc) not in _LOST:
                     raise
             seen = self._read(key)
             if seen is None:
@@ -183,10 +144,10 @@ class S3Leases:
                 with contextlib.suppress(Exception):  # lost the takeover: wait as before
                     return Lease(key, self._put(key, body, IfMatch=etag), body)
             if time.monotonic() >= deadline:
-                raise StoreError(
+                raise ShardsBusy(
                     f"shard lease {name!r} of {self.uri!r} is held by run "
                     f"{holder.get('run_id') or '?'} (host {holder.get('host', '?')}, pid "
-                    f"{holder.get('pid', '?')}) and was not released within {self.wait_s:.0f} s; "
+                    f"{holder.get('pid', '?')}) and was not released within {wait_s:.0f} s; "
                     f"wait for that run, or, if it is gone, for its lease to expire "
                     f"({holder.get('ttl_s', self.ttl_s)} s after its last heartbeat)"
                 )
@@ -202,7 +163,7 @@ class S3Leases:
         try:
             lease.etag, lease.body = self._put(lease.key, body, IfMatch=lease.etag), body
         except Exception as exc:
-            if _code(exc) in _LOST or _code(exc) in _GONE:
+            if error_code(exc) in _LOST or error_code(exc) in _GONE:
                 lease.lost = True  # expired and taken over: another writer holds it now
             # other errors (a network blip): the next heartbeat tries again
 
@@ -213,17 +174,18 @@ class S3Leases:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=lease.key, IfMatch=lease.etag)
         except Exception as exc:
-            if _code(exc) in _LOST:
+            if error_code(exc) in _LOST:
                 lease.lost = True
-            elif _code(exc) not in _GONE:
+            elif error_code(exc) not in _GONE:
                 raise
 
     # -- a set of leases, held for a block ----------------------------------------------
     @contextlib.contextmanager
-    def hold(self, names: Sequence[str]) -> Iterator[list[Lease]]:
+    def hold(self, names: Sequence[str], wait_s: float | None = None) -> Iterator[list[Lease]]:
         """Hold every lease of `names` (taken in sorted order, so two writers of
         overlapping sets never deadlock), renewed by a heartbeat thread until the block
-        ends, then released. Raises `StoreError` at the end if one was lost meanwhile."""
+        ends, then released. Raises `StoreError` at the end if one was lost meanwhile.
+        `wait_s`: how long to wait for each (default: the store's `wait_s`)."""
         held: dict[tuple[str, str], Lease] = _held.__dict__.setdefault("leases", {})
         wanted = sorted(set(names))
         mine = [n for n in wanted if (self.bucket, self.key(n)) in held]
@@ -242,7 +204,7 @@ class S3Leases:
         )
         try:
             for name in wanted:
-                leases.append(self.acquire(name))
+                leases.append(self.acquire(name, wait_s))
                 held[(self.bucket, leases[-1].key)] = leases[-1]
             beat.start()
             yield leases

@@ -17,15 +17,20 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from corpusmill.errors import ShardsBusy
+
 _held_locks = threading.local()
 
 
 @contextlib.contextmanager
-def file_lock(directory: str, name: str = "store", shared: bool = False) -> Iterator[None]:
+def file_lock(
+    directory: str, name: str = "store", shared: bool = False, wait: bool = True
+) -> Iterator[None]:
     """Hold `<directory>/.locks/<name>.lock` for the block: exclusive, or shared with
     other shared holders. A thread already holding it gets it again at once, unless it
     holds it shared and asks for it exclusive: that upgrade would deadlock against its own
-    descriptor, so it is refused with an error."""
+    descriptor, so it is refused with an error. `wait` False: `ShardsBusy` at once if
+    another holder has it."""
     lock_dir = Path(directory) / ".locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     path = str((lock_dir / f"{name}.lock").resolve())
@@ -40,10 +45,19 @@ def file_lock(directory: str, name: str = "store", shared: bool = False) -> Iter
         return
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(fd, mode if wait else mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            fd = -1
+            raise ShardsBusy(
+                f"{name} of the store at {directory!r} is held by another writer"
+            ) from None
         held[path] = shared
         yield
     finally:
-        held.pop(path, None)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        if fd >= 0:
+            held.pop(path, None)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)

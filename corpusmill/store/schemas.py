@@ -1,4 +1,10 @@
-"""The five tables' schemas, and the model card an embeddings table carries in its metadata."""
+"""The tables' schemas, and the model card an embeddings table carries in its metadata.
+
+Shared by every generation: `documents`, `quarantine`, and the registry `generations`.
+Model-bound, one of each per generation (`MODEL_TABLES`): `chunks`, `embeddings`,
+`rerank_scores`. A generation's tables take the same schema whatever its name, so a column
+added here applies to every generation's table (`Store.ensure` adds it to older ones).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +28,12 @@ PRIMARY_KEYS = {
     "embeddings": "chunk_id",
     "quarantine": "quarantine_id",
     "rerank_scores": "score_id",
+    "generations": "gen_id",
 }
+# What depends on the model: one of each per generation (chunk boundaries follow the
+# tokenizer, vectors the weights, rerank candidates the vectors). A generation's name for
+# each is `Store.physical(name)`.
+MODEL_TABLES = ("chunks", "embeddings", "rerank_scores")
 PK_POSITION = "lance-schema:unenforced-primary-key:position"
 
 
@@ -51,6 +62,14 @@ def documents_schema() -> pa.Schema:
             ("title", pa.string()),
             ("text", pa.string()),
             ("content_hash", pa.string()),
+            # Added by issue 24 (null in rows written before): the author from the file's
+            # metadata ("" when it has none), the layout (`Structure.to_json`: where pages
+            # and headings start; null for formats without one) that places each chunk,
+            # and, for an object-store object, the signature (ETag, size, reader version)
+            # that lets a rerun skip reading an unchanged object (null for files).
+            ("author", pa.string()),
+            ("structure", pa.string()),
+            ("signature", pa.string()),
         ]
     )
 
@@ -70,6 +89,13 @@ def chunk_fields() -> list[pa.Field]:
         pa.field("doc_hash", pa.string()),
         pa.field("n_tokens", pa.int32()),
         pa.field("chunker", pa.string()),
+        # Where the chunk sits, so a hit can be cited (issue 24; null in rows written
+        # before): the physical pages it spans, numbered from 1 as a viewer counts them
+        # (null for formats without pages), and the headings in force where it starts,
+        # outermost first (null for a document without headings; empty before the first).
+        pa.field("page_first", pa.int32()),
+        pa.field("page_last", pa.int32()),
+        pa.field("section", pa.list_(pa.string())),
     ]
 
 
@@ -126,6 +152,31 @@ def rerank_schema() -> pa.Schema:
             ("reranker_revision", pa.string()),
             ("score", pa.float32()),
             ("rank", pa.int32()),
+        ]
+    )
+
+
+def generations_schema() -> pa.Schema:
+    """The registry: one row per generation, and the `@live` row that names the live one
+    (`store.generations`). Dicts travel as JSON text."""
+    return pa.schema(
+        [
+            key_field("gen_id"),
+            ("model_id", pa.string()),
+            ("card", pa.string()),  # JSON: every ModelCard field
+            ("model_path", pa.string()),  # where this machine found the model; null: unknown
+            ("suffix", pa.string()),  # "" : the plain table names
+            ("state", pa.string()),
+            ("chunker", pa.string()),
+            ("precision", pa.string()),
+            ("created", pa.timestamp("us", tz="UTC")),
+            ("promoted", pa.timestamp("us", tz="UTC")),  # last time it became live
+            ("checks", pa.string()),  # JSON: the last checks and their outcome
+            ("gate", pa.string()),  # JSON: the last gate figures and verdict
+            ("note", pa.string()),  # the last refusal, with its reason
+            ("live", pa.string()),  # the @live row: the live generation
+            ("previous", pa.string()),  # the @live row: the one it replaced (rollback)
+            ("changed", pa.timestamp("us", tz="UTC")),
         ]
     )
 

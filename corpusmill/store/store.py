@@ -27,11 +27,18 @@ insert an update; `s3+ddb://` and the other object stores have only that, no lea
 The Ray path writes the other way Lance allows, also through here: workers write fragments
 and the driver commits them once, keyed by its run (`snapshot`, `commit_fragments`;
 `fragments.py`). A worker reopens the store from `ref()`, a picklable `StoreRef`.
+
+Generations: the model-bound tables (`schemas.MODEL_TABLES`) exist once per generation
+(`generations.py`). `for_generation(suffix)` is a view of the same store in which those
+names mean one generation's tables (`chunks` -> `chunks_<suffix>`), so every sync step, check
+and search reads and writes "chunks" and "embeddings" without knowing which generation it
+serves; the shared tables and the locks are the same in every view.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +46,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from corpusmill.errors import StoreError, store_error
+from corpusmill.errors import ShardsBusy, StoreError, store_error
 from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.model.card import ModelCard
 from corpusmill.store.fragments import CommitResult, Snapshot, commit_fragments
@@ -47,6 +54,7 @@ from corpusmill.store.lease import S3Leases
 from corpusmill.store.lock import file_lock
 from corpusmill.store.predicates import groups_of, in_filter
 from corpusmill.store.schemas import (
+    MODEL_TABLES,
     PRIMARY_KEYS,
     check_card,
     embeddings_schema,
@@ -63,9 +71,10 @@ class StoreRef:
 
     uri: str
     storage_options: dict[str, str] = field(default_factory=dict)
+    suffix: str = ""  # the generation the view serves ("": the plain table names)
 
     def open(self) -> Store:
-        return Store(self.uri, self.storage_options)
+        return Store(self.uri, self.storage_options).for_generation(self.suffix)
 
 
 class Store:
@@ -87,6 +96,7 @@ class Store:
         self.storage_options = dict(storage_options or {})
         self.owner = owner
         self.on_commit = on_commit
+        self.suffix = ""  # see `for_generation`
         self._leases: S3Leases | None = None
         if "://" not in uri:
             try:
@@ -108,11 +118,28 @@ class Store:
         return self._leases
 
     def ref(self) -> StoreRef:
-        return StoreRef(self.uri, dict(self.storage_options))
+        return StoreRef(self.uri, dict(self.storage_options), self.suffix)
+
+    def for_generation(self, suffix: str) -> Store:
+        """This store with the model-bound tables of the generation whose tables end in
+        `suffix` ("": the plain names, a store's first generation). Shares the connection,
+        the leases and `on_commit`."""
+        view = copy.copy(self)
+        view.suffix = suffix
+        return view
+
+    def physical(self, name: str) -> str:
+        """The table `name` means in this view: a model-bound table gets the suffix."""
+        return f"{name}_{self.suffix}" if self.suffix and name in MODEL_TABLES else name
+
+    def stage(self, name: str) -> str:
+        """A quarantine stage of this view's generation: a chunk one model cannot embed
+        may be fine for another, so model stages (`embed`) are named per generation."""
+        return f"{name}:{self.suffix}" if self.suffix and name != "source" else name
 
     def table_uri(self, name: str) -> str:
         """Where Lance keeps `name` (for pylance: `snapshot`, `commit_fragments`)."""
-        return f"{self.uri.rstrip('/')}/{name}.lance"
+        return f"{self.uri.rstrip('/')}/{self.physical(name)}.lance"
 
     # -- tables -------------------------------------------------------------------------
     def table_names(self) -> list[str]:
@@ -120,6 +147,7 @@ class Store:
 
     def open(self, name: str):
         """The table, or None if it was never written."""
+        name = self.physical(name)
         if name not in self.table_names():
             return None
         return self.db.open_table(name)
@@ -149,14 +177,8 @@ class Store:
         `s3+ddb://` and the other object stores nothing serialises it: create the
         tables with one writer first, `create_tables`.) The caller checks the schema and
         model card of what it opened (`ensure`, `ensure_embeddings`)."""
-        guard: contextlib.AbstractContextManager[object]
-        if not self.on_object_store:
-            guard = file_lock(self.uri, "create")
-        elif self.leases is not None:
-            guard = self.leases.hold(["create"])
-        else:
-            guard = contextlib.nullcontext()
-        with guard:
+        name = self.physical(name)
+        with self.serialised():
             if name in self.table_names():
                 return self.db.open_table(name)
             try:
@@ -166,6 +188,26 @@ class Store:
                 if not any(w in str(e).lower() for w in ("exist", "conflict")):
                     raise
             return self.db.open_table(name)
+
+    def serialised(self) -> contextlib.AbstractContextManager[object]:
+        """One at a time, across processes: table creation and registering a generation.
+        A file lock locally, the `create` lease on `s3://`; nothing on the object stores
+        without leases (create the tables and the first generation with one writer)."""
+        if not self.on_object_store:
+            return file_lock(self.uri, "create")
+        if self.leases is not None:
+            return self.leases.hold(["create"])
+        return contextlib.nullcontext()
+
+    def drop_table(self, name: str) -> bool:
+        """Remove the table `name` means in this view; False if it did not exist."""
+        physical = self.physical(name)
+        if physical not in self.table_names():
+            return False
+        self.db.drop_table(physical)
+        if self.on_commit is not None:
+            self.on_commit(physical)
+        return True
 
     def create_tables(self, card: ModelCard) -> None:
         """Every table a run writes, created now (see `_create`)."""
@@ -195,14 +237,6 @@ class Store:
         table = self.ensure("embeddings", embeddings_schema(card))
         check_card(table_card(table.schema), card)
         return table
-
-    def check_model(self, card: ModelCard) -> None:
-        """Refuse `card` if an embeddings table exists and another model wrote it. Every
-        asset that writes calls this before its first write, so a refused model swap
-        leaves documents and chunks as they were, not only the embeddings."""
-        stored = self.embeddings_card()
-        if stored is not None:
-            check_card(stored, card)
 
     def embeddings_card(self) -> dict[str, str] | None:
         table = self.open("embeddings")
@@ -290,20 +324,35 @@ class Store:
             self.on_commit(name)
         return result
 
-    def write_lock(self, partitions: Sequence[str] | None = None):
+    def write_lock(
+        self,
+        partitions: Sequence[str] | None = None,
+        *,
+        wait: bool = True,
+        scopes: Sequence[str] = (),
+    ):
         """Keep writers of this store apart, as narrowly as the work needs.
 
-        `partitions` given: the writer touches only those shards' rows. It holds each
-        shard's lock (in one order, so two ranges never deadlock) and the store lock
-        shared, so writers of disjoint shards run concurrently and a writer of an
-        overlapping shard waits. `partitions` None: the whole store (upkeep, index
-        builds), exclusive against every other writer.
+        `partitions` given: the writer touches only those shards' rows, of the shared
+        tables and this view's generation. It holds each shard's lock (in one order, so
+        two ranges never deadlock) and the store lock shared, so writers of disjoint
+        shards run concurrently and a writer of an overlapping shard waits. A generation
+        other than the plain-named one has shard locks of its own, so a build writing a
+        new generation never holds back a run that keeps the live one current. `wait`
+        False: `ShardsBusy` at once if another writer holds one of them. `partitions`
+        None: the whole store (upkeep, index builds, a switch), exclusive against every
+        other writer; on `s3://` that is every shard lease of the shared tables and of
+        each generation in `scopes` (their suffixes).
 
-        On `s3://` the same with leases (`lease.py`): one per shard, and whole-store work
-        holds all of them. Other object stores take none: `conditional_put_commits`.
+        On `s3://` the same with leases (`lease.py`). Other object stores take none:
+        `conditional_put_commits`.
         """
         if self.leases is not None:
-            return self.leases.hold(ALL_PARTITIONS if partitions is None else list(partitions))
+            if partitions is None:
+                names = [_shard(p, s) for s in {"", *scopes} for p in ALL_PARTITIONS]
+            else:
+                names = [_shard(p, self.suffix) for p in partitions]
+            return self.leases.hold(names, wait_s=None if wait else 0.0)
         if self.on_object_store:
             return conditional_put_commits(self.uri)
         if not os.access(self.uri, os.W_OK):  # fail before the run does any work
@@ -312,8 +361,18 @@ class Store:
                 "writable or point CORPUSMILL_DB at a directory you can write"
             )
         if partitions is None:
-            return file_lock(self.uri, "store")
-        return _shard_locks(self.uri, sorted(set(partitions)))
+            return file_lock(self.uri, "store", wait=wait)
+        names = [f"partition-{_shard(p, self.suffix)}" for p in sorted(set(partitions))]
+        return _shard_locks(self.uri, names, wait)
+
+    def busy(self, partitions: Sequence[str] = ALL_PARTITIONS) -> bool:
+        """Whether another writer holds any of `partitions` in this view now (a probe: the
+        locks are taken without waiting and given back at once)."""
+        try:
+            with self.write_lock(partitions, wait=False):
+                return False
+        except ShardsBusy:
+            return True
 
     def _committed(self, table) -> None:
         if self.on_commit is not None:
@@ -344,10 +403,16 @@ def conditional_put_commits(uri: str) -> Iterator[None]:
     yield
 
 
+def _shard(partition: str, suffix: str) -> str:
+    """A shard's lock name in the generation with `suffix` ("": shared tables and the
+    plain-named generation)."""
+    return f"{partition}@{suffix}" if suffix else partition
+
+
 @contextlib.contextmanager
-def _shard_locks(directory: str, partitions: list[str]) -> Iterator[None]:
+def _shard_locks(directory: str, names: list[str], wait: bool) -> Iterator[None]:
     with contextlib.ExitStack() as stack:
-        stack.enter_context(file_lock(directory, "store", shared=True))
-        for p in partitions:
-            stack.enter_context(file_lock(directory, f"partition-{p}"))
+        stack.enter_context(file_lock(directory, "store", shared=True, wait=wait))
+        for name in names:
+            stack.enter_context(file_lock(directory, name, wait=wait))
         yield

@@ -167,19 +167,27 @@ def upkeep(
     retrain_ann: bool = False,
     tables: tuple[str, ...] = TABLES,
 ) -> UpkeepReport:
-    """Upkeep every table that exists. The caller holds the store's write lock."""
+    """Upkeep every table that exists, each generation's model-bound tables included. The
+    caller holds the store's write lock."""
+    from corpusmill.store.generations import TABLE, read_registry
+
     report = UpkeepReport(ann_min_rows=ann_min_rows)
-    for name in tables:
-        table = store.open(name)
-        if table is None:
-            continue
-        report.tables.append(
-            upkeep_table(
+    suffixes = sorted({g.suffix for g in read_registry(store).generations.values()} | {""})
+    seen: set[str] = set()
+    for suffix in suffixes:
+        view = store.for_generation(suffix)
+        for name in (*tables, TABLE):
+            table = view.open(name)
+            if table is None or view.physical(name) in seen:
+                continue
+            seen.add(view.physical(name))
+            entry = upkeep_table(
                 table,
                 name,
                 cleanup_older_than=cleanup_older_than,
                 ann_min_rows=ann_min_rows,
                 retrain_ann=retrain_ann,
             )
-        )
+            entry.table = view.physical(name)
+            report.tables.append(entry)
     return report

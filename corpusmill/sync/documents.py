@@ -1,4 +1,11 @@
-"""sources -> `documents`: the corpus as last read, one row per document."""
+"""sources -> `documents`: the corpus as last read, one row per document.
+
+The sources are read as a stream and written as they come, in groups: what is held is one
+compact entry per stored document (id, uri, hash, signature) and per document seen, never
+the corpus's text, so a bucket of a million objects passes through a bounded window
+(`DOC_GROUP * 4` documents). A rerun after a crash finds the groups already written
+unchanged and writes the rest.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,13 @@ from dataclasses import dataclass, field
 
 from corpusmill.errors import ConfigError, InputError
 from corpusmill.ids import content_hash, doc_key, partition_of
-from corpusmill.sources import Document, Quarantined, RecordFields, read_source
+from corpusmill.sources import (
+    Document,
+    Quarantined,
+    ReadOptions,
+    Unchanged,
+    read_source,
+)
 from corpusmill.store import (
     Store,
     all_of,
@@ -21,6 +34,8 @@ from corpusmill.store import (
 )
 from corpusmill.sync.scope import DOC_GROUP, Report, detail, docs_filter, partition_filter
 
+WRITE_GROUP = DOC_GROUP * 4  # documents per commit of `documents`
+
 
 @dataclass
 class DocumentsReport(Report):
@@ -28,118 +43,162 @@ class DocumentsReport(Report):
     new: int = 0
     changed: int = 0
     unchanged: int = 0
+    not_read: int = 0  # of the unchanged: objects whose signature said so, never fetched
     deleted: int = 0
     quarantined: int = 0
     unavailable_sources: list[str] = field(default_factory=list)
     quarantine: list[Quarantined] = detail(list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    uri: str
+    content_hash: str
+    signature: str
+
+
 def sync_documents(
     store: Store,
     partitions: Sequence[str],
     sources: Sequence[tuple[str, str]],
-    *,
-    fields: RecordFields | None = None,
-    max_file_bytes: int,
+    options: ReadOptions,
 ) -> DocumentsReport:
     """Make `documents` hold exactly what `sources` contain in `partitions`.
 
-    `sources` are (spec, label) pairs. Rows of other sources are never touched. A source
-    that cannot be listed (unmounted, missing) keeps its rows: absence of a whole source
-    is far more often an accident than a deletion. A quarantined document keeps its last
-    good version.
+    `sources` are (spec, label) pairs; `options` says how to read them. Rows of other
+    sources are never touched. A source that cannot be listed (unmounted, missing, a
+    bucket that does not exist) keeps its rows: absence of a whole source is far more often
+    an accident than a deletion. A quarantined document keeps its last good version. An
+    object whose signature is the stored one is not read (`Unchanged`).
     """
-    if max_file_bytes < 0:
+    if options.max_file_bytes < 0:
         raise ConfigError(
-            f"max_file_bytes={max_file_bytes} must be >= 0 (CORPUSMILL_MAX_FILE_BYTES)"
+            f"max_file_bytes={options.max_file_bytes} must be >= 0 (CORPUSMILL_MAX_FILE_BYTES)"
         )
+    if not sources:
+        raise InputError("no sources to read: set CORPUSMILL_SOURCES or pass paths to ingest")
+    check_labels(sources)
     wanted_parts = set(partitions)
     report = DocumentsReport()
-    docs: dict[str, Document] = {}
-    protected: set[str] = set()
+    stored = _stored(store, partitions, {label for _, label in sources})
+    table = store.ensure("documents", documents_schema())
+    seen: dict[str, str] = {}  # doc_id -> uri, of every document the sources hold now
+    protected: set[str] = set()  # uris of quarantined files: their rows stay
+    pending: list[Document] = []
     labels: list[str] = []
-    check_labels(sources)
+
+    def flush() -> None:
+        if pending:
+            rows = rows_to_table([_row(d) for d in pending], documents_schema())
+            store.replace_rows(table, "doc_id", rows, None)
+            pending.clear()
+
     for spec, label in sources:
+        known = {d: r.signature for d, r in stored.get(label, {}).items() if r.signature}
+        items = read_source(
+            spec,
+            lambda d: partition_of(d) in wanted_parts,
+            label=label,
+            options=options,
+            known=known,
+        )
         try:
-            for item in read_source(
-                spec,
-                lambda d: partition_of(d) in wanted_parts,
-                label=label,
-                fields=fields or RecordFields(),
-                max_file_bytes=max_file_bytes,
-            ):
-                if isinstance(item, Document) and item.doc_id in docs:
+            for item in items:
+                if isinstance(item, Unchanged):
+                    seen[item.doc_id] = item.uri
+                    report.unchanged += 1
+                    report.not_read += 1
+                    continue
+                if isinstance(item, Document) and item.doc_id in seen:
                     # Ids cannot collide by construction (corpusmill.ids); if they ever
                     # did, the second document is quarantined, not silently dropped.
                     item = Quarantined(
                         item.doc_id,
                         item.source,
                         item.uri,
-                        f"duplicate document id: {docs[item.doc_id].uri} has it too",
+                        f"duplicate document id: {seen[item.doc_id]} has it too",
                     )
                 if isinstance(item, Quarantined):
                     if partition_of(item.doc_id) in wanted_parts:
                         report.quarantine.append(item)
                     protected.add(item.uri)
+                    continue
+                seen[item.doc_id] = item.uri
+                old = stored.get(label, {}).get(item.doc_id)
+                if old is None:
+                    report.new += 1
+                elif old.content_hash != item.content_hash:
+                    report.changed += 1
                 else:
-                    docs[item.doc_id] = item
+                    report.unchanged += 1
+                    if old.signature == item.signature:
+                        continue  # as stored: nothing to write
+                    # Same content from other bytes (an object re-uploaded): the row
+                    # takes the new signature, so the next run need not read it.
+                pending.append(item)
+                if len(pending) >= WRITE_GROUP:
+                    flush()
             labels.append(label)
         except FileNotFoundError:
             report.unavailable_sources.append(spec)
-    report.documents = len(docs)
+    flush()
+    report.documents = len(seen)
     report.quarantined = len(report.quarantine)
-    if not sources:
-        raise InputError("no sources to read: set CORPUSMILL_SOURCES or pass paths to ingest")
     if not labels:
         # Every source is missing: a run that reads nothing must not report success.
         raise InputError(
             f"no source could be read ({', '.join(report.unavailable_sources)} does not "
             "exist); check the paths (CORPUSMILL_SOURCES or the ingest arguments)"
         )
-
-    in_sources = set(labels)
-    stored = [
-        r
-        for r in store.scan(
-            "documents", ["doc_id", "source", "uri", "content_hash"], partition_filter(partitions)
-        ).to_pylist()
-        if r["source"] in in_sources
-    ]
-    old = {r["doc_id"]: r["content_hash"] for r in stored}
-    upserts = [d for d in docs.values() if old.get(d.doc_id) != d.content_hash]
-    report.new = sum(1 for d in upserts if d.doc_id not in old)
-    report.changed = len(upserts) - report.new
-    report.unchanged = len(docs) - len(upserts)
     # A quarantined file (or a record of it) keeps its last good version.
     gone = [
-        r["doc_id"]
-        for r in stored
-        if r["doc_id"] not in docs
-        and r["uri"] not in protected
-        and r["uri"].rsplit("#", 1)[0] not in protected
+        doc_id
+        for label in labels
+        for doc_id, row in stored.get(label, {}).items()
+        if doc_id not in seen
+        and row.uri not in protected
+        and row.uri.rsplit("#", 1)[0] not in protected
     ]
     report.deleted = len(gone)
-
-    table = store.ensure("documents", documents_schema())
-    for group in groups_of(upserts, DOC_GROUP * 4):
-        rows = [
-            {
-                "doc_id": d.doc_id,
-                "doc_key": doc_key(d.doc_id),
-                "source": d.source,
-                "uri": d.uri,
-                "partition": partition_of(d.doc_id),
-                "title": d.title,
-                "text": d.text,
-                "content_hash": d.content_hash,
-            }
-            for d in group
-        ]
-        store.replace_rows(table, "doc_id", rows_to_table(rows, documents_schema()), None)
-    for group in groups_of(gone):
+    for group in groups_of(sorted(gone)):
         store.replace_rows(table, "doc_id", None, docs_filter(group))
-    record_quarantine(store, "source", report.quarantine, in_sources, partitions)
+    record_quarantine(store, "source", report.quarantine, set(labels), partitions)
     return report
+
+
+def _stored(store: Store, partitions: Sequence[str], labels: set[str]) -> dict[str, dict]:
+    """label -> {doc_id: what its row says}, for the sources' rows in `partitions`."""
+    table = store.open("documents")
+    columns = ["doc_id", "source", "uri", "content_hash"]
+    if table is not None and "signature" in table.schema.names:
+        columns.append("signature")
+    rows = store.scan("documents", columns, partition_filter(partitions))
+    out: dict[str, dict[str, _Stored]] = {label: {} for label in labels}
+    if not rows.num_rows:
+        return out
+    values = [rows[c].to_pylist() for c in columns]
+    if len(columns) == 4:
+        values.append([None] * rows.num_rows)
+    for doc_id, source, uri, digest, sig in zip(*values, strict=True):
+        if source in out:
+            out[source][doc_id] = _Stored(uri, digest, sig or "")
+    return out
+
+
+def _row(d: Document) -> dict:
+    return {
+        "doc_id": d.doc_id,
+        "doc_key": doc_key(d.doc_id),
+        "source": d.source,
+        "uri": d.uri,
+        "partition": partition_of(d.doc_id),
+        "title": d.title,
+        "text": d.text,
+        "content_hash": d.content_hash,
+        "author": d.author,
+        "structure": d.structure.to_json() if d.structure.pages or d.structure.sections else None,
+        "signature": d.signature or None,
+    }
 
 
 def check_labels(sources: Sequence[tuple[str, str]]) -> None:

@@ -36,11 +36,14 @@ from corpusmill.sync.scope import Report, detail
 
 NON_FINITE = "the model returned a non-finite vector (NaN or infinity) for this chunk"
 
-CHUNK_SET = ["chunk_id", "doc_id", "content_hash"]  # what a document's chunk set is read from
+# What a document's chunk set is read from. The document's hash is part of it: a document
+# whose layout (pages, headings) changed has the same chunk texts but new locations, and
+# its rows here are rewritten (vectors reused by content hash), carrying its new hash.
+CHUNK_SET = ["chunk_id", "doc_id", "content_hash", "doc_hash"]
 STORED_IDS = ("input_ids", "tokenizer")  # the chunker's token ids: they stay in `chunks`
 _CHUNK_COLUMNS = [f.name for f in chunks_schema()]
 
-ChunkSets = dict[str, set[tuple[str, str]]]  # doc_id -> {(chunk_id, content_hash)}
+ChunkSets = dict[str, set[tuple[str, str, str]]]  # doc_id -> {(chunk_id, content_hash, doc_hash)}
 Item = tuple[str, str | TokenIds]  # (chunk_id, what the engine embeds)
 
 
@@ -87,8 +90,8 @@ def chunk_sets(ids: pa.Table) -> ChunkSets:
     """What each document consists of, from a scan of the `CHUNK_SET` columns."""
     by_doc: ChunkSets = defaultdict(set)
     columns = (ids[k].to_pylist() for k in CHUNK_SET)
-    for chunk, doc, digest in zip(*columns, strict=True):
-        by_doc[doc].add((chunk, digest))
+    for chunk, doc, digest, doc_hash in zip(*columns, strict=True):
+        by_doc[doc].add((chunk, digest, doc_hash))
     return by_doc
 
 
@@ -121,7 +124,7 @@ class Changes:
     @property
     def to_embed(self) -> int:
         """Chunks of stale documents whose content no stored vector has."""
-        return sum(1 for d in self.stale for _c, h in self.want[d] if h not in self.known)
+        return sum(1 for d in self.stale for _c, h, _d in self.want[d] if h not in self.known)
 
     def report(self) -> EmbeddingsReport:
         return EmbeddingsReport(

@@ -10,7 +10,7 @@ import pytest
 
 from corpusmill.errors import ConfigError
 from corpusmill.ids import ALL_PARTITIONS, doc_id_for, parse_doc_id, record_id_for
-from corpusmill.sources import Document, Quarantined, read_source
+from corpusmill.sources import Document, Quarantined, ReadOptions, read_source
 from corpusmill.store import Store
 from corpusmill.sync import sync_documents
 from tests.runs import ingest, tiny_settings
@@ -75,7 +75,7 @@ def test_two_sources_under_one_label_are_refused(tmp_path, db_uri):
             Store(db_uri),
             ALL_PARTITIONS,
             [(str(tmp_path / "a"), "x"), (str(tmp_path / "b"), "x")],
-            max_file_bytes=1 << 20,
+            ReadOptions(max_file_bytes=1 << 20),
         )
 
 
@@ -89,7 +89,9 @@ def test_colliding_inputs_all_reach_the_documents_table(tmp_path, db_uri):
     )
     (tmp_path / "s.jsonl").write_text(json.dumps({"_id": "a.txt", "text": "other file"}) + "\n")
     store = Store(db_uri)
-    report = sync_documents(store, ALL_PARTITIONS, [(str(tmp_path), "src")], max_file_bytes=1 << 20)
+    report = sync_documents(
+        store, ALL_PARTITIONS, [(str(tmp_path), "src")], ReadOptions(max_file_bytes=1 << 20)
+    )
     texts = sorted(store.scan("documents", ["text"])["text"].to_pylist())
     assert texts == ["other file", "the file", "the record"]
     assert report.quarantined == 1

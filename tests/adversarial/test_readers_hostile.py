@@ -14,8 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from corpusmill.sources import Document, Quarantined, ReadLimits, read_file, read_source
-from corpusmill.sources.files import DEFAULT_FIELDS, list_folder
+from corpusmill.sources import (
+    Document,
+    Quarantined,
+    ReadLimits,
+    ReadOptions,
+    read_file,
+    read_source,
+)
+from corpusmill.sources.files import list_folder
 from corpusmill.sources.isolation import Worker, extract
 from tools.sample_documents import docx, nested_array_pdf, nested_pdf, pdf, stream_pdf
 
@@ -73,7 +80,7 @@ def test_each_hostile_file_is_quarantined_and_the_rest_is_read(tmp_path):
     (tmp_path / "good.pdf").write_bytes(pdf(["Good PDF text."]))
     (tmp_path / "good.docx").write_bytes(docx([("p", "Good Word text.")]))
     (tmp_path / "good.txt").write_text("Good plain text.")
-    items = list(read_source(str(tmp_path), label="t", limits=LIMITS))
+    items = list(read_source(str(tmp_path), label="t", options=ReadOptions(limits=LIMITS)))
     docs = {Path(i.uri).name: i for i in items if isinstance(i, Document)}
     bad = {Path(i.uri).name: i.reason for i in items if isinstance(i, Quarantined)}
     assert set(docs) == {"good.pdf", "good.docx", "good.txt"}
@@ -86,7 +93,9 @@ def test_each_hostile_file_is_quarantined_and_the_rest_is_read(tmp_path):
 def test_a_deeply_nested_object_is_read_or_quarantined_never_raised(tmp_path):
     for isolate in (True, False):
         (tmp_path / "nested.pdf").write_bytes(nested_array_pdf(200_000))
-        (item,) = read_source(str(tmp_path), label="t", limits=ReadLimits(isolate=isolate))
+        (item,) = read_source(
+            str(tmp_path), label="t", options=ReadOptions(limits=ReadLimits(isolate=isolate))
+        )
         assert isinstance(item, Document | Quarantined)
 
 
@@ -94,7 +103,7 @@ def test_a_file_removed_between_listing_and_reading_is_quarantined(tmp_path):
     (tmp_path / "gone.pdf").write_bytes(pdf(["soon gone"]))
     ((path, key),) = list(list_folder(tmp_path))
     path.unlink()
-    (item,) = read_file(path, key, "t", lambda _id: True, DEFAULT_FIELDS, 10**6, root=tmp_path)
+    (item,) = read_file(path, key, "t", lambda _id: True, ReadOptions(), root=tmp_path)
     assert isinstance(item, Quarantined) and "removed between listing and reading" in item.reason
 
 
@@ -154,7 +163,7 @@ def test_a_2000_page_pdf_is_read_in_bounded_memory(tmp_path):
     script = textwrap.dedent(
         f"""
         from corpusmill.sources import ReadLimits, read_source
-        (doc,) = read_source({str(path)!r}, limits=ReadLimits(isolate=False))
+        (doc,) = read_source({str(path)!r}, options=ReadOptions(limits=ReadLimits(isolate=False)))
         assert len(doc.structure.pages) == 2000, doc
         assert doc.structure.pages_of(doc.text.index("Page 2000."), len(doc.text)) == (2000, 2000)
         print(int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) // 1024)

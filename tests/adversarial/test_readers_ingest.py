@@ -54,3 +54,49 @@ def test_a_mixed_folder_with_hostile_files_ingests_the_good_ones(
     assert "PDF" in bad["broken.pdf"]
     assert "zip" in bad["fake.docx"]
     assert set(bad) == {"scan.pdf", "locked.pdf", "broken.pdf", "fake.docx"}
+
+
+def test_the_limits_in_the_settings_reach_the_readers_of_a_run_and_of_the_sensor(
+    tmp_path, db_uri, tiny_embedder_path
+):
+    """CORPUSMILL_MAX_PAGES and CORPUSMILL_EXTRACT_TIMEOUT, from `Settings` down to the
+    extractor, in an ingest run and in the inbox sensor (which hands them to its run)."""
+    import dagster as dg
+
+    from resources import build_resources
+    from sensors.inbox import build_inbox_sensor
+    from tools.sample_documents import stream_pdf
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "three-pages.pdf").write_bytes(pdf(["one", "two", "three"]))
+    (corpus / "two-pages.pdf").write_bytes(pdf(["one", "two"]))
+    (corpus / "slow.pdf").write_bytes(
+        stream_pdf(b"BT /F1 10 Tf 50 760 Td " + b"(ab) Tj " * 3_000_000 + b"ET")
+    )
+    settings = tiny_settings(
+        db_uri, tiny_embedder_path, max_pages=2, extract_timeout=0.5, inbox=str(corpus)
+    )
+    expected = {
+        "three-pages.pdf": "PDF has 3 pages, over the limit of 2 (CORPUSMILL_MAX_PAGES)",
+        "slow.pdf": "longer than 0.5 s",
+    }
+    summary = ingest([corpus], settings)
+    assert summary["success"] and summary["documents"] == 1
+    bad = {
+        Path(r["uri"]).name: r["reason"]
+        for r in Store(db_uri).scan("quarantine", ["uri", "reason"]).to_pylist()
+    }
+    assert set(bad) == set(expected)
+    for name, phrase in expected.items():
+        assert phrase in bad[name] and "CORPUSMILL_" in bad[name]
+
+    sensor = build_inbox_sensor(settings, name="limits_sensor")
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(),
+        sensor_name="limits_sensor",
+        resources={"store": build_resources(settings)["store"]},
+    )
+    (request,) = sensor(context).run_requests
+    config = request.run_config["ops"]["raw_corpus"]["config"]
+    assert (config["max_pages"], config["extract_timeout"]) == (2, 0.5)

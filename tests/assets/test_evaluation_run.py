@@ -7,6 +7,7 @@ import pytest
 
 from app.evaluation import main, run_eval
 from corpusmill.config import Settings
+from corpusmill.errors import UsageError
 from tests.beir import write_beir
 
 TINY_DOCS = {
@@ -51,6 +52,13 @@ def test_end_to_end_eval_on_a_tiny_beir_folder(tmp_path, tiny_embedder_path, cap
     monkeypatch.setenv("CORPUSMILL_MODEL", str(tiny_embedder_path))
     monkeypatch.setenv("CORPUSMILL_CHUNK_TOKENS", "48")
     monkeypatch.setenv("CORPUSMILL_CHUNK_OVERLAP", "0")
-    args = Namespace(data=str(root), db=db, modes="fts", limit_queries=2)
+    args = Namespace(data=str(root), db=db, modes="fts", limit_queries=2, generation=None)
     assert main(args, Settings.from_env()) == 0
     assert capsys.readouterr().out.strip() == "fts nDCG@10=1.0000 Recall@100=1.0000"
+    # --generation names the generation to score (here the live one, by its id)
+    args.generation = second["generation"]
+    assert main(args, Settings.from_env()) == 0
+    assert capsys.readouterr().out.strip() == "fts nDCG@10=1.0000 Recall@100=1.0000"
+    args.generation = "g-none"
+    with pytest.raises(UsageError, match="no generation 'g-none'"):
+        main(args, Settings.from_env())

@@ -11,11 +11,11 @@ import pytest
 
 from app.runs import summarise
 from assets.partitions import partition_range_tags
-from corpusmill.errors import ModelMismatchError
 from corpusmill.ids import ALL_PARTITIONS, partition_of
 from corpusmill.model import LOADS as LOAD_COUNTS
 from corpusmill.model import Model
 from corpusmill.store import Store
+from corpusmill.store.generations import read_registry
 from tests.assets.corpora import write_corpus
 from tests.runs import ingest, tiny_settings
 
@@ -179,11 +179,21 @@ def test_a_broken_file_keeps_its_last_good_version(corpus, settings, db_uri):
     assert len([r for r in embedded_rows(db_uri) if r["doc_id"].endswith("doc02.txt")]) == n
 
 
-def test_another_model_is_refused(corpus, settings, db_uri, minilm_path):
-    ingest([corpus], settings)
+def test_another_model_builds_its_own_generation_and_goes_live_when_complete(
+    corpus, settings, db_uri, minilm_path
+):
+    """Another model (MiniLM after the tiny one) is not refused: it builds its own tables
+    beside the live ones and, complete and checked, goes live (CORPUSMILL_PROMOTE=auto);
+    the tiny model's generation stays as the rollback target."""
+    first = ingest([corpus], settings)
     other = settings.with_overrides({"model": str(minilm_path), "dtype": "auto"})
-    with pytest.raises(ModelMismatchError):
-        ingest([corpus], other)
+    second = ingest([corpus], other)
+    assert second["success"] and second["promoted"]
+    assert second["live_generation"] == second["generation"] != first["generation"]
+    assert second["chunks_embedded"] == first["chunks_embedded"]
+    registry = read_registry(Store(db_uri))
+    assert registry.previous == first["generation"]
+    assert Store(db_uri).count("embeddings") == first["rows"]  # the old tables kept
 
 
 def test_embedding_uses_the_ids_the_chunker_stored_and_only_its_own(corpus, settings, db_uri):

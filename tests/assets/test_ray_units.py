@@ -4,6 +4,7 @@ reuses stored vectors by content hash, embeds the rest and writes a fragment; th
 commits once. Checked against the local path's rows. The same path on a real Ray cluster:
 tests/e2e/test_ray_embeddings.py (needs root for the network namespace)."""
 
+import shutil
 from collections import Counter
 
 import dagster as dg
@@ -30,6 +31,16 @@ def _corpus(root):
     # Same content as doc03 under another name: its chunks can reuse doc03's vectors.
     (root / "copy03.txt").write_text((root / "doc03.txt").read_text())
     return root
+
+
+def ray_options(model: Model) -> dict:
+    """Two workers run in this process, four chunks a unit."""
+    return {
+        "workers": 2,
+        "tokenizer_id": model.tokenizer_id,
+        "batch_rows": 4,
+        "map_units": in_process,
+    }
 
 
 def test_workers_read_their_own_chunks_and_match_the_local_path(
@@ -64,15 +75,7 @@ def test_workers_read_their_own_chunks_and_match_the_local_path(
 
     loads = LOADS["embedder"]
     report, stats = sync_embeddings_on_ray(
-        store,
-        embedder.spec,
-        embedder.card,
-        parts,
-        run_key="test-run",
-        workers=2,
-        tokenizer_id=embedder.tokenizer_id,
-        batch_rows=4,
-        map_units=in_process,
+        store, embedder.spec, embedder.card, parts, run_key="test-run", **ray_options(embedder)
     )
     # One load for every unit (a worker counts its process's loads: here, this process's).
     assert LOADS["embedder"] == loads + 1 and stats.model_loads == LOADS["embedder"]
@@ -100,3 +103,66 @@ def test_workers_read_their_own_chunks_and_match_the_local_path(
 
     # Nothing stale: no units, no commit, no load.
     assert plan_units(store, parts, workers=2, batch_rows=4).units == []
+
+
+def test_the_ray_path_builds_a_new_generation_through_its_store_view(
+    tmp_path, db_uri, tiny_embedder_path
+):
+    """A generation built beside the live one on the Ray path: the driver plans against
+    the new generation's `chunks`, the workers (opened from the view's picklable ref) read
+    and write its tables, one keyed commit lands in `embeddings_<id>`, the live tables are
+    not touched, and the rows are the local path's."""
+    from corpusmill.chunking import TokenChunker
+    from corpusmill.lifecycle.targets import register_configured
+    from corpusmill.scale.ray_embed import sync_embeddings_on_ray
+    from corpusmill.sync import sync_chunks, sync_embeddings
+    from tests.generations import save_model_b
+    from tools.tiny_models import TINY_MAX_SEQ
+
+    corpus = _corpus(tmp_path / "corpus")
+    settings = tiny_settings(db_uri, tiny_embedder_path)
+    assert run_ingest([str(corpus)], settings, instance=dg.DagsterInstance.ephemeral())["success"]
+    store = Store(db_uri)
+    live_version = store.version("embeddings")
+    model_b = Model(
+        tiny_settings(db_uri, save_model_b(tmp_path, "other-dimension")).embedder_spec()
+    )
+    gen = register_configured(store, model_b)
+    view = gen.view(store)
+    assert view.ref().open().physical("embeddings") == f"embeddings_{gen.gen_id}"
+    chunker = TokenChunker(
+        model_b.tokenizer,
+        CHUNKS["chunk_tokens"],
+        CHUNKS["chunk_overlap"],
+        TINY_MAX_SEQ,
+        tokenizer_id=model_b.tokenizer_id,
+    )
+    parts = sorted(set(store.scan("documents", ["partition"])["partition"].to_pylist()))
+    sync_chunks(view, chunker, parts)
+    report, stats = sync_embeddings_on_ray(
+        view, model_b.spec, model_b.card, parts, run_key="gen-run", **ray_options(model_b)
+    )
+    assert stats.commit is not None and stats.commit.committed and report.chunks_embedded > 0
+    assert store.version("embeddings") == live_version  # the live generation untouched
+
+    # The local path on a copy without B's vectors: the same rows.
+    local_db = str(tmp_path / "local")
+    shutil.copytree(db_uri, local_db)
+    local = Store(local_db).for_generation(gen.suffix)
+    local.drop_table("embeddings")
+
+    def embed(items, sink):
+        model_b.embed_stream(items, sink)
+
+    sync_embeddings(local, embed, model_b.card, parts, tokenizer_id=model_b.tokenizer_id)
+    ray_rows = {
+        r["chunk_id"]: np.asarray(r["vector"])
+        for r in view.scan("embeddings", ["chunk_id", "vector"]).to_pylist()
+    }
+    local_rows = {
+        r["chunk_id"]: np.asarray(r["vector"])
+        for r in local.scan("embeddings", ["chunk_id", "vector"]).to_pylist()
+    }
+    assert ray_rows.keys() == local_rows.keys() and len(ray_rows) == view.count("chunks")
+    for cid, vector in ray_rows.items():
+        assert vector.shape == (48,) and float(vector @ local_rows[cid]) >= 0.9999

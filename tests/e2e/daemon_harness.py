@@ -217,6 +217,7 @@ def documents_writer(
     import threading
 
     from corpusmill.ids import ALL_PARTITIONS
+    from corpusmill.sources import ReadOptions
     from corpusmill.store import Store
     from corpusmill.sync import sync_documents
 
@@ -236,4 +237,6 @@ def documents_writer(
     store.replace_rows = replace_rows_after_rendezvous
     barrier.wait(120)
     with store.write_lock() if locked else contextlib.nullcontext():
-        sync_documents(store, ALL_PARTITIONS, [(inbox, "inbox")], max_file_bytes=1 << 20)
+        sync_documents(
+            store, ALL_PARTITIONS, [(inbox, "inbox")], ReadOptions(max_file_bytes=1 << 20)
+        )

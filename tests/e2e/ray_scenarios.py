@@ -92,6 +92,7 @@ def embed_with_a_worker_that_dies(corpus, uri, options, model) -> dict:
     anything kills its own process once. Called directly (the asset always uses the
     production worker): chunks from a local-path ingest, whose vectors are dropped first."""
     from corpusmill.ids import ALL_PARTITIONS
+    from corpusmill.model import Model
     from corpusmill.scale.ray_embed import sync_embeddings_on_ray
     from corpusmill.store import Store
     from tests.e2e.ray_faults import DiesOnceWorker
@@ -100,15 +101,16 @@ def embed_with_a_worker_that_dies(corpus, uri, options, model) -> dict:
     assert ingest(corpus, res)["success"]
     store = Store(uri, options)
     store.replace_rows(store.open("embeddings"), "chunk_id", None, "true")
-    embedder = res["embedder"]
+    spec = res.embedder_spec()
+    embedder = Model(spec)
     report, stats = sync_embeddings_on_ray(
         store,
-        embedder.spec(),
-        embedder.model.card,
+        spec,
+        embedder.card,
         ALL_PARTITIONS,
         run_key="killed-worker",
         workers=2,
-        tokenizer_id=embedder.model.tokenizer_id,
+        tokenizer_id=embedder.tokenizer_id,
         worker=DiesOnceWorker,
     )
     return {
@@ -157,6 +159,28 @@ def main_scenarios(model: str, work: Path) -> None:
             local_shards=local["shard_observations"],
             materialisations=clean["materialisations"],
             rows_per_shard=rows_per_shard(s3.uri("ray"), opts),
+        )
+
+        # Another model (another dimension) on the Ray path: its generation is built
+        # beside the live one through the store's view, then goes live.
+        from corpusmill.store import Store
+        from corpusmill.store.generations import read_registry
+        from tools.tiny_models import save_tiny_embedder
+
+        model_b = str(save_tiny_embedder(work / "model-b", seed=5, width=48))
+        built = ingest(corpus, resources(s3.uri("ray"), opts, model_b, "ray"))
+        store = Store(s3.uri("ray"), opts)
+        registry = read_registry(store)
+        view = registry.get(built["generation"]).view(store)
+        emit(
+            "generation-on-ray",
+            summary=summary_of(built),
+            live=registry.live,
+            generation=built["generation"],
+            previous=registry.previous,
+            live_rows=[r["chunk_id"] for r in rows(s3.uri("ray"), opts)],
+            rows=view.scan("embeddings", ["chunk_id"])["chunk_id"].to_pylist(),
+            dimension=view.open("embeddings").schema.field("vector").type.list_size,
         )
 
         results = []

@@ -122,3 +122,40 @@ def _run_scenario(daemon: InboxDaemon, search) -> None:
 
     # Exactly once: every chunk of every file on disk, once; nothing else.
     assert stored_chunks(daemon.db) == expected_chunks(daemon.inbox, daemon.model_path)
+
+
+@pytest.mark.slow
+def test_daemon_on_an_s3_inbox_adds_and_deletes(tmp_path, tiny_embedder_path, local_s3):
+    """CORPUSMILL_INBOX=s3://... under the real daemon: the definitions build the sensor on
+    the prefix from the environment, objects dropped there are searchable with their
+    pages, a deleted one leaves, and every chunk is stored once."""
+    import json
+
+    from tests.assets.corpora import write_mixed_folder
+
+    prefix = f"inbox-{tmp_path.name}"
+    mirror = tmp_path / "mirror"
+    files = write_mixed_folder(mirror, hostile=False)
+    daemon = InboxDaemon(tmp_path / "run", tiny_embedder_path, interval=INTERVAL)
+    daemon.env.update(
+        CORPUSMILL_INBOX=local_s3.uri(prefix),
+        CORPUSMILL_STORAGE_OPTIONS=json.dumps(local_s3.storage_options),
+    )
+    client = local_s3.client()
+    with daemon:
+        search = _searcher(daemon)
+        try:
+            for key, data in files.items():
+                client.put_object(Bucket=local_s3.bucket, Key=f"{prefix}/{key}", Body=data)
+            wait_for(
+                lambda: _top_doc(search, "swarms queen") is not None, 240, "objects searchable"
+            )
+            (hit,) = search.search("swarms queen royal cell", k=1, mode="fts")
+            assert hit.uri.endswith("field-manual.pdf") and hit.page_first <= 3 <= hit.page_last
+            client.delete_object(Bucket=local_s3.bucket, Key=f"{prefix}/tides.txt")
+            (mirror / "tides.txt").unlink()
+            wait_for(lambda: not _all_hits(search, "tides moon"), 240, "deleted object gone")
+            wait_for(lambda: not daemon.runs(IN_PROGRESS), 120, "the last run to end")
+            assert stored_chunks(daemon.db) == expected_chunks(mirror, daemon.model_path)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- daemon log ---\n{daemon.log_tail()}") from exc

@@ -119,3 +119,39 @@ def test_concurrent_first_writers_all_succeed_and_leave_one_table_each(local_s3,
         assert store.leases is not None and not store.leases.client.list_objects_v2(
             Bucket=store.leases.bucket, Prefix=store.leases.key("create")
         ).get("KeyCount")
+
+
+def test_a_new_model_builds_beside_switches_and_rolls_back_on_s3(
+    s3_store, tmp_path, tiny_embedder_path
+):
+    """The model lifecycle on S3: B's tables written beside A's through the same store
+    (leases of its own), promotion and rollback one commit each, A's tables untouched."""
+    from corpusmill.lifecycle.operations import promote, rollback
+    from corpusmill.model import Model
+    from corpusmill.model.pool import ModelPool
+    from corpusmill.search import Searcher
+    from corpusmill.store.generations import read_registry
+    from tests.generations import save_model_b
+
+    uri, options = s3_store
+    corpus = write_corpus(tmp_path / "corpus", n_docs=6, min_sentences=5)
+    sa = tiny_settings(uri, tiny_embedder_path, options, promote="manual")
+    sb = tiny_settings(uri, save_model_b(tmp_path, "other-dimension"), options, promote="manual")
+    assert _ingest(corpus, sa)["success"]
+    a = read_registry(Store(uri, options)).live
+    versions = {t: Store(uri, options).version(t) for t in TABLES}
+    built = _ingest(corpus, sb)
+    b = built["generation"]
+    assert built["success"] and b != a
+    assert {t: Store(uri, options).version(t) for t in TABLES} == versions
+    view = read_registry(Store(uri, options)).get(b).view(Store(uri, options))
+    assert Counter(view.scan("embeddings", ["chunk_id"])["chunk_id"].to_pylist()) == _chunk_ids(
+        Store(uri, options)
+    )
+
+    searcher = Searcher(uri, embedder=Model(sb.embedder_spec()), storage_options=options)
+    assert searcher.pinned().generation.gen_id == a
+    assert promote(Store(uri, options), b, ModelPool(Model(sb.embedder_spec()))).done
+    pinned = searcher.pinned()
+    assert pinned.generation.gen_id == b and pinned.search("topic2", k=2)
+    assert rollback(Store(uri, options)).done and searcher.pinned().generation.gen_id == a

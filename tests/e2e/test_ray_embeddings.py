@@ -136,3 +136,13 @@ def test_a_driver_killed_before_its_commit_leaves_nothing_and_the_rerun_commits_
     assert s["rerun"]["success"] and s["rerun"]["chunks_embedded"] == len(s["rows"])
     ids = Counter(r["chunk_id"] for r in s["rows"])
     assert set(ids.values()) == {1}
+
+
+def test_the_ray_path_builds_a_new_generation_beside_the_live_one_then_switches(scenarios):
+    """On a real cluster into S3: another model's generation (48-d) built by the actors
+    through the store's view, every chunk once, the old one kept as the rollback target."""
+    run = scenarios["generation-on-ray"]
+    assert run["summary"]["success"] and run["summary"]["executor"] == "ray"
+    assert run["live"] == run["generation"] != run["previous"]
+    assert sorted(run["rows"]) == sorted(run["live_rows"])  # the plain tables: the old one
+    assert len(set(run["rows"])) == len(run["rows"]) and run["dimension"] == 48

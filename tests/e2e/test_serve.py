@@ -56,6 +56,10 @@ def chunk_rows(embedder, table, docs: dict[str, list[str]]):
             "doc_hash": f"d-{d}",
             "n_tokens": 12,
             "chunker": "t",
+            # Where the chunk sits (issue 24): the `notes` documents as if read from PDFs.
+            "page_first": p + 2 if d.startswith("notes") else None,
+            "page_last": p + 3 if d.startswith("notes") else None,
+            "section": ["Notes", d.split("#")[1]] if d.startswith("notes") else None,
             "vector": v.tolist(),
             "model_id": embedder.card.model_id,
         }
@@ -135,6 +139,17 @@ def test_search_answers_what_the_searcher_answers(served, case):
         want = reference.search(query, **{"k": 10, **case})
         assert want or case.get("doc_id")  # the store answers these queries
         same_hits(r.json()["hits"], want)
+
+
+def test_hits_say_where_their_chunk_sits(served):
+    client, _reference = served
+    r = client.post("/search", json={"query": "lambda", "mode": "fts", "source": "notes"})
+    hit = r.json()["hits"][0]
+    assert hit["doc_id"].startswith("notes#") and hit["page_first"] == 2
+    assert (hit["page_last"], hit["section"]) == (3, ["Notes", hit["doc_id"].split("#")[1]])
+    r = client.post("/search", json={"query": "lambda", "mode": "fts", "source": "pydoc"})
+    hit = r.json()["hits"][0]
+    assert (hit["page_first"], hit["page_last"], hit["section"]) == (None, None, None)
 
 
 def test_batch_answers_each_query_as_the_searcher_does(served):
@@ -344,9 +359,10 @@ def test_the_batching_flags_reach_the_models_batcher(
     monkeypatch.setenv("CORPUSMILL_DTYPE", "float32")
     monkeypatch.setenv("CORPUSMILL_DB", str(tmp_path / "db"))
     assert main(["serve", *flags]) == 0
-    batcher = apps[0].app.state.batcher
-    assert (batcher.max_wait_s, batcher.max_batch) == (wait_s, max_batch)
-    batcher.close()
+    # One micro-batcher per generation answered from, each made with these settings.
+    batchers = apps[0].app.state.batchers
+    assert (batchers.max_wait_s, batchers.max_batch) == (wait_s, max_batch)
+    batchers.close()
 
 
 @pytest.mark.slow

@@ -22,13 +22,13 @@ from corpusmill.inbox import (
     scan_inbox,
     touched_partitions,
 )
-from corpusmill.sources import Quarantined, check_path
+from corpusmill.sources import Quarantined, ReadOptions, check_path
 
 LIMIT = 1000
 
 
 def _scan(root, cache=None):
-    return scan_inbox(root, max_file_bytes=LIMIT, cache=cache)
+    return scan_inbox(root, ReadOptions(max_file_bytes=LIMIT), cache=cache)
 
 
 def test_listing_ids_hashes_and_record_files(tmp_path):

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from corpusmill.sources import Document, Quarantined, ReadLimits, body_offset, read_source
+from corpusmill.sources import (
+    Document,
+    Quarantined,
+    ReadLimits,
+    ReadOptions,
+    body_offset,
+    read_source,
+)
 from tools.sample_documents import pdf, raw_pdf
 
 PAGES = [
@@ -18,7 +25,9 @@ PAGES = [
 
 def _read(tmp_path, name: str, data: bytes, limits: ReadLimits | None = None):
     (tmp_path / name).write_bytes(data)
-    (item,) = read_source(str(tmp_path / name), label="t", limits=limits or ReadLimits())
+    (item,) = read_source(
+        str(tmp_path / name), label="t", options=ReadOptions(limits=limits or ReadLimits())
+    )
     return item
 
 

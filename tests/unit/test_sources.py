@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from corpusmill.ids import parse_doc_id
-from corpusmill.sources import Document, Quarantined, html_to_text, read_source
+from corpusmill.sources import Document, Quarantined, ReadOptions, html_to_text, read_source
 
 
 def _key(doc_id: str) -> str:
@@ -15,8 +15,8 @@ def _key(doc_id: str) -> str:
     return key if record is None else record
 
 
-def _read(path, **kw):
-    items = list(read_source(str(path), **kw))
+def _read(path, wanted=lambda _id: True, **kw):
+    items = list(read_source(str(path), wanted, options=ReadOptions(**kw)))
     # Keyed by a file's relative path, or a record's id (its file is in the doc id too).
     docs = {_key(d.doc_id): d for d in items if isinstance(d, Document)}
     bad = {q.uri: q.reason for q in items if isinstance(q, Quarantined)}

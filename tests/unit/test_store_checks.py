@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from corpusmill.ids import doc_key
@@ -17,7 +18,7 @@ CARD = ModelCard("org/model", "abc123", 4, "mean", True, 128)
 
 
 def _chunk(i: int, digest: str | None = None) -> dict:
-    row = {f.name: f"{f.name}-{i}" for f in chunk_fields()}
+    row = {f.name: f"{f.name}-{i}" for f in chunk_fields() if pa.types.is_string(f.type)}
     row |= {"position": 0, "n_tokens": 3, "partition": "shard-00", "text": f"text {i}"}
     row |= {"doc_key": doc_key(f"doc_id-{i}"), "content_hash": digest or f"h{i}"}
     return row
