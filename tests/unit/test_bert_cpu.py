@@ -27,6 +27,22 @@ needs_bf16 = pytest.mark.skipif(
 TEXTS = MIXED_TEXTS + ["Same length text here."] * 7 + ["x"] + MIXED_TEXTS[::-1]
 
 
+def _every_weight_random(path):
+    """A freshly initialised BERT has zero biases and unit LayerNorm scales: a forward
+    that dropped a bias or a LayerNorm's affine would still match it. Here every one of
+    them is random too (saved back into the same folder)."""
+    from transformers import BertModel
+
+    model = BertModel.from_pretrained(path)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "LayerNorm" in name:
+                param.add_(0.2 * torch.randn(param.shape, generator=gen))
+    model.save_pretrained(path, safe_serialization=True)
+    return path
+
+
 def _rows(enc: TransformerEncoder, texts=TEXTS) -> np.ndarray:
     rows, stats = BatchEngine(enc, max_batch_tokens=512, inline_items=0).encode(texts)
     assert not stats.failed
@@ -60,7 +76,7 @@ def test_packed_pooling_equals_padded_pooling(mode):
 @needs_bf16
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_bert_cpu_gives_float32_vectors(tmp_path, pooling):
-    path = save_tiny_embedder(tmp_path / "m", seed=4)
+    path = _every_weight_random(save_tiny_embedder(tmp_path / "m", seed=4))
     write_pooling_files(path, pooling=pooling)
     fp32 = _rows(TransformerEncoder(path, dtype="float32"))
     enc = TransformerEncoder(path, dtype="bfloat16", forward="bert_cpu")
@@ -136,6 +152,23 @@ def test_the_probe_is_cached_per_machine_and_model(tmp_path, tiny_embedder_path,
 
 
 @needs_bf16
+@pytest.mark.parametrize("faster", ["bert_cpu", "transformers"])
+def test_the_probe_keeps_the_faster_forward(tiny_embedder_path, monkeypatch, faster):
+    """The timing is replaced (labelled: a FAKE clock, 1 s against 3 s per call); the
+    choice, the packed batches that go with it and the reason follow the faster one."""
+    monkeypatch.setattr(
+        probe,
+        "time_paths",
+        lambda forwards, threads: {n: 1.0 if n == faster else 3.0 for n in forwards},
+    )
+    enc = TransformerEncoder(tiny_embedder_path, dtype="bfloat16")
+    assert enc.forward_path == faster
+    assert enc.packed_batches == (faster == "bert_cpu")
+    assert enc.forward_reason.startswith("probe: bert_cpu")
+    assert ("(3.00x)" if faster == "bert_cpu" else "(0.33x)") in enc.forward_reason
+
+
+@needs_bf16
 def test_the_probe_refuses_a_forward_that_moves_vectors(tiny_embedder_path, monkeypatch):
     real = bert_cpu.BertCpuForward.__call__
 
@@ -163,6 +196,23 @@ def test_lineage_records_the_forward_and_why(tiny_embedder_path, tmp_path):
     assert auto["forward_streams"] >= 1 and auto["threads_per_stream"] >= 1
 
 
+@needs_bf16
+def test_the_environment_forces_the_forward_and_the_streams(tiny_embedder_path, monkeypatch):
+    from corpusmill.config import Settings
+    from corpusmill.model import Model
+
+    monkeypatch.setenv("CORPUSMILL_MODEL", str(tiny_embedder_path))
+    monkeypatch.setenv("CORPUSMILL_DTYPE", "bfloat16")
+    monkeypatch.setenv("CORPUSMILL_CACHE_DIR", "")
+    for forward, streams in (("transformers", "1"), ("bert_cpu", "2")):
+        monkeypatch.setenv("CORPUSMILL_FORWARD", forward.upper())
+        monkeypatch.setenv("CORPUSMILL_CPU_STREAMS", streams)
+        lineage = Model(Settings.from_env().embedder_spec()).load().lineage()
+        assert lineage["forward_path"] == forward
+        assert lineage["forward_reason"] == f"forced by CORPUSMILL_FORWARD={forward}"
+        assert lineage["forward_streams"] == int(streams)
+
+
 @pytest.mark.slow  # the real MiniLM over SciFact-like text
 @needs_bf16
 def test_minilm_bert_cpu_keeps_every_vector_at_float32(minilm_path):
@@ -175,3 +225,22 @@ def test_minilm_bert_cpu_keeps_every_vector_at_float32(minilm_path):
     rows, stats = BatchEngine(enc, max_batch_tokens=4096, streams=2).encode(texts)
     assert stats.padding_fraction == 0.0  # packed: no padded token computed
     assert cosine_rows(rows, fp32).min() >= 0.9999
+
+
+@needs_bf16
+def test_the_default_path_keeps_minilm_at_float32_for_a_few_texts(minilm_path, tmp_path):
+    """The packaged MiniLM as a run loads it by default (the probe picks the forward, CPU
+    streams): every vector at cosine >= 0.999 to Transformers' float32 forward, and the
+    packed forward itself (forced) at the same bar."""
+    from corpusmill.config import Settings
+    from corpusmill.model import Model
+
+    ref = TransformerEncoder(minilm_path, dtype="float32", forward="transformers")
+    texts = [*MIXED_TEXTS, "naïve café — ünïcode", " ".join(MIXED_TEXTS * 8)]
+    fp32, _ = BatchEngine(ref, max_batch_tokens=4096).encode(texts)
+    spec = Settings().embedder_spec().with_(path=str(minilm_path), cache_dir=str(tmp_path))
+    for forward in ("auto", "bert_cpu"):
+        model = Model(spec.with_(forward=forward)).load()
+        rows, _ = model.encode(texts)
+        assert cosine_rows(rows, fp32).min() >= 0.999, model.lineage()["forward_path"]
+    assert model.lineage()["forward_path"] == "bert_cpu"
