@@ -88,7 +88,8 @@ def test_a_query_with_the_probe_cached_imports_no_transformers(tiny_embedder_pat
     """The first load on a machine probes (model/probe.py) and records the forward and the
     tokenizer facts; a later cold process that embeds a query builds the packed forward
     from the safetensors files and tokenises with `tokenizers`: no Transformers import
-    (~2 s of a cold `corpusmill search`). Where the packed forward does not apply or lost
+    (~2 s of a cold `corpusmill search`), and the very vectors the first process computed
+    (a query vector must match what ingest stored for the same text). Where the packed forward does not apply or lost
     its probe, Transformers' model is what runs, and this is skipped."""
     import pytest
 
@@ -99,11 +100,11 @@ def test_a_query_with_the_probe_cached_imports_no_transformers(tiny_embedder_pat
         "from corpusmill.model import Model, ModelSpec\n"
         f"spec = ModelSpec(path={str(tiny_embedder_path)!r}, cache_dir={str(tmp_path)!r})\n"
         "m = Model(spec)\n"
-        "rows = m.embed(['a query about cells'])\n"
+        "rows = m.embed(['a query about cells', 'naïve café — a longer second query'])\n"
         "print(json.dumps([m.lineage()['forward_path'], m.tokens.backend, "
-        "'transformers' in sys.modules, rows.shape[0]]))\n"
+        "'transformers' in sys.modules, rows.tolist()]))\n"
     )
     path, backend, _, rows = json.loads(_python(script))  # probes, fills the cache
     if path != "bert_cpu" or backend != "tokenizers":
         pytest.skip(f"this machine runs {path} with the {backend} tokenizer")
-    assert json.loads(_python(script)) == ["bert_cpu", "tokenizers", False, 1]
+    assert json.loads(_python(script)) == ["bert_cpu", "tokenizers", False, rows]
