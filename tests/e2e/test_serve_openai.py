@@ -210,6 +210,7 @@ def test_lancedb_registry_openai_function_embeds_queries_for_the_corpusmill_tabl
         )
         for query in ("topic3 sentence about item", "item 12", "topic20"):
             qvec = func.compute_query_embeddings(query)[0]
+            assert_same_vectors([qvec], embedder.embed([query]))  # the query model's vector
             rows = table.search(qvec).distance_type("cosine").limit(5).to_list()
             want = reference.search(query, k=5, mode="vector")
             assert [r["chunk_id"] for r in rows] == [h.chunk_id for h in want]
