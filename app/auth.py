@@ -13,6 +13,7 @@ from corpusmill.errors import ConfigError
 
 TOKEN_ENV = "CORPUSMILL_API_TOKEN"
 OPEN_PATHS = frozenset({"/health"})  # answered without a token: liveness probes carry none
+AUTHORIZED = "corpusmill.authorized"  # scope key: did the request carry the token (or none is set)
 
 
 def guard(app, *, token: str | None, max_body_bytes: int, admission: Admission | None = None):
@@ -27,11 +28,11 @@ def guard(app, *, token: str | None, max_body_bytes: int, admission: Admission |
             return await app(scope, receive, send)
         path = scope["path"]
         headers = dict(scope["headers"])
-        if (
-            expected is not None
-            and path not in OPEN_PATHS
-            and not hmac.compare_digest(headers.get(b"authorization", b""), expected)
-        ):
+        authorized = expected is None or hmac.compare_digest(
+            headers.get(b"authorization", b""), expected
+        )
+        scope[AUTHORIZED] = authorized  # an open route tells an anonymous caller less
+        if not authorized and path not in OPEN_PATHS:
             if is_openai_path(path):
                 body = error_bytes(path, 401, "missing or wrong API key", code="invalid_api_key")
             else:

@@ -44,7 +44,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.api_errors import APIError, error_body, is_openai_path
-from app.auth import check_bind, guard
+from app.auth import AUTHORIZED, check_bind, guard
 from app.limits import Admission, Limits
 from app.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
 from app.openai_api import add_openai_routes
@@ -220,7 +220,9 @@ def create_app(
         }
 
     @app.get("/health")
-    async def health() -> dict:
+    async def health(request: Request) -> dict:
+        if not request.scope.get(AUTHORIZED, True):  # open to probes: say only that it is up
+            return {"status": "ok"}
         gen = resident.current()
         return {"status": "ok", "model": gen.model_id, **gen.batcher.stats()}
 
