@@ -101,7 +101,7 @@ def add_openai_routes(
             prepared = await run_in_threadpool(gen.inputs.token_arrays, raw)
         else:
             prepared = await run_in_threadpool(gen.inputs.texts, raw)
-        async with _reserved(request, admission, prepared.tokens):
+        async with _Reserved(request, admission, prepared.tokens):
             rows = np.stack(await gen.batcher.embed_many(prepared.items))
         if not np.isfinite(rows).all():
             raise APIError(500, "the model failed to embed an input (non-finite vector)")
@@ -143,7 +143,7 @@ def add_openai_routes(
         texts = [d if isinstance(d, str) else d.text for d in body.documents]
         pairs = [(body.query, t) for t in texts]
         tokens = await run_in_threadpool(_pair_tokens, gen, scorer.cross, body.query, texts)
-        async with _reserved(request, admission, tokens):
+        async with _Reserved(request, admission, tokens):
             scores = await run_in_threadpool(scorer.score, pairs)
         if not np.isfinite(scores).all():
             raise APIError(500, "the reranker failed to score a document (non-finite score)")
@@ -168,7 +168,7 @@ def add_openai_routes(
         )
 
 
-class _reserved:
+class _Reserved:
     """`async with`: the request's tokens held in the budget until it is answered; 429
     with Retry-After when they do not fit."""
 
