@@ -84,22 +84,28 @@ class Tokenizer:
             )
         return self._hf
 
-    def tokenize(self, texts) -> list[dict[str, list[int]]]:
-        if self._backend is not None:
+    def tokenize(self, texts, truncate: bool = True) -> list[dict[str, list[int]]]:
+        """`truncate=False`: every token of a single text (the query service counts and checks
+        its inputs); pairs are always truncated. On the `tokenizers` backend where it was
+        checked: truncated calls where the ids were, untruncated ones where the chunker's
+        untruncated calls were."""
+        if self._backend is not None and (truncate or self.kind == "cross-encoder"):
             return self._tokenize_raw(self._backend, texts)
+        if self._backend is not None and self._same_chunking:
+            return self._tokenize_raw(self.chunker.backend, texts)
         try:
             tokenizer = self._spares.get_nowait()
         except queue.Empty:
             tokenizer = copy.deepcopy(self.hf)
         try:
-            return self._tokenize_with(tokenizer, texts)
+            return self._tokenize_with(tokenizer, texts, truncate)
         finally:
             self._spares.put(tokenizer)
 
     def _keys(self) -> list[str]:
         return ["input_ids"] + (["token_type_ids"] if self.uses_token_type_ids else [])
 
-    def _tokenize_with(self, tokenizer, texts) -> list[dict[str, list[int]]]:
+    def _tokenize_with(self, tokenizer, texts, truncate: bool = True) -> list[dict[str, list[int]]]:
         if self.kind == "cross-encoder":
             firsts = [a for a, _ in texts]
             seconds = [b for _, b in texts]
@@ -113,8 +119,8 @@ class Tokenizer:
         else:
             enc = tokenizer(
                 list(texts),
-                truncation=True,
-                max_length=self.max_seq_length,
+                truncation=truncate,
+                max_length=self.max_seq_length if truncate else None,
                 return_attention_mask=False,
             )
         keys = self._keys()

@@ -27,6 +27,10 @@ def test_the_tokenizers_backend_gives_transformers_ids(
     want = tokens._tokenize_with(tokens.hf, texts)
     assert got == want
     assert max(len(t["input_ids"]) for t in got) == tokens.max_seq_length  # truncated alike
+    if kind == "embedder":  # every token of a text (the service counts its inputs)
+        whole = tokens.tokenize([LONG], truncate=False)
+        assert whole == tokens._tokenize_with(tokens.hf, [LONG], truncate=False)
+        assert len(whole[0]["input_ids"]) > tokens.max_seq_length
 
 
 def test_a_backend_that_disagrees_is_not_used(tiny_embedder_path, monkeypatch):
