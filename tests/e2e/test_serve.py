@@ -19,6 +19,7 @@ from corpusmill.ids import partition_of
 from corpusmill.model import Model, ModelSpec
 from corpusmill.search import Searcher
 from corpusmill.store import Store, rows_to_table
+from corpusmill.store.upkeep import index_for_search
 from corpusmill.sync.scope import docs_filter
 from tests.e2e.procs import BIN, free_port
 
@@ -72,7 +73,7 @@ def make_store(path, embedder) -> Store:
     store = Store(str(path))
     table = store.ensure_embeddings(embedder.card)
     table.add(chunk_rows(embedder, table, {d: [t] for d, t in DOCS.items()}))
-    Searcher(store.uri, embedder=embedder).ensure_fts_index()
+    index_for_search(store)  # what the embeddings step does after its commits
     return store
 
 
