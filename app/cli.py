@@ -55,6 +55,13 @@ def cmd_ingest(args, settings: Settings) -> int:
         )
     if summary["quarantined"] and not args.json:
         print(f"corpusmill: quarantined:\n{summary['quarantine_sample']}", file=sys.stderr)
+    if summary["vectors_damaged"] and not args.json:
+        print(
+            f"corpusmill: {summary['vectors_damaged']} stored vectors were damaged and not "
+            f"reused; {summary['vectors_repaired']} embedded again "
+            f"(e.g. {summary['vectors_damaged_sample']})",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(summary))
     else:
@@ -64,6 +71,8 @@ def cmd_ingest(args, settings: Settings) -> int:
             "chunks",
             "chunks_embedded",
             "chunks_reused",
+            "vectors_damaged",
+            "vectors_repaired",
             "tokens",
             "tokens_per_s",
             "padding_fraction",
