@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from app.generations import add_parser as add_generations_parser
+from app.sources import add_parser as add_sources_parser
 from corpusmill.config import Settings, debug_requested, prepare_process
 from corpusmill.errors import (
     EXIT_INTERNAL,
@@ -317,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         s,
         e,
         *add_generations_parser(sub),
+        *add_sources_parser(sub),
     ):  # `corpusmill ingest --debug` works as well
         command.add_argument(
             "--debug",

@@ -20,6 +20,7 @@ from app.cli import main
 from corpusmill.model import Model, ModelSpec
 from corpusmill.store import Store
 from corpusmill.store.checks import check_vectors
+from tests.adversarial.conftest import cli_env
 from tools.tiny_models import save_tiny_embedder
 
 TOPICS = ["exception", "context manager", "lambda", "generator", "decorator", "iterator"]
@@ -33,15 +34,7 @@ def wide_embedder_path(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def env(monkeypatch, tmp_path, wide_embedder_path):
-    for name in list(os.environ):
-        if name.startswith("CORPUSMILL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    monkeypatch.setenv("CORPUSMILL_DB", str(tmp_path / "db"))
-    monkeypatch.setenv("CORPUSMILL_MODEL", str(wide_embedder_path))
-    monkeypatch.setenv("CORPUSMILL_DTYPE", "float32")
-    monkeypatch.setenv("CORPUSMILL_CHUNK_TOKENS", "24")
-    monkeypatch.setenv("CORPUSMILL_CHUNK_OVERLAP", "4")
+    cli_env(monkeypatch, tmp_path / "db", wide_embedder_path)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     for i in range(40):

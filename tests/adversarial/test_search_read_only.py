@@ -8,7 +8,6 @@ Real parts: the tiny real bi-encoder, a store written by a real `ingest` run, th
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +22,7 @@ from corpusmill.model import Model, ModelSpec
 from corpusmill.search import Searcher
 from corpusmill.store import Store
 from corpusmill.store.upkeep import has_fts_index
+from tests.adversarial.conftest import cli_env as user_env
 from tests.e2e.test_serve import Service
 from tests.runs import ingest, tiny_settings
 
@@ -63,15 +63,7 @@ def fresh_store(tmp_path, tiny_embedder_path) -> str:
 
 @pytest.fixture
 def cli_env(monkeypatch, fresh_store, tiny_embedder_path):
-    for name in list(os.environ):
-        if name.startswith("CORPUSMILL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("CORPUSMILL_DB", fresh_store)
-    monkeypatch.setenv("CORPUSMILL_MODEL", str(tiny_embedder_path))
-    monkeypatch.setenv("CORPUSMILL_DTYPE", "float32")
-    monkeypatch.setenv("CORPUSMILL_CHUNK_TOKENS", "24")
-    monkeypatch.setenv("CORPUSMILL_CHUNK_OVERLAP", "4")
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    user_env(monkeypatch, fresh_store, tiny_embedder_path)
     return fresh_store
 
 
