@@ -23,7 +23,7 @@ from corpusmill.search import Searcher
 from corpusmill.store import Store
 from corpusmill.store.upkeep import has_fts_index
 from tests.adversarial.conftest import cli_env as user_env
-from tests.e2e.test_serve import Service
+from tests.e2e.serving import Service
 from tests.runs import ingest, tiny_settings
 
 TOPICS = ["exception", "context manager", "lambda", "generator", "decorator", "iterator"]
