@@ -168,7 +168,7 @@ def sync_documents(
         if doc_id not in seen
         and row.uri not in protected
         and row.uri.rsplit("#", 1)[0] not in protected
-        and (label not in files or _uri_file(row.uri) in files[label])
+        and (label not in files or _file_of(doc_id, row.uri) in files[label])
     ]
     gone += same_files(store, partitions, seen, set(gone))
     report.deleted = len(gone)
@@ -183,9 +183,17 @@ def _file_uri(spec: str) -> str:
     return os.path.abspath(os.path.expanduser(spec))
 
 
-def _uri_file(uri: str) -> str:
-    """The file a row's `uri` names: a record's uri is the file's plus `#record`."""
-    return uri.split("#", 1)[0]
+def _file_of(doc_id: str, uri: str) -> str:
+    """The file a document's `uri` names: a record's (an id of three parts) is the file's
+    plus `#record` (the record id escaped, so no `#` of its own); a file's is its path, `#`
+    and all."""
+    return uri.rsplit("#", 1)[0] if doc_id.count("#") == 2 else uri
+
+
+def _in_files(uri: str, files: set[str]) -> bool:
+    """A quarantine row's `uri` is of one of `files` (a bad record's is `file#id` or
+    `file:line`)."""
+    return any(uri == f or uri.startswith((f + "#", f + ":")) for f in files)
 
 
 def file_identities(
@@ -213,7 +221,7 @@ def file_identities(
             continue
         if held is None:
             rows = store.scan("documents", ["doc_id", "uri"]).to_pylist()
-            held = {_uri_file(r["uri"]): r["doc_id"] for r in rows if r["uri"]}
+            held = {_file_of(r["doc_id"], r["uri"]): r["doc_id"] for r in rows if r["uri"]}
         if uri in held:
             label, key, _record = parse_doc_id(held[uri])
         else:
@@ -229,14 +237,14 @@ def same_files(
     """Documents of `partitions` stored under another id for a file read now (`seen`: doc
     id -> uri): one file is one document, so the other ids leave (a file ingested alone
     by an older corpusmill, then through its folder)."""
-    uris = {_uri_file(u) for u in seen.values()}
+    uris = {_file_of(d, u) for d, u in seen.items()}
     rows = store.scan("documents", ["doc_id", "uri"], partition_filter(partitions)).to_pylist()
     return sorted(
         r["doc_id"]
         for r in rows
         if r["doc_id"] not in seen
         and r["doc_id"] not in gone
-        and _uri_file(r["uri"] or "") in uris
+        and _file_of(r["doc_id"], r["uri"] or "") in uris
         and not (r["uri"] or "").startswith(("pydoc:", "s3://"))
     )
 
@@ -328,7 +336,7 @@ def record_quarantine(
         for r in existing
         if (sources is None or r["source"] in sources)
         and r["quarantine_id"] not in current
-        and (not files or r["source"] not in files or _uri_file(r["uri"]) in files[r["source"]])
+        and (not files or r["source"] not in files or _in_files(r["uri"], files[r["source"]]))
     ]
     if rows:
         store.replace_rows(table, "quarantine_id", rows_to_table(rows, quarantine_schema()), None)

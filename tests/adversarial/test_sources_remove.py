@@ -61,6 +61,7 @@ def env(monkeypatch, tmp_path, tiny_embedder_path):
             "good.txt": "a good note about walrus operators in python",
             "other.txt": "another note, on context managers and the with statement",
             "sub/deep.txt": "a deeper note on generators and lazy iteration",
+            "odd#name.txt": "a note whose file name holds a hash sign, on decorators",
         },
     )
     return str(tmp_path / "db"), x
@@ -77,11 +78,12 @@ def test_a_file_is_one_document_however_it_was_reached(env, capsys):
     assert cli(capsys, "ingest", str(x / "good.txt"), "--json")[0] == 0
     (alone,) = docs_of(db)
     assert cli(capsys, "ingest", str(x), "--json")[0] == 0
-    assert len(docs_of(db)) == 3 and alone in docs_of(db)
+    assert len(docs_of(db)) == 4 and alone in docs_of(db)
     # A file inside the folder, by its own path: the same document, and its siblings stay.
     before = every_row(db)
-    assert cli(capsys, "ingest", str(x / "sub" / "deep.txt"), "--json")[0] == 0
-    assert every_row(db) == before
+    for name in ("sub/deep.txt", "odd#name.txt"):
+        assert cli(capsys, "ingest", str(x / name), "--json")[0] == 0
+        assert every_row(db) == before, name
     code, out, err = cli(capsys, "search", "walrus operators", "--json", "--k", "10")
     hits = [h for h in json.loads(out) if "walrus" in h["text"]]
     assert len(hits) == 1, hits  # one document, not two with duplicate hits
@@ -105,7 +107,7 @@ def test_sources_list_and_remove_a_folder_and_a_removed_file(
     code, out, _ = cli(capsys, "sources", "list", "--json")
     listed = {s["source"]: s for s in json.loads(out)}
     assert code == 0 and set(listed) == {str(x), str(y)}
-    assert (listed[str(x)]["documents"], listed[str(y)]["quarantined"]) == (3, 1)
+    assert (listed[str(x)]["documents"], listed[str(y)]["quarantined"]) == (4, 1)
 
     # The case: the file is gone from disk; removing it takes its rows out.
     (x / "good.txt").unlink()
