@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from app.generations import add_parser as add_generations_parser
+from app.sources import add_parser as add_sources_parser
 from corpusmill.config import Settings, debug_requested, prepare_process
 from corpusmill.errors import (
     EXIT_INTERNAL,
@@ -55,6 +56,13 @@ def cmd_ingest(args, settings: Settings) -> int:
         )
     if summary["quarantined"] and not args.json:
         print(f"corpusmill: quarantined:\n{summary['quarantine_sample']}", file=sys.stderr)
+    if summary["vectors_damaged"] and not args.json:
+        print(
+            f"corpusmill: {summary['vectors_damaged']} stored vectors were damaged and not "
+            f"reused; {summary['vectors_repaired']} embedded again "
+            f"(e.g. {summary['vectors_damaged_sample']})",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(summary))
     else:
@@ -64,6 +72,8 @@ def cmd_ingest(args, settings: Settings) -> int:
             "chunks",
             "chunks_embedded",
             "chunks_reused",
+            "vectors_damaged",
+            "vectors_repaired",
             "tokens",
             "tokens_per_s",
             "padding_fraction",
@@ -312,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
         s,
         e,
         *add_generations_parser(sub),
+        *add_sources_parser(sub),
     ):  # `corpusmill ingest --debug` works as well
         command.add_argument(
             "--debug",

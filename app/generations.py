@@ -142,33 +142,47 @@ def cmd_build(args, settings: Settings) -> int:
 
 def add_parser(sub) -> list[argparse.ArgumentParser]:
     """The `generations` command under `sub`; its subcommands' parsers."""
-    g = sub.add_parser(
+    generation = ("generation", "a generation id (`generations list`)")
+    return add_group(
+        sub,
         "generations",
-        help="model generations: list, build, promote, rollback, drop",
-        description="A generation is everything one model wrote (chunks, vectors, rerank "
+        "model generations: list, build, promote, rollback, drop",
+        "A generation is everything one model wrote (chunks, vectors, rerank "
         "scores); one is live (search answers from it). A new CORPUSMILL_MODEL builds its "
         "generation beside the live one; promotion switches in one commit.",
+        [
+            ("list", cmd_list, "every generation: state, rows, shards, checks, gate", None),
+            (
+                "build",
+                cmd_build,
+                "build the configured model's generation from stored documents",
+                None,
+            ),
+            (
+                "promote",
+                cmd_promote,
+                "make a generation live (complete, checked, gated)",
+                generation,
+            ),
+            ("rollback", cmd_rollback, "return to the previous live generation", None),
+            ("drop", cmd_drop, "remove a generation's tables (never the live one)", generation),
+        ],
     )
+
+
+def add_group(
+    sub, name: str, text: str, description: str, commands
+) -> list[argparse.ArgumentParser]:
+    """A command `name` under `sub` with subcommands, each (name, func, help, positional
+    argument as (name, help) or None), each taking `--json`; the subcommands' parsers."""
+    g = sub.add_parser(name, help=text, description=description)
     gsub = g.add_subparsers(dest="action", required=True, help="what to do")
-    commands = (
-        ("list", cmd_list, "every generation: state, rows, shards, checks, gate", False),
-        (
-            "build",
-            cmd_build,
-            "build the configured model's generation from stored documents",
-            False,
-        ),
-        ("promote", cmd_promote, "make a generation live (complete, checked, gated)", True),
-        ("rollback", cmd_rollback, "return to the previous live generation", False),
-        ("drop", cmd_drop, "remove a generation's tables (never the live one)", True),
-    )
     parsers = []
-    for name, func, text, takes_id in commands:
-        p = gsub.add_parser(name, help=text)
-        if takes_id:
-            p.add_argument("generation", help="a generation id (`generations list`)")
+    for action, func, help_text, positional in commands:
+        p = gsub.add_parser(action, help=help_text)
+        if positional is not None:
+            p.add_argument(positional[0], help=positional[1])
         p.set_defaults(func=func)
-        parsers.append(p)
-    for p in parsers:
         p.add_argument("--json", action="store_true", help="print one JSON value")
+        parsers.append(p)
     return parsers

@@ -184,6 +184,10 @@ def summarise(result, seconds: float) -> dict[str, Any]:
         "chunks": chunks.get("chunks_total", 0),
         "chunks_embedded": emb.get("chunks_embedded", 0),
         "chunks_reused": emb.get("chunks_reused", 0),
+        # Damage found in stored vectors and healed by this run (issue 27): never reused.
+        "vectors_damaged": emb.get("vectors_damaged", 0),
+        "vectors_repaired": emb.get("vectors_repaired", 0),
+        "vectors_damaged_sample": emb.get("vectors_damaged_sample", ""),
         "rows": emb.get("rows", 0),
         "tokens": emb.get("tokens", 0),
         "pretokenized_items": emb.get("pretokenized_items", 0),

@@ -14,6 +14,7 @@ from corpusmill.engine.telemetry import GpuSampler
 from corpusmill.model import Model
 from corpusmill.model.pool import ModelPool
 from corpusmill.store import Store
+from corpusmill.store.upkeep import index_for_search
 
 # The key under which a progress log line carries its numbers (`extra=`), for loggers that
 # show them otherwise (the CLI's progress bar).
@@ -78,6 +79,7 @@ def embeddings(
         # alone) are quarantined at this generation's embed stage; retried next run.
         stage = target.store.stage("embed")
         record_quarantine(target.store, stage, report.failed, None, context.partition_keys)
+        index_for_search(target.store)
         return report
 
     _report, meta = write_generations(
@@ -127,6 +129,7 @@ def _embeddings_on_ray(context, store, embedder, models, settings) -> dg.Materia
             worker_stats.append(stats)
         stage = target.store.stage("embed")
         record_quarantine(target.store, stage, report.failed, None, context.partition_keys)
+        index_for_search(target.store)
         return report
 
     with ray_cluster(settings.ray_address):

@@ -63,6 +63,7 @@ def retrieval_quality(
     from corpusmill.evaluation.retrieval import evaluate
     from corpusmill.search import Searcher
     from corpusmill.store import eq_filter
+    from corpusmill.store.upkeep import has_fts_index, index_for_search
 
     run = settings.with_overrides(config.model_dump())
     labelled = load_beir(run.eval_data, config.split, config.limit_queries)
@@ -78,9 +79,11 @@ def retrieval_quality(
             f"--label {config.source} {labelled.corpus_path}`, or the ingest job with "
             f'raw_corpus config sources: ["{config.source}={labelled.corpus_path}"])'
         )
-    with store.write_lock():
-        if "fts" in config.modes or "hybrid" in config.modes:
-            searcher.ensure_fts_index()
+    if ("fts" in config.modes or "hybrid" in config.modes) and not has_fts_index(searcher.table):
+        with store.write_lock():  # a writer: the searcher never builds an index
+            index_for_search(searcher.store)
+        pinned = searcher.generation.gen_id if searcher.generation else None
+        searcher = Searcher(store, embedder=models.base, models=models, generation=pinned).pinned()
     t0 = time.perf_counter()
     results = evaluate(searcher, labelled, config.modes, source=config.source)
     meta: dict = {}

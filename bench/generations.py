@@ -147,7 +147,6 @@ def latency(root: Path, corpus: str, model_b: str, n_queries: int) -> dict:
     db = str(root / "latency")
     ingest([corpus], settings_for(db, ""))
     searcher = Searcher(db, embedder=Model(settings_for(db, "").embedder_spec()))
-    searcher.ensure_fts_index()
     live = searcher.pinned().generation.gen_id
     queries = _queries(n_queries)
     modes = ("vector", "hybrid")

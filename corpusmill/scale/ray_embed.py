@@ -133,7 +133,7 @@ def sync_embeddings_on_ray(
     t0 = time.perf_counter()
     stats = RayStats(workers=workers)
     read_version = int(store.ensure_embeddings(card).version)
-    plan = plan_units(store, partitions, workers, batch_rows)
+    plan = plan_units(store, partitions, workers, batch_rows, card=card)
     report = plan.changes.report()
     fragments: list[dict] = []
     if plan.units:
@@ -155,20 +155,20 @@ def sync_embeddings_on_ray(
             run_key,
             read_version,
         )
-    plan.changes.settle(report)
+    plan.changes.settle(report, store)
     report.rows = store.count("embeddings", partition_filter(partitions))
     report.sync_seconds = round(time.perf_counter() - t0, 3)
     return report, stats
 
 
-def plan_units(store: Store, partitions, workers: int, batch_rows: int) -> Plan:
+def plan_units(store: Store, partitions, workers: int, batch_rows: int, *, card=None) -> Plan:
     """Which documents are stale or gone, and the work units for their chunks. Reads ids
     and row addresses only (no text, no token ids), at one version of `chunks` that the
     workers read too, so they see exactly the rows planned here."""
     pf = partition_filter(partitions)
     chunks = store.snapshot("chunks")
     ids = chunks.scan(CHUNK_SET, pf, with_row_address=True)
-    changes = Changes.against(store, chunk_sets(ids), pf)
+    changes = Changes.against(store, chunk_sets(ids), pf, card)
     stale = set(changes.stale)
     cols = [ids[c].to_pylist() for c in (*CHUNK_SET, "_rowaddr")]
     # Row-address order: a unit's chunks sit in one or two fragments, which is all a

@@ -3,7 +3,6 @@
 The Python API behind `corpusmill search`:
 
     from corpusmill.model import Model
-from corpusmill.model.pool import ModelPool
     from corpusmill.search import Searcher
     hits = Searcher("./data/lancedb", embedder=Model()).search("catch an exception", k=5)
 
@@ -28,7 +27,12 @@ from corpusmill.search.hit import HIT_COLUMNS, PLACE_COLUMNS, Hit
 from corpusmill.search.rerank import rerank_hits
 from corpusmill.store import Store, check_card, table_card
 from corpusmill.store.generations import Generation, RegistryCache
-from corpusmill.store.upkeep import ANN_NPROBES, ANN_REFINE_FACTOR, ensure_fts_index, has_fts_index
+from corpusmill.store.upkeep import (
+    ANN_NPROBES,
+    ANN_REFINE_FACTOR,
+    SEARCH_INDEX_MISSING,
+    has_fts_index,
+)
 
 MODES = ("vector", "fts", "hybrid")
 HYBRID_DEPTH = 100  # each list fused is this deep (the BEIR hybrid setting)
@@ -248,7 +252,7 @@ class Searcher:
         return [Hit.from_row(r, 1.0 - float(r["_distance"]), "vector") for r in rows]
 
     def fulltext(self, query: str, k: int, where=None) -> list[Hit]:
-        self.ensure_fts_index()
+        self.check_fts_index()
         # The query string is a plain BM25 match query: no operators are parsed from it.
         q = self.table.search(query, query_type="fts", fts_columns="text")
         if where is not None:
@@ -269,6 +273,7 @@ class Searcher:
     ) -> list[Hit]:
         """Fuse the vector and full-text top `depth` (`fusion.fuse`; ties broken by chunk
         id, so the order is deterministic)."""
+        self.check_fts_index()  # before the query is embedded
         depth = max(depth, k)
         vec = self.vector(query, depth, where, qvec=qvec)
         fts = self.fulltext(query, depth, where)
@@ -282,14 +287,13 @@ class Searcher:
         by_id = {h.chunk_id: h for h in fts + vec}
         return [by_id[c].rescored(score, "hybrid") for c, score in ranked]
 
-    def ensure_fts_index(self) -> None:
-        """Build the full-text index on first use if upkeep has not yet. Building is a
-        write, so it waits for the store's write lock (never racing an ingest) and checks
-        again once it holds it. Rows added after the build are still searched (LanceDB
-        scans the unindexed part) until upkeep folds them into the index."""
+    def check_fts_index(self) -> None:
+        """Refuse a full-text query on a generation without the index, in one line. Search
+        is read-only: the writer builds the index (`store.upkeep.index_for_search`); rows
+        added after the build are still searched (LanceDB scans the unindexed part)."""
         if self.generation is None:
-            return self.pinned().ensure_fts_index()
-        if has_fts_index(self.table):
-            return
-        with self.store.write_lock():
-            ensure_fts_index(self.table)
+            return self.pinned().check_fts_index()
+        if not has_fts_index(self.table):
+            raise StoreError(
+                f"generation {self.generation.gen_id} of {self.store.uri!r} " + SEARCH_INDEX_MISSING
+            )

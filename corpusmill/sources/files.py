@@ -100,9 +100,11 @@ def read_path(
     *,
     label: str | None = None,
     options: ReadOptions = DEFAULT_OPTIONS,
+    key: str | None = None,
 ) -> Iterator[Item]:
-    """The documents of a folder or of one file (`read_source` for a path). A path that
-    does not exist raises FileNotFoundError before anything is yielded."""
+    """The documents of a folder or of one file (`read_source` for a path); `key`: one
+    file's key (default its name). A path that does not exist raises FileNotFoundError
+    before anything is yielded."""
     # abspath, not resolve: `../docs/a.txt` is an ordinary path, and a symlinked source
     # folder keeps its own name.
     root = Path(os.path.abspath(Path(spec).expanduser()))
@@ -112,7 +114,7 @@ def read_path(
     if not (root.is_file() or root.is_dir()):
         raise InputError(f"source {spec!r} is not a regular file or a folder (a FIFO, a device?)")
     if root.is_file():
-        yield from read_file(root, root.name, source, wanted, options)
+        yield from read_file(root, key or root.name, source, wanted, options)
         return
     for path, key in list_folder(root):
         if path.suffix.lower() in RECORD_SUFFIXES or wanted(doc_id_for(source, key)):

@@ -28,13 +28,15 @@ def read_source(
     label: str | None = None,
     options: ReadOptions = DEFAULT_OPTIONS,
     known: Mapping[str, str] | None = None,
+    key: str | None = None,
 ) -> Iterator[Item | Unchanged]:
     """All documents of one source. `label` overrides the source name (e.g. `inbox`);
     `wanted(doc_id)` picks the documents of the caller's shards (other files stay shut).
 
     `known` (doc id -> the signature its stored row carries) lets an object store skip
     reading an object the store already holds as it is now: `Unchanged` stands for it.
-    A source that does not exist raises FileNotFoundError before anything is yielded."""
+    A source that does not exist raises FileNotFoundError before anything is yielded.
+    `key`: the key one file's documents take (default: its name)."""
     if spec == PYDOC:
         yield from read_pydoc(wanted)
     elif is_object_uri(spec):
@@ -44,4 +46,4 @@ def read_source(
             f"source {spec!r}: only {', '.join(OBJECT_SCHEMES)} object stores can be read"
         )
     else:
-        yield from read_path(spec, wanted, label=label, options=options)
+        yield from read_path(spec, wanted, label=label, options=options, key=key)

@@ -29,6 +29,8 @@ from corpusmill.store.store import Store
 
 NORM_TOLERANCE = 1e-3  # float32 rows normalised in float32: |norm - 1| is ~1e-7 in practice
 BATCH_ROWS = 8192  # vectors are read in batches, so memory stays flat on a large table
+NOT_FINITE = "the vector is not finite (NaN or infinity)"
+NAMED_ROWS = 5  # a failed vector check names this many of the rows it found
 
 
 @dataclass
@@ -48,11 +50,81 @@ def vector_faults(
     and unit norm within `tolerance` when the model normalises, else non-zero. `vectors`
     is (rows, card.dimension)."""
     finite = np.isfinite(vectors).all(axis=1)
-    norms = np.linalg.norm(vectors[finite], axis=1)
+    # In float64: a damaged float32 row (entries near 1e33) would overflow a float32 norm.
+    norms = np.linalg.norm(vectors[finite].astype(np.float64), axis=1)
     bad = np.abs(norms - 1.0) > tolerance if card.normalize else norms == 0.0
     bad_norm = np.zeros(len(vectors), dtype=bool)
     bad_norm[finite] = bad
     return VectorFaults(~finite, bad_norm, norms)
+
+
+def fault_reasons(
+    faults: VectorFaults, card: ModelCard, non_finite_reason: str = NOT_FINITE
+) -> list[str | None]:
+    """Per row, why the vector cannot stand for its chunk (None: it can), in words."""
+    norms = iter(faults.norms.tolist())
+    out: list[str | None] = []
+    pairs = zip(faults.non_finite.tolist(), faults.bad_norm.tolist(), strict=True)
+    for non_finite, bad_norm in pairs:
+        norm = None if non_finite else next(norms)
+        if non_finite:
+            out.append(non_finite_reason)
+        elif bad_norm and card.normalize:
+            out.append(f"the vector's norm is {norm:.4g}, not 1 (the model normalises)")
+        elif bad_norm:
+            out.append("the vector is zero")
+        else:
+            out.append(None)
+    return out
+
+
+@dataclass(frozen=True)
+class DamagedRow:
+    """A stored vector that fails `vector_faults`: which chunk, and why."""
+
+    chunk_id: str
+    doc_id: str
+    content_hash: str
+    reason: str
+
+
+def _vector_batches(table, columns: Sequence[str], where: str | None, dimension: int):
+    """(batch, vectors, usable) per batch of `columns` + vector: `vectors` is the rows of
+    `dimension` as a float32 matrix, `usable` the mask of those rows in the batch (a null or
+    wrongly sized vector is not usable). Batched, so memory stays flat on a large table."""
+    query = table.search().select([*columns, "vector"])
+    if where:
+        query = query.where(where)
+    for batch in query.limit(None).to_batches(BATCH_ROWS):
+        column = batch.column("vector")
+        lengths = pa.compute.list_value_length(column).fill_null(-1).to_numpy(zero_copy_only=False)
+        usable = lengths == dimension
+        kept = column.filter(pa.array(usable))
+        flat = kept.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        yield batch, flat.reshape(len(kept), dimension), usable
+
+
+def damaged_vectors(
+    store: Store, card: ModelCard, where: str | None = None, tolerance: float = NORM_TOLERANCE
+) -> list[DamagedRow]:
+    """Every row of `embeddings` (matching `where`) whose vector fails the rule a vector of
+    `card`'s model keeps (`vector_faults`), or is missing or of another dimension: damage
+    (a flipped bit, a bad disk) that the embeddings step must not keep or reuse."""
+    table = store.open("embeddings")
+    if table is None:
+        return []
+    found: list[DamagedRow] = []
+    columns = ["chunk_id", "doc_id", "content_hash"]
+    for batch, vectors, usable in _vector_batches(table, columns, where, card.dimension):
+        reasons: list[str | None] = [f"the vector is not {card.dimension}-d"] * len(batch)
+        said = fault_reasons(vector_faults(vectors, card, tolerance), card)
+        for i, reason in zip(np.flatnonzero(usable).tolist(), said, strict=True):
+            reasons[i] = reason
+        ids = [batch.column(c).to_pylist() for c in columns]
+        for (chunk, doc, digest), reason in zip(zip(*ids, strict=True), reasons, strict=True):
+            if reason is not None:
+                found.append(DamagedRow(chunk, doc, digest, reason))
+    return found
 
 
 @dataclass
@@ -113,26 +185,20 @@ def check_vectors(
     stored_dim = getattr(vector_type, "list_size", -1)
     rows = non_finite = wrong_dim = bad_norm = 0
     lo, hi = np.inf, 0.0
-    query = table.search().select(["vector"])
-    where = _shards(partitions)
-    if where:
-        query = query.where(where)
-    reader = query.limit(None).to_batches(BATCH_ROWS)
-    for batch in reader:
-        column = batch.column("vector")
-        if column.null_count:
-            wrong_dim += column.null_count
-            column = column.drop_null()
-        lengths = pa.compute.list_value_length(column).to_numpy(zero_copy_only=False)
-        wrong_dim += int(np.count_nonzero(lengths != card.dimension))
+    named: list[str] = []  # the first damaged rows' chunk ids, for the description
+    for batch, vectors, usable in _vector_batches(
+        table, ["chunk_id"], _shards(partitions), card.dimension
+    ):
         rows += len(batch)
-        usable = column.filter(pa.array(lengths == card.dimension))
-        if not len(usable):
-            continue
-        flat = usable.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        faults = vector_faults(flat.reshape(len(usable), card.dimension), card, tolerance)
+        wrong_dim += int(np.count_nonzero(~usable))
+        faults = vector_faults(vectors, card, tolerance)
         non_finite += int(np.count_nonzero(faults.non_finite))
         bad_norm += int(np.count_nonzero(faults.bad_norm))
+        bad = ~usable
+        bad[usable] = faults.non_finite | faults.bad_norm
+        if len(named) < NAMED_ROWS and bad.any():
+            ids = batch.column("chunk_id").to_pylist()
+            named += [ids[i] for i in np.flatnonzero(bad)[: NAMED_ROWS - len(named)]]
         if faults.norms.size:
             lo = min(lo, float(faults.norms.min()))
             hi = max(hi, float(faults.norms.max()))
@@ -159,7 +225,11 @@ def check_vectors(
         want = f"unit length (±{tolerance})" if card.normalize else "non-zero"
         problems.append(f"{bad_norm} vectors not {want}")
     if problems:
-        return CheckOutcome(False, "; ".join(problems), meta)
+        meta["damaged_chunk_ids"] = ", ".join(named)
+        said = "; ".join(problems) + (f" (e.g. {', '.join(named)})" if named else "")
+        if non_finite or bad_norm:
+            said += "; the next ingest embeds them again"
+        return CheckOutcome(False, said, meta)
     norm = "unit length" if card.normalize else "non-zero"
     return CheckOutcome(True, f"{rows} vectors finite, {card.dimension}-d, {norm}", meta)
 

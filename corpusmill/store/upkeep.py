@@ -70,13 +70,41 @@ def has_vector_index(table, column: str = "vector") -> bool:
 
 def ensure_fts_index(table, column: str = "text") -> bool:
     """Build the BM25 index if missing; True if it was built. Rows added later are still
-    searched (LanceDB scans the unindexed part) until `upkeep` folds them in."""
+    searched (LanceDB scans the unindexed part) until `upkeep` folds them in. Writers only
+    (the embeddings step, upkeep): a reader never builds an index (`SEARCH_INDEX_MISSING`).
+    Two writers of disjoint shards may both find it missing: Lance lets one CreateIndex
+    commit and fails the other ("preempted"), which then finds the winner's index."""
     from lancedb.index import FTS
 
     if has_fts_index(table, column):
         return False
-    table.create_index(column, config=FTS(with_position=False), replace=True)
+    try:
+        table.create_index(column, config=FTS(with_position=False), replace=True)
+    except (OSError, RuntimeError, ValueError):
+        table.checkout_latest()
+        if has_fts_index(table, column):
+            return False
+        raise
     return True
+
+
+def index_for_search(store: Store) -> bool:
+    """The indexes a query of `store`'s generation needs, built by a writer after it
+    committed `embeddings` (every ingest, so a store from before this rule gains them on
+    its next run). True if one was built. The ANN and scalar indexes are optional speed-ups
+    that `upkeep` builds; the full-text index is required by `fts` and `hybrid` search."""
+    table = store.open(SEARCH_TABLE)
+    if table is None or table.count_rows() == 0:
+        return False
+    return ensure_fts_index(table)
+
+
+# What a reader answers on a generation whose full-text index no writer has built yet.
+SEARCH_INDEX_MISSING = (
+    "has no full-text index yet (a search never builds one: it would write the store): "
+    "run `corpusmill ingest` (any ingest builds it) or the `upkeep` job, or search with "
+    "--mode vector"
+)
 
 
 @dataclass
@@ -153,6 +181,10 @@ def upkeep_table(
             report.indexes_built.append(f"ivf_sq(vector, partitions={config.num_partitions})")
     # Compacts fragments, folds unindexed rows into every index, and drops old versions.
     table.optimize(cleanup_older_than=cleanup_older_than)
+    if report.unindexed_rows_before and _fragments(table) > 1:
+        # Lance compacts only fragments the indexes cover alike: rows written after the
+        # writer built the full-text index are compacted once the first pass indexed them.
+        table.optimize(cleanup_older_than=cleanup_older_than)
     report.fragments_after = _fragments(table)
     report.versions_after = len(table.list_versions())
     report.unindexed_rows_after = _unindexed(table)

@@ -10,8 +10,10 @@ unchanged and writes the rest.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from corpusmill.errors import ConfigError, InputError
 from corpusmill.ids import content_hash, doc_key, partition_of
@@ -77,10 +79,16 @@ def sync_documents(
         )
     if not sources:
         raise InputError("no sources to read: set CORPUSMILL_SOURCES or pass paths to ingest")
-    check_labels(sources)
+    entries = file_identities(store, sources)
+    check_labels([(spec, label) for spec, label, key in entries if key is None])
+    # label -> the files that are all this run reads of it (a file given by its path).
+    files: dict[str, set[str]] = {}
+    for spec, label, key in entries:
+        if key is not None:
+            files.setdefault(label, set()).add(_file_uri(spec))
     wanted_parts = set(partitions)
     report = DocumentsReport()
-    stored = _stored(store, partitions, {label for _, label in sources})
+    stored = _stored(store, partitions, {label for _, label, _ in entries})
     table = store.ensure("documents", documents_schema())
     seen: dict[str, str] = {}  # doc_id -> uri, of every document the sources hold now
     protected: set[str] = set()  # uris of quarantined files: their rows stay
@@ -93,7 +101,7 @@ def sync_documents(
             store.replace_rows(table, "doc_id", rows, None)
             pending.clear()
 
-    for spec, label in sources:
+    for spec, label, key in entries:
         known = {d: r.signature for d, r in stored.get(label, {}).items() if r.signature}
         items = read_source(
             spec,
@@ -101,6 +109,7 @@ def sync_documents(
             label=label,
             options=options,
             known=known,
+            key=key,
         )
         try:
             for item in items:
@@ -150,7 +159,8 @@ def sync_documents(
             f"no source could be read ({', '.join(report.unavailable_sources)} does not "
             "exist); check the paths (CORPUSMILL_SOURCES or the ingest arguments)"
         )
-    # A quarantined file (or a record of it) keeps its last good version.
+    # A quarantined file (or a record of it) keeps its last good version. Of a label
+    # read through single files only, only those files' rows are in question.
     gone = [
         doc_id
         for label in labels
@@ -158,12 +168,85 @@ def sync_documents(
         if doc_id not in seen
         and row.uri not in protected
         and row.uri.rsplit("#", 1)[0] not in protected
+        and (label not in files or _file_of(doc_id, row.uri) in files[label])
     ]
+    gone += same_files(store, partitions, seen, set(gone))
     report.deleted = len(gone)
     for group in groups_of(sorted(gone)):
         store.replace_rows(table, "doc_id", None, docs_filter(group))
-    record_quarantine(store, "source", report.quarantine, set(labels), partitions)
+    record_quarantine(store, "source", report.quarantine, set(labels), partitions, files=files)
     return report
+
+
+def _file_uri(spec: str) -> str:
+    """The `uri` a file's rows carry (`sources.read_path`: the absolute path)."""
+    return os.path.abspath(os.path.expanduser(spec))
+
+
+def _file_of(doc_id: str, uri: str) -> str:
+    """The file a document's `uri` names: a record's (an id of three parts) is the file's
+    plus `#record` (the record id escaped, so no `#` of its own); a file's is its path, `#`
+    and all."""
+    return uri.rsplit("#", 1)[0] if doc_id.count("#") == 2 else uri
+
+
+def _in_files(uri: str, files: set[str]) -> bool:
+    """A quarantine row's `uri` is of one of `files` (a bad record's is `file#id` or
+    `file:line`)."""
+    return any(uri == f or uri.startswith((f + "#", f + ":")) for f in files)
+
+
+def file_identities(
+    store: Store, sources: Sequence[tuple[str, str]]
+) -> list[tuple[str, str, str | None]]:
+    """(spec, label, key) per source: `key` None for a folder, pydoc or prefix; for one file
+    given by its path, the label and key that make it the same document however it is
+    reached (issue 27): those its rows already carry if the store holds it (ingested
+    through a folder, or alone before), else its folder's label and its name, as its
+    folder's ingest would name it. A file with a label of its own (`LABEL=PATH`) keeps it.
+    A file inside a folder read in the same run under the same label is left to the folder.
+    """
+    from corpusmill.ids import parse_doc_id
+    from corpusmill.sources import PYDOC, source_label
+
+    held: dict[str, str] | None = None  # file uri -> a doc id of it, read once if needed
+    out: list[tuple[str, str, str | None]] = []
+    for spec, label in sources:
+        if spec == PYDOC or "://" in spec or not os.path.isfile(spec):
+            out.append((spec, label, None))
+            continue
+        uri = _file_uri(spec)
+        if label != source_label(spec):  # LABEL=PATH: the user named it
+            out.append((spec, label, Path(uri).name))
+            continue
+        if held is None:
+            rows = store.scan("documents", ["doc_id", "uri"]).to_pylist()
+            held = {_file_of(r["doc_id"], r["uri"]): r["doc_id"] for r in rows if r["uri"]}
+        if uri in held:
+            label, key, _record = parse_doc_id(held[uri])
+        else:
+            label, key = source_label(str(Path(uri).parent)), Path(uri).name
+        out.append((spec, label, key))
+    folders = {label for _spec, label, key in out if key is None}
+    return [e for e in out if e[2] is None or e[1] not in folders]
+
+
+def same_files(
+    store: Store, partitions: Sequence[str], seen: dict[str, str], gone: set[str]
+) -> list[str]:
+    """Documents of `partitions` stored under another id for a file read now (`seen`: doc
+    id -> uri): one file is one document, so the other ids leave (a file ingested alone
+    by an older corpusmill, then through its folder)."""
+    uris = {_file_of(d, u) for d, u in seen.items()}
+    rows = store.scan("documents", ["doc_id", "uri"], partition_filter(partitions)).to_pylist()
+    return sorted(
+        r["doc_id"]
+        for r in rows
+        if r["doc_id"] not in seen
+        and r["doc_id"] not in gone
+        and _file_of(r["doc_id"], r["uri"] or "") in uris
+        and not (r["uri"] or "").startswith(("pydoc:", "s3://"))
+    )
 
 
 def _stored(store: Store, partitions: Sequence[str], labels: set[str]) -> dict[str, dict]:
@@ -219,9 +302,12 @@ def record_quarantine(
     items: Iterable[Quarantined],
     sources: set[str] | None,
     partitions: Sequence[str],
+    *,
+    files: dict[str, set[str]] | None = None,
 ) -> None:
     """Replace this scope's quarantine rows with the current list (a fixed file leaves it).
-    `sources=None` scopes it to every source (the embed stage does not know them)."""
+    `sources=None` scopes it to every source (the embed stage does not know them); `files`
+    (label -> file uris) narrows a label to those files' rows."""
     now = dt.datetime.now(dt.UTC)
     rows = [
         {
@@ -242,13 +328,15 @@ def record_quarantine(
     current = {r["quarantine_id"] for r in rows}
     existing = store.scan(
         "quarantine",
-        ["quarantine_id", "source"],
+        ["quarantine_id", "source", "uri"],
         all_of(partition_filter(partitions), eq_filter("stage", stage)),
     ).to_pylist()
     stale = [
         r["quarantine_id"]
         for r in existing
-        if (sources is None or r["source"] in sources) and r["quarantine_id"] not in current
+        if (sources is None or r["source"] in sources)
+        and r["quarantine_id"] not in current
+        and (not files or r["source"] not in files or _in_files(r["uri"], files[r["source"]]))
     ]
     if rows:
         store.replace_rows(table, "quarantine_id", rows_to_table(rows, quarantine_schema()), None)

@@ -30,10 +30,11 @@ import pyarrow as pa
 from corpusmill.engine.inputs import TokenIds
 from corpusmill.model.card import ModelCard
 from corpusmill.sources import Quarantined
-from corpusmill.store import Store, chunks_schema, embeddings_schema
-from corpusmill.store.checks import vector_faults
+from corpusmill.store import Store, chunks_schema, embeddings_schema, groups_of, in_filter
+from corpusmill.store.checks import DamagedRow, damaged_vectors, fault_reasons, vector_faults
 from corpusmill.sync.scope import Report, detail
 
+DAMAGE_SAMPLE = 5  # damaged rows a report names
 NON_FINITE = "the model returned a non-finite vector (NaN or infinity) for this chunk"
 
 # What a document's chunk set is read from. The document's hash is part of it: a document
@@ -75,6 +76,9 @@ class EmbeddingsReport(Report):
     chunks_reused: int = 0
     chunks_failed: int = 0
     chunks_to_embed: int = 0  # known before embedding starts: the progress total
+    vectors_damaged: int = 0  # stored vectors that failed the rule, found by this run
+    vectors_repaired: int = 0  # of those, rows that now hold a good vector
+    vectors_damaged_sample: str = ""  # the first few: "chunk id: why"
     sync_seconds: float = 0.0
     failed: list[Quarantined] = detail(list)  # chunks quarantined at the embed stage
     embedded_by_partition: Counter[str] = detail(Counter)
@@ -103,17 +107,29 @@ class Changes:
     stale: list[str]  # documents whose chunks differ from their rows in `embeddings`
     gone: list[str]  # documents `embeddings` holds and `chunks` no longer does
     known: set[str]  # content hashes with a stored vector anywhere in `embeddings`
+    # Stored vectors of wanted documents that fail the vector rule (damage: a flipped bit,
+    # a bad disk): their documents are stale, their vectors never reused, so a rerun heals.
+    damaged: list[DamagedRow] = field(default_factory=list)
+    card: ModelCard | None = None
 
     @classmethod
-    def against(cls, store: Store, want: ChunkSets, where: str) -> Changes:
-        """`want` compared with what `embeddings` holds under the partition filter `where`."""
+    def against(
+        cls, store: Store, want: ChunkSets, where: str, card: ModelCard | None = None
+    ) -> Changes:
+        """`want` compared with what `embeddings` holds under the partition filter `where`;
+        with `card`, every stored vector there is checked as well (`damaged_vectors`)."""
         have = chunk_sets(store.scan("embeddings", CHUNK_SET, where))
         known = set(store.scan("embeddings", ["content_hash"])["content_hash"].to_pylist())
+        damaged = [] if card is None else damaged_vectors(store, card, where)
+        damaged = [d for d in damaged if d.doc_id in want]
+        hurt = {d.doc_id for d in damaged}
         return cls(
             want=want,
-            stale=sorted(d for d in want if want[d] != have.get(d)),
+            stale=sorted(d for d in want if want[d] != have.get(d) or d in hurt),
             gone=sorted(d for d in have if d not in want),
-            known=known,
+            known=known - {d.content_hash for d in damaged},
+            damaged=damaged,
+            card=card,
         )
 
     @property
@@ -127,16 +143,27 @@ class Changes:
         return sum(1 for d in self.stale for _c, h, _d in self.want[d] if h not in self.known)
 
     def report(self) -> EmbeddingsReport:
+        sample = "; ".join(f"{d.chunk_id}: {d.reason}" for d in self.damaged[:DAMAGE_SAMPLE])
         return EmbeddingsReport(
             documents_updated=len(self.stale),
             documents_removed=len(self.gone),
             chunks_to_embed=self.to_embed,
+            vectors_damaged=len(self.damaged),
+            vectors_damaged_sample=sample,
         )
 
-    def settle(self, report: EmbeddingsReport) -> None:
+    def settle(self, report: EmbeddingsReport, store: Store | None = None) -> None:
         """Once every batch is in: reused = every wanted chunk whose vector was already
-        stored (unchanged, or the same content elsewhere)."""
+        stored (unchanged, or the same content elsewhere); repaired = the damaged rows that
+        now hold a vector that passes the rule (read back from `store`)."""
         report.chunks_reused = self.wanted - report.chunks_embedded - report.chunks_failed
+        if not self.damaged or store is None or self.card is None:
+            return
+        ids = sorted({d.chunk_id for d in self.damaged})
+        for group in groups_of(ids):
+            where = in_filter("chunk_id", group)
+            present = store.count("embeddings", where)
+            report.vectors_repaired += present - len(damaged_vectors(store, self.card, where))
 
 
 def chunk_columns(present: Iterable[str]) -> list[str]:
@@ -163,22 +190,7 @@ class EmbedRules:
             width = rows.shape[1] if rows.ndim == 2 else rows.size
             reason = f"the vector has {width} dimensions, the model {self.card.dimension}"
             return [reason] * len(rows)
-        faults = vector_faults(rows, self.card)
-        norms = iter(faults.norms.tolist())
-        out: list[str | None] = []
-        for non_finite, bad_norm in zip(
-            faults.non_finite.tolist(), faults.bad_norm.tolist(), strict=True
-        ):
-            norm = None if non_finite else next(norms)
-            if non_finite:
-                out.append(NON_FINITE)
-            elif bad_norm and self.card.normalize:
-                out.append(f"the vector's norm is {norm:.4g}, not 1 (the model normalises)")
-            elif bad_norm:
-                out.append("the vector is zero")
-            else:
-                out.append(None)
-        return out
+        return fault_reasons(vector_faults(rows, self.card), self.card, NON_FINITE)
 
     def verdicts(self, vectors: np.ndarray, failed: Mapping[int, str]) -> list[str | None]:
         """Per row the engine returned: its own failure (an input too large for the device

@@ -59,7 +59,7 @@ def sync_embeddings(
     table = store.ensure_embeddings(card)
     rules = EmbedRules(card, tokenizer_id)
     pf = partition_filter(partitions)
-    changes = Changes.against(store, chunk_sets(store.scan("chunks", CHUNK_SET, pf)), pf)
+    changes = Changes.against(store, chunk_sets(store.scan("chunks", CHUNK_SET, pf)), pf, card)
     report = changes.report()
     if progress is not None:
         progress.total = report.chunks_to_embed
@@ -82,7 +82,7 @@ def sync_embeddings(
     # id (a renamed file, a record re-keyed by issue 15's id scheme) without re-embedding.
     for group in groups_of(changes.gone):
         store.replace_rows(table, "chunk_id", None, docs_filter(group))
-    changes.settle(report)
+    changes.settle(report, store)
     report.rows = store.count("embeddings", pf)
     report.sync_seconds = round(time.perf_counter() - t0, 3)
     return report

@@ -34,3 +34,23 @@ def store_snapshot(db_uri: str) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and not p.name.endswith(".lock")
     }
+
+
+def cli_env(monkeypatch, db: str, model) -> None:
+    """The environment a user of the CLI would set, for `app.cli.main` in-process: only
+    these CORPUSMILL_ settings (the tiny model in float32, chunks that fit it), the store at
+    `db`, no Dagster instance."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("CORPUSMILL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    for name, value in {
+        "CORPUSMILL_DB": str(db),
+        "CORPUSMILL_MODEL": str(model),
+        "CORPUSMILL_DTYPE": "float32",
+        "CORPUSMILL_CHUNK_TOKENS": "24",
+        "CORPUSMILL_CHUNK_OVERLAP": "4",
+    }.items():
+        monkeypatch.setenv(name, value)

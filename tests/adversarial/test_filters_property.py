@@ -11,6 +11,7 @@ from corpusmill.ids import doc_id_for, partition_of
 from corpusmill.model import Model, ModelSpec
 from corpusmill.search import Searcher
 from corpusmill.store import Store, in_filter, rows_to_table
+from corpusmill.store.upkeep import index_for_search
 
 DOCS = {
     doc_id_for("pydoc", "try"): "try and except catch an exception",
@@ -52,8 +53,8 @@ def searcher(tmp_path_factory, tiny_embedder_path):
     table.add(
         rows_to_table([{k: r.get(k) for k in table.schema.names} for r in rows], table.schema)
     )
+    index_for_search(store)  # a writer's step: the searcher never builds an index
     searcher = Searcher(store.uri, embedder=embedder)
-    searcher.ensure_fts_index()
     return searcher
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 
 from corpusmill.ids import partition_of
-from corpusmill.search import Searcher
 from corpusmill.store import Store, rows_to_table
+from corpusmill.store.upkeep import index_for_search
 from tests.e2e.procs import BIN, free_port
 
 
@@ -55,7 +55,7 @@ def make_store(path, embedder, docs: dict[str, str], storage_options=None) -> St
     store = Store(str(path), storage_options)
     table = store.ensure_embeddings(embedder.card)
     table.add(chunk_rows(embedder, table, {d: [t] for d, t in docs.items()}))
-    Searcher(store, embedder=embedder).ensure_fts_index()
+    index_for_search(store)  # what the embeddings step does after its commits
     return store
 
 

@@ -75,7 +75,6 @@ def test_readers_stay_on_a_while_b_builds_then_follow_promotion_rollback_and_dro
 
     # The service was started with model A and is never restarted.
     searcher = Searcher(db, embedder=Model(sa.embedder_spec()).load())
-    searcher.ensure_fts_index()
     expected_a = answers_of(db, a, Model(sa.embedder_spec()))
 
     during: list = []

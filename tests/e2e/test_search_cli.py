@@ -10,6 +10,7 @@ import pytest
 from corpusmill.ids import partition_of
 from corpusmill.model import Model, ModelSpec
 from corpusmill.store import Store, rows_to_table
+from corpusmill.store.upkeep import index_for_search
 from tests.e2e.procs import with_checkout
 
 TEXTS = {
@@ -47,6 +48,7 @@ def env(tmp_path_factory, tiny_embedder_path):
     table.add(
         rows_to_table([{k: r.get(k) for k in table.schema.names} for r in rows], table.schema)
     )
+    index_for_search(store)  # what the embeddings step does after its commits
     return with_checkout(
         {
             **os.environ,

@@ -13,10 +13,10 @@ def _help(*argv: str, capsys) -> str:
 
 def test_top_level_help_names_the_real_commands_only(capsys):
     text = _help(capsys=capsys)
-    assert "{ingest,search,serve,eval,generations}" in text and "inspect" not in text
+    assert "{ingest,search,serve,eval,generations,sources}" in text and "inspect" not in text
 
 
-@pytest.mark.parametrize("command", ["ingest", "search", "eval", "generations"])
+@pytest.mark.parametrize("command", ["ingest", "search", "eval", "generations", "sources"])
 def test_every_argument_of_every_command_has_a_help_text(command):
     sub = build_parser()._subparsers._group_actions[0].choices[command]
     for action in sub._actions:

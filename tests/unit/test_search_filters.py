@@ -3,13 +3,14 @@ bi-encoder. Hostile filter values match nothing extra and delete nothing."""
 
 import pytest
 
-from corpusmill.errors import UsageError
+from corpusmill.errors import StoreError, UsageError
 from corpusmill.ids import partition_of
 from corpusmill.model import Model, ModelSpec
 from corpusmill.search import Searcher
 from corpusmill.search.filters import build_filter
 from corpusmill.search.fusion import CONVEX_ALPHA, convex_fuse, rrf_fuse
 from corpusmill.store import Store, rows_to_table
+from corpusmill.store.upkeep import index_for_search
 
 HOSTILE = [
     "x' OR '1'='1",
@@ -64,8 +65,8 @@ def searcher(tmp_path, embedder):
         )
     rows = [{k: r.get(k) for k in table.schema.names} for r in rows]
     table.add(rows_to_table(rows, table.schema))
+    index_for_search(store)  # a writer's step: done here so the tests can check nothing else writes
     searcher = Searcher(store.uri, embedder=embedder)
-    searcher.ensure_fts_index()  # a write: done here so the tests can check nothing else writes
     return searcher
 
 
@@ -150,10 +151,14 @@ def test_bad_mode_and_empty_query_fail_early(searcher):
         searcher.search("   ")
 
 
-def test_fts_index_build_inside_a_held_write_lock_does_not_deadlock(searcher):
+def test_without_the_full_text_index_fts_is_refused_and_nothing_written(searcher):
     searcher.table.drop_index("text_idx")
-    with searcher.store.write_lock():  # as the evaluation asset holds it
-        assert searcher.search("exception", k=1, mode="fts")
+    version = searcher.store.version("embeddings")
+    for mode in ("fts", "hybrid"):
+        with pytest.raises(StoreError, match="no full-text index"):
+            searcher.search("exception", k=1, mode=mode)
+    assert searcher.search("exception", k=1, mode="vector")
+    assert searcher.store.version("embeddings") == version
 
 
 def test_bi_encoder_rerank_from_stored_vectors_matches_re_encoding(searcher):
