@@ -184,6 +184,8 @@ def make_document(
     does `LAYOUT_VERSION`, the version of the rules (`locate`) that place chunks on a
     layout: changing them re-chunks exactly the documents that have one.
     """
+    # A lone surrogate (a JSON string may hold `\udcff`) cannot be written: U+FFFD.
+    title, text, author = (_SURROGATES.sub("\ufffd", s) for s in (title, text, author))
     extra = (
         (author, structure.to_json(), LAYOUT_VERSION) if author or structure != Structure() else ()
     )

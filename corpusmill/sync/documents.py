@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from corpusmill.errors import ConfigError, InputError
-from corpusmill.ids import content_hash, doc_key, partition_of
+from corpusmill.ids import content_hash, display_name, doc_key, partition_of
 from corpusmill.sources import (
     Document,
     Quarantined,
@@ -228,10 +228,10 @@ def record_quarantine(
             "quarantine_id": content_hash(stage, q.doc_id, q.uri),
             "doc_id": q.doc_id,
             "source": q.source,
-            "uri": q.uri,
+            "uri": display_name(q.uri),
             "partition": partition_of(q.doc_id),
             "stage": stage,
-            "reason": q.reason,
+            "reason": display_name(q.reason),  # it may quote a path
             "seen_at": now,
         }
         for q in items
