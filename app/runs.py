@@ -173,14 +173,20 @@ def summarise(result, seconds: float) -> dict[str, Any]:
     emb = by_asset.get("embeddings", {})
     rerank = by_asset.get("rerank_scores", {})
     live = by_asset.get("live_generation", {})
+    # Every quarantine of the run, by stage: documents at reading, chunks at embedding.
+    by_stage = {"source": docs.get("quarantined", 0), "embed": emb.get("chunks_failed", 0)}
+    samples = [docs.get("quarantine_sample", ""), emb.get("quarantine_sample", "")]
+    failure = nothing_embedded(emb)
     return {
-        "success": result.success,
+        "success": result.success and not failure,
+        "failure": failure,
         "run_id": result.run_id,
         "documents": docs.get("documents", 0),
         "documents_new": docs.get("new", 0),
         "documents_changed": docs.get("changed", 0),
         "documents_deleted": docs.get("deleted", 0),
-        "quarantined": docs.get("quarantined", 0),
+        "quarantined": sum(by_stage.values()),
+        "quarantined_by_stage": by_stage,
         "chunks": chunks.get("chunks_total", 0),
         "chunks_embedded": emb.get("chunks_embedded", 0),
         "chunks_reused": emb.get("chunks_reused", 0),
@@ -210,6 +216,20 @@ def summarise(result, seconds: float) -> dict[str, Any]:
         "promoted": bool(live.get("switched", False)),
         "promotion_refused": live.get("refused", "no"),
         "checks": _checks(result),
-        "quarantine_sample": docs.get("quarantine_sample", ""),
+        "quarantine_sample": "\n".join(x for x in samples if x and x != "none"),
         "seconds": round(seconds, 2),
     }
+
+
+def nothing_embedded(emb: dict[str, Any]) -> str:
+    """Why a run that embedded nothing failed, or "": every chunk it had to embed was
+    quarantined at the embed stage. Every input failing at once points at the model (its
+    weights give NaN, its dimension is wrong), not at the inputs."""
+    failed = emb.get("chunks_failed", 0)
+    if not failed or emb.get("chunks_embedded", 0):
+        return ""
+    return (
+        f"nothing could be embedded: all {failed} chunks to embed were quarantined at the "
+        f"embed stage; the model ({emb.get('model_id', '?')}) is the likely cause: check "
+        "CORPUSMILL_MODEL"
+    )

@@ -7,7 +7,7 @@ and resource annotations at decoration time.)
 import dagster as dg
 
 from assets.partitions import one_run, shards
-from assets.shard_metadata import write_generations, write_shards
+from assets.shard_metadata import quarantine_sample, write_generations, write_shards
 from corpusmill.chunking import TokenChunker
 from corpusmill.config import Settings
 from corpusmill.model.pool import ModelPool
@@ -61,12 +61,8 @@ def raw_corpus(
     report, meta = write_shards(
         context, store, "documents", sync, not_run_level=["unavailable_sources"]
     )
-    for q in report.quarantine[:20]:
-        context.log.warning(f"quarantined {q.uri}: {q.reason}")
     meta["unavailable_sources"] = ", ".join(meta["unavailable_sources"]) or "none"
-    meta["quarantine_sample"] = dg.MetadataValue.md(
-        "\n".join(f"- `{q.uri}`: {q.reason}" for q in report.quarantine[:20]) or "none"
-    )
+    meta["quarantine_sample"] = quarantine_sample(context, report.quarantine)
     meta["sources"] = ", ".join(run.sources)
     return dg.MaterializeResult(metadata=meta)
 
