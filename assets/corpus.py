@@ -11,8 +11,18 @@ from assets.shard_metadata import quarantine_sample, write_generations, write_sh
 from corpusmill.chunking import TokenChunker
 from corpusmill.config import Settings
 from corpusmill.model.pool import ModelPool
-from corpusmill.sources import RecordFields, parse_source
+from corpusmill.sources import RecordFields, SetAside, parse_source
 from corpusmill.store import Store
+
+
+class SetAsideConfig(dg.Config):
+    """A document the run must not read (`corpusmill.inbox.SetAside`): the inbox sensor
+    sets aside the inputs that failed its runs; with a reason, it is quarantined."""
+
+    doc_id: str
+    content_hash: str
+    uri: str
+    reason: str = ""
 
 
 class CorpusConfig(dg.Config):
@@ -29,6 +39,7 @@ class CorpusConfig(dg.Config):
     max_pages: int | None = None
     extract_timeout: float | None = None
     extract_memory_mb: int | None = None
+    set_aside: list[SetAsideConfig] = []
 
 
 @dg.asset(
@@ -56,6 +67,7 @@ def raw_corpus(
             context.partition_keys,
             [parse_source(s) for s in run.sources],
             run.read_options(RecordFields(config.id_field, config.text_field, config.title_field)),
+            set_aside=[SetAside(**a.model_dump()) for a in config.set_aside],
         )
 
     report, meta = write_shards(

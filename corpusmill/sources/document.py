@@ -158,6 +158,18 @@ class Unchanged:
     uri: str
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """A document a run must not read (its stored row, if at `content_hash`, removed so
+    no later stage takes it up): quarantined with `reason` when given, else only held
+    back while other documents go first."""
+
+    doc_id: str
+    content_hash: str
+    uri: str
+    reason: str = ""
+
+
 # A file or object that went away between the listing and the read: quarantined for this
 # read, never remembered (a cache must not keep it; it may come back).
 FILE_REMOVED = "file was removed between listing and reading"
