@@ -23,6 +23,7 @@ from assets.shard_metadata import RUN_PREFIX
 from corpusmill.config import Settings
 from corpusmill.engine.progress import Progress, ProgressCallback
 from corpusmill.ids import ALL_PARTITIONS
+from corpusmill.queries import load_queries
 from definitions import build_definitions
 
 
@@ -91,6 +92,8 @@ def run_ingest(
     a failed blocking check is not a crash (the data is written but wrong, and what comes
     after it was skipped): it is reported, `success` false, with the checks' outcomes."""
     t0 = time.perf_counter()
+    if with_rerank:  # its queries read now, not after the embeddings: a bad file stops here
+        load_queries((rerank_config or {}).get("queries") or settings.queries)
     ops: dict[str, Any] = {"chunked_documents": {"config": dict(chunk_config or {})}}
     if job == "ingest":
         ops["raw_corpus"] = {"config": {"sources": list(sources), **(corpus_config or {})}}
