@@ -404,9 +404,11 @@ class Attempts:
     """Failed inbox runs per pending document, kept in the sensor cursor (short keys).
 
     A failed run cannot say which input broke it (a worker killed for memory, a bug in a
-    step). So every pending document of a failed run becomes a suspect; the next run takes
-    the other changes without them (a good file dropped after a poison one goes in at once),
-    then each suspect runs alone; one that fails `INBOX_ATTEMPTS` runs is quarantined."""
+    step, or the machine). A document becomes a suspect once it failed a run alone, or two
+    runs: a run of many that fails once (the machine died) is simply retried whole. The
+    next run takes the other changes without the suspects (a good file dropped after a
+    poison one goes in at once), then each suspect runs alone; one that fails
+    `INBOX_ATTEMPTS` runs is quarantined."""
 
     failures: dict[str, list] = field(default_factory=dict)  # short id -> [hash, n, error]
     last: dict = field(default_factory=dict)  # {"key": run key, "docs": {short id: hash}}
@@ -424,13 +426,16 @@ class Attempts:
         run yet: nothing to record)."""
         if outcome is None or not self.last:
             return
-        for key, digest in self.last.get("docs", {}).items():
+        docs = self.last.get("docs", {})
+        for key, digest in docs.items():
             if outcome == "success":
                 self.failures.pop(key, None)
                 continue
             old = self.failures.get(key)
             n = old[1] + 1 if old and old[0] == digest else 1
-            self.failures[key] = [digest, n, error]
+            # Failed alone: the evidence points at it; else one failure may be the machine.
+            alone = len(docs) == 1 or bool(old and old[0] == digest and old[3])
+            self.failures[key] = [digest, n, error, alone]
         self.last = {}
 
     def plan(
@@ -447,7 +452,9 @@ class Attempts:
             if k in current and pending[current[k]].new[:_SHORT] == v[0]
         }
         aside: list[SetAside] = []
-        for key, (_digest, n, error) in sorted(self.failures.items()):
+        for key, (_digest, n, error, alone) in sorted(self.failures.items()):
+            if n < 2 and not alone:
+                continue  # one failure among many (a machine that died): all retried
             doc_id = current[key]
             seen = listing.docs.get(doc_id)
             reason = ""
