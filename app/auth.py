@@ -105,10 +105,22 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve anywhere
 
 
+MIN_TOKEN_CHARS = 16
+
+
 def check_bind(host: str, token: str | None) -> None:
-    """Refuse to listen beyond this machine without a token."""
-    if not is_loopback(host) and not token:
+    """Refuse to listen beyond this machine without a token, or with one a client could
+    guess or a header could not carry: fewer than 16 characters, or any whitespace."""
+    if is_loopback(host):
+        return
+    if not token:
         raise ConfigError(
             f"--host {host} is not loopback: set {TOKEN_ENV} (clients then send "
             "'Authorization: Bearer <token>'), or bind 127.0.0.1"
+        )
+    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+        raise ConfigError(
+            f"--host {host} is not loopback: {TOKEN_ENV} must be at least "
+            f"{MIN_TOKEN_CHARS} characters with no whitespace (it has {len(token)}); "
+            "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
         )

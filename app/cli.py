@@ -17,6 +17,7 @@ from app.sources import add_parser as add_sources_parser
 from corpusmill.config import Settings, debug_requested, prepare_process
 from corpusmill.errors import (
     EXIT_INTERNAL,
+    ConfigError,
     InputError,
     UsageError,
     find_error,
@@ -80,7 +81,10 @@ def cmd_ingest(args, settings: Settings) -> int:
             "model_load_seconds",
             "seconds",
         ):
-            print(f"{key:>20}: {summary[key]}")
+            value = summary[key]
+            if key == "quarantined" and value:
+                value = f"{value} ({', '.join(f'{n} at {stage}' for stage, n in summary['quarantined_by_stage'].items() if n)})"
+            print(f"{key:>20}: {value}")
         if args.rerank:
             for key in (
                 "rerank_scorer",
@@ -90,6 +94,9 @@ def cmd_ingest(args, settings: Settings) -> int:
             ):
                 print(f"{key:>20}: {summary[key]}")
         print(f"{'model':>20}: {summary['model_id']} on {summary['device']} ({summary['dtype']})")
+    if summary["failure"]:
+        print(f"corpusmill: error: {summary['failure']}", file=sys.stderr)
+        return ConfigError.exit_code
     return 0 if summary["success"] else 1
 
 

@@ -23,6 +23,7 @@ from assets.shard_metadata import RUN_PREFIX
 from corpusmill.config import Settings
 from corpusmill.engine.progress import Progress, ProgressCallback
 from corpusmill.ids import ALL_PARTITIONS
+from corpusmill.queries import load_queries
 from definitions import build_definitions
 
 
@@ -91,6 +92,8 @@ def run_ingest(
     a failed blocking check is not a crash (the data is written but wrong, and what comes
     after it was skipped): it is reported, `success` false, with the checks' outcomes."""
     t0 = time.perf_counter()
+    if with_rerank:  # its queries read now, not after the embeddings: a bad file stops here
+        load_queries((rerank_config or {}).get("queries") or settings.queries)
     ops: dict[str, Any] = {"chunked_documents": {"config": dict(chunk_config or {})}}
     if job == "ingest":
         ops["raw_corpus"] = {"config": {"sources": list(sources), **(corpus_config or {})}}
@@ -173,14 +176,20 @@ def summarise(result, seconds: float) -> dict[str, Any]:
     emb = by_asset.get("embeddings", {})
     rerank = by_asset.get("rerank_scores", {})
     live = by_asset.get("live_generation", {})
+    # Every quarantine of the run, by stage: documents at reading, chunks at embedding.
+    by_stage = {"source": docs.get("quarantined", 0), "embed": emb.get("chunks_failed", 0)}
+    samples = [docs.get("quarantine_sample", ""), emb.get("quarantine_sample", "")]
+    failure = nothing_embedded(emb)
     return {
-        "success": result.success,
+        "success": result.success and not failure,
+        "failure": failure,
         "run_id": result.run_id,
         "documents": docs.get("documents", 0),
         "documents_new": docs.get("new", 0),
         "documents_changed": docs.get("changed", 0),
         "documents_deleted": docs.get("deleted", 0),
-        "quarantined": docs.get("quarantined", 0),
+        "quarantined": sum(by_stage.values()),
+        "quarantined_by_stage": by_stage,
         "chunks": chunks.get("chunks_total", 0),
         "chunks_embedded": emb.get("chunks_embedded", 0),
         "chunks_reused": emb.get("chunks_reused", 0),
@@ -214,6 +223,20 @@ def summarise(result, seconds: float) -> dict[str, Any]:
         "promoted": bool(live.get("switched", False)),
         "promotion_refused": live.get("refused", "no"),
         "checks": _checks(result),
-        "quarantine_sample": docs.get("quarantine_sample", ""),
+        "quarantine_sample": "\n".join(x for x in samples if x and x != "none"),
         "seconds": round(seconds, 2),
     }
+
+
+def nothing_embedded(emb: dict[str, Any]) -> str:
+    """Why a run that embedded nothing failed, or "": every chunk it had to embed was
+    quarantined at the embed stage. Every input failing at once points at the model (its
+    weights give NaN, its dimension is wrong), not at the inputs."""
+    failed = emb.get("chunks_failed", 0)
+    if not failed or emb.get("chunks_embedded", 0):
+        return ""
+    return (
+        f"nothing could be embedded: all {failed} chunks to embed were quarantined at the "
+        f"embed stage; the model ({emb.get('model_id', '?')}) is the likely cause: check "
+        "CORPUSMILL_MODEL"
+    )

@@ -7,12 +7,22 @@ and resource annotations at decoration time.)
 import dagster as dg
 
 from assets.partitions import one_run, shards
-from assets.shard_metadata import write_generations, write_shards
+from assets.shard_metadata import quarantine_sample, write_generations, write_shards
 from corpusmill.chunking import TokenChunker
 from corpusmill.config import Settings
 from corpusmill.model.pool import ModelPool
-from corpusmill.sources import RecordFields, parse_source
+from corpusmill.sources import RecordFields, SetAside, parse_source
 from corpusmill.store import Store
+
+
+class SetAsideConfig(dg.Config):
+    """A document the run must not read (`corpusmill.inbox.SetAside`): the inbox sensor
+    sets aside the inputs that failed its runs; with a reason, it is quarantined."""
+
+    doc_id: str
+    content_hash: str
+    uri: str
+    reason: str = ""
 
 
 class CorpusConfig(dg.Config):
@@ -29,6 +39,7 @@ class CorpusConfig(dg.Config):
     max_pages: int | None = None
     extract_timeout: float | None = None
     extract_memory_mb: int | None = None
+    set_aside: list[SetAsideConfig] = []
 
 
 @dg.asset(
@@ -56,17 +67,14 @@ def raw_corpus(
             context.partition_keys,
             [parse_source(s) for s in run.sources],
             run.read_options(RecordFields(config.id_field, config.text_field, config.title_field)),
+            set_aside=[SetAside(**a.model_dump()) for a in config.set_aside],
         )
 
     report, meta = write_shards(
         context, store, "documents", sync, not_run_level=["unavailable_sources"]
     )
-    for q in report.quarantine[:20]:
-        context.log.warning(f"quarantined {q.uri}: {q.reason}")
     meta["unavailable_sources"] = ", ".join(meta["unavailable_sources"]) or "none"
-    meta["quarantine_sample"] = dg.MetadataValue.md(
-        "\n".join(f"- `{q.uri}`: {q.reason}" for q in report.quarantine[:20]) or "none"
-    )
+    meta["quarantine_sample"] = quarantine_sample(context, report.quarantine)
     meta["sources"] = ", ".join(run.sources)
     return dg.MaterializeResult(metadata=meta)
 

@@ -7,7 +7,7 @@ import dagster as dg
 
 from assets.corpus import chunked_documents
 from assets.partitions import one_run, shards
-from assets.shard_metadata import run_level, write_generations
+from assets.shard_metadata import quarantine_sample, run_level, write_generations
 from corpusmill.config import Settings
 from corpusmill.engine.progress import DEFAULT_EVERY_S, Progress, ProgressMeter
 from corpusmill.engine.telemetry import GpuSampler
@@ -82,9 +82,10 @@ def embeddings(
         index_for_search(target.store)
         return report
 
-    _report, meta = write_generations(
+    report, meta = write_generations(
         context, store, models, settings, "embeddings", sync, EmbeddingsReport, per_shard=_embedded
     )
+    meta["quarantine_sample"] = quarantine_sample(context, report.failed)
     meta.update(embedder.lineage())
     # Throughput only when something was embedded: a zero would plot as a crash.
     if stats and stats[0].items:
@@ -133,7 +134,7 @@ def _embeddings_on_ray(context, store, embedder, models, settings) -> dg.Materia
         return report
 
     with ray_cluster(settings.ray_address):
-        _report, meta = write_generations(
+        report, meta = write_generations(
             context,
             store,
             models,
@@ -143,6 +144,7 @@ def _embeddings_on_ray(context, store, embedder, models, settings) -> dg.Materia
             EmbeddingsReport,
             per_shard=_embedded,
         )
+    meta["quarantine_sample"] = quarantine_sample(context, report.failed)
     meta.update(embedder.lineage())
     if not worker_stats:  # the configured generation was left to the run building it
         return dg.MaterializeResult(metadata=meta)

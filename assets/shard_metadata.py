@@ -47,6 +47,18 @@ def run_level(meta: Mapping[str, Any], keys: Iterable[str] | None = None) -> dic
     return {(f"{RUN_PREFIX}{k}" if k in chosen else k): v for k, v in meta.items()}
 
 
+SAMPLE = 20  # quarantined items named in a run's log and metadata
+
+
+def quarantine_sample(context: dg.AssetExecutionContext, items: Iterable[Any]) -> dg.MetadataValue:
+    """The first quarantined items of a step (`Quarantined`: uri and reason) logged as
+    warnings and returned as the `quarantine_sample` metadata value."""
+    first = list(items)[:SAMPLE]
+    for q in first:
+        context.log.warning(f"quarantined {q.uri}: {q.reason}")
+    return dg.MetadataValue.md("\n".join(f"- `{q.uri}`: {q.reason}" for q in first) or "none")
+
+
 def observe_shards(
     context: dg.AssetExecutionContext, per_shard: Mapping[str, Mapping[str, int]]
 ) -> int:

@@ -139,6 +139,12 @@ class Settings:
                     f"CORPUSMILL_GATE_DATA={self.gate_data!r} is not a BEIR folder (no "
                     f"{', '.join(missing)}); point it at one, or leave it empty for no gate"
                 )
+        if self.queries and not Path(self.queries).expanduser().is_file():
+            # Before any model work: `rerank_scores` reads it only after the embeddings.
+            raise ConfigError(
+                f"CORPUSMILL_QUERIES={self.queries!r} does not exist; set it to a JSONL file "
+                'of {"id", "text"} records, or leave it empty for the built-in queries'
+            )
         if not 0 < self.extract_timeout < math.inf:
             raise ConfigError(
                 f"CORPUSMILL_EXTRACT_TIMEOUT={self.extract_timeout} must be a number of seconds > 0"

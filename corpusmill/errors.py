@@ -61,6 +61,17 @@ def find_error(exc: BaseException | None) -> CorpusmillError | None:
     return None
 
 
+_DISK_FULL = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC or EDQUOT, from Python (errno) or from Lance (a RuntimeError whose text
+    carries the OS error: "LanceError(IO): No space left on device (os error 28)")."""
+    if isinstance(exc, OSError) and exc.errno in (28, 122):
+        return True
+    return any(marker in str(exc) for marker in _DISK_FULL)
+
+
 def store_error(exc: BaseException, uri: str) -> CorpusmillError | None:
     """A LanceDB or file-system failure on the store, as a StoreError; None if `exc` is
     something else. Lance reports damage as RuntimeError/OSError('lance error: ...')."""
@@ -75,9 +86,10 @@ def store_error(exc: BaseException, uri: str) -> CorpusmillError | None:
             f"the store path {uri!r} is a file, not a directory; point CORPUSMILL_DB at a "
             "directory (it is created if missing)"
         )
-    if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC
+    if is_disk_full(exc):
         return StoreError(
-            f"no space left on the device holding {uri!r}; free space and rerun (a rerun "
+            f"no space left on the device holding {uri!r}: the store is intact (a write "
+            "that does not fit is never committed); free space and rerun (the rerun "
             "completes the run, nothing is duplicated)"
         )
     if "lance error" in text.lower() or "LanceError" in text:

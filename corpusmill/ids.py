@@ -8,6 +8,7 @@ lands in the same shard and its chunks always get the same ids.
 from __future__ import annotations
 
 import hashlib
+import re
 
 N_SHARDS = 16
 
@@ -25,13 +26,56 @@ def chunk_id(doc_id: str, position: int, chunker_version: str) -> str:
     return _digest(f"{doc_id}\x1f{position}\x1f{chunker_version}").hex()
 
 
+# Characters an id part cannot hold as they are: `%` and `#` (the escape and the separator)
+# and lone surrogates. A file name that is not valid UTF-8 reaches Python with each bad
+# byte as a surrogate (U+DC80-U+DCFF, PEP 383); Arrow cannot write those, so they would
+# stop a run. Each becomes `%XX` (the byte), any other lone surrogate `%uXXXX`: lossless,
+# and ids written before (which only ever held `%25` and `%23`) read back unchanged.
+_ESCAPED = re.compile("[%#\ud800-\udfff]")
+_ESCAPE = re.compile("%(u[0-9A-F]{4}|[0-9A-F]{2})")
+
+
+def _escape_char(m: re.Match) -> str:
+    code = ord(m.group())
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"%{code - 0xDC00:02X}"
+    return f"%{code:02X}" if code < 0x80 else f"%u{code:04X}"
+
+
+def _unescape_char(m: re.Match) -> str:
+    code = m.group(1)
+    if code.startswith("u"):
+        return chr(int(code[1:], 16))
+    value = int(code, 16)
+    return chr(value) if value < 0x80 else chr(0xDC00 + value)
+
+
 def escape_part(part: str) -> str:
-    """`%` and `#` percent-encoded, so `#` only ever separates the parts of an id."""
-    return part.replace("%", "%25").replace("#", "%23")
+    """`%` and `#` percent-encoded, so `#` only ever separates the parts of an id; the
+    undecodable bytes of a file name (and any lone surrogate) too, so every id is valid
+    UTF-8 and `parse_doc_id` gives the name back exactly."""
+    return _ESCAPED.sub(_escape_char, part)
 
 
 def _unescape(part: str) -> str:
-    return part.replace("%23", "#").replace("%25", "%")
+    return _ESCAPE.sub(_unescape_char, part)
+
+
+def display_name(name: str) -> str:
+    """A path or name as valid UTF-8 text for a `uri` column and messages: each byte of
+    it that is not UTF-8 as `\\xff` (as `ls -b` shows it), another lone surrogate as
+    U+FFFD. The id (`escape_part`), not this, is the lossless form."""
+    if not _SURROGATE.search(name):
+        return name
+    return _SURROGATE.sub(
+        lambda m: (
+            f"\\x{ord(m.group()) - 0xDC00:02x}" if 0xDC80 <= ord(m.group()) <= 0xDCFF else "\ufffd"
+        ),
+        name,
+    )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def doc_id_for(source: str, key: str) -> str:

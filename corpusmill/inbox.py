@@ -30,13 +30,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corpusmill.ids import ALL_PARTITIONS, content_hash, doc_id_for, partition_of
+from corpusmill.ids import ALL_PARTITIONS, content_hash, doc_id_for, doc_key, partition_of
 from corpusmill.s3 import s3_client, split_s3_uri
 from corpusmill.sources import (
     TRANSIENT_REASONS,
     Document,
     Quarantined,
     ReadOptions,
+    SetAside,
     is_object_uri,
     list_folder,
     read_file,
@@ -385,3 +386,105 @@ def summarise(changes: Sequence[Change]) -> dict[str, int]:
     for c in changes:
         counts[c.kind] = counts.get(c.kind, 0) + 1
     return counts
+
+
+# -- inputs that fail runs ------------------------------------------------------------
+# A document that was pending in this many failed runs in a row (at the same content) is
+# set aside: quarantined with the reason, left out of every run until its file changes.
+INBOX_ATTEMPTS = 3
+_SHORT = 16  # hex digits of the document key and content hash the cursor keeps
+
+
+def _short(doc_id: str) -> str:
+    return doc_key(doc_id)[:_SHORT]
+
+
+@dataclass
+class Attempts:
+    """Failed inbox runs per pending document, kept in the sensor cursor (short keys).
+
+    A failed run cannot say which input broke it (a worker killed for memory, a bug in a
+    step, or the machine). A document becomes a suspect once it failed a run alone, or two
+    runs: a run of many that fails once (the machine died) is simply retried whole. The
+    next run takes the other changes without the suspects (a good file dropped after a
+    poison one goes in at once), then each suspect runs alone; one that fails
+    `INBOX_ATTEMPTS` runs is quarantined."""
+
+    failures: dict[str, list] = field(default_factory=dict)  # short id -> [hash, n, error]
+    last: dict = field(default_factory=dict)  # {"key": run key, "docs": {short id: hash}}
+
+    @classmethod
+    def from_cursor(cls, cursor: dict) -> Attempts:
+        raw = cursor.get("attempts") or {}
+        return cls(dict(raw.get("failures") or {}), dict(raw.get("last") or {}))
+
+    def to_cursor(self) -> dict:
+        return {"failures": self.failures, "last": self.last}
+
+    def settle(self, outcome: str | None, error: str = "") -> None:
+        """Record how the last requested run ended: "success", "failure", or None (not
+        run yet: nothing to record)."""
+        if outcome is None or not self.last:
+            return
+        docs = self.last.get("docs", {})
+        for key, digest in docs.items():
+            if outcome == "success":
+                self.failures.pop(key, None)
+                continue
+            old = self.failures.get(key)
+            n = old[1] + 1 if old and old[0] == digest else 1
+            # Failed alone: the evidence points at it; else one failure may be the machine.
+            alone = len(docs) == 1 or bool(old and old[0] == digest and old[3])
+            self.failures[key] = [digest, n, error, alone]
+        self.last = {}
+
+    def plan(
+        self, changes: list[Change], listing: Listing, committed: Committed
+    ) -> tuple[list[Change], list[SetAside]]:
+        """The changes the next run takes, and the documents it sets aside (every run is
+        told them all, so none reads a set-aside file). Failures of documents no longer
+        pending at that content are forgotten."""
+        pending = {c.doc_id: c for c in changes if c.kind in (NEW, CHANGED, PENDING)}
+        current = {_short(d): d for d in pending}
+        self.failures = {
+            k: v
+            for k, v in self.failures.items()
+            if k in current and pending[current[k]].new[:_SHORT] == v[0]
+        }
+        aside: list[SetAside] = []
+        for key, (_digest, n, error, alone) in sorted(self.failures.items()):
+            if n < 2 and not alone:
+                continue  # one failure among many (a machine that died): all retried
+            doc_id = current[key]
+            seen = listing.docs.get(doc_id)
+            reason = ""
+            if n >= INBOX_ATTEMPTS:
+                last = f" (last: {error})" if error else ""
+                reason = (
+                    f"set aside: {n} ingest runs failed with it pending{last}; "
+                    "change or replace the file to try it again"
+                )
+            aside.append(SetAside(doc_id, pending[doc_id].new, seen.uri if seen else "", reason))
+        held = {a.doc_id for a in aside}
+        quarantined = {a.doc_id: a for a in aside if a.reason}
+        chosen = [c for c in changes if c.doc_id not in held]
+        suspects = [a for a in aside if not a.reason]
+        if suspects and not any(c.kind in (NEW, CHANGED, PENDING) for c in chosen):
+            # Nothing else to do: one suspect, alone.
+            chosen.append(pending[suspects[0].doc_id])
+            aside.remove(suspects[0])
+        for doc_id, a in quarantined.items():
+            stored = committed.quarantine.get(quarantine_id(Quarantined(doc_id, "", a.uri, "")))
+            if stored != (doc_id, a.reason):
+                chosen.append(Change(doc_id, QUARANTINED, stored[1] if stored else "", a.reason))
+        self.last = {
+            "docs": {
+                _short(c.doc_id): c.new[:_SHORT]
+                for c in chosen
+                if c.kind in (NEW, CHANGED, PENDING)
+            }
+        }
+        return sorted(chosen), aside
+
+    def requested(self, run_key: str) -> None:
+        self.last["key"] = run_key

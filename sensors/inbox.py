@@ -5,7 +5,10 @@ Each tick reads the inbox (unchanged files come from a stat cache), reads what t
 has committed for the `inbox` source, and requests ONE run of the `ingest` job over the
 shard range the differences touch, so the model loads once per tick whatever the number of
 files. The store is the state: a run that was killed leaves its work visibly undone and the
-next tick asks for it again; the cursor only counts requests and never decides anything.
+next tick asks for it again; the cursor counts requests and remembers which pending
+documents were in failed runs (`corpusmill.inbox.Attempts`): those are held back while the
+other changes go first, then tried alone, and one that fails INBOX_ATTEMPTS runs is set
+aside (quarantined) until its file changes, so one poison file never stalls the inbox.
 
 Run keys come from content (see `corpusmill.inbox.change_key`), suffixed with the number of
 failed or canceled runs for the same changes, so a failed run is retried and a repeated
@@ -15,6 +18,7 @@ waits: that run reads the folder itself and picks up whatever it finds.
 (No `from __future__ import annotations` in Dagster modules.)
 """
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -23,7 +27,15 @@ import dagster as dg
 
 from assets.partitions import TRIGGER_TAG, partition_range_tags
 from corpusmill.config import Settings
-from corpusmill.inbox import INBOX_LABEL, StatCache, change_key, diff, read_committed, scan_inbox
+from corpusmill.inbox import (
+    INBOX_LABEL,
+    Attempts,
+    StatCache,
+    change_key,
+    diff,
+    read_committed,
+    scan_inbox,
+)
 from corpusmill.inbox import summarise as summarise_changes
 from corpusmill.lifecycle.targets import CONFIGURED, served
 from corpusmill.liveness import worker_alive
@@ -34,6 +46,7 @@ from corpusmill.store.generations import read_registry
 
 CHANGE_TAG = "corpusmill/change"
 PARTITIONS_TAG = "corpusmill/partitions"
+REQUEST_TAG = "corpusmill/request"  # the run key: how the next tick finds how a run ended
 MAX_RUNTIME_TAG = "dagster/max_runtime"  # run monitoring fails a run older than this
 
 IN_FLIGHT = [
@@ -95,13 +108,19 @@ def build_inbox_sensor(
         # The store first: an object whose row carries its signature is not read.
         committed = read_committed(store, INBOX_LABEL, served_views)
         listing = scan_inbox(root, options, cache=cache, committed=committed)
-        changes = diff(listing, committed)
+        attempts = Attempts.from_cursor(cursor)
+        attempts.settle(*_outcome(context.instance, attempts.last.get("key")))
+        changes, set_aside = attempts.plan(diff(listing, committed), listing, committed)
+        cursor["attempts"] = attempts.to_cursor()
         timing = (
             f"{listing.files} files ({listing.files_read} read) in {listing.seconds:.2f}s, "
             f"store state in {committed.seconds:.2f}s"
         )
         if not changes:
-            return dg.SensorResult(skip_reason=f"inbox in sync: {timing}", cursor=context.cursor)
+            held = f"; {len(set_aside)} set aside" if set_aside else ""
+            return dg.SensorResult(
+                skip_reason=f"inbox in sync{held}: {timing}", cursor=json.dumps(cursor)
+            )
 
         base = change_key(changes, committed.version)
         failed = len(
@@ -112,8 +131,9 @@ def build_inbox_sensor(
         partitions = sorted({c.partition for c in changes})
         counts = summarise_changes(changes)
         context.log.info(f"inbox changes {counts} in {len(partitions)} shards; {timing}")
+        run_key = f"inbox-{base}-{failed}"
         request = dg.RunRequest(
-            run_key=f"inbox-{base}-{failed}",
+            run_key=run_key,
             run_config={
                 "ops": {
                     "raw_corpus": {
@@ -124,6 +144,7 @@ def build_inbox_sensor(
                             "max_pages": settings.max_pages,
                             "extract_timeout": settings.extract_timeout,
                             "extract_memory_mb": settings.extract_memory_mb,
+                            "set_aside": [dataclasses.asdict(a) for a in set_aside],
                         }
                     }
                 }
@@ -132,6 +153,7 @@ def build_inbox_sensor(
                 **partition_range_tags(partitions),
                 TRIGGER_TAG: name,
                 CHANGE_TAG: base,
+                REQUEST_TAG: run_key,
                 PARTITIONS_TAG: ",".join(partitions),
                 MAX_RUNTIME_TAG: str(run_timeout),
                 "corpusmill/changes": json.dumps(counts, sort_keys=True),
@@ -140,7 +162,12 @@ def build_inbox_sensor(
         # The cursor only moves forward: it counts distinct requests (a repeat of the last
         # key is the same run, which Dagster will not start twice).
         requests = int(cursor.get("requests", 0)) + (cursor.get("last_key") != request.run_key)
-        new_cursor = {"requests": requests, "last_key": request.run_key}
+        attempts.requested(run_key)
+        new_cursor = {
+            "requests": requests,
+            "last_key": request.run_key,
+            "attempts": attempts.to_cursor(),
+        }
         return dg.SensorResult(run_requests=[request], cursor=json.dumps(new_cursor))
 
     return inbox_sensor
@@ -171,6 +198,29 @@ def _runs_in_flight(instance: dg.DagsterInstance, sensor_name: str, run_timeout:
         if now - since < run_timeout:
             alive.append(run.run_id)
     return alive
+
+
+def _outcome(instance: dg.DagsterInstance, run_key: str | None) -> tuple[str | None, str]:
+    """How the run requested under `run_key` ended: ("success" | "failure" | None if it
+    has not ended or never ran, the first line of its error)."""
+    if not run_key:
+        return None, ""
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={REQUEST_TAG: run_key}))
+    statuses = {r.dagster_run.status for r in records}
+    if dg.DagsterRunStatus.SUCCESS in statuses:
+        return "success", ""
+    failed = [r.dagster_run for r in records if r.dagster_run.status in FAILED]
+    if not failed:
+        return None, ""
+    error = ""
+    for entry in instance.all_logs(failed[0].run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        data = entry.dagster_event.step_failure_data if entry.dagster_event else None
+        cause = data.error if data is not None else None
+        while cause is not None and cause.cause is not None:  # the step's own exception
+            cause = cause.cause
+        if cause is not None:
+            error = " ".join(cause.message.split())[:160]
+    return "failure", error
 
 
 WORKER_STATUSES = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)

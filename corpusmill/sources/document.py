@@ -158,6 +158,18 @@ class Unchanged:
     uri: str
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """A document a run must not read (its stored row, if at `content_hash`, removed so
+    no later stage takes it up): quarantined with `reason` when given, else only held
+    back while other documents go first."""
+
+    doc_id: str
+    content_hash: str
+    uri: str
+    reason: str = ""
+
+
 # A file or object that went away between the listing and the read: quarantined for this
 # read, never remembered (a cache must not keep it; it may come back).
 FILE_REMOVED = "file was removed between listing and reading"
@@ -184,6 +196,8 @@ def make_document(
     does `LAYOUT_VERSION`, the version of the rules (`locate`) that place chunks on a
     layout: changing them re-chunks exactly the documents that have one.
     """
+    # A lone surrogate (a JSON string may hold `\udcff`) cannot be written: U+FFFD.
+    title, text, author = (_SURROGATES.sub("\ufffd", s) for s in (title, text, author))
     extra = (
         (author, structure.to_json(), LAYOUT_VERSION) if author or structure != Structure() else ()
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from corpusmill.errors import ConfigError, InputError
-from corpusmill.ids import doc_id_for
+from corpusmill.ids import display_name, doc_id_for
 from corpusmill.sources.document import (
     FILE_REMOVED,
     Document,
@@ -76,7 +76,7 @@ def source_label(spec: str) -> str:
         return spec
     if is_object_uri(spec):
         return spec.rstrip("/")
-    return str(Path(spec).expanduser().resolve())
+    return display_name(str(Path(spec).expanduser().resolve()))
 
 
 def parse_source(entry: str) -> tuple[str, str]:
@@ -187,7 +187,7 @@ def read_file(
 ) -> Iterator[Item]:
     """The documents of one file (one, or one per record), or its quarantine records."""
     doc_id = doc_id_for(source, key)
-    uri = str(path)
+    uri = display_name(str(path))  # a name that is not UTF-8 is kept, shown as `\xff`
 
     def bad(reason: str) -> Quarantined:
         return Quarantined(doc_id, source, uri, reason)
@@ -225,8 +225,29 @@ def parse_file(
     limits: ReadLimits = DEFAULT_LIMITS,
 ) -> Iterator[Item]:
     """The documents in one file's bytes, by the suffix of its key, wherever the bytes
-    came from (a folder; an object store reads an object and calls this too)."""
+    came from (a folder; an object store reads an object and calls this too). A reader
+    that fails in a way nobody foresaw quarantines this file, not the run."""
+    try:
+        yield from _parse(data, key, uri, source, wanted, fields, limits)
+    except Exception as exc:  # noqa: BLE001 - one input's failure is that input's
+        yield Quarantined(doc_id_for(source, key), source, uri, failure_reason("read", exc))
 
+
+def failure_reason(what: str, exc: BaseException) -> str:
+    """One line for an unforeseen failure of one input: `could not be read (Type: msg)`."""
+    message = " ".join(str(exc).split())[:200]
+    return f"could not be {what} ({type(exc).__name__}{': ' + message if message else ''})"
+
+
+def _parse(
+    data: bytes,
+    key: str,
+    uri: str,
+    source: str,
+    wanted,
+    fields: RecordFields,
+    limits: ReadLimits,
+) -> Iterator[Item]:
     def bad(reason: str) -> Quarantined:
         return Quarantined(doc_id_for(source, key), source, uri, reason)
 

@@ -44,6 +44,7 @@ from corpusmill.sources.files import (
     RECORD_SUFFIXES,
     Item,
     ReadOptions,
+    failure_reason,
     is_candidate,
     parse_file,
     too_large,
@@ -184,6 +185,9 @@ def read_object(
             yield bad(too_large("object", size, options.max_file_bytes))
             return
         data = body.read()
+    except Exception as exc:  # noqa: BLE001 - a connection cut mid-body: this object's
+        yield bad(failure_reason("read", exc))
+        return
     finally:
         body.close()
     sig = signature(response["ETag"], size)

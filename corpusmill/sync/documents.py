@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corpusmill.errors import ConfigError, InputError
-from corpusmill.ids import content_hash, doc_key, partition_of
+from corpusmill.ids import content_hash, display_name, doc_key, parse_doc_id, partition_of
 from corpusmill.sources import (
     Document,
     Quarantined,
     ReadOptions,
+    SetAside,
     Unchanged,
     read_source,
 )
@@ -64,6 +65,7 @@ def sync_documents(
     partitions: Sequence[str],
     sources: Sequence[tuple[str, str]],
     options: ReadOptions,
+    set_aside: Sequence[SetAside] = (),
 ) -> DocumentsReport:
     """Make `documents` hold exactly what `sources` contain in `partitions`.
 
@@ -72,6 +74,10 @@ def sync_documents(
     bucket that does not exist) keeps its rows: absence of a whole source is far more often
     an accident than a deletion. A quarantined document keeps its last good version. An
     object whose signature is the stored one is not read (`Unchanged`).
+
+    `set_aside`: documents not to read (the inbox's inputs that failed its runs): a stored
+    row at the set-aside content is removed (so no later stage takes it up), an older one
+    stays; one with a reason is quarantined.
     """
     if options.max_file_bytes < 0:
         raise ConfigError(
@@ -101,11 +107,17 @@ def sync_documents(
             store.replace_rows(table, "doc_id", rows, None)
             pending.clear()
 
+    aside = {a.doc_id: a for a in set_aside}
+    for a in set_aside:
+        if a.reason and partition_of(a.doc_id) in wanted_parts:
+            report.quarantine.append(
+                Quarantined(a.doc_id, parse_doc_id(a.doc_id)[0], a.uri, a.reason)
+            )
     for spec, label, key in entries:
         known = {d: r.signature for d, r in stored.get(label, {}).items() if r.signature}
         items = read_source(
             spec,
-            lambda d: partition_of(d) in wanted_parts,
+            lambda d: partition_of(d) in wanted_parts and d not in aside,
             label=label,
             options=options,
             known=known,
@@ -159,16 +171,23 @@ def sync_documents(
             f"no source could be read ({', '.join(report.unavailable_sources)} does not "
             "exist); check the paths (CORPUSMILL_SOURCES or the ingest arguments)"
         )
+
     # A quarantined file (or a record of it) keeps its last good version. Of a label
     # read through single files only, only those files' rows are in question.
+    def goes(label: str, doc_id: str, row: _Stored) -> bool:
+        if doc_id in seen:
+            return False
+        if doc_id in aside:  # the set-aside content goes; an older version stays
+            return aside[doc_id].content_hash == row.content_hash
+        if row.uri in protected or row.uri.rsplit("#", 1)[0] in protected:
+            return False
+        return label not in files or _file_of(doc_id, row.uri) in files[label]
+
     gone = [
         doc_id
         for label in labels
         for doc_id, row in stored.get(label, {}).items()
-        if doc_id not in seen
-        and row.uri not in protected
-        and row.uri.rsplit("#", 1)[0] not in protected
-        and (label not in files or _file_of(doc_id, row.uri) in files[label])
+        if goes(label, doc_id, row)
     ]
     gone += same_files(store, partitions, seen, set(gone))
     report.deleted = len(gone)
@@ -314,10 +333,10 @@ def record_quarantine(
             "quarantine_id": content_hash(stage, q.doc_id, q.uri),
             "doc_id": q.doc_id,
             "source": q.source,
-            "uri": q.uri,
+            "uri": display_name(q.uri),
             "partition": partition_of(q.doc_id),
             "stage": stage,
-            "reason": q.reason,
+            "reason": display_name(q.reason),  # it may quote a path
             "seen_at": now,
         }
         for q in items

@@ -26,10 +26,16 @@ USAGE, INPUT, CONFIG, STORE = (
 
 @pytest.fixture
 def env(monkeypatch, tmp_path, tiny_embedder_path):
+    return cli_environment(monkeypatch, tmp_path, tiny_embedder_path)
+
+
+def cli_environment(monkeypatch, tmp_path, model_path):
+    """The environment a user would set (no other CORPUSMILL_ variable): the model at
+    `model_path`, a fresh store, and a corpus folder with one file."""
     for name in list(os.environ):
         if name.startswith("CORPUSMILL_"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("CORPUSMILL_MODEL", str(tiny_embedder_path))
+    monkeypatch.setenv("CORPUSMILL_MODEL", str(model_path))
     monkeypatch.setenv("CORPUSMILL_DTYPE", "float32")
     monkeypatch.setenv("CORPUSMILL_CHUNK_TOKENS", "24")
     monkeypatch.setenv("CORPUSMILL_CHUNK_OVERLAP", "4")

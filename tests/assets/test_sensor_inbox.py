@@ -23,13 +23,18 @@ CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}  # the tiny model reads 64 tok
 
 @pytest.fixture
 def env(tmp_path, db_uri, tiny_embedder_path):
+    return make_env(tmp_path, db_uri, tiny_embedder_path)
+
+
+def make_env(tmp_path, db_uri, model_path) -> Env:
+    """An inbox folder under `tmp_path`, its sensor, an ephemeral instance, the resources."""
     from resources import build_resources
     from sensors.inbox import build_inbox_sensor
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     settings = tiny_settings(
-        db_uri, tiny_embedder_path, inbox=str(inbox), sensor_interval=1, max_file_bytes=4096
+        db_uri, model_path, inbox=str(inbox), sensor_interval=1, max_file_bytes=4096
     )
     sensor = build_inbox_sensor(settings, name=SENSOR)
     return Env(

@@ -285,7 +285,7 @@ def test_non_loopback_bind_needs_a_token(monkeypatch, capsys, tiny_embedder_path
     monkeypatch.setenv("CORPUSMILL_DTYPE", "float32")
     assert main(["serve", "--host", "0.0.0.0"]) == 4  # a configuration error: set the token
     assert "CORPUSMILL_API_TOKEN" in capsys.readouterr().err and binds == []
-    monkeypatch.setenv("CORPUSMILL_API_TOKEN", "t0ken")
+    monkeypatch.setenv("CORPUSMILL_API_TOKEN", "t0ken-of-16-chars")
     assert main(["serve", "--host", "0.0.0.0"]) == 0 and binds == ["0.0.0.0"]
     for host in ("127.0.0.1", "::1", "localhost", "127.0.0.2"):
         check_bind(host, None)

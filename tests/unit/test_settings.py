@@ -8,7 +8,8 @@ from corpusmill.errors import ConfigError
 from corpusmill.model import ModelSpec
 
 
-def test_the_environment_is_read_into_one_settings_object():
+def test_the_environment_is_read_into_one_settings_object(tmp_path):
+    (tmp_path / "q.jsonl").write_text('{"id": "1", "text": "a query"}\n')
     settings = Settings.from_env(
         {
             "CORPUSMILL_DB": "/tmp/somewhere",
@@ -18,7 +19,7 @@ def test_the_environment_is_read_into_one_settings_object():
             "CORPUSMILL_SOURCES": "a=/x, /y",
             "CORPUSMILL_CHUNK_OVERLAP": "0",
             "CORPUSMILL_RERANK_K": "9",
-            "CORPUSMILL_QUERIES": "/q.jsonl",
+            "CORPUSMILL_QUERIES": str(tmp_path / "q.jsonl"),
             "CORPUSMILL_RAY_WORKERS": "3",
             "DAGSTER_HOME": "/tmp/home",
             "CORPUSMILL_FORWARD": "Transformers",
@@ -34,7 +35,7 @@ def test_the_environment_is_read_into_one_settings_object():
     )
     assert settings.sources == ("a=/x", "/y")
     assert settings.chunk_overlap == 0 and settings.chunk_tokens == 200
-    assert settings.rerank_k == 9 and settings.queries == "/q.jsonl"
+    assert settings.rerank_k == 9 and settings.queries == str(tmp_path / "q.jsonl")
     assert settings.ray_workers == 3
     assert not Settings().reranker_spec().configured and Settings().dagster_home == ""
 
