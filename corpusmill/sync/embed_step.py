@@ -103,17 +103,39 @@ class Changes:
     stale: list[str]  # documents whose chunks differ from their rows in `embeddings`
     gone: list[str]  # documents `embeddings` holds and `chunks` no longer does
     known: set[str]  # content hashes with a stored vector anywhere in `embeddings`
+    held: list[str] = field(default_factory=list)  # stale documents with rows in `embeddings`
+
+    @property
+    def replaced(self) -> list[str]:
+        """Documents whose rows in `embeddings` the step deletes: the stale ones it holds
+        rows of, and the gone ones (a stale document without rows has nothing to delete)."""
+        return sorted(self.held + self.gone)
 
     @classmethod
-    def against(cls, store: Store, want: ChunkSets, where: str) -> Changes:
-        """`want` compared with what `embeddings` holds under the partition filter `where`."""
+    def against(
+        cls,
+        store: Store,
+        want: ChunkSets,
+        where: str,
+        known: Callable[[set[str]], set[str]] | None = None,
+    ) -> Changes:
+        """`want` compared with what `embeddings` holds under the partition filter `where`.
+        `known`: which of the given content hashes have a stored vector (default: every
+        hash `embeddings` holds is read; a driver that must not hold them all passes
+        `known_among` over a stream)."""
         have = chunk_sets(store.scan("embeddings", CHUNK_SET, where))
-        known = set(store.scan("embeddings", ["content_hash"])["content_hash"].to_pylist())
+        stale = sorted(d for d in want if want[d] != have.get(d))
+        if known is None:
+            hashes = store.scan("embeddings", ["content_hash"])["content_hash"].to_pylist()
+            found = set(hashes)
+        else:
+            found = known({h for d in stale for _c, h, _d in want[d]})
         return cls(
             want=want,
-            stale=sorted(d for d in want if want[d] != have.get(d)),
+            stale=stale,
             gone=sorted(d for d in have if d not in want),
-            known=known,
+            known=found,
+            held=[d for d in stale if d in have],
         )
 
     @property
@@ -137,6 +159,18 @@ class Changes:
         """Once every batch is in: reused = every wanted chunk whose vector was already
         stored (unchanged, or the same content elsewhere)."""
         report.chunks_reused = self.wanted - report.chunks_embedded - report.chunks_failed
+
+
+def known_among(hashes: set[str], stored: Iterable[pa.RecordBatch]) -> set[str]:
+    """Which of `hashes` have a stored vector, from a stream of `content_hash` batches of
+    `embeddings`: what `Changes.against` is given by a driver that holds one slice of the
+    run, never every stored hash."""
+    found: set[str] = set()
+    if not hashes:
+        return found
+    for batch in stored:
+        found.update(h for h in batch.column("content_hash").to_pylist() if h in hashes)
+    return found
 
 
 def chunk_columns(present: Iterable[str]) -> list[str]:
