@@ -83,11 +83,18 @@ def stand_in(tokens_per_s: float) -> type[StandInWorker]:
 
 
 def fill_chunks(
-    store: Store, n: int, *, tokens: int = 0, text_words: int = 8, start: int = 0
+    store: Store,
+    n: int,
+    *,
+    tokens: int = 0,
+    text_words: int = 8,
+    start: int = 0,
+    texts: list[str] | None = None,
 ) -> int:
     """Add `n` synthetic chunks (8 per document, spread over the 16 shards) to `chunks`:
     `tokens` stored token ids each (0: none, the text is embedded), a text of `text_words`
-    words. Returns the tokens the stand-in will count for them."""
+    words, or `texts[i % len(texts)]` when given (real text for a real model). Returns the
+    tokens the stand-in will count for them."""
     table = store.ensure("chunks", chunks_schema())
     schema = chunks_schema()
     step = 50_000
@@ -103,7 +110,12 @@ def fill_chunks(
             "uri": docs,
             "partition": [ALL_PARTITIONS[(i // PER_DOC) % 16] for i in idx],
             "position": [i % PER_DOC for i in idx],
-            "text": [" ".join(["w"] * (text_words - 1) + [str(i)]) for i in idx],
+            "text": [
+                f"{texts[i % len(texts)]} [{i}]"
+                if texts
+                else " ".join(["w"] * (text_words - 1) + [str(i)])
+                for i in idx
+            ],
             "content_hash": [content_hash(str(i)) for i in idx],
             "doc_hash": [content_hash(d) for d in docs],
             "n_tokens": [tokens or text_words] * m,
