@@ -9,7 +9,7 @@ LAUNCHER := $(VENV)/bin/corpusmill
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 DEV_PORT ?= 3000
 
-.PHONY: install demo scale-demo bench-scale test test-fast test-all test-browser dev eval bench bench-gpu bench-search bench-inbox bench-ann bench-generations bench-pdf bench-s3 gpu-pack lint typecheck format clean
+.PHONY: install demo scale-demo bench-scale test test-fast test-all test-browser dev eval bench bench-serve bench-gpu bench-search bench-inbox bench-ann bench-generations bench-pdf bench-s3 gpu-pack lint typecheck format clean
 
 # The grep drops this machine's notes about missing local mirror folders, not pip's errors.
 # Only the core (`corpusmill`) is installed, editable; the `corpusmill` command is a
@@ -86,6 +86,9 @@ $(INFINITY_STAMP): bench/setup_infinity.sh
 
 bench: $(BENCH_STAMP) $(INFINITY_STAMP) ## side-by-side throughput against every peer (docs/BENCHMARKS.md); BENCH_ARGS="--quick"
 	$(PY) -m bench.throughput $(BENCH_ARGS)
+
+bench-serve: $(STAMP) $(LAUNCHER) $(INFINITY_STAMP) ## /v1/embeddings against the in-process engine and infinity (docs/BENCHMARKS.md); BENCH_ARGS="--quick"
+	$(PY) -m bench.serve_embeddings --out bench/out/serve-embeddings.json $(BENCH_ARGS)
 
 bench-search: $(STAMP) ## search latency per mode on the built-in corpus, after ingesting it twice
 	CORPUSMILL_DB=$${BENCH_SEARCH_DB:-./data/bench-search} $(PY) -m bench.search_latency --ingest

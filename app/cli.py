@@ -272,7 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_search)
 
-    v = sub.add_parser("serve", help="HTTP JSON search service, model resident (see /docs)")
+    v = sub.add_parser(
+        "serve",
+        help="HTTP service, model resident: /search, OpenAI-compatible /v1/embeddings, "
+        "/v1/rerank, /metrics (see /docs)",
+    )
     v.add_argument("--host", default="127.0.0.1", help="non-loopback needs CORPUSMILL_API_TOKEN")
     v.add_argument("--port", type=int, default=8000)
     v.add_argument(

@@ -4,48 +4,58 @@
     curl -s localhost:8000/search -H 'content-type: application/json' \\
          -d '{"query": "how do I catch an exception", "k": 3, "mode": "hybrid"}'
 
-Endpoints: POST /search, POST /search/batch, GET /health, GET /store. Hits carry the same
-fields as `corpusmill search --json` (`Hit.as_dict()`).
+Endpoints: POST /search, POST /search/batch, GET /health, GET /store, GET /metrics
+(app/metrics.py), and the OpenAI-compatible POST /v1/embeddings, GET /v1/models and the
+infinity/Cohere-shaped POST /v1/rerank (app/openai_api.py). Hits carry the same fields as
+`corpusmill search --json` (`Hit.as_dict()`).
+
+Layers: this module and app/ are HTTP (routes, validation, auth, limits, metrics); the
+queue and the micro-batches are the engine's (`Model.micro_batcher`,
+corpusmill/engine/microbatch.py); the forward is the model's. A request asks
+`Resident.current()` once (app/resident.py) for the models and the table it answers from.
 
 - One model load per process (`corpusmill.model.Model`, from the settings read once by
-  app/cli.py); single queries are embedded in micro-batches (the model's
-  `micro_batcher`, corpusmill/engine/microbatch.py), a batch request in one pass of the
-  embedder (`Searcher.search_many`); both reach the forward through the batch engine.
-- Fresh reads: every request searches `Searcher.pinned()`, the live generation at the
-  latest committed version of its table, fixed for that request; an ingest commits a
-  partition's rows in one commit, so a request sees all of a document's chunks or none of
-  them. When the live pointer moves (a promotion, a rollback), the next request pins the
-  new generation, loads its model once if it is new to this process, and embeds its query
-  with it: one micro-batcher per generation, so a query vector always meets the table of
-  the model that made it. Each answer names its generation.
-- Safe by default: bodies validated (422 naming each bad field, unknown fields refused),
-  `k`, `candidates`, query length and batch size bounded, bodies over MAX_BODY_BYTES get
-  413, filters become LanceDB expressions (`build_filter`), and with a token
-  (CORPUSMILL_API_TOKEN) every request must carry `Authorization: Bearer <token>`; binding
-  anything but loopback without one is refused (app/auth.py).
+  app/cli.py); single queries and /v1/embeddings inputs are embedded in micro-batches, a
+  batch request in one pass of the embedder (`Searcher.search_many`); all reach the
+  forward through the batch engine.
+- Fresh reads: every request pins the live generation at the latest committed version of
+  its table (`Resident.current()`, `Searcher.pinned()`), fixed for that request; an ingest
+  commits a partition's rows in one commit, so a request sees all of a document's chunks or
+  none of them. When the live pointer moves (a promotion, a rollback), the next request
+  pins the new generation, loads its model once if it is new to this process, and embeds
+  its query with it: one micro-batcher per model, so a query vector always meets the table
+  of the model that made it. Each search answer names its generation.
+- Safe by default: bodies validated (422 naming each bad field, unknown fields refused;
+  400 in the OpenAI shape on /v1/), `k`, `candidates`, query length and batch size
+  bounded, bodies over MAX_BODY_BYTES get 413, filters become LanceDB expressions
+  (`build_filter`); back-pressure (app/limits.py): past the in-flight bounds, 429 with
+  Retry-After; with a token (CORPUSMILL_API_TOKEN) every request but /health must carry
+  `Authorization: Bearer <token>`; binding anything but loopback without one is refused
+  (app/auth.py).
 """
 
 from __future__ import annotations
 
-import threading
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.auth import check_bind, guard
+from app.api_errors import APIError, error_body, is_openai_path
+from app.auth import AUTHORIZED, check_bind, guard
+from app.limits import Admission, Limits
+from app.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from app.openai_api import add_openai_routes
+from app.resident import Resident, Unavailable
 from corpusmill.config import Settings
-from corpusmill.engine.microbatch import (
-    DEFAULT_MAX_BATCH,
-    DEFAULT_WAIT_S,
-    MicroBatcher,
-    batch_stats,
-)
-from corpusmill.errors import ConfigError, CorpusmillError
+from corpusmill.engine.microbatch import DEFAULT_MAX_BATCH, DEFAULT_WAIT_S
+from corpusmill.errors import CorpusmillError
 from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.search.fusion import DEFAULT_FUSION
 from corpusmill.store import table_card
@@ -54,7 +64,9 @@ MAX_K = 1000  # as deep as `make eval` searches; deeper is a table dump, not a s
 MAX_CANDIDATES = 200  # hits a rerank rescores: each is a forward pair
 MAX_QUERY_CHARS = 2000  # far past the model's 256-token window
 MAX_BATCH_QUERIES = 1000
-MAX_BODY_BYTES = 1 << 20  # 1 MiB: a full batch of long queries fits with room to spare
+# 2 MiB: a full /search/batch of long queries, or a /v1/embeddings request at its token
+# limit (131,072 tokens of JSON-escaped text), fits with room to spare.
+MAX_BODY_BYTES = 2 << 20
 
 
 class SearchOptions(BaseModel):
@@ -123,18 +135,33 @@ def create_app(
     max_batch: int = DEFAULT_MAX_BATCH,
     default_candidates: int = 50,
     max_body_bytes: int = MAX_BODY_BYTES,
+    limits: Limits | None = None,
 ):
-    """The ASGI app over `searcher` (a `corpusmill.search.Searcher` with its model): the
-    FastAPI app behind the token and body-size guard (`.app` reaches the FastAPI app)."""
-    batchers = Batchers(max_wait_s=max_wait_s, max_batch=max_batch)
+    """The ASGI app over `searcher` (a `corpusmill.search.Searcher` with its models): the
+    FastAPI app behind the metrics, the token, the in-flight bound and the body-size guard
+    (`.app` reaches the FastAPI app). `limits`: the back-pressure settings (default: those
+    of `Settings()`)."""
+    limits = limits or Limits.from_settings(Settings())
+    admission = Admission(limits)
+    metrics = ServiceMetrics()
+    resident = Resident(
+        searcher, max_wait_s=max_wait_s, max_batch=max_batch, on_batch=metrics.batch_size.observe
+    )
+    metrics.watch(
+        queue_depth=resident.pending,
+        inflight_requests=lambda: admission.requests,
+        inflight_tokens=lambda: admission.tokens,
+        table_version=resident.table_version,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        batchers.close()
+        resident.close()
 
     app = FastAPI(title="corpusmill", summary="Search a corpusmill store", lifespan=lifespan)
-    app.state.batchers = batchers
+    app.state.resident = resident
+    app.state.admission = admission
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -148,38 +175,47 @@ def create_app(
             }
             for e in exc.errors()
         ]
+        if is_openai_path(request.url.path):  # the OpenAI API answers 400, one message
+            message = "; ".join(f"{f['field']}: {f['error']}" for f in fields)
+            return _error(request, 400, f"invalid request: {message}", fields[0]["field"])
         return JSONResponse({"error": "invalid request", "fields": fields}, status_code=422)
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return _error(request, exc.status, exc.message, exc.param, exc.code, exc.headers)
 
     @app.exception_handler(CorpusmillError)
     async def _refused(request: Request, exc: CorpusmillError):
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return _error(request, 400, str(exc))
 
-    def pin():
-        try:
-            return searcher.pinned()
-        except ConfigError as exc:  # no embeddings table yet: the service is up, the store not
-            raise _Unavailable(str(exc)) from exc
+    @app.exception_handler(Unavailable)
+    async def _unavailable(request: Request, exc: Unavailable):
+        return _error(request, 503, str(exc))
 
-    @app.exception_handler(_Unavailable)
-    async def _unavailable(request: Request, exc: _Unavailable):
-        return JSONResponse({"error": str(exc)}, status_code=503)
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        if is_openai_path(request.url.path):
+            return _error(request, exc.status_code, str(exc.detail), headers=exc.headers)
+        return await http_exception_handler(request, exc)
 
     @app.post("/search")
     async def search(body: SearchRequest) -> dict:
-        view = await run_in_threadpool(pin)
-        wants_vector = searcher.needs_vector(body.mode, body.rerank)
-        vector = await batchers.of(view).embed(body.query) if wants_vector else None
+        gen = await run_in_threadpool(resident.current)
+        view = gen.pinned()
+        wants_vector = view.needs_vector(body.mode, body.rerank)
+        vector = await gen.batcher.embed(body.query) if wants_vector else None
         opts = body.options(default_candidates)
         hits = await run_in_threadpool(view.search, body.query, vector=vector, **opts)
         return {
             "hits": [h.as_dict() for h in hits],
             "table_version": view.table.version,
-            "generation": view.generation.gen_id,
+            "generation": gen.generation_id,
         }
 
     @app.post("/search/batch")
     async def search_batch(body: BatchRequest) -> dict:
-        view = await run_in_threadpool(pin)
+        gen = await run_in_threadpool(resident.current)
+        view = gen.pinned()
         opts = body.options(default_candidates)
         texts = [q.text for q in body.queries]
         per_query = await run_in_threadpool(view.search_many, texts, **opts)
@@ -189,53 +225,35 @@ def create_app(
                 for q, hits in zip(body.queries, per_query, strict=True)
             ],
             "table_version": view.table.version,
-            "generation": view.generation.gen_id,
+            "generation": gen.generation_id,
         }
 
     @app.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "model": searcher.embedder.card.model_id, **batchers.stats()}
+    async def health(request: Request) -> dict:
+        if not request.scope.get(AUTHORIZED, True):  # open to probes: say only that it is up
+            return {"status": "ok"}
+        gen = await run_in_threadpool(resident.current)
+        return {"status": "ok", "model": gen.model_id, **resident.stats()}
 
     @app.get("/store")
     async def store() -> dict:
-        return await run_in_threadpool(describe_store, searcher)
+        return await run_in_threadpool(describe_store, resident.searcher)
 
-    return guard(app, token=token, max_body_bytes=max_body_bytes)
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        body = await run_in_threadpool(metrics.render)  # reads the table's version
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    add_openai_routes(app, resident, admission, metrics)
+    guarded = guard(app, token=token, max_body_bytes=max_body_bytes, admission=admission)
+    measured = metrics.middleware(guarded, lambda: [getattr(r, "path", "") for r in app.routes])
+    measured.app = app  # the FastAPI app, as `guard` gives it
+    return measured
 
 
-class _Unavailable(Exception):
-    pass
-
-
-class Batchers:
-    """One micro-batcher per generation the service has answered from: a batch holds the
-    queries of one model only. Made on a generation's first request; closed at shutdown."""
-
-    def __init__(self, *, max_wait_s: float, max_batch: int) -> None:
-        self.max_wait_s, self.max_batch = max_wait_s, max_batch
-        self._by_generation: dict[str, MicroBatcher] = {}
-        self._lock = threading.Lock()
-
-    def of(self, view) -> MicroBatcher:
-        """The batcher of `view`'s generation, embedding with that generation's model."""
-        gen_id = view.generation.gen_id
-        with self._lock:
-            if gen_id not in self._by_generation:
-                self._by_generation[gen_id] = view.embedder.micro_batcher(
-                    max_wait_s=self.max_wait_s, max_batch=self.max_batch
-                )
-            return self._by_generation[gen_id]
-
-    def stats(self) -> dict[str, float]:
-        """The figures of every batcher together (`MicroBatcher.stats`)."""
-        with self._lock:
-            sizes = [n for b in self._by_generation.values() for n in b.batch_sizes]
-        return batch_stats(sizes, self.max_wait_s, self.max_batch)
-
-    def close(self) -> None:
-        with self._lock:
-            for batcher in self._by_generation.values():
-                batcher.close()
+def _error(request: Request, status: int, message: str, param=None, code=None, headers=None):
+    body = error_body(request.url.path, status, message, param, code)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def describe_store(searcher) -> dict:
@@ -290,8 +308,13 @@ def serve(
     reranker = Model(settings.reranker_spec())
     if reranker.configured:
         reranker.load()
+    # The store with the configured storage options: an s3:// store on a custom endpoint
+    # needs them to connect at all.
     searcher = Searcher(
-        settings.db, embedder=embedder, reranker=reranker, storage_options=settings.storage_options
+        settings.db,
+        embedder=embedder,
+        reranker=reranker,
+        storage_options=settings.storage_options,
     )
     app = create_app(
         searcher,
@@ -299,5 +322,6 @@ def serve(
         max_wait_s=max_wait_s,
         max_batch=max_batch,
         default_candidates=settings.rerank_k,
+        limits=Limits.from_settings(settings),
     )
     uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on")

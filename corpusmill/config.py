@@ -68,8 +68,17 @@ class Settings:
     reranker: str = ""  # empty: score pairs with the bi-encoder, and say so
     queries: str = ""  # empty: the built-in queries for the Python docs corpus
     rerank_k: int = 50
-    # `corpusmill serve`: the bearer token every request must carry (required off loopback)
+    # `corpusmill serve`: the bearer token every request but /health must carry (required
+    # off loopback)
     api_token: str = field(default="", repr=False)
+    # `corpusmill serve` back-pressure (app/limits.py): past an in-flight bound, 429.
+    # 64 requests: at most 64 bodies of up to 2 MiB held at once. 262,144 tokens: about
+    # 13 s of work for MiniLM on 2 CPU cores (~20k tokens/s), the longest a request waits.
+    serve_max_inflight: int = 64
+    serve_max_inflight_tokens: int = 262144
+    # One request: 2,048 inputs (the OpenAI API's own array bound), 131,072 tokens.
+    serve_max_inputs: int = 2048
+    serve_max_request_tokens: int = 131072
     eval_data: str = DEFAULT_EVAL_DATA  # a BEIR folder
     eval_db: str = "./data/eval-scifact"  # scratch store of `corpusmill eval`
     # The eval chunks with 254 tokens and no overlap (MiniLM's 256-token window minus [CLS]
@@ -101,6 +110,10 @@ class Settings:
             ("CORPUSMILL_MAX_PAGES", self.max_pages, 1),
             # Below this the worker's own interpreter, with pypdf and lxml, cannot start.
             ("CORPUSMILL_EXTRACT_MEMORY_MB", self.extract_memory_mb, 512),
+            ("CORPUSMILL_SERVE_MAX_INFLIGHT", self.serve_max_inflight, 1),
+            ("CORPUSMILL_SERVE_MAX_INFLIGHT_TOKENS", self.serve_max_inflight_tokens, 1),
+            ("CORPUSMILL_SERVE_MAX_INPUTS", self.serve_max_inputs, 1),
+            ("CORPUSMILL_SERVE_MAX_REQUEST_TOKENS", self.serve_max_request_tokens, 1),
         )
         for name, value, least in checks:
             if value < least:
@@ -125,6 +138,12 @@ class Settings:
         if not 0 < self.extract_timeout < math.inf:
             raise ConfigError(
                 f"CORPUSMILL_EXTRACT_TIMEOUT={self.extract_timeout} must be a number of seconds > 0"
+            )
+        if self.serve_max_request_tokens > self.serve_max_inflight_tokens:
+            raise ConfigError(
+                f"CORPUSMILL_SERVE_MAX_REQUEST_TOKENS={self.serve_max_request_tokens} is more "
+                f"than CORPUSMILL_SERVE_MAX_INFLIGHT_TOKENS={self.serve_max_inflight_tokens}: "
+                "such a request could never be admitted"
             )
 
     @classmethod
@@ -159,6 +178,14 @@ class Settings:
             queries=env.text("CORPUSMILL_QUERIES", cls.queries),
             rerank_k=env.integer("CORPUSMILL_RERANK_K", cls.rerank_k),
             api_token=env.text("CORPUSMILL_API_TOKEN", ""),
+            serve_max_inflight=env.integer("CORPUSMILL_SERVE_MAX_INFLIGHT", cls.serve_max_inflight),
+            serve_max_inflight_tokens=env.integer(
+                "CORPUSMILL_SERVE_MAX_INFLIGHT_TOKENS", cls.serve_max_inflight_tokens
+            ),
+            serve_max_inputs=env.integer("CORPUSMILL_SERVE_MAX_INPUTS", cls.serve_max_inputs),
+            serve_max_request_tokens=env.integer(
+                "CORPUSMILL_SERVE_MAX_REQUEST_TOKENS", cls.serve_max_request_tokens
+            ),
             eval_data=env.text("CORPUSMILL_EVAL_DATA", cls.eval_data),
             eval_db=env.text("CORPUSMILL_EVAL_DB", cls.eval_db),
             eval_chunk_tokens=env.integer("CORPUSMILL_CHUNK_TOKENS", cls.eval_chunk_tokens),

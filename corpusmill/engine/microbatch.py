@@ -23,6 +23,12 @@ on a busy box a 2 ms sleep costs more than 2 ms, measured ~5 ms at p50). Under s
 load the wait hardly matters: requests arriving during a forward are batched anyway.
 `max_wait_s=0` or `max_batch=1` turns the gathering off.
 
+A request may carry many texts (`submit_many`: the OpenAI-style embeddings route): they are
+queued together, in order, and share forwards with everyone else's. An item is a text or
+`TokenIds` (already tokenised by the model's own tokenizer, as the service does to count and
+check it); the engine takes either. `pending` is the queue's depth and `on_batch(size)`
+hears of each forward, for the service's metrics.
+
 Time comes from a `Clock` (`now`, and a timed wait on the queue's condition), so a test
 can hold time still and move it by hand instead of sleeping. Pure threading and asyncio;
 no model, no HTTP: tests drive it with a fake encoder.
@@ -34,17 +40,18 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 DEFAULT_WAIT_S = 0.002
 DEFAULT_MAX_BATCH = 32  # measured: 3.1 ms/query at 32 in one forward, 5.3 at 64 (padding)
+RECENT_BATCHES = 1024  # sizes kept for `batch_sizes`; the totals in `stats` count them all
 
-Encode = Callable[[list[str]], np.ndarray]
+Encode = Callable[[list[Any]], np.ndarray]  # texts or TokenIds -> one row each
 
 
 class Clock(Protocol):
@@ -70,7 +77,7 @@ class MonotonicClock:
 
 @dataclass
 class _Request:
-    text: str
+    text: Any  # a str, or TokenIds
     arrived: float
     future: Future = field(default_factory=Future)
 
@@ -86,6 +93,7 @@ class MicroBatcher:
         max_wait_s: float = DEFAULT_WAIT_S,
         max_batch: int = DEFAULT_MAX_BATCH,
         clock: Clock | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if max_batch < 1 or max_wait_s < 0:
             raise ValueError(f"max_batch={max_batch} must be >= 1, max_wait_s={max_wait_s} >= 0")
@@ -93,7 +101,10 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self.max_batch = max_batch
         self.clock: Clock = clock or MonotonicClock()
-        self.batch_sizes: list[int] = []  # one entry per encode call, for stats and tests
+        self.on_batch = on_batch  # called from the worker with each forward's size
+        # The latest sizes, one per encode call (bounded: a service runs for months).
+        self.batch_sizes: deque[int] = deque(maxlen=RECENT_BATCHES)
+        self._batches = self._queries = self._max_seen = 0
         self._concurrent = False  # did the last forward carry more than one query?
         self._queue: deque[_Request] = deque()
         self._changed = threading.Condition()  # a request arrived, or the batcher closed
@@ -102,18 +113,34 @@ class MicroBatcher:
         self._thread.start()
 
     # -- callers --------------------------------------------------------------------------
-    def submit(self, text: str) -> Future:
+    def submit(self, text: Any) -> Future:
         """A future for `text`'s row (a 1-D float32 array)."""
+        return self.submit_many([text])[0]
+
+    def submit_many(self, texts: Iterable[Any]) -> list[Future]:
+        """One future per text, queued together in this order. A future cancelled before
+        its forward starts is dropped from it."""
         with self._changed:
             if self._closed:
                 raise RuntimeError("the micro-batcher is closed")
-            request = _Request(text, self.clock.now())
-            self._queue.append(request)
+            now = self.clock.now()
+            requests = [_Request(t, now) for t in texts]
+            self._queue.extend(requests)
             self._changed.notify_all()
-        return request.future
+        return [r.future for r in requests]
 
-    async def embed(self, text: str) -> np.ndarray:
+    async def embed(self, text: Any) -> np.ndarray:
         return await asyncio.wrap_future(self.submit(text))
+
+    async def embed_many(self, texts: Sequence[Any]) -> list[np.ndarray]:
+        """Rows for `texts`, in order; cancelling the await cancels what has not started."""
+        futures = [asyncio.wrap_future(f) for f in self.submit_many(texts)]
+        return list(await asyncio.gather(*futures))
+
+    @property
+    def pending(self) -> int:
+        """Texts queued and not yet in a forward."""
+        return len(self._queue)
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish what is queued, then stop the worker."""
@@ -127,7 +154,7 @@ class MicroBatcher:
         return self._closed
 
     def stats(self) -> dict[str, float]:
-        return batch_stats(list(self.batch_sizes), self.max_wait_s, self.max_batch)
+        return batch_stats([self], self.max_wait_s, self.max_batch)
 
     # -- worker ---------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -163,7 +190,12 @@ class MicroBatcher:
         if not live:
             return
         self.batch_sizes.append(len(live))
+        self._batches += 1
+        self._queries += len(live)
+        self._max_seen = max(self._max_seen, len(live))
         try:
+            if self.on_batch is not None:
+                self.on_batch(len(live))
             rows = np.asarray(self.encode([r.text for r in live]))
             if len(rows) != len(live):
                 raise RuntimeError(f"encode returned {len(rows)} rows for {len(live)} texts")
@@ -175,13 +207,18 @@ class MicroBatcher:
             r.future.set_result(row)
 
 
-def batch_stats(sizes: Sequence[int], max_wait_s: float, max_batch: int) -> dict[str, float]:
-    """What `/health` reports of one or several batchers: forwards, queries, batch sizes."""
+def batch_stats(
+    batchers: Sequence[MicroBatcher], max_wait_s: float, max_batch: int
+) -> dict[str, float]:
+    """What `/health` reports of one or several batchers: forwards, queries, batch sizes
+    (running totals: the size history is bounded)."""
+    batches = sum(b._batches for b in batchers)
+    queries = sum(b._queries for b in batchers)
     return {
-        "batches": len(sizes),
-        "queries": sum(sizes),
-        "mean_batch": round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
-        "max_batch_seen": max(sizes, default=0),
+        "batches": batches,
+        "queries": queries,
+        "mean_batch": round(queries / batches, 2) if batches else 0.0,
+        "max_batch_seen": max((b._max_seen for b in batchers), default=0),
         "max_wait_ms": max_wait_s * 1000,
         "max_batch": max_batch,
     }

@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -186,20 +186,27 @@ class Model:
         order, with the engine's statistics; a row the engine failed is NaN."""
         return self._loaded_engine().encode(items)
 
-    def embed(self, texts: list[str]) -> np.ndarray:
-        """One float32 vector per text, in input order, through the engine (which runs a
-        few texts, a query or a micro-batch of queries, in the calling thread)."""
+    def embed(self, texts: list) -> np.ndarray:
+        """One float32 vector per text (or `TokenIds`), in input order, through the engine
+        (which runs a few texts, a query or a micro-batch of queries, in the calling
+        thread)."""
         rows, _stats = self._loaded_engine().encode(texts)
         return rows
 
     def micro_batcher(
-        self, *, max_wait_s: float = DEFAULT_WAIT_S, max_batch: int = DEFAULT_MAX_BATCH
+        self,
+        *,
+        max_wait_s: float = DEFAULT_WAIT_S,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        on_batch: Callable[[int], None] | None = None,
     ) -> MicroBatcher:
         """A queue in front of `embed` for texts that arrive one at a time from many callers
         (the query service's requests): those waiting together share one `embed`, so one
         engine call and one forward (engine/microbatch.py). The caller closes it;
-        `release` closes any still open."""
-        batcher = MicroBatcher(self.embed, max_wait_s=max_wait_s, max_batch=max_batch)
+        `release` closes any still open. `on_batch(size)` hears of each forward."""
+        batcher = MicroBatcher(
+            self.embed, max_wait_s=max_wait_s, max_batch=max_batch, on_batch=on_batch
+        )
         self._batchers.add(batcher)
         return batcher
 

@@ -35,17 +35,19 @@ class Tokenizer:
         self.pad_id = self.hf.pad_token_id or 0
         self._spares: queue.SimpleQueue = queue.SimpleQueue()
 
-    def tokenize(self, texts) -> list[dict[str, list[int]]]:
+    def tokenize(self, texts, truncate: bool = True) -> list[dict[str, list[int]]]:
+        """`truncate=False`: every token of a single text (the query service counts and checks
+        its inputs); pairs are always truncated."""
         try:
             tokenizer = self._spares.get_nowait()
         except queue.Empty:
             tokenizer = copy.deepcopy(self.hf)
         try:
-            return self._tokenize_with(tokenizer, texts)
+            return self._tokenize_with(tokenizer, texts, truncate)
         finally:
             self._spares.put(tokenizer)
 
-    def _tokenize_with(self, tokenizer, texts) -> list[dict[str, list[int]]]:
+    def _tokenize_with(self, tokenizer, texts, truncate: bool = True) -> list[dict[str, list[int]]]:
         if self.kind == "cross-encoder":
             firsts = [a for a, _ in texts]
             seconds = [b for _, b in texts]
@@ -59,8 +61,8 @@ class Tokenizer:
         else:
             enc = tokenizer(
                 list(texts),
-                truncation=True,
-                max_length=self.max_seq_length,
+                truncation=truncate,
+                max_length=self.max_seq_length if truncate else None,
                 return_attention_mask=False,
             )
         keys = ["input_ids"] + (["token_type_ids"] if self.uses_token_type_ids else [])

@@ -11,26 +11,20 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
 import yaml
 
 from tests.e2e.procs import BIN, REPO
+from tests.waiting import wait_for as _wait_for
 
 CHUNKS = {"CORPUSMILL_CHUNK_TOKENS": "24", "CORPUSMILL_CHUNK_OVERLAP": "4"}
 
 
 def wait_for(predicate, timeout: float, what: str, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
+    """`tests.waiting.wait_for`, polling a daemon's slower pace by default."""
+    return _wait_for(predicate, timeout, what, every)
 
 
 def _session_pids(sid: int) -> list[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 import httpx
+import numpy as np
 import pytest
 
 from app.serve import create_app
@@ -118,6 +119,14 @@ def test_readers_stay_on_a_while_b_builds_then_follow_promotion_rollback_and_dro
             pool = ModelPool(Model(sb.embedder_spec()))
             assert promote(Store(db), b, pool).done
             all_from(ask(client, searcher), b, expected_b)  # no restart: B, with B's model
+            # The OpenAI-compatible routes follow too: B's model embeds, as B's table needs.
+            model_b_loaded = Model(sb.embedder_spec())
+            b_id = model_b_loaded.card.model_id
+            assert [m["id"] for m in client.get("/v1/models").json()["data"]] == [b_id]
+            r = client.post("/v1/embeddings", json={"input": ["item 12"], "model": b_id})
+            assert r.status_code == 200, r.text
+            got = np.array(r.json()["data"][0]["embedding"])
+            assert np.allclose(got, model_b_loaded.embed(["item 12"])[0], atol=1e-5)
             described = client.get("/store").json()["live_generation"]
             assert (
                 described["id"] == b and described["card"]["dimension"] == (OTHER_MODELS[kind][0])

@@ -3,9 +3,6 @@ picks, a real LanceDB store written with the tiny real bi-encoder, httpx as the 
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,9 +15,8 @@ from app.serve import MAX_BODY_BYTES, create_app
 from corpusmill.ids import partition_of
 from corpusmill.model import Model, ModelSpec
 from corpusmill.search import Searcher
-from corpusmill.store import Store, rows_to_table
 from corpusmill.sync.scope import docs_filter
-from tests.e2e.procs import BIN, free_port
+from tests.e2e.serving import ServeProcess, Service, chunk_rows, make_store, serve_env
 
 TOPICS = ["exception", "context manager", "lambda", "generator", "decorator", "iterator"]
 DOCS = {
@@ -38,73 +34,9 @@ def embedder(tiny_embedder_path):
     return Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32")).load()
 
 
-def chunk_rows(embedder, table, docs: dict[str, list[str]]):
-    """Rows as the embeddings asset writes them: one per chunk, ids from doc and position."""
-    items = [(d, p, t) for d, texts in docs.items() for p, t in enumerate(texts)]
-    vectors = embedder.embed([t for _, _, t in items])
-    rows = [
-        {
-            "chunk_id": f"{d}@{p}",
-            "doc_id": d,
-            "doc_key": d,
-            "source": d.split("#")[0],
-            "uri": d,
-            "partition": partition_of(d),
-            "position": p,
-            "text": t,
-            "content_hash": f"h-{d}-{p}",
-            "doc_hash": f"d-{d}",
-            "n_tokens": 12,
-            "chunker": "t",
-            # Where the chunk sits (issue 24): the `notes` documents as if read from PDFs.
-            "page_first": p + 2 if d.startswith("notes") else None,
-            "page_last": p + 3 if d.startswith("notes") else None,
-            "section": ["Notes", d.split("#")[1]] if d.startswith("notes") else None,
-            "vector": v.tolist(),
-            "model_id": embedder.card.model_id,
-        }
-        for (d, p, t), v in zip(items, vectors, strict=True)
-    ]
-    return rows_to_table([{k: r.get(k) for k in table.schema.names} for r in rows], table.schema)
-
-
-def make_store(path, embedder) -> Store:
-    store = Store(str(path))
-    table = store.ensure_embeddings(embedder.card)
-    table.add(chunk_rows(embedder, table, {d: [t] for d, t in DOCS.items()}))
-    Searcher(store.uri, embedder=embedder).ensure_fts_index()
-    return store
-
-
-class Service:
-    """uvicorn serving `app` in a thread on 127.0.0.1, on a socket bound before it starts."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]})
-
-    def __enter__(self) -> Service:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, embedder):
-    store = make_store(tmp_path_factory.mktemp("serve") / "db", embedder)
+    store = make_store(tmp_path_factory.mktemp("serve") / "db", embedder, DOCS)
     app = create_app(Searcher(store.uri, embedder=embedder))
     with Service(app) as service, httpx.Client(base_url=service.url, timeout=60) as client:
         yield client, Searcher(store.uri, embedder=embedder)
@@ -208,7 +140,7 @@ def test_a_commit_during_the_test_becomes_visible_whole(tmp_path, embedder):
     """A writer commits a 3-chunk document (one merge_insert, as the embeddings asset
     does) while a client keeps asking for it: every answer holds none of its chunks or all
     three, and the last ones hold all three. No restart."""
-    store = make_store(tmp_path / "db", embedder)
+    store = make_store(tmp_path / "db", embedder, DOCS)
     new_doc = "pydoc#fresh-arrival"
     chunks = [f"fresh arrival part {i} about walrus operators" for i in range(3)]
     seen: list[int] = []
@@ -246,6 +178,7 @@ def guarded(served, embedder, tmp_path_factory):
     _, reference = served
     app = create_app(reference, token="s3cret", max_body_bytes=2000)
     with Service(app) as service, httpx.Client(base_url=service.url, timeout=60) as client:
+        client.app_under_test = app.app  # type: ignore[attr-defined]
         yield client
 
 
@@ -301,17 +234,38 @@ def test_a_query_vector_from_another_model_is_refused(served, tmp_path):
         assert client.post("/search", json={"query": "lambda", "mode": "fts"}).status_code == 200
 
 
-def test_token_is_checked_on_every_request(guarded):
-    for method, path in (("GET", "/health"), ("GET", "/store"), ("GET", "/docs")):
-        assert guarded.request(method, path).status_code == 401
+def test_token_is_checked_on_every_route_but_health(guarded):
+    """Every route the app serves (read from the app itself, so a new route is covered the
+    day it is added), with no token and with a wrong one: 401. /health alone is open."""
+    app = guarded.app_under_test
+    routes = [
+        (method, route.path)
+        for route in app.routes
+        for method in sorted(getattr(route, "methods", None) or ())
+        if method != "HEAD"
+    ]
+    assert {p for _, p in routes} >= {
+        "/search", "/search/batch", "/store", "/metrics", "/docs", "/openapi.json",
+        "/v1/embeddings", "/v1/models", "/v1/rerank",
+    }  # fmt: skip
+    wrong = {"Authorization": "Bearer s3cre"}
+    for method, path in routes:
+        for headers in ({}, wrong, {"Authorization": "s3cret"}):
+            r = guarded.request(method, path, json={}, headers=headers)
+            if path == "/health":  # open to probes, and says no more than that it is up
+                assert r.status_code == 200 and r.json() == {"status": "ok"}
+            else:
+                assert r.status_code == 401, (method, path, headers, r.status_code)
+                assert r.headers["www-authenticate"] == "Bearer"
     r = guarded.post("/search", json={"query": "lambda"})
     assert r.status_code == 401 and r.json()["field"] == "Authorization"
-    wrong = {"Authorization": "Bearer s3cre"}
-    assert guarded.post("/search", json={"query": "lambda"}, headers=wrong).status_code == 401
+    r = guarded.post("/v1/embeddings", json={"input": "lambda", "model": "m"})
+    assert r.json()["error"]["code"] == "invalid_api_key"  # the OpenAI shape on /v1/
     right = {"Authorization": "Bearer s3cret"}
     r = guarded.post("/search", json={"query": "lambda", "k": 2}, headers=right)
     assert r.status_code == 200 and len(r.json()["hits"]) == 2
-    assert guarded.get("/health", headers=right).status_code == 200
+    assert guarded.get("/health", headers=right).json()["model"]
+    assert guarded.get("/metrics", headers=right).status_code == 200
     # A chunked upload declares no length: the limit still holds.
     big = (b"x" for _ in range(3000))
     r = guarded.post("/search", content=big, headers={**right, "content-type": "application/json"})
@@ -359,47 +313,22 @@ def test_the_batching_flags_reach_the_models_batcher(
     monkeypatch.setenv("CORPUSMILL_DTYPE", "float32")
     monkeypatch.setenv("CORPUSMILL_DB", str(tmp_path / "db"))
     assert main(["serve", *flags]) == 0
-    # One micro-batcher per generation answered from, each made with these settings.
-    batchers = apps[0].app.state.batchers
-    assert (batchers.max_wait_s, batchers.max_batch) == (wait_s, max_batch)
-    batchers.close()
+    # One micro-batcher per model answered with, each made with these settings.
+    resident = apps[0].app.state.resident
+    (batcher,) = resident.batchers()
+    assert (batcher.max_wait_s, batcher.max_batch) == (wait_s, max_batch)
+    resident.close()
 
 
 @pytest.mark.slow
 def test_the_serve_command_loads_the_configured_model_and_answers(tmp_path, embedder):
     """`corpusmill serve` as a process (settings from the environment, as a user runs it):
     up on loopback, answers as the Searcher does, stopped by its PID."""
-    store = make_store(tmp_path / "db", embedder)
-    port = free_port()
-    env = {
-        **os.environ,
-        "CORPUSMILL_DB": store.uri,
-        "CORPUSMILL_MODEL": str(embedder.path),
-        "CORPUSMILL_DTYPE": "float32",
-        "CORPUSMILL_API_TOKEN": "",
-    }
-    proc = subprocess.Popen(
-        [str(BIN / "corpusmill"), "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "serve did not come up"
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        r = httpx.post(f"{url}/search", json={"query": "anonymous lambda", "mode": "hybrid"})
+    store = make_store(tmp_path / "db", embedder, DOCS)
+    with ServeProcess(serve_env(store.uri, embedder.path)) as service:
+        r = httpx.post(
+            f"{service.url}/search", json={"query": "anonymous lambda", "mode": "hybrid"}
+        )
         assert r.status_code == 200, r.text
         reference = Searcher(store.uri, embedder=embedder)
         same_hits(r.json()["hits"], reference.search("anonymous lambda", k=10, mode="hybrid"))
-    finally:
-        proc.terminate()
-        proc.wait(30)

@@ -249,3 +249,62 @@ def test_the_model_gives_the_service_its_batcher_and_closes_it_on_release(tiny_e
     assert batcher.closed
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit("after release")
+
+
+def test_a_request_of_many_texts_queues_them_together_and_reports_each_forward(encoder):
+    """`submit_many` (the /v1/embeddings route): one request's texts queued in order, shared
+    with whatever else is queued; `pending` is the queue's depth; `on_batch` hears each
+    forward's size; a future cancelled before its forward is left out of it."""
+    sizes: list[int] = []
+    batcher = MicroBatcher(encoder, max_wait_s=0.0, max_batch=4, on_batch=sizes.append)
+    encoder.gate.clear()
+    batcher.submit("hold")
+    assert encoder.entered.wait(5)
+    mine = batcher.submit_many([f"m{i}" for i in range(6)])
+    other = batcher.submit("other")
+    assert batcher.pending == 7
+    assert mine[5].cancel()  # its client went away before any forward took it
+    encoder.gate.set()
+    for i, fut in enumerate(mine[:5]):
+        assert np.array_equal(fut.result(5), vector_of(f"m{i}"))
+    assert np.array_equal(other.result(5), vector_of("other"))
+    assert encoder.calls == [["hold"], ["m0", "m1", "m2", "m3"], ["m4", "other"]]
+    assert sizes == [1, 4, 2] and batcher.pending == 0
+    assert batcher.stats()["queries"] == 7 and batcher.stats()["batches"] == 3
+    batcher.close()
+
+
+def test_embed_many_from_asyncio(encoder):
+    batcher = MicroBatcher(encoder, max_wait_s=0.0, max_batch=3)
+    rows = asyncio.run(batcher.embed_many([f"t{i}" for i in range(7)]))
+    assert [r.tolist() for r in rows] == [vector_of(f"t{i}").tolist() for i in range(7)]
+    batcher.close()
+
+
+def test_the_size_history_is_bounded_and_the_totals_are_not(encoder):
+    from corpusmill.engine.microbatch import RECENT_BATCHES
+
+    batcher = MicroBatcher(encoder, max_wait_s=0.0, max_batch=1)
+    futures = batcher.submit_many([f"t{i}" for i in range(RECENT_BATCHES + 10)])
+    [f.result(10) for f in futures]
+    assert len(batcher.batch_sizes) == RECENT_BATCHES
+    assert batcher.stats()["batches"] == RECENT_BATCHES + 10
+    batcher.close()
+
+
+def test_the_service_hands_the_engine_token_ids_and_gets_the_texts_rows(tiny_embedder_path):
+    """Inputs the service tokenised itself (TokenIds) embed as their text does."""
+    from corpusmill.engine.inputs import TokenIds
+    from corpusmill.model import Model, ModelSpec
+
+    model = Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32")).load()
+    texts = ["a query", "another, longer query about micro-batches"]
+    ids = [TokenIds(t["input_ids"]) for t in model.tokens.tokenize(texts, truncate=False)]
+    batcher = model.micro_batcher(max_wait_s=0.0, max_batch=8)
+    rows = [f.result(30) for f in batcher.submit_many([ids[0], texts[1], ids[1]])]
+    want = model.embed(texts)
+    np.testing.assert_allclose(rows, [want[0], want[1], want[1]], atol=1e-6)
+    long = " ".join(["word"] * 200)
+    assert len(model.tokens.tokenize([long], truncate=False)[0]["input_ids"]) == 202
+    assert len(model.tokens.tokenize([long])[0]["input_ids"]) == model.max_seq_length
+    batcher.close()
