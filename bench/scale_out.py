@@ -369,7 +369,9 @@ def main() -> int:
     ap.add_argument("--kill-slice-chunks", type=int, default=512, help="several slice commits")
     ap.add_argument("--kill-window", type=float, default=12.0, help="seconds after ready")
     ap.add_argument("--seed", type=int, default=28)
-    ap.add_argument("--skip", default="", help="comma list of: scaling,memory,kill")
+    ap.add_argument(
+        "--skip", default="", help="comma list of: scaling,memory,kill,kill-workers,kill-driver"
+    )
     ap.add_argument("--quick", action="store_true", help="N=1,4; 10k/100k; 2 trials")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
@@ -409,8 +411,9 @@ def main() -> int:
                 k: v["driver_peak_rss_mb"] for k, v in memory.items()
             }
             summary["driver_memory_runs"] = memory
-        if "kill" not in skip:
+        if not {"kill", "kill-workers"} & skip:
             summary["kill_workers"] = kill_trials(address, work, args, "worker")
+        if not {"kill", "kill-driver"} & skip:
             summary["kill_driver"] = kill_trials(address, work, args, "driver")
     summary["rows"] = [
         {

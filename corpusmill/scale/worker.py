@@ -9,7 +9,7 @@ the worker reads those rows itself, at the version the driver planned against, a
 the same per-chunk rules as the in-process path (`sync.embed_step`): stored vectors of the
 same content reused, the rest embedded, bad vectors quarantined. It writes the rows as a
 fragment of the embeddings table through the store; only the fragment's metadata and the
-counts go back to the driver, which commits all of them at once (`Store.commit_fragments`).
+counts go back to the driver, which commits them a slice at a time (`Store.commit_fragments`).
 
 The spec's device stays as configured ("auto" by default) and is resolved here, in the
 actor: on a GPU actor Ray sets CUDA_VISIBLE_DEVICES to its GPU and "auto" becomes "cuda".
