@@ -53,6 +53,7 @@ def main() -> int:
 
     import torch
 
+    from bench.scale_out import print_summary
     from bench.stand_in import fill_chunks
     from corpusmill.config import prepare_process
     from corpusmill.ids import ALL_PARTITIONS
@@ -116,11 +117,7 @@ def main() -> int:
         else 0.0,
         ray_commit_seconds=round(ray_stats.commit.seconds, 3) if ray_stats.commit else 0.0,
     )
-    line = json.dumps(out)
-    if args.out:
-        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    print(line, flush=True)
-    return 0
+    return print_summary(out, args.out)
 
 
 if __name__ == "__main__":

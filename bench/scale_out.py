@@ -269,17 +269,10 @@ def kill_trials(address: str, work: Path, args, victim: str) -> list[dict]:
         db = str(work / f"kill-{victim}-{t}")
         fill_chunks(Store(db), args.kill_chunks, tokens=args.tokens)
         journal, ready = work / f"journal-{victim}-{t}", work / f"ready-{victim}-{t}"
-        argv = _driver_argv(
-            address,
-            db,
-            8,
-            args.rate,
-            f"kill-{victim}-{t}",
-            batch_rows=args.batch_rows,
-            slice_chunks=args.kill_slice_chunks,
-            journal=journal,
-            ready_file=ready,
-        )
+        # The run, as the killed driver and its rerun (same run key) both make it.
+        run = (address, db, 8, args.rate, f"kill-{victim}-{t}")
+        plan = {"batch_rows": args.batch_rows, "slice_chunks": args.kill_slice_chunks}
+        argv = _driver_argv(*run, **plan, journal=journal, ready_file=ready)
         child = subprocess.Popen(
             argv,
             cwd=ROOT,
@@ -311,15 +304,7 @@ def kill_trials(address: str, work: Path, args, victim: str) -> list[dict]:
             trial["worker_processes"] = json.loads(out.strip().splitlines()[-1])["worker_processes"]
         else:
             trial.update(replay(db, journal))
-            rerun = run_driver(
-                address,
-                db,
-                8,
-                args.rate,
-                f"kill-{victim}-{t}",
-                batch_rows=args.batch_rows,
-                slice_chunks=args.kill_slice_chunks,
-            )
+            rerun = run_driver(*run, **plan)
             trial["rerun_commits"] = rerun["commits"]
         trial.update(exactly_once(db))
         print(json.dumps({"measurement": "kill", **trial}), flush=True)
@@ -436,10 +421,14 @@ def main() -> int:
     ]
     summary["load_average_at_end"] = os.getloadavg()[0]
     summary["bench_seconds"] = round(time.perf_counter() - t0, 1)
-    line = json.dumps(summary)
-    if args.out:
-        Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
-    print(line, flush=True)
+    return print_summary(summary, args.out)
+
+
+def print_summary(summary: dict, out: str) -> int:
+    """The summary as the last line printed (and into `out`, indented, if given)."""
+    if out:
+        Path(out).write_text(json.dumps(summary, indent=1) + "\n")
+    print(json.dumps(summary), flush=True)
     return 0
 
 
