@@ -9,7 +9,7 @@ LAUNCHER := $(VENV)/bin/corpusmill
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 DEV_PORT ?= 3000
 
-.PHONY: install demo scale-demo bench-scale test test-fast test-all test-browser dev eval bench bench-serve bench-gpu bench-search bench-inbox bench-ann bench-generations bench-pdf bench-s3 gpu-pack lint typecheck format clean
+.PHONY: install demo scale-demo bench-scale test test-fast test-all test-browser dev eval bench bench-serve bench-gpu bench-search bench-inbox bench-ann bench-generations bench-pdf bench-s3 bench-cold bench-drop bench-host-feed bench-profile gpu-pack lint typecheck format clean
 
 # The grep drops this machine's notes about missing local mirror folders, not pip's errors.
 # Only the core (`corpusmill`) is installed, editable; the `corpusmill` command is a
@@ -108,6 +108,18 @@ bench-pdf: $(STAMP) ## PDF pages/s extracted against tokens/s embedded, side by 
 
 bench-s3: $(STAMP) ## listing and sensor ticks of an s3:// inbox of 10,000 objects on the local S3 server
 	$(PY) -m bench.s3_listing --objects $${S3_OBJECTS:-10000} --rounds $${ROUNDS:-3}
+
+bench-cold: $(STAMP) $(LAUNCHER) ## cold `corpusmill search` wall time, CPU and peak RSS: median of 5 fresh processes
+	$(PY) -m bench.cold_search --runs $${RUNS:-5} --docs $${COLD_DOCS:-200}
+
+bench-drop: $(STAMP) ## file drop -> searchable p50/p95 with the real daemon (sensor interval 5 s)
+	$(PY) -m bench.drop_to_search --drops $${DROPS:-20} --interval $${INTERVAL:-5}
+
+bench-host-feed: $(STAMP) ## the embeddings stage fed to a STAND-IN device (forward returns at once): host_feed_tokens_per_s
+	$(PY) -m bench.host_feed --rounds $${ROUNDS:-3}
+
+bench-profile: $(BENCH_STAMP) ## the CPU forwards against the bf16 peer on the same batches, what each factor costs; OPS=1: per-op profile
+	$(PY) -m bench.engine_profile --rounds $${ROUNDS:-3} $${OPS:+--ops}
 
 gpu-pack: $(STAMP) ## pack MiniLM (fp16) and a SciFact slice into .gpu/ for a GPU machine
 	$(PY) -m bench.gpu_pack

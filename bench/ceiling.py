@@ -30,12 +30,13 @@ class BertShape:
     heads: int
 
     @classmethod
-    def from_config(cls, config) -> BertShape:
+    def from_config(cls, config: dict) -> BertShape:
+        """From the model's config.json values."""
         return cls(
-            int(config.num_hidden_layers),
-            int(config.hidden_size),
-            int(config.intermediate_size),
-            int(config.num_attention_heads),
+            int(config["num_hidden_layers"]),
+            int(config["hidden_size"]),
+            int(config["intermediate_size"]),
+            int(config["num_attention_heads"]),
         )
 
     def flops_per_token(self, seq_len: float) -> float:

@@ -21,105 +21,87 @@ def load_avg() -> float:
 
 class Bench:
     def __init__(self, args, work: Path) -> None:
-        from corpusmill.engine.runner import BatchEngine
-        from corpusmill.model.encoder import TransformerEncoder
+        from corpusmill.config import Settings
+        from corpusmill.model import Model
         from corpusmill.model.files import default_model_path
-        from corpusmill.model.hardware import default_batch_tokens
 
         self.args, self.work = args, work
         self.model_path = str(default_model_path())
-        self.encoder = TransformerEncoder(self.model_path)
-        budget = args.max_batch_tokens or default_batch_tokens(self.encoder.device)
-        self.engine = BatchEngine(self.encoder, max_batch_tokens=budget)
+        # The engine as `corpusmill ingest` builds it (Settings -> ModelSpec -> Model): its
+        # forward chosen by the probe (cached per machine), CPU streams, budget.
+        self.spec = Settings.from_env().embedder_spec().with_(path=self.model_path)
+        if args.max_batch_tokens:
+            self.spec = self.spec.with_(max_batch_tokens=args.max_batch_tokens)
+        self.model = Model(self.spec).load()
+        self.lineage = self.model.lineage()
+        self.budget = int(self.lineage["max_batch_tokens"])
+        self.spec = self.spec.with_(max_batch_tokens=self.budget)
+        self.tokenizer = self.model.tokens.hf  # Transformers' own, for the peers
         name, docs = read_docs(args.docs, Path(args.corpus))
-        self.texts = chunk_docs(name, docs, self.encoder.tokenizer, self.encoder.max_seq_length)
+        self.texts = chunk_docs(name, docs, self.tokenizer, self.model.max_seq_length)
         self.tokens = self.texts.total_tokens
         self.corpus_file = work / "corpus.jsonl"
         self.corpus_file.write_text("".join(json.dumps(d) + "\n" for d in docs))
-        self.notes: dict[str, str] = {
-            "engine": f"{self.encoder.dtype_name}, budget {budget} tokens, "
-            f"linear kernel {self.encoder.linear_kernel}"
-        }
-        self.extra: dict = {}
+        self.notes: dict[str, str] = {"engine": _engine_note(self.lineage)}
+        self.extra: dict = {"engine_lineage": self.lineage}
         # Each contender's vectors from its first run, for the cosine to float32.
         self.vectors: dict = {}
-        self._fp32 = None
-        self._plain_linear = None
-        self._compiled = None
-        self._int8 = None
+        self._variants: dict = {}
         self._st = None
         self._st_bf16 = None
         self._onnx: dict = {}
         self.servers: dict[str, servers.Server] = {}
+
+    @property
+    def config(self) -> dict:
+        return json.loads((Path(self.model_path) / "config.json").read_text())
 
     # -- contenders: each returns seconds to embed all texts ---------------------------
     def _keep(self, name: str, rows) -> None:
         self.vectors.setdefault(name, rows)
 
     def engine_run(self) -> float:
-        rows, stats = self.engine.encode(self.texts.texts)
+        rows, stats = self.model.encode(self.texts.texts)
         self._keep("engine", rows)
         self.extra["engine_padding_fraction"] = round(stats.padding_fraction, 4)
         self.extra["engine_batches"] = stats.batches
         return stats.wall_seconds
 
-    def _engine_variant(self, **encoder_options):
-        """Another engine on the same model and budget, its encoder built with these options."""
-        from corpusmill.engine.runner import BatchEngine
-        from corpusmill.model.encoder import TransformerEncoder
+    def _variant(self, name: str, **changes) -> float:
+        """Another `Model` on the same model and budget, its spec changed by `changes`,
+        loaded (and warmed up, as the resource does) on first use; seconds to embed."""
+        if name not in self._variants:
+            from corpusmill.model import Model
 
-        enc = TransformerEncoder(self.model_path, **encoder_options)
-        engine = BatchEngine(enc, max_batch_tokens=self.engine.max_batch_tokens)
-        engine.encode(self.texts.texts[:8])
-        return engine
+            model = Model(self.spec.with_(**changes)).load()
+            self._variants[name] = model
+            self.notes[name] = _engine_note(model.lineage())
+            self.extra[f"{name}_lineage"] = model.lineage()
+        rows, stats = self._variants[name].encode(self.texts.texts)
+        self._keep(name, rows)
+        return stats.wall_seconds
 
     def engine_fp32_run(self) -> float:
-        if self._fp32 is None:
-            self._fp32 = self._engine_variant(dtype="float32")
-            self.notes["engine_fp32"] = "float32, same budget"
-        rows, stats = self._fp32.encode(self.texts.texts)
-        self._keep("engine_fp32", rows)
-        return stats.wall_seconds
+        return self._variant("engine_fp32", dtype="float32")
 
-    def engine_plain_linear_run(self) -> float:
-        """The default engine with `pack_linear=False`: Linear layers through `F.linear`, as
-        the engine ran before the oneDNN-packed weights (corpusmill/engine/packed_linear.py)."""
-        if self._plain_linear is None:
-            self._plain_linear = self._engine_variant(pack_linear=False)
-            self.notes["engine_plain_linear"] = (
-                f"{self._plain_linear.encoder.dtype_name}, F.linear, same budget"
-            )
-        rows, stats = self._plain_linear.encode(self.texts.texts)
-        self._keep("engine_plain_linear", rows)
-        return stats.wall_seconds
+    def engine_transformers_run(self) -> float:
+        """The default before issue 25: Transformers' forward (bf16 autocast, packed
+        Linear layers) on one batch at a time over both intra-op threads."""
+        return self._variant("engine_transformers", forward="transformers", cpu_streams=1)
 
     def engine_compiled_run(self) -> float:
-        """The same engine with `compile=True` (opt-in): corpusmill's `Model`, so its warm-up
-        compiles both graphs; that one-off cost is reported, not counted in tokens/s."""
-        if self._compiled is None:
-            from corpusmill.model import Model, ModelSpec
-
-            spec = ModelSpec(
-                path=self.model_path, compile=True, max_batch_tokens=self.engine.max_batch_tokens
-            )
-            self._compiled = Model(spec).load()
-            compile_s = self._compiled.warmup_seconds
-            self.extra["engine_compile_seconds"] = compile_s
-            self.notes["engine_compiled"] = f"torch.compile, compiled once in {compile_s:.0f} s"
-        rows, stats = self._compiled.encode(self.texts.texts)
-        self._keep("engine_compiled", rows)
-        return stats.wall_seconds
+        """torch.compile (opt-in) of Transformers' forward; its one-off compile (in the
+        resource's warm-up) is reported, not counted in tokens/s."""
+        seconds = self._variant("engine_compiled", compile=True)
+        compile_s = self._variants["engine_compiled"].warmup_seconds
+        self.extra["engine_compile_seconds"] = round(compile_s, 1)
+        self.notes["engine_compiled"] = f"torch.compile, compiled once in {compile_s:.0f} s"
+        return seconds
 
     def engine_int8_run(self) -> float:
-        """The engine with `dtype="int8"` (opt-in): int8 Q/K/V, attention output and FFN
-        up-projection on oneDNN, the rest bf16 (corpusmill/model/int8_linear.py)."""
-        if self._int8 is None:
-            self._int8 = self._engine_variant(dtype="int8")
-            enc = self._int8.encoder
-            self.notes["engine_int8"] = f"int8 ({enc.int8_layers} Linear layers), rest bf16"
-        rows, stats = self._int8.encode(self.texts.texts)
-        self._keep("engine_int8", rows)
-        return stats.wall_seconds
+        """`dtype="int8"` (opt-in): int8 Q/K/V and FFN up-projection on oneDNN, the rest
+        bf16, in Transformers' forward (corpusmill/model/int8_linear.py)."""
+        return self._variant("engine_int8", dtype="int8")
 
     def sentence_transformers_run(self) -> float:
         if self._st is None:
@@ -157,10 +139,10 @@ class Bench:
             from bench.peers import onnx_runtime
 
             t0 = time.perf_counter()
-            files = onnx_runtime.export(self.encoder.model_dir, self.encoder.card.revision)
+            files = onnx_runtime.export(Path(self.model_path), self.model.card.revision)
             self.extra["onnx_export_seconds"] = round(time.perf_counter() - t0, 1)
             enc = onnx_runtime.OnnxEncoder(
-                files[precision], self.encoder.tokenizer, self.encoder.max_seq_length
+                files[precision], self.tokenizer, self.model.max_seq_length
             )
             enc.encode(self.texts.texts[:8])
             self._onnx[precision] = enc
@@ -181,14 +163,16 @@ class Bench:
     def reference_vectors(self):
         """float32 engine rows: the reference every contender's cosine is taken against."""
         if "engine_fp32" not in self.vectors:
-            self._keep(
-                "engine_fp32", self._engine_variant(dtype="float32").encode(self.texts.texts)[0]
-            )
+            self.engine_fp32_run()
         return self.vectors["engine_fp32"]
 
     def chat_shape_run(self) -> float:
-        seconds, _ = clients.embed_one_by_one(self.servers["chat_shape"].port, self.texts.texts)
-        return seconds
+        """One text per request, on every 4th text: its rate is set per request, not by the
+        corpus, and the whole corpus one by one would take minutes a round."""
+        texts = self.texts.texts[::4]
+        seconds, _ = clients.embed_one_by_one(self.servers["chat_shape"].port, texts)
+        share = sum(self.texts.tokens[::4]) / self.tokens
+        return seconds / share
 
     def infinity_run(self) -> float:
         seconds, _ = clients.infinity_embed(self.servers["infinity"].port, self.texts.texts)
@@ -237,7 +221,9 @@ class Bench:
             s = servers.chat_server(servers.free_port(), self.work / "chat_server.log")
             s.start()
             self.servers["chat_shape"] = s
-            self.notes["chat_shape"] = f"{self.encoder.dtype_name}, 1 text/request, 1 in flight"
+            self.notes["chat_shape"] = (
+                f"{self.lineage['dtype']}, 1 text/request, 1 in flight, every 4th text"
+            )
         if "infinity" in contenders:
             why = servers.infinity_unavailable()
             if not why:
@@ -291,3 +277,12 @@ def memory_probe(args) -> dict:
         out["10x"]["rss_while_streaming_max_mb"] / out["1x"]["rss_while_streaming_max_mb"], 3
     )
     return out
+
+
+def _engine_note(lineage: dict) -> str:
+    """What an engine contender ran, from its model's lineage."""
+    return (
+        f"{lineage['dtype']}, forward {lineage['forward_path']}, "
+        f"{lineage['forward_streams']} stream(s) x {lineage['threads_per_stream']} thread(s), "
+        f"budget {lineage['max_batch_tokens']}" + (", compiled" if lineage.get("compiled") else "")
+    )

@@ -1,11 +1,12 @@
 """Paired A/B of engine variants in one process: the bench's SciFact chunks through each
 variant in turn, the order alternating every round, tokens/s and paired ratios printed.
 
-Variants are TransformerEncoder options (`name:key=value,...`; values parsed as Python
-literals, a bare word as a string). Process-wide settings (OpenMP's wait policy and spin
-count) cannot differ within one process: run the script once per setting, with the
-environment set explicitly, e.g.
+Variants are `ModelSpec` changes (`name:key=value,...`; values parsed as Python literals, a
+bare word as a string), each a `Model` loaded as a run loads it (the forward probe, CPU
+streams). Process-wide settings (OpenMP's wait policy and spin count) cannot differ within
+one process: run the script once per setting, with the environment set explicitly, e.g.
 
+    .venv/bin/python -m bench.engine_ab --variant default: --variant before:forward=transformers,cpu_streams=1
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m bench.engine_ab --variant bf16: --variant int8:dtype=int8
     GOMP_SPINCOUNT=300 .venv/bin/python -m bench.engine_ab --variant bf16: --hogs 2
 
@@ -50,20 +51,15 @@ def main(argv=None) -> int:
     ap.add_argument("--hogs", type=int, default=0, help="busy-loop processes beside the run")
     args = ap.parse_args(argv)
 
-    from corpusmill.engine.runner import BatchEngine
-    from corpusmill.model.encoder import TransformerEncoder
-    from corpusmill.model.files import default_model_path
-    from corpusmill.model.hardware import default_batch_tokens
+    from corpusmill.config import Settings
+    from corpusmill.model import Model
 
-    path = str(default_model_path())
+    spec = Settings.from_env().embedder_spec()
     variants = [parse_variant(v) for v in args.variant]
-    engines = {}
-    for name, options in variants:
-        enc = TransformerEncoder(path, **options)
-        engines[name] = BatchEngine(enc, max_batch_tokens=default_batch_tokens(enc.device))
-    first = next(iter(engines.values())).encoder
+    engines = {name: Model(spec.with_(**options)).load() for name, options in variants}
+    first = next(iter(engines.values()))
     _, docs = read_docs(args.docs, Path(args.corpus))
-    texts = chunk_docs("", docs, first.tokenizer, first.max_seq_length)
+    texts = chunk_docs("", docs, first.tokens.hf, first.max_seq_length)
     for engine in engines.values():  # warm every variant on the whole set once
         engine.encode(texts.texts)
 
@@ -83,6 +79,10 @@ def main(argv=None) -> int:
     base = next(iter(per))
     result = {
         "tokens": texts.total_tokens,
+        "lineage": {
+            n: {k: m.lineage()[k] for k in ("forward_path", "forward_streams", "dtype")}
+            for n, m in engines.items()
+        },
         "hogs": args.hogs,
         "omp": {k: os.environ.get(k, "") for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
         "tokens_per_s": {n: round(statistics.median(v)) for n, v in per.items()},

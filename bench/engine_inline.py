@@ -36,7 +36,6 @@ def main() -> None:
     )
     args = p.parse_args()
 
-    from corpusmill.engine.inputs import collate
     from corpusmill.engine.runner import BatchEngine
     from corpusmill.model.encoder import TransformerEncoder
     from corpusmill.model.files import default_model_path
@@ -51,7 +50,7 @@ def main() -> None:
     threaded = BatchEngine(enc, max_batch_tokens=budget, inline_items=0)
 
     def direct(texts):
-        return enc.forward(collate(enc.tokenize(texts), enc.pad_id))
+        return enc.forward(enc.collate(enc.tokenize(texts)))
 
     ways = {
         "engine": lambda t: engine.encode(t)[0],

@@ -144,7 +144,7 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
 
     from corpusmill.chunking import TokenChunker
     from corpusmill.engine.planner import plan_batches
-    from corpusmill.engine.runner import BatchEngine, TokenIds, collate
+    from corpusmill.engine.runner import BatchEngine, TokenIds
     from corpusmill.engine.telemetry import GpuSampler
     from corpusmill.model.encoder import TransformerEncoder
     from corpusmill.model.hardware import default_batch_tokens, default_tokenize_threads
@@ -177,7 +177,7 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
 
     token_lists = enc.tokenize(texts)
     plan = plan_batches([len(t["input_ids"]) for t in token_lists], engine.max_batch_tokens)
-    batches = [collate([token_lists[i] for i in b], enc.pad_id, cuda) for b in plan.batches]
+    batches = [enc.collate([token_lists[i] for i in b]) for b in plan.batches]
     engines["engine_pretokenized"] = engine
     # The same without launch-ahead: each batch's rows copied back before the next launch.
     engines["engine_pretokenized_no_launch_ahead"] = BatchEngine(
@@ -256,7 +256,7 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
         sample_tokens = sum(c.n_tokens for c in chunks[::8])
         t0 = time.perf_counter()
         for text in sample:
-            enc.forward(collate(enc.tokenize([text]), enc.pad_id))
+            enc.forward(enc.collate(enc.tokenize([text])))
         r["chat_shape"] = sample_tokens / (time.perf_counter() - t0)
         out["rounds"].append({k: (round(v) if isinstance(v, float) else v) for k, v in r.items()})
 
@@ -294,7 +294,7 @@ def measure(path: Path, docs, rounds: int, device: str, sustain_s: float) -> dic
         if out.get(f"{key}_tokens_per_s"):
             out[f"engine_vs_{key}"] = round(e / out[f"{key}_tokens_per_s"], 2)
     out["engine_vs_forward_only"] = round(e / out["forward_only_tokens_per_s"], 2)
-    shape = BertShape.from_config(enc.model.config)
+    shape = BertShape.from_config(enc.config)
     seq = out["rounds"][-1]["mean_padded_length"]
     out["flops_per_token"] = round(shape.flops_per_token(seq))
     out["warmup_seconds"] = round(warm.wall_seconds, 2)

@@ -91,14 +91,13 @@ def per_batch(engines: dict, texts: list[str], rounds: int) -> dict:
     bf16's (as a speed ratio) and the median of the per-batch speed ratios."""
     import time as _time
 
-    from corpusmill.engine.inputs import collate
     from corpusmill.engine.planner import plan_batches
 
     first = next(iter(engines.values()))
     enc = first.encoder
     tokens = enc.tokenize(texts)
     plan = plan_batches([len(t["input_ids"]) for t in tokens], first.max_batch_tokens, 10**9)
-    batches = [collate([tokens[i] for i in idx], enc.pad_id) for idx in plan.batches]
+    batches = [enc.collate([tokens[i] for i in idx]) for idx in plan.batches]
     names = list(engines)
     total = dict.fromkeys(names, 0.0)
     ratios: dict[str, list[float]] = {n: [] for n in names}

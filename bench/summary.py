@@ -10,7 +10,7 @@ from bench.contenders import load_avg
 CONTENDERS = [
     "engine",
     "engine_fp32",
-    "engine_plain_linear",
+    "engine_transformers",
     "engine_compiled",
     "engine_int8",
     "pipeline",
@@ -25,7 +25,7 @@ DERIVED = ["pipeline_in_run", "pipeline_without_load", "ceiling", "model_shapes"
 LABELS = {
     "engine": "corpusmill engine",
     "engine_fp32": "corpusmill engine, float32",
-    "engine_plain_linear": "corpusmill engine, F.linear",
+    "engine_transformers": "corpusmill engine before issue 25",
     "engine_compiled": "corpusmill engine, torch.compile",
     "engine_int8": "corpusmill engine, int8 (opt-in)",
     "pipeline": "corpusmill ingest, cold process",
@@ -43,9 +43,9 @@ LABELS = {
 # The engine's paths a user can pick by a setting, and the bar a path must meet to count
 # as "the same quality": every vector at cosine >= 0.999 to the float32 engine.
 ENGINE_PATHS = {
-    "engine": "default (CORPUSMILL_DTYPE=auto: bf16 autocast, packed Linear)",
+    "engine": "default (CORPUSMILL_FORWARD=auto: the probe's forward, CPU streams)",
     "engine_compiled": "CORPUSMILL_COMPILE=1",
-    "engine_plain_linear": "CORPUSMILL_PACK_LINEAR=0",
+    "engine_transformers": "CORPUSMILL_FORWARD=transformers CORPUSMILL_CPU_STREAMS=1",
     "engine_fp32": "CORPUSMILL_DTYPE=float32",
     "engine_int8": "CORPUSMILL_DTYPE=int8",
 }
@@ -69,8 +69,8 @@ RATIOS = {
     "pipeline_in_run_vs_engine": ("pipeline_in_run", "engine"),
     "pipeline_without_load_vs_engine": ("pipeline_without_load", "engine"),
     "engine_bf16_vs_fp32": ("engine", "engine_fp32"),
-    "engine_vs_plain_linear": ("engine", "engine_plain_linear"),
-    "engine_plain_linear_fraction_of_ceiling": ("engine_plain_linear", "ceiling"),
+    "engine_vs_previous_default": ("engine", "engine_transformers"),
+    "engine_transformers_fraction_of_ceiling": ("engine_transformers", "ceiling"),
     "engine_compiled_vs_engine": ("engine_compiled", "engine"),
     "engine_compiled_fraction_of_ceiling": ("engine_compiled", "ceiling"),
     "engine_int8_vs_engine": ("engine_int8", "engine"),
@@ -135,7 +135,7 @@ def summarise(
             [p["embed_stage_tokens_per_s"] for p in bench.extra.get("pipeline_runs", [])]
         )["median"],
         "device": f"cpu: {report.machine()['cpu']}",
-        "dtype": bench.encoder.dtype_name,
+        "dtype": bench.lineage["dtype"],
         "ratios_paired_by_round": ratios,
         "spread": s,
         "unavailable": unavailable,

@@ -54,6 +54,9 @@ class Settings:
     tokenize_threads: int = 0  # 0: 1 on CPU, up to 8 on CUDA
     compile: bool = False  # torch.compile: 30-90 s per run, then faster on long runs
     pack_linear: bool = True  # CPU: Linear layers on oneDNN-packed weights
+    forward: str = "auto"  # auto: probed at load and cached | bert_cpu | transformers
+    cpu_streams: int = 0  # CPU forward streams; 0: one per torch thread (up to 8)
+    cache_dir: str = "~/.cache/corpusmill"  # the forward probe's results; "": none kept
     chunk_tokens: int = 200
     chunk_overlap: int = 32
     inbox: str = "./data/inbox"
@@ -104,6 +107,7 @@ class Settings:
             ("CORPUSMILL_MAX_FILE_BYTES", self.max_file_bytes, 0),
             ("CORPUSMILL_MAX_BATCH_TOKENS", self.max_batch_tokens, 0),
             ("CORPUSMILL_TOKENIZE_THREADS", self.tokenize_threads, 0),
+            ("CORPUSMILL_CPU_STREAMS", self.cpu_streams, 0),
             ("CORPUSMILL_RERANK_K", self.rerank_k, 1),
             ("CORPUSMILL_SENSOR_INTERVAL", self.sensor_interval, 1),
             ("CORPUSMILL_SENSOR_RUN_TIMEOUT", self.sensor_run_timeout, 1),
@@ -165,6 +169,9 @@ class Settings:
             tokenize_threads=env.integer("CORPUSMILL_TOKENIZE_THREADS", cls.tokenize_threads),
             compile=env.flag("CORPUSMILL_COMPILE", cls.compile),
             pack_linear=env.flag("CORPUSMILL_PACK_LINEAR", cls.pack_linear),
+            forward=env.text("CORPUSMILL_FORWARD", cls.forward).strip().lower(),
+            cpu_streams=env.integer("CORPUSMILL_CPU_STREAMS", cls.cpu_streams),
+            cache_dir=env.text("CORPUSMILL_CACHE_DIR", cls.cache_dir),
             chunk_tokens=env.integer("CORPUSMILL_CHUNK_TOKENS", cls.chunk_tokens),
             chunk_overlap=env.integer("CORPUSMILL_CHUNK_OVERLAP", cls.chunk_overlap),
             inbox=env.text("CORPUSMILL_INBOX", cls.inbox),
@@ -238,6 +245,9 @@ class Settings:
             compile=self.compile,
             pack_linear=self.pack_linear,
             tokenize_threads=self.tokenize_threads,
+            forward=self.forward,
+            cpu_streams=self.cpu_streams,
+            cache_dir=str(Path(self.cache_dir).expanduser()) if self.cache_dir else "",
         )
 
     def gate(self) -> GateSpec | None:

@@ -35,6 +35,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(marker)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _forward_probe_cache(tmp_path_factory):
+    """The forward probe's results (corpusmill/model/probe.py) in a folder of this test
+    session, not the user's ~/.cache; processes the tests start inherit it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CORPUSMILL_CACHE_DIR", str(tmp_path_factory.mktemp("forward-probe")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_embedder_path(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT bi-encoder with sentence-transformers pooling files."""

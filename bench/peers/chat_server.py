@@ -17,8 +17,6 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 
 def make_handler(encoder):
-    from corpusmill.engine.runner import collate
-
     class EmbedOne(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as chat clients do
 
@@ -26,7 +24,7 @@ def make_handler(encoder):
             body = self.rfile.read(int(self.headers["Content-Length"]))
             text = json.loads(body)["input"]
             tokens = encoder.tokenize([text])
-            vector = encoder.forward(collate(tokens, encoder.pad_id))[0]
+            vector = encoder.forward(encoder.collate(tokens))[0]
             payload = json.dumps({"embedding": vector.tolist()}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -60,10 +58,8 @@ def main() -> None:
     encoder = TransformerEncoder(
         args.model or default_model_path(), dtype=args.dtype, device=args.device
     )
-    from corpusmill.engine.runner import collate
-
     for _ in range(3):  # warm-up, as the engine gets
-        encoder.forward(collate(encoder.tokenize(["warm up"]), encoder.pad_id))
+        encoder.forward(encoder.collate(encoder.tokenize(["warm up"])))
     HTTPServer(("127.0.0.1", args.port), make_handler(encoder)).serve_forever()
 
 

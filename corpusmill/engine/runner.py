@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from corpusmill.engine.inputs import TokenIds, collate, is_out_of_memory
+from corpusmill.engine import streams as forward_streams
+from corpusmill.engine.inputs import TokenIds, collate, collate_packed, is_out_of_memory
 from corpusmill.engine.planner import BatchPlan, plan_batches, split_batch
 from corpusmill.engine.progress import ProgressMeter
 from corpusmill.engine.stats import EngineStats
@@ -70,6 +71,8 @@ class BatchEngine:
         tokenize_threads: int = 1,
         launch_ahead: bool = False,
         inline_items: int = INLINE_ITEMS,
+        streams: int = 1,
+        stream_threads: int = 1,
     ) -> None:
         self.encoder = encoder
         self.max_batch_tokens = max_batch_tokens  # lowered for the rest of the run on OOM
@@ -82,6 +85,12 @@ class BatchEngine:
         # launch overlaps this batch's GPU time (needs an encoder with `launch`).
         self.launch_ahead = launch_ahead and hasattr(encoder, "launch")
         self.inline_items = inline_items  # 0: every input through the three threads
+        # CPU: the forward on `streams` threads of `stream_threads` intra-op threads each,
+        # each taking whole batches (engine/streams.py); 1: on the calling thread.
+        self.streams = 1 if self.launch_ahead else max(1, streams)
+        self.stream_threads = max(1, stream_threads)
+        # An encoder that takes packed rows (no padding) says so (model/bert_cpu.py).
+        self.packed = bool(getattr(encoder, "packed_batches", False))
 
     # -- public API -----------------------------------------------------------------
     def encode(self, items: Sequence[Any]) -> tuple[np.ndarray, EngineStats]:
@@ -133,31 +142,45 @@ class BatchEngine:
         first forward, and mostly one batch, whose stages depend on each other; the threads
         would overlap almost nothing, and starting, feeding and joining them is a fixed
         cost of the order of a query's own forward on a CPU (measured with MiniLM on 2
-        cores: one query is faster this way, 64 short ones no slower)."""
+        cores: one query is faster this way, 64 short ones no slower). With CPU streams
+        the stages run on one new thread with a stream's intra-op threads (engine/streams.py)
+        and the sink in the calling thread: under load, 1 query took 7.8 ms this way against
+        14.7 on both threads, 16 queries 40 against 78 ms (`bench/engine_inline.py`)."""
         stats = EngineStats(final_max_batch_tokens=self.max_batch_tokens)
         start = time.perf_counter()
         if progress is not None:
             progress.begin()
         items = list(items)
         if items:
-            tokens, plan = self._plan_window(items, text_of, None, stats)
-            window = _Window(0, items, len(plan.batches))
-            launched = None  # the last batch's rows, possibly still on the device
-            for indices in plan.batches:
-                toks = [tokens[i] for i in indices]
-                batch = collate(toks, self.encoder.pad_id, self.pin_memory)
-                for done in self._forward_with_backoff(indices, toks, batch, stats):
-                    if launched is not None:
-                        self._take_rows(window, launched, stats, progress)
-                    launched = done
-            if launched is not None:
-                self._take_rows(window, launched, stats, progress)
+            if self.streams > 1:
+                window = forward_streams.run_on_thread(
+                    self.stream_threads, lambda: self._inline_rows(items, text_of, stats, progress)
+                )
+            else:
+                window = self._inline_rows(items, text_of, stats, progress)
+            assert isinstance(window, _Window)
             self._finish(window, sink, stats)
         stats.wall_seconds = time.perf_counter() - start
         stats.final_max_batch_tokens = self.max_batch_tokens
         if progress is not None:
             progress.finish()
         return stats
+
+    def _inline_rows(self, items: list, text_of, stats: EngineStats, progress) -> _Window:
+        """Tokenise, plan and forward `items` as one window, one batch after another."""
+        tokens, plan = self._plan_window(items, text_of, None, stats)
+        window = _Window(0, items, len(plan.batches))
+        launched = None  # the last batch's rows, possibly still on the device
+        for indices in plan.batches:
+            toks = [tokens[i] for i in indices]
+            batch = self._collate(toks)
+            for done in self._forward_with_backoff(indices, toks, batch, stats):
+                if launched is not None:
+                    self._take_rows(window, launched, stats, progress)
+                launched = done
+        if launched is not None:
+            self._take_rows(window, launched, stats, progress)
+        return window
 
     def _run_threaded(
         self,
@@ -167,15 +190,15 @@ class BatchEngine:
         progress: ProgressMeter | None,
     ) -> EngineStats:
         stats = EngineStats(final_max_batch_tokens=self.max_batch_tokens)
-        to_forward: queue.Queue = queue.Queue(self.queue_depth)
-        to_write: queue.Queue = queue.Queue(self.queue_depth)
+        to_forward: queue.Queue = queue.Queue(max(self.queue_depth, 2 * self.streams))
+        to_write: queue.Queue = queue.Queue(max(self.queue_depth, 2 * self.streams))
         errors: list[BaseException] = []
         stop = threading.Event()
         start = time.perf_counter()
 
         producer = threading.Thread(
             target=self._produce,
-            args=(items, text_of, to_forward, stats, errors, stop),
+            args=(items, text_of, to_forward, to_write, stats, errors, stop),
             daemon=True,
         )
         writer = threading.Thread(
@@ -186,7 +209,10 @@ class BatchEngine:
         producer.start()
         writer.start()
         try:
-            self._forward_loop(to_forward, to_write, stats, stop)
+            if self.streams == 1:
+                self._forward_loop(to_forward, to_write, stats, stop)
+            else:
+                self._forward_on_streams(to_forward, to_write, stats, errors, stop)
         except BaseException as exc:
             errors.append(exc)
             stop.set()
@@ -207,22 +233,25 @@ class BatchEngine:
 
     # -- stages ---------------------------------------------------------------------
     def _produce(
-        self, it: Iterator, text_of, out: queue.Queue, stats: EngineStats, errors, stop
+        self, it: Iterator, text_of, out: queue.Queue, to_write: queue.Queue, stats, errors, stop
     ) -> None:
+        """Tokenise and plan each window; announce it to the writer (before any of its
+        batches can reach the forward, so the writer always knows a batch's window), then
+        queue its batches."""
         pool = ThreadPoolExecutor(self.tokenize_threads) if self.tokenize_threads > 1 else None
         try:
             offset = 0
-            while not stop.is_set():
+            for wid in itertools.count():
+                if stop.is_set():
+                    break
                 window_items = list(islice(it, self.window))
                 if not window_items:
                     break
                 tokens, plan = self._plan_window(window_items, text_of, pool, stats)
-                _put(out, ("window", offset, window_items, len(plan.batches)), stop)
+                _put(to_write, ("window", wid, offset, window_items, len(plan.batches)), stop)
                 for indices in plan.batches:
-                    batch = collate(
-                        [tokens[i] for i in indices], self.encoder.pad_id, self.pin_memory
-                    )
-                    _put(out, ("batch", indices, [tokens[i] for i in indices], batch), stop)
+                    toks = [tokens[i] for i in indices]
+                    _put(out, ("batch", wid, indices, toks, self._collate(toks)), stop)
                 offset += len(window_items)
         except BaseException as exc:  # surfaced by run()
             errors.append(exc)
@@ -231,6 +260,11 @@ class BatchEngine:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
             _put(out, _DONE, stop)
+
+    def _collate(self, toks: list) -> dict:
+        if self.packed:
+            return collate_packed(toks)
+        return collate(toks, self.encoder.pad_id, self.pin_memory)
 
     def _plan_window(
         self, window_items: list, text_of, pool: ThreadPoolExecutor | None, stats: EngineStats
@@ -251,19 +285,9 @@ class BatchEngine:
             return self._run_tokenizer(texts, pool)
         raw = [t for t in texts if not isinstance(t, TokenIds)]
         tokenised = iter(self._run_tokenizer(raw, pool) if raw else [])
-        # Single-sequence inputs: every token type id is 0, as the tokenizer would give.
-        type_ids = bool(getattr(self.encoder, "uses_token_type_ids", False))
-        out = []
-        for t in texts:
-            if isinstance(t, TokenIds):
-                ids = list(t.ids)
-                out.append(
-                    {"input_ids": ids, "token_type_ids": [0] * len(ids)}
-                    if type_ids
-                    else {"input_ids": ids}
-                )
-            else:
-                out.append(next(tokenised))
+        # Single-sequence inputs: every token type id is 0, which collate fills in for a row
+        # without them.
+        out = [{"input_ids": t.ids} if isinstance(t, TokenIds) else next(tokenised) for t in texts]
         stats.pretokenized += len(texts) - len(raw)
         return out
 
@@ -281,16 +305,35 @@ class BatchEngine:
         while True:
             msg = inbox.get()
             if msg is _DONE or stop.is_set():
+                if msg is _DONE:
+                    inbox.put(_DONE)  # for the other streams
                 return
-            if msg[0] == "window":
-                _put(outbox, msg, stop)
-                continue
-            _, indices, tokens, batch = msg
+            _, wid, indices, tokens, batch = msg
             for sub_indices, rows, failure, n_tokens in self._forward_with_backoff(
                 indices, tokens, batch, stats
             ):
-                _put(outbox, ("rows", sub_indices, rows, failure, n_tokens), stop)
-            _put(outbox, ("batch_done",), stop)
+                _put(outbox, ("rows", wid, sub_indices, rows, failure, n_tokens), stop)
+            _put(outbox, ("batch_done", wid), stop)
+
+    def _forward_on_streams(
+        self, inbox: queue.Queue, outbox: queue.Queue, stats: EngineStats, errors, stop
+    ) -> None:
+        """`_forward_loop` on `streams` threads at once (engine/streams.py), each counting
+        into its own statistics, added up at the end."""
+        per_stream = [EngineStats() for _ in range(self.streams)]
+
+        def loop(i: int) -> None:
+            try:
+                self._forward_loop(inbox, outbox, per_stream[i], stop)
+            except BaseException as exc:  # surfaced by run()
+                errors.append(exc)
+                stop.set()
+
+        workers = forward_streams.start(self.streams, self.stream_threads, loop)
+        for w in workers:
+            w.join()
+        for s in per_stream:
+            stats.add_forward(s)
 
     def _forward_with_backoff(self, indices, tokens, batch, stats: EngineStats):
         """Yield (indices, rows, failure, real tokens) for one planned batch.
@@ -325,7 +368,7 @@ class BatchEngine:
             real = sum(lengths[i] for i in idx)
             stats.batches += 1
             stats.real_tokens += real
-            stats.padded_tokens += width * len(idx)
+            stats.padded_tokens += real if self.packed else width * len(idx)
             yield idx, rows, None, real
 
     def _resplit(self, idx, toks, lengths):
@@ -335,7 +378,7 @@ class BatchEngine:
             (
                 p,
                 [by_index[i] for i in p],
-                collate([by_index[i] for i in p], self.encoder.pad_id, self.pin_memory),
+                self._collate([by_index[i] for i in p]),
             )
             for p in parts
         ]
@@ -343,28 +386,26 @@ class BatchEngine:
     def _write(
         self, inbox: queue.Queue, sink: Sink, stats: EngineStats, errors, stop, progress
     ) -> None:
-        window: _Window | None = None
+        """Reassemble each window from its batches' rows (which several streams may finish
+        in any order) and hand finished windows to the sink in input order."""
+        windows: dict[int, _Window] = {}
+        next_window = 0
         try:
             while True:
                 msg = inbox.get()
                 if msg is _DONE:
                     return
-                kind = msg[0]
+                kind, wid = msg[0], msg[1]
                 if kind == "window":
-                    _, offset, window_items, n_batches = msg
-                    window = _Window(offset, window_items, n_batches)
-                    if n_batches == 0:
-                        self._finish(window, sink, stats)
-                        window = None
-                    continue
-                assert window is not None
-                if kind == "rows":
-                    self._take_rows(window, msg[1:], stats, progress)
+                    _, _, offset, window_items, n_batches = msg
+                    windows[wid] = _Window(offset, window_items, n_batches)
+                elif kind == "rows":
+                    self._take_rows(windows[wid], msg[2:], stats, progress)
                 elif kind == "batch_done":
-                    window.batches_left -= 1
-                    if window.batches_left == 0:
-                        self._finish(window, sink, stats)
-                        window = None
+                    windows[wid].batches_left -= 1
+                while next_window in windows and windows[next_window].batches_left == 0:
+                    self._finish(windows.pop(next_window), sink, stats)
+                    next_window += 1
         except BaseException as exc:
             errors.append(exc)
             stop.set()

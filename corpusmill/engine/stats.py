@@ -29,6 +29,15 @@ class EngineStats:
     def tokens_per_second(self) -> float:
         return self.real_tokens / self.wall_seconds if self.wall_seconds else 0.0
 
+    def add_forward(self, other: EngineStats) -> None:
+        """Add another forward stream's counts (engine/streams.py): with several streams
+        `forward_seconds` is their busy time summed, more than the wall time."""
+        self.batches += other.batches
+        self.real_tokens += other.real_tokens
+        self.padded_tokens += other.padded_tokens
+        self.forward_seconds += other.forward_seconds
+        self.oom_retries += other.oom_retries
+
     def as_metadata(self) -> dict[str, float | int]:
         return {
             "engine_items": self.items,

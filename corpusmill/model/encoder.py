@@ -18,11 +18,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from corpusmill.errors import ConfigError
+from corpusmill.model import probe
 from corpusmill.model.fast_paths import compile_model, precast_linear_weights
 from corpusmill.model.files import ModelDescription, describe_model
 from corpusmill.model.hardware import resolve_device, resolve_dtype
-from corpusmill.model.pooling import pool
+from corpusmill.model.pooling import pool, pool_packed
 from corpusmill.model.tokenizer import Tokenizer
+
+FORWARDS = ("auto", "bert_cpu", "transformers")
+_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 if TYPE_CHECKING:  # torch is imported lazily, at load (definitions.py must stay light)
     import torch
@@ -46,10 +50,10 @@ class TransformerEncoder:
         pack_linear: bool = True,
         description: ModelDescription | None = None,
         tokenizer: Tokenizer | None = None,
+        forward: str = "auto",
+        cache_dir: str = "",
+        probe_threads: int = 1,
     ) -> None:
-        import torch
-        import transformers
-
         desc = description or describe_model(
             model_path, kind, max_seq_length=max_seq_length, model_id=model_id
         )
@@ -61,32 +65,119 @@ class TransformerEncoder:
         self.max_seq_length = desc.max_seq_length
         self.device = resolve_device(device)
         self.torch_dtype = resolve_dtype(dtype, self.device)
-        self.tokens = tokenizer or Tokenizer(desc)
-        self.tokenizer = self.tokens.hf  # the Hugging Face tokenizer, e.g. for the chunker
+        self.tokens = tokenizer or Tokenizer(desc, cache_dir=cache_dir)
+        if forward not in FORWARDS:
+            raise ConfigError(f"forward={forward!r} is not one of {FORWARDS} (CORPUSMILL_FORWARD)")
+        self.compiled = bool(compile)
+        self.int8_layers = 0
+        self.precision: str | None = None
+        self.linear_kernel = "aten"
+        self.forward_path, self.forward_reason, self.probe = "transformers", "", {}
+        self.packed_batches = False
+        self._bert_cpu = None
+        self._model = None  # Transformers' model: loaded when a path needs it (`model`)
+        self._hf_options = (dtype, compile, pack_linear)
+
+        why_not = self._bert_cpu_applies(forward, dtype, compile, pack_linear)
+        if forward == "bert_cpu" and why_not:
+            raise ConfigError(
+                f"CORPUSMILL_FORWARD=bert_cpu cannot run this model: {why_not}; set "
+                "CORPUSMILL_FORWARD=auto"
+            )
+        key = probe.machine_key(
+            {
+                "model": desc.card.revision,
+                "kind": self.kind,
+                "dtype": str(self.torch_dtype),
+                "threads": probe_threads,
+            }
+        )
+        cache = probe.cache_file(cache_dir, key)
+        cached = probe.read_cached(cache) if forward == "auto" and not why_not else None
+        if not why_not and (forward == "bert_cpu" or (cached and cached.path == "bert_cpu")):
+            # The choice is known: the packed forward straight from the files, without
+            # loading (or importing) Transformers' model.
+            reason = cached.reason if cached else "forced by CORPUSMILL_FORWARD=bert_cpu"
+            if self._use_bert_cpu_from_folder(reason):
+                self.probe = cached.measured if cached else {}
+                return
+        model = self._load_transformers()
+        candidate = None
+        if not why_not:
+            from corpusmill.model.bert_cpu import BertCpuForward
+
+            candidate = BertCpuForward.from_module(model, self.kind, self.torch_dtype)
+        check = self._probe_check(candidate, model) if candidate and cached is None else None
+        self._model, self.int8_layers, self.linear_kernel = self._prepare(model, *self._hf_options)
+        self.precision = "int8" if self.int8_layers else None
+        if candidate is None:
+            self.forward_reason = why_not
+        elif forward == "bert_cpu":
+            self._use_bert_cpu(candidate, "forced by CORPUSMILL_FORWARD=bert_cpu")
+        elif cached is not None:
+            self.probe = cached.measured
+            self.forward_reason = cached.reason
+        else:
+            assert check is not None
+            choice = self._probe_speed(candidate, check, probe_threads)
+            probe.write_cached(cache, choice)
+            self.probe = choice.measured
+            if choice.path == "bert_cpu":
+                self._use_bert_cpu(candidate, choice.reason)
+            else:
+                self.forward_reason = choice.reason
+
+    # -- Transformers' model ----------------------------------------------------------
+    @property
+    def model(self):
+        """Transformers' model as the `transformers` forward runs it; loaded on first use
+        when the packed forward made it unnecessary (reading it costs the modeling
+        imports, ~2 s cold)."""
+        if self._model is None:
+            self._model, _, _ = self._prepare(self._load_transformers(), *self._hf_options)
+        return self._model
+
+    @property
+    def tokenizer(self):
+        """The Hugging Face tokenizer (what the chunker measures chunks with)."""
+        return self.tokens.hf
+
+    @property
+    def config(self) -> dict:
+        """The model's config.json."""
+        import json
+
+        return json.loads((self.model_dir / "config.json").read_text())
+
+    def _load_transformers(self):
+        """The model in float32 on its device, as Transformers reads it."""
+        import torch
+        import transformers
+
         auto_cls = (
             transformers.AutoModel
             if self.kind == "embedder"
             else transformers.AutoModelForSequenceClassification
         )
-        self.model = auto_cls.from_pretrained(
-            str(desc.path),
+        model = auto_cls.from_pretrained(
+            str(self.model_dir),
             local_files_only=True,
             trust_remote_code=False,
             use_safetensors=True,
             dtype=torch.float32,
         )
-        self.model.eval()
-        self.model.requires_grad_(False)
-        # bf16/fp16 runs under autocast, which keeps LayerNorm, softmax and the residual
-        # stream in float32 (casting the whole model instead drifts to cosine 0.99990 of
-        # float32, autocast stays at 0.99996). Autocast re-casts every float32 weight on
-        # every forward: the profiler showed those copies at ~45% of CPU time. So the
-        # Linear layers (the only weights autocast casts) are cast once here: same values
-        # autocast would compute, same numerics, no per-batch copies.
-        self.model.to(self.device)
+        model.eval()
+        model.requires_grad_(False)
+        return model.to(self.device)
+
+    def _prepare(self, model, dtype: str, compile: bool, pack_linear: bool):
+        """Transformers' float32 `model` made ready to run: (model, int8 layers, Linear
+        kernel)."""
+        import torch
+
         # int8 (opt-in): the int8 kinds of Linear layer are quantised from the float32
         # weights before the rest is cast to bf16 (see int8_linear.py).
-        self.int8_layers = 0
+        int8_layers = 0
         if dtype == "int8":
             if compile:
                 raise ConfigError(
@@ -96,26 +187,150 @@ class TransformerEncoder:
             from corpusmill.model.int8_linear import quantize_bert_layers
 
             try:
-                self.int8_layers = quantize_bert_layers(self.model)
+                int8_layers = quantize_bert_layers(model)
             except RuntimeError as exc:
                 raise ConfigError(
-                    f"dtype='int8' cannot run {desc.card.model_id}: {exc}; set "
+                    f"dtype='int8' cannot run {self.card.model_id}: {exc}; set "
                     "CORPUSMILL_DTYPE=auto"
                 ) from exc
-        self.precision = "int8" if self.int8_layers else None
+        # bf16/fp16 runs under autocast, which keeps LayerNorm, softmax and the residual
+        # stream in float32 (casting the whole model instead drifts to cosine 0.99990 of
+        # float32, autocast stays at 0.99996). Autocast re-casts every float32 weight on
+        # every forward: the profiler showed those copies at ~45% of CPU time. So the
+        # Linear layers (the only weights autocast casts) are cast once here: same values
+        # autocast would compute, same numerics, no per-batch copies.
         if self.torch_dtype != torch.float32:
-            precast_linear_weights(self.model, self.torch_dtype)
+            precast_linear_weights(model, self.torch_dtype)
         # On a CPU, run those Linear layers on weights packed once for oneDNN (see
         # packed_linear.py). A compiled model packs its own.
-        self.linear_kernel = "aten"
+        kernel = "aten"
         if pack_linear and not compile and self.device == "cpu":
             from corpusmill.model.packed_linear import pack_linear_layers
 
-            if pack_linear_layers(self.model):
-                self.linear_kernel = "onednn_packed"
-        self.compiled = bool(compile)
+            if pack_linear_layers(model):
+                kernel = "onednn_packed"
         if compile:
-            self.model = compile_model(self.model)
+            model = compile_model(model)
+        return model, int8_layers, kernel
+
+    # -- which forward (model/probe.py) ---------------------------------------------
+    def _bert_cpu_applies(self, forward: str, dtype: str, compile: bool, pack: bool) -> str:
+        """Why the packed BERT forward cannot run here ('' when it can), from the
+        settings and the model's config.json alone."""
+        import torch
+
+        if forward == "transformers":
+            return "forced by CORPUSMILL_FORWARD=transformers"
+        if self.device != "cpu":
+            return f"bert_cpu is a CPU forward; the device is {self.device}"
+        if dtype == "int8" or compile:
+            return "int8 and torch.compile run Transformers' forward"
+        if not pack:
+            return "CORPUSMILL_PACK_LINEAR=0: Transformers' forward on plain F.linear"
+        if self.torch_dtype == torch.float32:
+            return "bert_cpu runs in bf16 or fp16; the dtype is float32"
+        from corpusmill.model import bert_cpu
+
+        why = bert_cpu.supported(self.config, self.kind, self.torch_dtype)
+        return f"bert_cpu does not apply: {why}" if why else ""
+
+    def _use_bert_cpu_from_folder(self, reason: str) -> bool:
+        """The packed forward built from the folder's files; False when they do not hold
+        what it needs (Transformers' loader knows more checkpoint layouts: it is used)."""
+        from corpusmill.model.bert_cpu import BertCpuForward
+
+        try:
+            forward = BertCpuForward.from_folder(self.model_dir, self.kind, self.torch_dtype)
+        except (KeyError, ValueError, OSError):
+            return False
+        self._use_bert_cpu(forward, reason)
+        return True
+
+    def _probe_batches(self) -> tuple[list, list]:
+        """Token lists for the check (real sentences) and for the speed probe."""
+        from corpusmill.model.probe import CHECK_TEXTS, SPEED_TOKENS
+
+        texts: list = list(CHECK_TEXTS)
+        if self.kind == "cross-encoder":
+            texts = [(texts[i], texts[-1 - i]) for i in range(len(texts))]
+        check = self.tokenize(texts)
+        # ~16 sequences of ~128 tokens: 100 words of the same prose, shifted
+        words = " ".join(CHECK_TEXTS * 8).split()
+        rows = max(1, SPEED_TOKENS // 128)
+        speed = self.tokenize([" ".join(words[7 * i : 7 * i + 100]) for i in range(rows)])
+        return check, speed
+
+    def _probe_check(self, candidate, model) -> dict:
+        """Step 1 of the probe, on the float32 model (before its Linear layers are cast):
+        the candidate's rows against float32's on `CHECK_TEXTS`."""
+        from corpusmill.engine.inputs import collate
+
+        check, speed = self._probe_batches()
+        reference = self._rows(collate(check, self.pad_id), None, model)
+        worst = probe.worst_cosine(self._packed_rows(candidate, check), reference)
+        return {"worst_cosine": worst, "check": check, "speed": speed}
+
+    def _probe_speed(self, candidate, check: dict, threads: int) -> probe.Choice:
+        """Step 2: both forwards timed on the speed batch; the faster one is kept."""
+        from corpusmill.engine.inputs import collate
+
+        worst = check["worst_cosine"]
+        measured: dict = {"worst_cosine_to_float32": round(worst, 6)}
+        if worst < probe.MIN_COSINE:
+            reason = (
+                f"probe: bert_cpu moved a vector to cosine {worst:.5f} of float32 "
+                f"(< {probe.MIN_COSINE}); Transformers' forward kept"
+            )
+            return probe.Choice("transformers", reason, measured)
+        speed = check["speed"]
+        padded = collate(speed, self.pad_id)
+        seconds = probe.time_paths(
+            {
+                "bert_cpu": lambda: self._packed_rows(candidate, speed),
+                "transformers": lambda: self._rows(padded, self._autocast()),
+            },
+            threads,
+        )
+        tokens = sum(len(t["input_ids"]) for t in speed)
+        tps = {name: round(tokens / s) for name, s in seconds.items()}
+        measured.update({"tokens_per_s": tps, "threads": threads, "tokens": tokens})
+        path = max(tps, key=lambda name: tps[name])
+        ratio = tps["bert_cpu"] / tps["transformers"]
+        reason = (
+            f"probe: bert_cpu {tps['bert_cpu']:,} against transformers "
+            f"{tps['transformers']:,} tokens/s ({ratio:.2f}x) on {tokens} tokens, "
+            f"{threads} thread(s), worst cosine to float32 {worst:.5f}"
+        )
+        return probe.Choice(path, reason, measured)
+
+    def _use_bert_cpu(self, candidate, reason: str) -> None:
+        self._bert_cpu = candidate
+        self.linear_kernel = "onednn_packed"
+        self.packed_batches = True
+        self.forward_path, self.forward_reason = "bert_cpu", reason
+
+    def _packed_rows(self, candidate, token_lists: list) -> np.ndarray:
+        from corpusmill.engine.inputs import collate_packed
+
+        batch = collate_packed(token_lists)
+        hidden = candidate(batch)
+        if self.kind == "cross-encoder":
+            return candidate.logits(hidden, batch).numpy()
+        return pool_packed(hidden, batch["lengths"], self.pooling).numpy()
+
+    def _rows(self, batch: dict, autocast, model=None) -> np.ndarray:
+        """Transformers' forward (`model`, else this encoder's) on a padded batch, under
+        `autocast` (None: as loaded)."""
+        import contextlib
+
+        import torch
+
+        inputs = {k: v for k, v in batch.items() if k in _MODEL_INPUTS}
+        with torch.inference_mode(), autocast or contextlib.nullcontext():
+            out = (self.model if model is None else model)(**inputs)
+            if self.kind == "cross-encoder":
+                return out.logits.float().numpy()
+            return pool(out.last_hidden_state, inputs["attention_mask"], self.pooling).numpy()
 
     # -- what the batch engine reads --------------------------------------------------
     @property
@@ -132,6 +347,15 @@ class TransformerEncoder:
 
     def tokenize(self, texts) -> list[dict[str, list[int]]]:
         return self.tokens.tokenize(texts)
+
+    def collate(self, token_lists: list) -> dict:
+        """One batch as `forward` takes it: packed rows for the packed forward, else padded
+        (what the engine does for this encoder; for callers that batch by hand)."""
+        from corpusmill.engine.inputs import collate, collate_packed
+
+        if self.packed_batches:
+            return collate_packed(token_lists)
+        return collate(token_lists, self.pad_id, self.device == "cuda")
 
     @property
     def dtype_name(self) -> str:
@@ -176,10 +400,14 @@ class TransformerEncoder:
     def _device_rows(self, batch: dict):
         import torch
 
+        if self._bert_cpu is not None:  # a packed batch (engine/inputs.collate_packed)
+            hidden = self._bert_cpu(batch)
+            if self.kind == "cross-encoder":
+                return self._bert_cpu.logits(hidden, batch)
+            return pool_packed(hidden, batch["lengths"], self.pooling)
+
         inputs = {
-            k: v.to(self.device, non_blocking=True)
-            for k, v in batch.items()
-            if k in ("input_ids", "attention_mask", "token_type_ids")
+            k: v.to(self.device, non_blocking=True) for k, v in batch.items() if k in _MODEL_INPUTS
         }
         with torch.inference_mode(), self._autocast():
             out = self.model(**inputs)

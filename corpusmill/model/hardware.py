@@ -101,6 +101,15 @@ def default_batch_tokens(device: str) -> int:
     return 32768 if device == "cuda" else 4096
 
 
+def default_window(device: str) -> int:
+    """Inputs the engine reads, sorts by length and plans at once; the sink hears of a
+    window's rows when the whole window is done, and the embeddings step commits a group of
+    documents only then. On a GPU 4,096 chunks is ~0.7 s of forward. On the 2-core CPU it
+    was ~30 s, so a 375k-token ingest (2,288 chunks, one window) committed every group
+    after its last forward: 512 there (~6 s of forward each)."""
+    return 4096 if device == "cuda" else 512
+
+
 def default_tokenize_threads(device: str) -> int:
     """One tokenising thread feeds MiniLM-L6 at ~0.3M tokens/s while an H100's forward pass
     takes ~1M (docs/BENCHMARKS.md, `make bench-gpu`), so on CUDA the engine tokenises on
@@ -109,3 +118,22 @@ def default_tokenize_threads(device: str) -> int:
     if device != "cuda":
         return 1
     return max(1, min(8, (os.cpu_count() or 2) - 2))
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def default_cpu_streams(device: str, threads: int) -> tuple[int, int]:
+    """(forward streams, intra-op threads per stream) for `threads` torch threads
+    (engine/streams.py). On a CPU, one stream per thread, up to 8 (measured on 2 cores:
+    MiniLM-L6 1.2-1.9x one batch over both threads, docs/BENCHMARKS.md); past 8 the threads
+    are shared out between 8 streams (not measured: no such machine at hand). On CUDA one
+    stream: the main thread launches every batch."""
+    if device != "cpu" or threads <= 1:
+        return 1, max(1, threads)
+    streams = min(threads, 8)
+    return streams, max(1, threads // streams)

@@ -31,7 +31,9 @@ from corpusmill.model.card import ModelCard
 from corpusmill.model.files import ModelDescription, default_model_path, describe_model
 from corpusmill.model.hardware import (
     default_batch_tokens,
+    default_cpu_streams,
     default_tokenize_threads,
+    default_window,
     dtype_label,
     resolve_device,
 )
@@ -98,13 +100,15 @@ class Model:
     def tokens(self) -> Tokenizer:
         with self._lock:
             if self._tokens is None:
-                self._tokens = Tokenizer(self.description)
+                self._tokens = Tokenizer(self.description, cache_dir=self.spec.cache_dir)
             return self._tokens
 
     @property
     def tokenizer(self):
-        """The Hugging Face tokenizer (what the chunker measures chunks with)."""
-        return self.tokens.hf
+        """What the chunker measures chunks with: the Hugging Face tokenizer, or the same
+        calls on the `tokenizers` library where they give the same ids and offsets
+        (model/tokenizer.py; `tokens.hf` is always the Hugging Face one)."""
+        return self.tokens.chunker
 
     @property
     def tokenizer_id(self) -> str:
@@ -123,6 +127,7 @@ class Model:
             from corpusmill.model.encoder import TransformerEncoder
 
             t0 = time.perf_counter()
+            streams, stream_threads = self._streams()
             encoder = TransformerEncoder(
                 self.path,
                 kind=self.kind,
@@ -132,6 +137,9 @@ class Model:
                 pack_linear=self.spec.pack_linear,
                 description=self.description,
                 tokenizer=self.tokens,
+                forward=self.spec.forward,
+                cache_dir=self.spec.cache_dir,
+                probe_threads=stream_threads,
             )
             with _loads_lock:
                 LOADS[self.kind] += 1
@@ -145,9 +153,28 @@ class Model:
                 launch_ahead=cuda,
                 tokenize_threads=self.spec.tokenize_threads
                 or default_tokenize_threads(encoder.device),
+                window=default_window(encoder.device),
+                streams=streams if encoder.device == "cpu" else 1,
+                stream_threads=stream_threads,
             )
             self._warm_up()
             return self
+
+    def _streams(self) -> tuple[int, int]:
+        """(forward streams, intra-op threads each): `CORPUSMILL_CPU_STREAMS` or one per
+        torch thread (model/hardware.py); the threads shared out between the streams."""
+        import torch
+
+        threads = torch.get_num_threads()
+        device = resolve_device(self.spec.device)
+        if (
+            self.spec.compile
+        ):  # a compiled graph's kernels keep the thread count they were built with
+            return 1, threads
+        if self.spec.cpu_streams and device == "cpu":
+            streams = min(self.spec.cpu_streams, threads) if threads > 1 else 1
+            return streams, max(1, threads // streams)
+        return default_cpu_streams(device, threads)
 
     def release(self) -> None:
         """Drop the weights (the end of a run); the description and tokenizer stay. Micro-
@@ -254,6 +281,10 @@ class Model:
                 "dtype": enc.dtype_name,
                 "compiled": enc.compiled,
                 "linear_kernel": enc.linear_kernel,
+                "forward_path": enc.forward_path,
+                "forward_reason": enc.forward_reason,
+                "forward_streams": engine.streams,
+                "threads_per_stream": engine.stream_threads,
                 "int8_linear_layers": enc.int8_layers,
                 "max_batch_tokens": engine.max_batch_tokens,
                 "tokenize_threads": engine.tokenize_threads,

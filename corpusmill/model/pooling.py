@@ -23,3 +23,24 @@ def pool(hidden, attention_mask, spec: PoolingSpec):
     if spec.normalize:
         pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
     return pooled
+
+
+def pool_packed(hidden, lengths, spec: PoolingSpec):
+    """`pool` for packed rows: `hidden` (tokens, width) holds the sequences end to end,
+    `lengths` (sequences,) their lengths (engine/inputs.py, `collate_packed`)."""
+    import torch
+
+    hidden = hidden.float()
+    ends = torch.cumsum(lengths, 0)
+    if spec.mode == "cls":
+        pooled = hidden[ends - lengths]
+    elif spec.mode == "lasttoken":
+        pooled = hidden[ends - 1]
+    elif spec.mode == "max":
+        pooled = torch.segment_reduce(hidden, "max", lengths=lengths)
+    else:
+        sums = torch.segment_reduce(hidden, "sum", lengths=lengths)
+        pooled = sums / lengths.to(hidden.dtype).clamp(min=1)[:, None]
+    if spec.normalize:
+        pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+    return pooled

@@ -27,6 +27,9 @@ class ModelSpec:
     compile: bool = False  # torch.compile: 30-90 s per run, then faster (opt-in)
     pack_linear: bool = True  # CPU: Linear layers on oneDNN-packed weights
     tokenize_threads: int = 0  # 0 = 1 on CPU, up to 8 on CUDA
+    forward: str = "auto"  # auto (probed at load) | bert_cpu | transformers
+    cpu_streams: int = 0  # CPU forward streams; 0 = one per torch thread (up to 8)
+    cache_dir: str = ""  # where the forward probe's result is kept; "" = probe every load
 
     def __post_init__(self) -> None:
         # Fail where the value is set, naming the setting, not deep in the engine.
@@ -34,6 +37,7 @@ class ModelSpec:
             ("max_batch_tokens", "CORPUSMILL_MAX_BATCH_TOKENS"),
             ("max_seq_length", "max_seq_length"),
             ("tokenize_threads", "CORPUSMILL_TOKENIZE_THREADS"),
+            ("cpu_streams", "CORPUSMILL_CPU_STREAMS"),
         ):
             value = getattr(self, name)
             if value < 0:

@@ -82,3 +82,29 @@ def test_the_command_process_collects_for_a_one_shot_process():
     assert rc_in == rc == InputError.exit_code
     assert threshold_in == before and frozen_in == 0
     assert threshold[:2] == before[:2] and threshold[2] == 1000 and frozen > 0
+
+
+def test_a_query_with_the_probe_cached_imports_no_transformers(tiny_embedder_path, tmp_path):
+    """The first load on a machine probes (model/probe.py) and records the forward and the
+    tokenizer facts; a later cold process that embeds a query builds the packed forward
+    from the safetensors files and tokenises with `tokenizers`: no Transformers import
+    (~2 s of a cold `corpusmill search`), and the very vectors the first process computed
+    (a query vector must match what ingest stored for the same text). Where the packed forward does not apply or lost
+    its probe, Transformers' model is what runs, and this is skipped."""
+    import pytest
+
+    script = (
+        "import json, sys\n"
+        "from corpusmill.config import prepare_process\n"
+        "prepare_process()\n"
+        "from corpusmill.model import Model, ModelSpec\n"
+        f"spec = ModelSpec(path={str(tiny_embedder_path)!r}, cache_dir={str(tmp_path)!r})\n"
+        "m = Model(spec)\n"
+        "rows = m.embed(['a query about cells', 'naïve café — a longer second query'])\n"
+        "print(json.dumps([m.lineage()['forward_path'], m.tokens.backend, "
+        "'transformers' in sys.modules, rows.tolist()]))\n"
+    )
+    path, backend, _, rows = json.loads(_python(script))  # probes, fills the cache
+    if path != "bert_cpu" or backend != "tokenizers":
+        pytest.skip(f"this machine runs {path} with the {backend} tokenizer")
+    assert json.loads(_python(script)) == ["bert_cpu", "tokenizers", False, rows]

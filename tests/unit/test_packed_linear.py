@@ -46,8 +46,10 @@ def test_encoder_packs_every_linear_and_keeps_its_outputs(
     kind, tiny_embedder_path, tiny_cross_encoder_path
 ):
     path = tiny_embedder_path if kind == "embedder" else tiny_cross_encoder_path
-    packed = TransformerEncoder(path, kind=kind, device="cpu", dtype="bfloat16")
-    plain = TransformerEncoder(path, kind=kind, device="cpu", dtype="bfloat16", pack_linear=False)
+    # Transformers' forward, whose Linear layers this packs (model/bert_cpu.py packs its own)
+    hf = {"kind": kind, "device": "cpu", "dtype": "bfloat16", "forward": "transformers"}
+    packed = TransformerEncoder(path, **hf)
+    plain = TransformerEncoder(path, **hf, pack_linear=False)
     assert packed.linear_kernel == "onednn_packed" and plain.linear_kernel == "aten"
     n_plain = sum(isinstance(m, torch.nn.Linear) for m in plain.model.modules())
     assert n_plain > 0
@@ -76,7 +78,8 @@ def test_float32_and_opt_out_keep_plain_linear_layers(tiny_embedder_path):
 def test_a_layer_whose_packed_product_differs_stays_plain(monkeypatch, tiny_embedder_path):
     """The probe is what protects the vectors if a torch build packs differently: a packed
     product that disagrees with F.linear is refused and the layer keeps F.linear."""
-    reference = TransformerEncoder(tiny_embedder_path, device="cpu", dtype="bfloat16")
+    hf = {"device": "cpu", "dtype": "bfloat16", "forward": "transformers"}
+    reference = TransformerEncoder(tiny_embedder_path, **hf)
     want, _ = BatchEngine(reference).encode(MIXED_TEXTS)
 
     real_forward = PackedLinear.forward
@@ -84,7 +87,7 @@ def test_a_layer_whose_packed_product_differs_stays_plain(monkeypatch, tiny_embe
     model = torch.nn.Sequential(_linear(16, 8, True))
     assert pack_linear_layers(model) == 0 and isinstance(model[0], torch.nn.Linear)
 
-    enc = TransformerEncoder(tiny_embedder_path, device="cpu", dtype="bfloat16")
+    enc = TransformerEncoder(tiny_embedder_path, **hf)
     assert enc.linear_kernel == "aten"
     got, _ = BatchEngine(enc).encode(MIXED_TEXTS)
     assert cosine_rows(got, want).min() >= 0.99999

@@ -21,12 +21,16 @@ def test_the_environment_is_read_into_one_settings_object():
             "CORPUSMILL_QUERIES": "/q.jsonl",
             "CORPUSMILL_RAY_WORKERS": "3",
             "DAGSTER_HOME": "/tmp/home",
+            "CORPUSMILL_FORWARD": "Transformers",
+            "CORPUSMILL_CPU_STREAMS": "1",
+            "CORPUSMILL_CACHE_DIR": "/tmp/cache",
         }
     )
     assert settings.db == "/tmp/somewhere" and settings.dagster_home == "/tmp/home"
-    assert settings.embedder_spec() == ModelSpec(path="/models/e", dtype="float32")
+    run = {"forward": "transformers", "cpu_streams": 1, "cache_dir": "/tmp/cache"}
+    assert settings.embedder_spec() == ModelSpec(path="/models/e", dtype="float32", **run)
     assert settings.reranker_spec() == ModelSpec(
-        path="/models/c", kind="cross-encoder", dtype="float32"
+        path="/models/c", kind="cross-encoder", dtype="float32", **run
     )
     assert settings.sources == ("a=/x", "/y")
     assert settings.chunk_overlap == 0 and settings.chunk_tokens == 200
