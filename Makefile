@@ -9,7 +9,7 @@ LAUNCHER := $(VENV)/bin/corpusmill
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 DEV_PORT ?= 3000
 
-.PHONY: install demo scale-demo test test-fast test-all test-browser dev eval bench bench-serve bench-gpu bench-search bench-inbox bench-ann bench-generations bench-pdf bench-s3 bench-cold bench-drop bench-host-feed bench-profile gpu-pack lint typecheck format clean
+.PHONY: install demo scale-demo bench-scale test test-fast test-all test-browser dev eval bench bench-serve bench-gpu bench-search bench-inbox bench-ann bench-generations bench-pdf bench-s3 bench-cold bench-drop bench-host-feed bench-profile gpu-pack lint typecheck format clean
 
 # The grep drops this machine's notes about missing local mirror folders, not pip's errors.
 # Only the core (`corpusmill`) is installed, editable; the `corpusmill` command is a
@@ -38,6 +38,11 @@ demo: $(STAMP) $(LAUNCHER) ## materialise the whole graph on the built-in corpus
 
 scale-demo: $(STAMP) ## SciFact slice -> 2 Ray workers -> s3:// on moto, in a private network namespace (root)
 	$(PY) -m tools.netns -- $(PY) -m tools.scale_demo --docs $${DOCS:-200} --workers $${WORKERS:-2}
+
+# STAND-IN workers (bench/stand_in.py: the forward sleeps tokens / rate); the rest is real.
+SCALE_ARGS ?=
+bench-scale: $(STAMP) ## Ray path, N=1..16 stand-in workers: efficiency, host CPU/Mtok, driver RSS 10k..1M chunks, kill/replay (root)
+	$(PY) -m tools.netns -- $(PY) -m bench.scale_out $(SCALE_ARGS)
 
 test: $(STAMP) $(LAUNCHER) ## the suite CI runs (no GPU, no browser)
 	$(PY) -m pytest -q -m "not gpu and not browser"

@@ -7,6 +7,8 @@ model, else by the resident bi-encoder, and the `scorer` column and metadata say
 and resource annotations at decoration time.)
 """
 
+import contextlib
+
 import dagster as dg
 
 from assets.embeddings import embeddings
@@ -56,9 +58,13 @@ def rerank_scores(
     run = settings.with_overrides(config.model_dump())
     queries = load_queries(run.queries)
     scorers = {}
+    # CORPUSMILL_EXECUTOR=ray with a cross-encoder: its pairs are scored on Ray actors
+    # (corpusmill/scale/ray_rerank.py); candidates, reuse, ranks and the commit stay here.
+    on_ray = settings.executor == "ray" and reranker.configured
+    remote = None
 
     def sync(target, _synced):
-        scorer = scorers[target.generation.gen_id] = PairScorer(target.model, reranker)
+        scorer = scorers[target.generation.gen_id] = PairScorer(target.model, reranker, remote)
         if not scorer.cross and target.configured:
             context.log.info(
                 "no cross-encoder configured (CORPUSMILL_RERANKER): scoring pairs with the "
@@ -68,16 +74,25 @@ def rerank_scores(
             target.store, queries, context.partition_keys, scorer, k=run.rerank_k
         )
 
-    report, meta = write_generations(
-        context,
-        store,
-        models,
-        settings,
-        "rerank_scores",
-        sync,
-        RerankReport,
-        not_run_level=SCORER_IDENTITY,
-    )
+    with contextlib.ExitStack() as stack:
+        if on_ray:
+            from corpusmill.scale.cluster import ray_cluster
+            from corpusmill.scale.ray_rerank import RayPairScores
+
+            stack.enter_context(ray_cluster(settings.ray_address))
+            remote = RayPairScores(reranker.spec, settings.ray_workers)
+        report, meta = write_generations(
+            context,
+            store,
+            models,
+            settings,
+            "rerank_scores",
+            sync,
+            RerankReport,
+            not_run_level=SCORER_IDENTITY,
+        )
+    if remote is not None:
+        meta.update(executor="ray", workers=settings.ray_workers, work_units=remote.units)
     scorer = scorers[meta["generation"]]
     meta.update(scorer.model.lineage())
     meta["query_set"] = run.queries or "built-in (Python docs)"

@@ -7,7 +7,8 @@
 # random weights and the Python docs, and the MiniLM tests skip.
 # Run from the repository root with `python -m`, so corpusmill and bench import from the
 # checkout without being installed (nothing edits sys.path or PYTHONPATH).
-# Results: $OUT/gpu.json (or bench/out/gpu.json) and the last line printed.
+# Results: $OUT/gpu.json (or bench/out/gpu.json) and the last line printed; the Ray path
+# with GPU actors, where ray and pylance are installed: $OUT/ray_gpu.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -33,5 +34,18 @@ timeout 330 "$PY" -m bench.gpu_bench --docs "${GPU_BENCH_DOCS:-2000}" --rounds "
   --device "${GPU_BENCH_DEVICE:-cuda}" ${MODEL:+--model "$MODEL"} "${CORPUS_ARGS[@]}" \
   --out "$OUT_DIR/gpu.json"
 bench_rc=$?
-echo "gpu tests rc=$tests_rc, gpu bench rc=$bench_rc"
-exit $(( tests_rc != 0 || bench_rc != 0 ))
+# The Ray path with real GPU actors (bench/ray_gpu.py): a local single-node cluster, one
+# actor per GPU, against the in-process engine on the same GPU. It needs ray and pylance
+# (the `scale` extra) on this machine, and root for the private network namespace a local
+# Ray cluster is kept in (tools/netns.py); without them it says so and is not counted.
+ray_rc=0
+if "$PY" -c "import ray, lance, lancedb" 2>/dev/null && [ "$(id -u)" = 0 ] && command -v unshare >/dev/null; then
+  timeout "${RAY_GPU_TIMEOUT:-240}" "$PY" -m tools.netns -- "$PY" -m bench.ray_gpu \
+    --chunks "${RAY_GPU_CHUNKS:-20000}" ${MODEL:+--model "$MODEL"} "${CORPUS_ARGS[@]}" \
+    --out "$OUT_DIR/ray_gpu.json"
+  ray_rc=$?
+else
+  echo "ray gpu: skipped (needs ray and pylance importable, root and unshare)"
+fi
+echo "gpu tests rc=$tests_rc, gpu bench rc=$bench_rc, ray gpu rc=$ray_rc"
+exit $(( tests_rc != 0 || bench_rc != 0 || ray_rc != 0 ))

@@ -28,7 +28,7 @@ import pyarrow as pa  # noqa: E402
 
 from corpusmill.ids import ALL_PARTITIONS, chunk_id, content_hash, doc_key  # noqa: E402
 from corpusmill.model.card import ModelCard  # noqa: E402
-from corpusmill.scale.ray_embed import UNIT_SCHEMA, plan_units  # noqa: E402
+from corpusmill.scale.ray_embed import plan_units  # noqa: E402
 from corpusmill.store import Store, chunks_schema  # noqa: E402
 
 PER_DOC = 8
@@ -83,7 +83,7 @@ def measure(n: int) -> dict:
         _current, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         after = rss_mb()
-        units = pa.Table.from_pylist(plan.units, schema=UNIT_SCHEMA)
+        units = pa.Table.from_pylist(plan.units)
         return {
             "chunks": n,
             "units": len(plan.units),

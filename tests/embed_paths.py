@@ -8,9 +8,9 @@ each input, so the two paths' rows can be compared exactly.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Generator, Iterator
 
 import numpy as np
-import pyarrow as pa
 
 from corpusmill.engine.inputs import TokenIds
 from corpusmill.engine.stats import EngineStats
@@ -21,14 +21,14 @@ TOO_LARGE = "TOOLARGE"  # an input holding it fails in the engine, as one too la
 TOO_LARGE_REASON = "the input does not fit the device even alone"
 
 
-def in_process(worker_class: type[EmbedWorker], table: pa.Table, worker_args: dict) -> list[dict]:
-    """What `ray_pool` does, minus Ray: one worker, one unit per call."""
+def in_process(
+    worker_class: type[EmbedWorker], units: Iterator[dict], worker_args: dict
+) -> Generator[tuple[dict, dict], None, None]:
+    """What `ray_pool` does, minus Ray: one worker, one unit at a time, taken from the
+    driver's stream only when the previous one is done."""
     worker = worker_class(**worker_args)
-    out = []
-    for i in range(table.num_rows):
-        cols = worker(table.slice(i, 1))
-        out.append({k: v[0] for k, v in cols.items()})
-    return out
+    for unit in units:
+        yield unit, worker.run(unit)
 
 
 class FakeEmbedder:

@@ -8,7 +8,7 @@ passage vectors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypedDict
 
 import numpy as np
@@ -32,7 +32,16 @@ class PairScorer:
     """One scorer for the whole run: the cross-encoder if `reranker` is configured, else the
     bi-encoder `embedder`. Keeps the engine stats of every call for the run's metadata."""
 
-    def __init__(self, embedder: Model, reranker: Model | None = None) -> None:
+    def __init__(
+        self,
+        embedder: Model,
+        reranker: Model | None = None,
+        remote: Callable[[Sequence[tuple[str, str]]], tuple[np.ndarray, list[EngineStats]]]
+        | None = None,
+    ) -> None:
+        """`remote`: scores cross-encoder pairs elsewhere (`scale.ray_rerank.RayPairScores`:
+        on resident-model Ray actors) instead of with `reranker` in this process."""
+        self.remote = remote
         self.embedder = embedder
         self.reranker = reranker
         self.cross = reranker is not None and reranker.configured
@@ -60,6 +69,10 @@ class PairScorer:
         """One float per pair, in input order; NaN where the engine failed the pair."""
         if not pairs:
             return np.zeros(0, dtype=np.float32)
+        if self.cross and self.remote is not None:
+            logits, remote_stats = self.remote(pairs)
+            self.stats.extend(remote_stats)
+            return logits
         if self.cross:
             logits, stats = self.model.score(list(pairs))
             self.stats.append(stats)

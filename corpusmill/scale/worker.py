@@ -1,15 +1,15 @@
 """The Ray worker: one resident model per actor; reads its chunks, embeds them, writes a
 Lance fragment.
 
-`EmbedWorker` is the callable class Ray Data's `map_batches` runs on an actor pool. It is
+`EmbedWorker` is the class of the driver's actor pool (`ray_embed.ray_pool`). It is
 plain Python (no Ray import): the actor builds `Model(spec)` from the picklable ModelSpec
 once and loads the weights on its first chunk to embed, keeping them for every unit after.
-A unit names chunk ids and the `chunks` fragments holding them (`ray_embed.plan_units`);
+A unit names chunk ids and the `chunks` fragments holding them (`ray_embed.plan_slices`);
 the worker reads those rows itself, at the version the driver planned against, and applies
 the same per-chunk rules as the in-process path (`sync.embed_step`): stored vectors of the
 same content reused, the rest embedded, bad vectors quarantined. It writes the rows as a
 fragment of the embeddings table through the store; only the fragment's metadata and the
-counts go back to the driver, which commits all of them at once (`Store.commit_fragments`).
+counts go back to the driver, which commits them a slice at a time (`Store.commit_fragments`).
 
 The spec's device stays as configured ("auto" by default) and is resolved here, in the
 actor: on a GPU actor Ray sets CUDA_VISIBLE_DEVICES to its GPU and "auto" becomes "cuda".
@@ -21,7 +21,6 @@ import json
 import os
 import time
 
-import numpy as np
 import pyarrow as pa
 
 from corpusmill.store import StoreRef
@@ -39,27 +38,29 @@ class EmbedWorker:
         threads: int = 1,
     ) -> None:
         """`chunks_version`: the `chunks` version the units were planned from;
-        `read_version`: the `embeddings` version the driver will commit against."""
-        import torch
-
+        `read_version`: the `embeddings` version whose stored vectors are reused."""
         from corpusmill.config import prepare_process
-        from corpusmill.model import Model
 
         prepare_process()
-        # Ray gives a 0.5-CPU actor one OpenMP thread; say so rather than inherit a guess.
-        torch.set_num_threads(max(1, threads))
-        self.model = Model(spec)  # weights load on the first chunk to embed
         self.rules = rules
+        self.model = self._model(spec, threads)
         opened = store.open()
         self.chunks = opened.snapshot("chunks", chunks_version)
         self.embeddings = opened.snapshot("embeddings", read_version)
         self.columns = chunk_columns(self.chunks.column_names)
 
-    def __call__(self, units: pa.Table) -> dict[str, np.ndarray]:
-        results = [self._unit(u) for u in units.to_pylist()]
-        return {k: np.array([r[k] for r in results]) for k in results[0]}
+    def _model(self, spec, threads: int):
+        """The resident model (its weights load on the first chunk to embed)."""
+        import torch
 
-    def _unit(self, unit: dict) -> dict:
+        from corpusmill.model import Model
+
+        # Ray gives a 0.5-CPU actor one OpenMP thread; say so rather than inherit a guess.
+        torch.set_num_threads(max(1, threads))
+        return Model(spec)
+
+    def run(self, unit: dict) -> dict:
+        """One work unit (`ray_embed.plan_slices`): read, embed, write one fragment."""
         t0 = time.perf_counter()
         rows = self._read(unit["chunk_ids"], unit["fragments"])
         stored = stored_vectors(self.embeddings.scan_in, unit["reuse"], self.rules)
@@ -74,9 +75,14 @@ class EmbedWorker:
             "tokens": tokens,
             "seconds": time.perf_counter() - t0,
             # Loads in this process so far: the driver takes the max per worker process.
-            "model_loads": _loads(self.model.kind),
+            "model_loads": self._loads(),
             "device": f"{lineage['device']}/{lineage['dtype']}",
         }
+
+    def _loads(self) -> int:
+        from corpusmill.model import LOADS
+
+        return LOADS[self.model.kind]
 
     def _embed(self, batch: ChunkBatch) -> int:
         """Run the batch's `todo` through the model; the tokens it read."""
@@ -95,9 +101,3 @@ class EmbedWorker:
                 f"version {self.chunks.version}"
             )
         return rows
-
-
-def _loads(kind: str) -> int:
-    from corpusmill.model import LOADS
-
-    return LOADS[kind]

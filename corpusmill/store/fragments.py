@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -82,6 +82,14 @@ class Snapshot:
         return self._ds.scanner(
             columns=list(columns), filter=where, fragments=frags, with_row_address=with_row_address
         ).to_table()
+
+    def count(self, where: str | None = None) -> int:
+        return int(self._ds.count_rows(filter=where))
+
+    def batches(self, columns: Sequence[str], where: str | None = None) -> Iterator[pa.RecordBatch]:
+        """Rows matching `where`, only `columns`, as a stream of record batches: what a
+        caller that must not hold the whole column reads."""
+        yield from self._ds.scanner(columns=list(columns), filter=where).to_batches()
 
     def scan_in(
         self,

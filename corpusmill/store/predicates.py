@@ -42,3 +42,15 @@ def all_of(*filters: str) -> str:
 def groups_of(values: Sequence, size: int = _IN_LIST_CHUNK) -> Iterator[Sequence]:
     for i in range(0, len(values), size):
         yield values[i : i + size]
+
+
+def range_filter(column: str, low: str, high: str) -> str:
+    """`low <= column < high` for internal hex keys; "" leaves that end open."""
+    from lancedb.expr import col, lit
+
+    parts = []
+    if low:
+        parts.append((col(column) >= lit(low)).to_sql())
+    if high:
+        parts.append((col(column) < lit(high)).to_sql())
+    return all_of(*parts) or "true"

@@ -111,25 +111,46 @@ class Changes:
     # a bad disk): their documents are stale, their vectors never reused, so a rerun heals.
     damaged: list[DamagedRow] = field(default_factory=list)
     card: ModelCard | None = None
+    held: list[str] = field(default_factory=list)  # stale documents with rows in `embeddings`
+
+    @property
+    def replaced(self) -> list[str]:
+        """Documents whose rows in `embeddings` the step deletes: the stale ones it holds
+        rows of, and the gone ones (a stale document without rows has nothing to delete)."""
+        return sorted(self.held + self.gone)
 
     @classmethod
     def against(
-        cls, store: Store, want: ChunkSets, where: str, card: ModelCard | None = None
+        cls,
+        store: Store,
+        want: ChunkSets,
+        where: str,
+        card: ModelCard | None = None,
+        known: Callable[[set[str]], set[str]] | None = None,
     ) -> Changes:
         """`want` compared with what `embeddings` holds under the partition filter `where`;
-        with `card`, every stored vector there is checked as well (`damaged_vectors`)."""
+        with `card`, every stored vector there is checked as well (`damaged_vectors`).
+        `known`: which of the given content hashes have a stored vector (default: every
+        hash `embeddings` holds is read; a driver that must not hold them all passes
+        `known_among` over a stream)."""
         have = chunk_sets(store.scan("embeddings", CHUNK_SET, where))
-        known = set(store.scan("embeddings", ["content_hash"])["content_hash"].to_pylist())
         damaged = [] if card is None else damaged_vectors(store, card, where)
         damaged = [d for d in damaged if d.doc_id in want]
         hurt = {d.doc_id for d in damaged}
+        stale = sorted(d for d in want if want[d] != have.get(d) or d in hurt)
+        if known is None:
+            hashes = store.scan("embeddings", ["content_hash"])["content_hash"].to_pylist()
+            found = set(hashes)
+        else:
+            found = known({h for d in stale for _c, h, _d in want[d]})
         return cls(
             want=want,
-            stale=sorted(d for d in want if want[d] != have.get(d) or d in hurt),
+            stale=stale,
             gone=sorted(d for d in have if d not in want),
-            known=known - {d.content_hash for d in damaged},
+            known=found - {d.content_hash for d in damaged},
             damaged=damaged,
             card=card,
+            held=[d for d in stale if d in have],
         )
 
     @property
@@ -157,13 +178,30 @@ class Changes:
         stored (unchanged, or the same content elsewhere); repaired = the damaged rows that
         now hold a vector that passes the rule (read back from `store`)."""
         report.chunks_reused = self.wanted - report.chunks_embedded - report.chunks_failed
-        if not self.damaged or store is None or self.card is None:
-            return
-        ids = sorted({d.chunk_id for d in self.damaged})
-        for group in groups_of(ids):
-            where = in_filter("chunk_id", group)
-            present = store.count("embeddings", where)
-            report.vectors_repaired += present - len(damaged_vectors(store, self.card, where))
+        if store is not None and self.card is not None:
+            report.vectors_repaired += count_repaired(store, self.card, self.damaged)
+
+
+def count_repaired(store: Store, card: ModelCard, damaged: Sequence[DamagedRow]) -> int:
+    """Of the `damaged` rows, how many now hold a vector that passes the rule (read back
+    once their documents were embedded again)."""
+    repaired = 0
+    for group in groups_of(sorted({d.chunk_id for d in damaged})):
+        where = in_filter("chunk_id", group)
+        repaired += store.count("embeddings", where) - len(damaged_vectors(store, card, where))
+    return repaired
+
+
+def known_among(hashes: set[str], stored: Iterable[pa.RecordBatch]) -> set[str]:
+    """Which of `hashes` have a stored vector, from a stream of `content_hash` batches of
+    `embeddings`: what `Changes.against` is given by a driver that holds one slice of the
+    run, never every stored hash."""
+    found: set[str] = set()
+    if not hashes:
+        return found
+    for batch in stored:
+        found.update(h for h in batch.column("content_hash").to_pylist() if h in hashes)
+    return found
 
 
 def chunk_columns(present: Iterable[str]) -> list[str]:

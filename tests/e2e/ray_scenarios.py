@@ -161,6 +161,8 @@ def main_scenarios(model: str, work: Path) -> None:
             rows_per_shard=rows_per_shard(s3.uri("ray"), opts),
         )
 
+        emit("rerank-on-ray", **rerank_on_ray(corpus, s3.uri("rerank"), opts, model, work))
+
         # Another model (another dimension) on the Ray path: its generation is built
         # beside the live one through the store's view, then goes live.
         from corpusmill.store import Store
@@ -233,6 +235,45 @@ def main_scenarios(model: str, work: Path) -> None:
             rerun=summary_of(rerun),
             rows=rows(s3.uri("crash"), opts),
         )
+
+
+def rerank_on_ray(corpus, uri, options, model, work: Path) -> dict:
+    """rerank_scores with a tiny cross-encoder, in-process, then again on the Ray path (its
+    pairs scored by `ScoreWorker` actors) after its table is dropped: both runs' rows."""
+    import dagster as dg
+
+    from app.runs import run_ingest
+    from corpusmill.store import Store
+    from tests.events import per_shard
+    from tools.tiny_models import save_tiny_cross_encoder
+
+    cross = str(save_tiny_cross_encoder(work / "cross", seed=1))
+    queries = work / "queries.jsonl"
+    texts = {"q1": "topic3 sentence", "q2": "item 12", "q3": "about topic7"}
+    queries.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in texts.items()))
+    columns = ["score_id", "query_id", "chunk_id", "partition", "scorer", "rank", "score"]
+    out: dict = {}
+    for executor in ("local", "ray"):
+        if executor == "ray":
+            Store(uri, options).drop_table("rerank_scores")
+        res = tiny_settings(uri, model, options, executor=executor, reranker=cross)
+        with dg.DagsterInstance.ephemeral() as instance:
+            summary = run_ingest(
+                [str(corpus)],
+                res,
+                instance=instance,
+                chunk_config=CHUNKS,
+                with_rerank=True,
+                rerank_config={"queries": str(queries), "rerank_k": 3},
+            )
+            meta = per_shard(instance, summary["run_id"], "rerank_scores", "materialization")
+        rows = Store(uri, options).scan("rerank_scores", columns).to_pylist()
+        out[executor] = {
+            "success": summary["success"],
+            "rows": rows,
+            "meta": next(iter(meta.values()), {}),
+        }
+    return out
 
 
 def _data_files(s3, prefix: str) -> int:

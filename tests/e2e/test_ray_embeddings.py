@@ -146,3 +146,23 @@ def test_the_ray_path_builds_a_new_generation_beside_the_live_one_then_switches(
     assert run["live"] == run["generation"] != run["previous"]
     assert sorted(run["rows"]) == sorted(run["live_rows"])  # the plain tables: the old one
     assert len(set(run["rows"])) == len(run["rows"]) and run["dimension"] == 48
+
+
+def test_rerank_scores_on_ray_gives_the_in_process_rows(scenarios):
+    """A tiny cross-encoder's pairs scored by Ray actors (`ScoreWorker`): the rows the
+    in-process run wrote, scores to float32 rounding."""
+    s = scenarios["rerank-on-ray"]
+    local, ray = s["local"], s["ray"]
+    assert local["success"] and ray["success"]
+    meta = ray["meta"]
+    assert meta.get("executor", meta.get("run_executor")) == "ray", meta
+    want = {r["score_id"]: r for r in local["rows"]}
+    have = {r["score_id"]: r for r in ray["rows"]}
+    assert len(have) == len(ray["rows"])  # each pair once
+    assert have.keys() == want.keys() and len(have) > 10
+    for sid, row in have.items():
+        assert row["scorer"] == "cross-encoder"
+        assert {k: v for k, v in row.items() if k != "score"} == {
+            k: v for k, v in want[sid].items() if k != "score"
+        }
+        assert abs(row["score"] - want[sid]["score"]) <= 1e-5

@@ -187,10 +187,10 @@ def test_both_paths_make_the_same_decisions_and_rows(tmp_path, keep_torch_thread
 
 
 def test_the_plan_ships_ids_only(tmp_path):
-    from corpusmill.scale.ray_embed import UNIT_SCHEMA, plan_units
+    from corpusmill.scale.ray_embed import plan_units
 
     plan = plan_units(_store(str(tmp_path / "db")), PARTS, workers=2, batch_rows=2)
-    units = pa.Table.from_pylist(plan.units, schema=UNIT_SCHEMA)
+    units = pa.Table.from_pylist(plan.units)
     assert units.column_names == ["chunk_ids", "fragments", "reuse"]
     # the content of `same` (for `copy`) and of `changed:0` are reused; the damaged one is
     # offered too (it is stored), and the worker's check turns it down

@@ -1,0 +1,119 @@
+"""`rerank_scores`' pairs scored on a Ray actor pool: one resident cross-encoder per actor.
+
+The driver (`sync.rerank_scores`, unchanged) finds each query's candidates in each shard,
+keeps every stored score whose query text, chunk content and reranker are unchanged, and
+hands only the remaining pairs to its `PairScorer`; given a `RayPairScores` as its
+`remote`, the scorer sends them here instead of to its own model. They go out in units of
+`batch_pairs` pairs (`ScoreWorker.run`), at most two per actor at once (the embeddings
+path's dispatcher, `ray_embed._dispatch`), and their scores come back in the pairs' order.
+Ranks are computed by the driver, where all of a query's scores meet, and the rows are
+committed as the in-process path commits them (`Store.replace_rows`): the same rows,
+exactly once, and a reused pair is never sent. A killed actor is restarted and its units
+retried (`max_restarts`, `max_task_retries`), as for embeddings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from corpusmill.engine.stats import EngineStats
+
+BATCH_PAIRS = 256  # pairs per work unit at most
+
+# (units as a stream, the workers' constructor kwargs) -> (unit, result), as results come
+MapPairs = Callable[[Iterator[dict], dict], Generator[tuple[dict, dict], None, None]]
+
+
+class ScoreWorker:
+    """The actor: a resident cross-encoder built from its picklable spec (weights load on
+    the first unit); scores a unit of (query, passage) pairs."""
+
+    def __init__(self, spec, threads: int = 1) -> None:
+        import torch
+
+        from corpusmill.config import prepare_process
+        from corpusmill.model import Model
+
+        prepare_process()
+        torch.set_num_threads(max(1, threads))
+        self.model = Model(spec)
+
+    def run(self, unit: dict) -> dict:
+        scores, stats = self.model.score(list(zip(unit["queries"], unit["passages"], strict=True)))
+        return {
+            "scores": np.asarray(scores, dtype=np.float32),
+            "stats": stats,
+            "worker": os.getpid(),
+        }
+
+
+class RayPairScores:
+    """Scores pairs on `workers` actors (`map_pairs`: default a Ray actor pool; tests pass
+    one that runs a worker in this process). Call it with the pairs; it returns one float
+    per pair (NaN where the engine failed it) and the workers' engine statistics."""
+
+    def __init__(
+        self,
+        spec,
+        workers: int = 2,
+        *,
+        batch_pairs: int = BATCH_PAIRS,
+        gpu: bool | None = None,
+        map_pairs: MapPairs | None = None,
+    ) -> None:
+        self.spec, self.workers, self.batch_pairs = spec, workers, batch_pairs
+        self.map_pairs = map_pairs or _ray_pairs(workers, spec.device, gpu)
+        self.units = 0
+        self.pairs = 0  # pairs sent to the workers, over every call
+        self.worker_pids: set[int] = set()
+
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> tuple[np.ndarray, list[EngineStats]]:
+        out = np.full(len(pairs), np.nan, dtype=np.float32)
+        stats: list[EngineStats] = []
+
+        def units() -> Iterator[dict]:
+            for start in range(0, len(pairs), self.batch_pairs):
+                part = pairs[start : start + self.batch_pairs]
+                self.units += 1
+                self.pairs += len(part)
+                yield {
+                    "start": start,
+                    "queries": [q for q, _ in part],
+                    "passages": [p for _, p in part],
+                }
+
+        results = self.map_pairs(units(), {"spec": self.spec})
+        try:
+            for unit, r in results:
+                scores = np.asarray(r["scores"], dtype=np.float32)
+                out[unit["start"] : unit["start"] + len(scores)] = scores
+                stats.append(r["stats"])
+                self.worker_pids.add(int(r["worker"]))
+        finally:
+            results.close()
+        return out, stats
+
+
+def _ray_pairs(workers: int, device: str, gpu: bool | None) -> MapPairs:
+    import ray
+
+    from corpusmill.scale.ray_embed import _dispatch, actor_resources
+
+    gpus = ray.cluster_resources().get("GPU", 0) if gpu is None else float(gpu)
+    resources = actor_resources(gpus, device)
+
+    def run(units: Iterator[dict], worker_args: dict):
+        actor_class: Any = ray.remote(ScoreWorker)
+        options = actor_class.options(max_restarts=3, max_task_retries=3, **resources)
+        actors = [options.remote(**worker_args) for _ in range(workers)]
+        try:
+            yield from _dispatch(actors, units, 2)
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+
+    return run
