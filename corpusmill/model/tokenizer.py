@@ -204,6 +204,10 @@ class TokenizersCall:
     def __init__(self, backend) -> None:
         self.backend = backend
 
+    def __len__(self) -> int:
+        """The vocabulary with added tokens, as `len()` of Transformers' tokenizer."""
+        return int(self.backend.get_vocab_size(with_added_tokens=True))
+
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         processor = self.backend.post_processor
         return 0 if processor is None else int(processor.num_special_tokens_to_add(pair))

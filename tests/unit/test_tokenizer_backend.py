@@ -76,3 +76,5 @@ def test_the_chunker_cuts_the_same_chunks_with_either_backend(tiny_embedder_path
         for tok in (tokens.chunker, tokens.hf)
     ]
     assert chunked[0] == chunked[1] and len(chunked[0].chunks) > len(docs)
+    # The service checks token-id inputs against the vocabulary by len(), as Transformers'.
+    assert len(tokens.chunker) == len(tokens.hf)
