@@ -204,6 +204,11 @@ def test_the_environment_forces_the_forward_and_the_streams(tiny_embedder_path, 
     monkeypatch.setenv("CORPUSMILL_MODEL", str(tiny_embedder_path))
     monkeypatch.setenv("CORPUSMILL_DTYPE", "bfloat16")
     monkeypatch.setenv("CORPUSMILL_CACHE_DIR", "")
+    # Two torch threads to share out, whatever an earlier test in this process left set (a
+    # Ray worker run in-process sets its own count, as it would in its own process).
+    import torch
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     for forward, streams in (("transformers", "1"), ("bert_cpu", "2")):
         monkeypatch.setenv("CORPUSMILL_FORWARD", forward.upper())
         monkeypatch.setenv("CORPUSMILL_CPU_STREAMS", streams)
