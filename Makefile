@@ -52,7 +52,7 @@ test: $(STAMP) $(LAUNCHER) ## the suite CI runs (no GPU, no browser)
 # MiniLM weights, torch.compile, daemons or CLI processes (those are marked slow or e2e).
 # Measured: 54 s wall (48 s in pytest, 30 s user CPU) for 149 tests on the 2-core machine at
 # load average 3.5 (other work running); 93-116 s at load 7-11. `time make test-fast`.
-test-fast: $(STAMP) ## pure logic and asset tests with tiny models (about a minute)
+test-fast: $(STAMP) ## pure logic and asset tests with tiny models (about three minutes on 2 cores)
 	$(PY) -m pytest -q -m "not slow and not gpu and not browser" tests/unit tests/assets tests/test_definitions.py tests/test_layers.py
 
 test-all: $(STAMP) $(LAUNCHER) ## everything, GPU and browser tests included where the machine has them
