@@ -60,7 +60,7 @@ class EmbedWorker:
         return Model(spec)
 
     def run(self, unit: dict) -> dict:
-        """One work unit (`ray_embed.plan_slices`): read, embed, write one fragment."""
+        """One work unit (`ray_embed.Planner`): read, embed, write one fragment."""
         t0 = time.perf_counter()
         rows = self._read(unit["chunk_ids"], unit["fragments"])
         stored = stored_vectors(self.embeddings.scan_in, unit["reuse"], self.rules)
