@@ -41,6 +41,7 @@ from typing import Any
 import pyarrow as pa
 
 from corpusmill.errors import ConfigError
+from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.model.card import ModelCard
 from corpusmill.scale.worker import EmbedWorker
 from corpusmill.store import CommitResult, Store
@@ -170,6 +171,7 @@ def sync_embeddings_on_ray(
     if map_units is None:
         map_units = ray_pool(workers, spec.device, gpu, in_flight)
     t0 = time.perf_counter()
+    store = store.lean()  # the driver commits many versions: small Lance caches
     stats = RayStats(workers=workers)
     read_version = int(store.ensure_embeddings(card).version)
     planner = Planner(store, partitions, workers, batch_rows, read_version, card=card)
@@ -188,7 +190,9 @@ def sync_embeddings_on_ray(
     stats.embed_seconds = time.perf_counter() - t0
     run.finish()
     report = run.report
-    report.rows = store.count("embeddings", partition_filter(partitions))
+    # Every shard: counted from the manifest; a filter would open every data file.
+    every = set(partitions) >= set(ALL_PARTITIONS)
+    report.rows = store.count("embeddings", None if every else partition_filter(partitions))
     report.sync_seconds = round(time.perf_counter() - t0, 3)
     return report, stats
 
@@ -223,6 +227,11 @@ class Planner:
         self.where = partition_filter(partitions)
         self.chunks = store.snapshot("chunks")
         self.embeddings = store.snapshot("embeddings", read_version)
+        # Each slice's documents are read as they were when the run began: the run's own
+        # commits touch only other slices' documents, and the slice's plan must not read
+        # (and cache the metadata of) the fragments they added, or the driver grows with
+        # the run (BENCHMARKS.md, driver memory).
+        self.planned_from = store.at_versions(embeddings=read_version)
 
     def slices(self, slice_chunks: int = SLICE_CHUNKS) -> Iterator[SlicePlan]:
         """The run's slices, planned as they are asked for."""
@@ -234,7 +243,9 @@ class Planner:
         """The slice of documents whose `doc_key` lies in [low, high) ("": open)."""
         where = all_of(self.where, range_filter("doc_key", low, high))
         ids = self.chunks.scan(CHUNK_SET, where, with_row_address=True)
-        changes = Changes.against(self.store, chunk_sets(ids), where, self.card, known=self._known)
+        changes = Changes.against(
+            self.planned_from, chunk_sets(ids), where, self.card, known=self._known
+        )
         return SlicePlan(
             key=f"{low}-{high}",
             changes=changes,

@@ -35,6 +35,9 @@ import pyarrow as pa
 from corpusmill.store.predicates import groups_of, in_filter
 
 RUN_KEY = "corpusmill.run_key"
+# The dataset a commit opens is read once (its recent transactions, its fragments): a small
+# metadata cache, so a driver making many commits does not keep each version's manifest.
+COMMIT_METADATA_CACHE = 4 * 2**20
 
 
 @dataclass
@@ -165,7 +168,9 @@ def commit_fragments(
     options = storage_options or None
     new = [FragmentMetadata.from_json(json.dumps(f)) for f in fragments]
     for attempt in range(1, max_attempts + 1):
-        ds = lance.dataset(table_uri, storage_options=options)
+        ds = lance.dataset(
+            table_uri, storage_options=options, metadata_cache_size_bytes=COMMIT_METADATA_CACHE
+        )
         if run_key in committed_run_keys(ds, read_version):
             return CommitResult(False, ds.version, time.perf_counter() - t0, attempt)
         removed, updated = [], []
@@ -183,7 +188,8 @@ def commit_fragments(
             read_version=ds.version, operation=op, transaction_properties={RUN_KEY: run_key}
         )
         try:
-            done = lance.LanceDataset.commit(table_uri, tx, storage_options=options)
+            # Committed on `ds`: the new version is opened in its small-cache session.
+            done = lance.LanceDataset.commit(ds, tx, storage_options=options)
         except OSError as e:  # lance raises its commit conflicts as OSError
             if "conflict" not in str(e).lower() or attempt == max_attempts:
                 raise

@@ -63,6 +63,11 @@ from corpusmill.store.schemas import (
 )
 
 OBJECT_STORE_SCHEMES = ("s3://", "s3+ddb://", "gs://", "az://", "abfss://")
+# Lance's caches for a process that reads each new version of a table about once (`lean`):
+# its default session keeps up to 1 GiB of metadata (every version's manifest, every data
+# file's metadata it opened) and 6 GiB of index pages.
+LEAN_METADATA_CACHE = 16 * 2**20
+LEAN_INDEX_CACHE = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,7 @@ class Store:
         self.owner = owner
         self.on_commit = on_commit
         self.suffix = ""  # see `for_generation`
+        self.pinned: dict[str, int] = {}  # see `at_versions`
         self._leases: S3Leases | None = None
         if "://" not in uri:
             try:
@@ -128,6 +134,32 @@ class Store:
         view.suffix = suffix
         return view
 
+    def at_versions(self, **versions: int) -> Store:
+        """A read-only view of this store in which each table named here is read at the
+        given version (`open` checks it out; a write through the view fails). The Ray
+        driver plans every slice against the `embeddings` version its run began from, so
+        a slice's plan never reads the fragments the run's own earlier commits added."""
+        view = copy.copy(self)
+        view.pinned = {**self.pinned, **versions}
+        return view
+
+    def lean(self) -> Store:
+        """This store on a connection whose Lance caches are small (`LEAN_*`): for a
+        long-running writer that commits many versions and reads each about once (the Ray
+        driver). With the default caches, every new version's manifest (listing every
+        fragment so far) stays cached, so the process grows with the run: measured as
+        most of the Ray driver's growth from 10k to 1M chunks (BENCHMARKS.md)."""
+        import lancedb
+
+        view = copy.copy(self)
+        session = lancedb.Session(
+            index_cache_size_bytes=LEAN_INDEX_CACHE, metadata_cache_size_bytes=LEAN_METADATA_CACHE
+        )
+        view.db = lancedb.connect(
+            self.uri, storage_options=self.storage_options or None, session=session
+        )
+        return view
+
     def physical(self, name: str) -> str:
         """The table `name` means in this view: a model-bound table gets the suffix."""
         return f"{name}_{self.suffix}" if self.suffix and name in MODEL_TABLES else name
@@ -147,10 +179,13 @@ class Store:
 
     def open(self, name: str):
         """The table, or None if it was never written."""
-        name = self.physical(name)
-        if name not in self.table_names():
+        physical = self.physical(name)
+        if physical not in self.table_names():
             return None
-        return self.db.open_table(name)
+        table = self.db.open_table(physical)
+        if name in self.pinned:
+            table.checkout(self.pinned[name])
+        return table
 
     def ensure(self, name: str, schema: pa.Schema):
         """The table, created with `schema` if new. A table written by an older corpusmill

@@ -63,3 +63,39 @@ def test_driver_memory_stays_flat_from_10k_to_100k_chunks(tmp_path):
     large = _peak(str(tmp_path / "large"), 100_000)
     assert large <= BOUND, f"peak {large / 2**20:.1f} MiB at 100k chunks"
     assert large <= 1.25 * small, f"{small / 2**20:.1f} MiB at 10k, {large / 2**20:.1f} at 100k"
+
+
+def test_each_slice_is_planned_from_the_version_the_run_began_from(tmp_path):
+    """The driver's native growth on a real cluster (BENCHMARKS.md, driver memory): planning
+    slice k read `embeddings` at its latest version, so it opened (and Lance cached the
+    metadata of) every fragment the k-1 earlier slice commits had added. Each slice's
+    documents are untouched by the other slices' commits, so every slice is planned from
+    the version the run began from: the same plan, read from a table that does not grow."""
+    from corpusmill.scale.ray_embed import sync_embeddings_on_ray
+
+    planned_at: list[int] = []
+
+    class Spy(Store):
+        def scan(self, name, columns, where=None):
+            if name == "embeddings":  # the plan's read of what is stored (`Changes.against`)
+                planned_at.append(self.open(name).version)
+            return super().scan(name, columns, where)
+
+    store = Spy(str(tmp_path / "db"))
+    fill_chunks(store, 3_000)
+    began = int(store.ensure_embeddings(CARD).version)
+    report, stats = sync_embeddings_on_ray(
+        store,
+        ModelSpec(),
+        CARD,
+        ALL_PARTITIONS,
+        run_key="pinned",
+        workers=2,
+        tokenizer_id=TOKENIZER,
+        slice_chunks=1_000,
+        worker=stand_in(0),
+        map_units=in_process,
+    )
+    assert stats.slices == stats.commits == 3
+    assert report.chunks_embedded == report.rows == store.count("embeddings") == 3_000
+    assert planned_at == [began] * 3, planned_at

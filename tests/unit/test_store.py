@@ -46,6 +46,20 @@ def test_replace_rows_upserts_and_deletes_in_scope_only(db_uri):
     assert store.count("documents") == 4
 
 
+def test_a_view_at_versions_reads_the_pinned_version_and_cannot_write(db_uri):
+    store = Store(db_uri).lean()  # small Lance caches: the same reads
+    t = store.ensure("documents", documents_schema())
+    store.replace_rows(t, "doc_id", _docs("a"), None)
+    then = store.version("documents")
+    store.replace_rows(t, "doc_id", _docs("b"), None)
+    pinned = store.at_versions(documents=then)
+    assert pinned.scan("documents", ["doc_id"])["doc_id"].to_pylist() == ["a"]
+    assert pinned.count("documents") == 1 and store.count("documents") == 2
+    with pytest.raises(Exception, match="(?i)version|checkout|time.travel"):
+        pinned.open("documents").add(_docs("c"))
+    assert store.count("documents") == 2
+
+
 def test_embeddings_table_records_and_enforces_its_model(db_uri):
     store = Store(db_uri)
     store.ensure_embeddings(CARD)
