@@ -171,30 +171,67 @@ def sync_embeddings_on_ray(
     if map_units is None:
         map_units = ray_pool(workers, spec.device, gpu, in_flight)
     t0 = time.perf_counter()
-    store = store.lean()  # the driver commits many versions: small Lance caches
-    stats = RayStats(workers=workers)
-    read_version = int(store.ensure_embeddings(card).version)
-    planner = Planner(store, partitions, workers, batch_rows, read_version, card=card)
-    worker_args = {
-        "spec": spec,
-        "store": store.ref(),
-        "chunks_version": planner.chunks.version,
-        "read_version": read_version,
-        "rules": EmbedRules(card, tokenizer_id),
-    }
-    run = _Run(store, run_key, stats, card)
-    results = map_units(worker, run.units(planner.slices(slice_chunks)), worker_args)
-    with contextlib.closing(results):  # a failure stops the pool's actors at once
-        for unit, result in results:
-            run.result(unit, result)
-    stats.embed_seconds = time.perf_counter() - t0
-    run.finish()
-    report = run.report
-    # Every shard: counted from the manifest; a filter would open every data file.
-    every = set(partitions) >= set(ALL_PARTITIONS)
-    report.rows = store.count("embeddings", None if every else partition_filter(partitions))
-    report.sync_seconds = round(time.perf_counter() - t0, 3)
+    with large_allocations_to_mmap():
+        store = store.lean()  # the driver commits many versions: small Lance caches
+        stats = RayStats(workers=workers)
+        read_version = int(store.ensure_embeddings(card).version)
+        planner = Planner(store, partitions, workers, batch_rows, read_version, card=card)
+        worker_args = {
+            "spec": spec,
+            "store": store.ref(),
+            "chunks_version": planner.chunks.version,
+            "read_version": read_version,
+            "rules": EmbedRules(card, tokenizer_id),
+        }
+        run = _Run(store, run_key, stats, card)
+        results = map_units(worker, run.units(planner.slices(slice_chunks)), worker_args)
+        with contextlib.closing(results):  # a failure stops the pool's actors at once
+            for unit, result in results:
+                run.result(unit, result)
+        stats.embed_seconds = time.perf_counter() - t0
+        run.finish()
+        report = run.report
+        # Every shard: counted from the manifest; a filter would open every data file.
+        every = set(partitions) >= set(ALL_PARTITIONS)
+        report.rows = store.count("embeddings", None if every else partition_filter(partitions))
+        report.sync_seconds = round(time.perf_counter() - t0, 3)
     return report, stats
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+DRIVER_MMAP_THRESHOLD = 256 * 1024  # bytes, while a driver runs
+AFTER_MMAP_THRESHOLD = 32 * 2**20  # bytes, after: where glibc's own threshold tops out
+
+
+@contextlib.contextmanager
+def large_allocations_to_mmap(threshold: int = DRIVER_MMAP_THRESHOLD) -> Iterator[bool]:
+    """While the driver runs, glibc serves every allocation of `threshold` bytes or more
+    by mmap and gives it back to the system when it is freed (glibc's default threshold
+    rises to the largest block freed so far, up to 32 MiB). Yields whether it was set.
+
+    The driver's one process-wide memory setting, made here and only for the run. Each
+    slice commit reads and writes a Lance manifest that lists every fragment so far, so
+    its transient buffers grow with the run; under the rising threshold they came from
+    the malloc arenas of Lance's threads and stayed there fragmented: the driver grew by
+    ~2-3 MB a slice (BENCHMARKS.md, driver memory, measured with and without it; glibc's
+    MALLOC_ARENA_MAX=2 did as well, but only when set before the process starts). A page
+    fault per large block is nothing beside a commit. Afterwards the threshold is left
+    at 32 MiB, what glibc's own reaches in a process that does large work (a forward in
+    the same process then keeps reusing its blocks). Does nothing but on glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        yield False
+        return
+    done = bool(mallopt(M_MMAP_THRESHOLD, threshold))
+    try:
+        yield done
+    finally:
+        if done:
+            mallopt(M_MMAP_THRESHOLD, AFTER_MMAP_THRESHOLD)
 
 
 @dataclass
