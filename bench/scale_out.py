@@ -241,7 +241,7 @@ def scaling(address: str, work: Path, args) -> list[dict]:
     return rows
 
 
-def driver_memory(address: str, work: Path, sizes: list[int], workers: int) -> dict:
+def driver_memory(address: str, work: Path, sizes: list[int], workers: int, batch_rows: int) -> dict:
     from bench.stand_in import fill_chunks
     from corpusmill.store import Store
 
@@ -249,7 +249,7 @@ def driver_memory(address: str, work: Path, sizes: list[int], workers: int) -> d
     for n in sizes:
         db = str(work / f"memory-{n}")
         fill_chunks(Store(db), n)
-        r = run_driver(address, db, workers, 0, f"memory-{n}")
+        r = run_driver(address, db, workers, 0, f"memory-{n}", batch_rows=batch_rows)
         r.update(**exactly_once(db))
         print(json.dumps({"measurement": "driver-memory", **r}), flush=True)
         out[str(n)] = r
@@ -349,6 +349,12 @@ def main() -> int:
     ap.add_argument("--batch-rows", type=int, default=64, help="chunks per work unit")
     ap.add_argument("--units-per-worker", type=int, default=8)
     ap.add_argument("--memory-chunks", default="10000,1000000")
+    ap.add_argument(
+        "--memory-batch-rows",
+        type=int,
+        default=64,
+        help="chunks per unit in the driver-memory runs (the product's default is 256)",
+    )
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--kill-chunks", type=int, default=2048)
     ap.add_argument("--kill-slice-chunks", type=int, default=512, help="several slice commits")
@@ -391,7 +397,9 @@ def main() -> int:
             summary["rows"] = scaling(address, work, args)
         if "memory" not in skip:
             sizes = [int(x) for x in args.memory_chunks.split(",")]
-            memory = driver_memory(address, work, sizes, workers=8)
+            memory = driver_memory(
+                address, work, sizes, workers=8, batch_rows=args.memory_batch_rows
+            )
             summary["driver_rss_mb_by_chunks"] = {
                 k: v["driver_peak_rss_mb"] for k, v in memory.items()
             }
