@@ -338,7 +338,8 @@ class ChunkBatch:
                 self.kept[i] = True
             else:
                 todo.append(i)
-        inputs = rules.engine_inputs(table.take(todo)) if todo else []
+        to_embed = table if len(todo) == table.num_rows else table.take(todo)
+        inputs = rules.engine_inputs(to_embed) if todo else []
         self.todo: list[Item] = [(ids[i], item) for i, item in zip(todo, inputs, strict=True)]
         self.waiting = {cid for cid, _ in self.todo}
 
