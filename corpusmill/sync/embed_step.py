@@ -338,8 +338,9 @@ class ChunkBatch:
                 self.kept[i] = True
             else:
                 todo.append(i)
-        to_embed = table if len(todo) == table.num_rows else table.take(todo)
-        inputs = rules.engine_inputs(to_embed) if todo else []
+        inputs: list[str | TokenIds] = []
+        if todo:  # the whole table when every chunk goes to the engine (no copy)
+            inputs = rules.engine_inputs(table if len(todo) == len(ids) else table.take(todo))
         self.todo: list[Item] = [(ids[i], item) for i, item in zip(todo, inputs, strict=True)]
         self.waiting = {cid for cid, _ in self.todo}
 
