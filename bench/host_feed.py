@@ -71,6 +71,8 @@ class _Ready:
 def stand_in_model(spec):
     """A `Model` (the real one: tokenizer, card, `embed_stream`, lineage) whose engine runs
     `InstantDevice` with the engine settings a CUDA load gets (model/model.py)."""
+    import torch  # noqa: F401  (a CUDA load imports it before the stage; collate uses it)
+
     from corpusmill.engine.runner import BatchEngine
     from corpusmill.model import Model
     from corpusmill.model.hardware import default_batch_tokens, default_tokenize_threads
@@ -92,7 +94,7 @@ def prepare(work: Path, docs: int, corpus: Path, settings) -> Path:
     from corpusmill.chunking import TokenChunker
     from corpusmill.ids import ALL_PARTITIONS
     from corpusmill.model import Model
-    from corpusmill.sources import RecordFields, parse_source
+    from corpusmill.sources import parse_source
     from corpusmill.store import Store
     from corpusmill.sync import sync_chunks, sync_documents
 
@@ -110,8 +112,7 @@ def prepare(work: Path, docs: int, corpus: Path, settings) -> Path:
         store,
         ALL_PARTITIONS,
         [parse_source(f"scifact={subset}")],
-        fields=RecordFields(),
-        max_file_bytes=settings.max_file_bytes,
+        settings.read_options(),
     )
     chunker = TokenChunker(
         model.tokenizer,

@@ -64,7 +64,7 @@ class EmbedWorker:
         t0 = time.perf_counter()
         rows = self._read(unit["chunk_ids"], unit["fragments"])
         stored = stored_vectors(self.embeddings.scan_in, unit["reuse"], self.rules)
-        batch = ChunkBatch(self.rules, rows.to_pylist(), stored)
+        batch = ChunkBatch(self.rules, rows, stored)
         tokens = self._embed(batch)
         fragments = self.embeddings.write_fragments(batch.table())
         lineage = self.model.lineage()

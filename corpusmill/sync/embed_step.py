@@ -236,14 +236,29 @@ class EmbedRules:
         problems = self.check_vectors(vectors)
         return [failed.get(i) or problem for i, problem in enumerate(problems)]
 
-    def engine_input(self, row: Mapping) -> str | TokenIds:
-        """The chunk as the engine takes it: the ids the chunker stored when this embedder's
-        tokenizer made them, the text otherwise (another model, an edited vocabulary, a
-        table from before the column: a stale id is never trusted)."""
-        ids, made_by = row.get("input_ids"), row.get("tokenizer")
-        if ids is not None and self.tokenizer_id and made_by == self.tokenizer_id:
-            return TokenIds(ids)
-        return row["text"]
+    def engine_inputs(self, chunks: pa.Table) -> list[str | TokenIds]:
+        """Per chunk row, the chunk as the engine takes it: the ids the chunker stored when
+        this embedder's tokenizer made them, the text otherwise (another model, an edited
+        vocabulary, a table from before the column: a stale id is never trusted). Read
+        column-wise: the stored ids are sliced out of one array, the text is read only for
+        the rows that need it."""
+        n, names = chunks.num_rows, set(chunks.column_names)
+        trusted = np.zeros(n, dtype=bool)
+        if self.tokenizer_id and {"input_ids", "tokenizer"} <= names and n:
+            ids = chunks["input_ids"].combine_chunks()
+            made_by = chunks["tokenizer"].to_numpy(zero_copy_only=False)
+            trusted = (made_by == self.tokenizer_id) & ~ids.is_null().to_numpy(zero_copy_only=False)
+        out: list[str | TokenIds] = [""] * n
+        if trusted.any():
+            offsets = ids.offsets.to_numpy()
+            values = ids.values.to_numpy(zero_copy_only=False)
+            for i in np.flatnonzero(trusted).tolist():
+                out[i] = TokenIds(values[offsets[i] : offsets[i + 1]].tolist())
+        if not trusted.all():
+            rest = np.flatnonzero(~trusted)
+            for i, text in zip(rest.tolist(), chunks["text"].take(rest).to_pylist(), strict=True):
+                out[i] = text
+        return out
 
     @staticmethod
     def quarantined(row: Mapping, reason: str) -> Quarantined:
@@ -252,19 +267,23 @@ class EmbedRules:
             row["doc_id"], row["source"], f"{row['uri']}#chunk{row['position']}", reason
         )
 
-    def rows_table(self, rows: Sequence[Mapping], vectors: Sequence[np.ndarray]) -> pa.Table:
-        """`embeddings` rows: each chunk's columns, its vector, the model id."""
+    def rows_table(self, chunks: pa.Table, vectors: np.ndarray) -> pa.Table:
+        """`embeddings` rows, column by column: each chunk's columns, its vector (row i of
+        `vectors`), the model id."""
         schema = embeddings_schema(self.card).remove_metadata()
-        n, dim = len(rows), self.card.dimension
-        flat = np.asarray(vectors, dtype=np.float32).reshape(n * dim)
-        columns = {
-            f.name: pa.array([r.get(f.name) for r in rows], f.type)
-            for f in schema
-            if f.name not in ("vector", "model_id")
-        }
-        columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), dim)
-        columns["model_id"] = pa.array([self.card.model_id] * n, pa.string())
-        return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)
+        n, dim = chunks.num_rows, self.card.dimension
+        flat = np.ascontiguousarray(vectors, dtype=np.float32).reshape(n * dim)
+        columns = []
+        for f in schema:
+            if f.name == "vector":
+                columns.append(pa.FixedSizeListArray.from_arrays(pa.array(flat), dim))
+            elif f.name == "model_id":
+                columns.append(pa.array([self.card.model_id] * n, pa.string()))
+            elif f.name in chunks.column_names:
+                columns.append(chunks[f.name].cast(f.type))
+            else:
+                columns.append(pa.nulls(n, f.type))
+        return pa.Table.from_arrays(columns, schema=schema)
 
 
 ScanIn = Callable[[Sequence[str], str, Sequence[str]], pa.Table]  # (columns, column, values)
@@ -290,55 +309,69 @@ def stored_vectors(
 
 
 class ChunkBatch:
-    """Chunk rows on their way to `embeddings`.
+    """Chunk rows on their way to `embeddings`, held as columns.
 
-    Built from the rows (as read from `chunks`) and the stored vectors their contents
-    have: a chunk with one takes it; the others wait in `todo` as (chunk_id, text or
-    TokenIds) items for the engine. `take` hands in the engine's rows; when nothing
-    waits, `table()` is the rows to write and `outcome` what became of the embedded ones.
+    Built from the rows (an Arrow table as read from `chunks`) and the stored vectors
+    their contents have: a chunk with one takes it; the others wait in `todo` as
+    (chunk_id, text or TokenIds) items for the engine. `take_rows` hands in the engine's
+    rows; when nothing waits, `table()` is the rows to write and `outcome` what became of
+    the embedded ones.
     """
 
     def __init__(
-        self, rules: EmbedRules, rows: Iterable[dict], stored: Mapping[str, np.ndarray]
+        self, rules: EmbedRules, rows: pa.Table | Iterable[dict], stored: Mapping[str, np.ndarray]
     ) -> None:
+        table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(list(rows))
         self.rules = rules
-        self.rows: list[dict] = []
-        self.vectors: dict[str, np.ndarray] = {}
-        self.todo: list[Item] = []
+        self.chunks = table.drop_columns([c for c in STORED_IDS if c in table.column_names])
+        ids = self.chunks["chunk_id"].to_pylist()
+        self._index = {cid: i for i, cid in enumerate(ids)}
+        # The batch's vectors, row i for chunk i; `kept`: rows that hold one to write.
+        self.vectors = np.zeros((len(ids), rules.card.dimension), dtype=np.float32)
+        self.kept = np.zeros(len(ids), dtype=bool)
         self.outcome = Outcome()
-        for row in rows:
-            chunk = {k: v for k, v in row.items() if k not in STORED_IDS}
-            self.rows.append(chunk)
-            vector = stored.get(chunk["content_hash"])
+        todo: list[int] = []
+        for i, digest in enumerate(self.chunks["content_hash"].to_pylist()):
+            vector = stored.get(digest)
             if vector is not None:
-                self.vectors[chunk["chunk_id"]] = vector
+                self.vectors[i] = vector
+                self.kept[i] = True
             else:
-                self.todo.append((chunk["chunk_id"], rules.engine_input(row)))
-        self._by_id = {r["chunk_id"]: r for r in self.rows}
+                todo.append(i)
+        inputs: list[str | TokenIds] = []
+        if todo:  # the whole table when every chunk goes to the engine (no copy)
+            inputs = rules.engine_inputs(table if len(todo) == len(ids) else table.take(todo))
+        self.todo: list[Item] = [(ids[i], item) for i, item in zip(todo, inputs, strict=True)]
         self.waiting = {cid for cid, _ in self.todo}
 
     @property
     def ready(self) -> bool:
         return not self.waiting
 
-    def take(self, chunk_id: str, vector: np.ndarray, verdict: str | None) -> None:
-        """The engine's row for one chunk, with its `EmbedRules.verdicts` entry."""
-        row = self._by_id[chunk_id]
-        if verdict:
+    def take_rows(
+        self, chunk_ids: Sequence[str], vectors: np.ndarray, verdicts: Sequence[str | None]
+    ) -> None:
+        """The engine's rows for some of this batch's chunks, with their
+        `EmbedRules.verdicts` entries: a kept row is copied in (the engine's window array
+        is not this batch's to keep), a failed chunk is quarantined."""
+        at = np.fromiter((self._index[c] for c in chunk_ids), dtype=np.int64, count=len(chunk_ids))
+        ok = np.fromiter((v is None for v in verdicts), dtype=bool, count=len(chunk_ids))
+        if ok.any():
+            self.vectors[at[ok]] = vectors[ok]
+            self.kept[at[ok]] = True
+            kept_at = pa.array(at[ok])
+            self.outcome.embedded.update(self.chunks["partition"].take(kept_at).to_pylist())
+        for i, verdict in zip(at[~ok].tolist(), (v for v in verdicts if v), strict=True):
+            row = self.chunks.slice(i, 1).to_pylist()[0]
             self.outcome.failed.append(self.rules.quarantined(row, verdict))
-        else:
-            # A copy: the engine's window array is not this batch's to keep.
-            self.vectors[chunk_id] = np.array(vector, dtype=np.float32)
-            self.outcome.embedded[row["partition"]] += 1
-        self.waiting.discard(chunk_id)
+        self.waiting.difference_update(chunk_ids)
 
     def take_all(self, vectors: np.ndarray, failed: Mapping[int, str]) -> None:
         """The engine's rows for the whole of `todo`, in its order."""
         verdicts = self.rules.verdicts(vectors, failed)
-        for (chunk_id, _item), vector, verdict in zip(self.todo, vectors, verdicts, strict=True):
-            self.take(chunk_id, vector, verdict)
+        self.take_rows([cid for cid, _item in self.todo], vectors, verdicts)
 
     def table(self) -> pa.Table:
         """Every chunk with a vector (stored or kept); quarantined ones stay out."""
-        rows = [r for r in self.rows if r["chunk_id"] in self.vectors]
-        return self.rules.rows_table(rows, [self.vectors[r["chunk_id"]] for r in rows])
+        keep = np.flatnonzero(self.kept)
+        return self.rules.rows_table(self.chunks.take(keep), self.vectors[keep])

@@ -99,6 +99,7 @@ def test_a_build_stopped_after_any_commit_resumes_where_it_stopped(
     finishes it without embedding again what was committed, and A stays live."""
     for module in (corpusmill.sync.chunks, corpusmill.sync.embeddings):
         monkeypatch.setattr(module, "DOC_GROUP", 2)
+    monkeypatch.setattr(corpusmill.sync.embeddings, "COMMIT_DOCS", 2)  # a commit per group
     sa, sb = two_settings
     corpus = write_corpus(tmp_path / "corpus", n_docs=8, min_sentences=4)
     assert ingest([corpus], sa)["success"]

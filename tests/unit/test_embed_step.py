@@ -58,11 +58,23 @@ def test_a_vector_must_be_finite_of_the_models_dimension_and_unit_length_when_no
 
 def test_stored_ids_are_used_only_when_this_embedders_tokenizer_made_them():
     ours = _row("a", "h", input_ids=[101, 5, 102], tokenizer="tok")
-    assert RULES.engine_input(ours) == TokenIds([101, 5, 102])
-    assert RULES.engine_input({**ours, "tokenizer": "other"}) == "text of a"
-    assert RULES.engine_input({**ours, "input_ids": None}) == "text of a"
-    assert RULES.engine_input(_row("a", "h")) == "text of a"  # a table from before the column
-    assert EmbedRules(CARD).engine_input(ours) == "text of a"  # no fingerprint: never trusted
+    chunks = pa.Table.from_pylist(
+        [
+            ours,
+            {**ours, "tokenizer": "other"},
+            {**ours, "input_ids": None},
+            {**ours, "input_ids": [7, 8]},
+        ]
+    )
+    assert RULES.engine_inputs(chunks) == [
+        TokenIds([101, 5, 102]),
+        "text of a",  # another tokenizer's ids
+        "text of a",  # none stored
+        TokenIds([7, 8]),
+    ]
+    old = pa.Table.from_pylist([_row("a", "h")])  # a table from before the column
+    assert RULES.engine_inputs(old) == ["text of a"]
+    assert EmbedRules(CARD).engine_inputs(chunks) == ["text of a"] * 4  # never trusted
 
 
 def test_a_quarantined_chunk_is_named_by_its_uri_and_position():

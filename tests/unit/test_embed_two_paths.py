@@ -196,3 +196,47 @@ def test_the_plan_ships_ids_only(tmp_path):
     # offered too (it is stored), and the worker's check turns it down
     reuse = {h for u in plan.units for h in u["reuse"]}
     assert reuse == {"h(unchanged text)", "h(kept part)", "h(text with a damaged vector)"}
+
+
+class Boom(Exception):
+    pass
+
+
+def test_a_windows_groups_commit_together_off_the_engines_threads(tmp_path, monkeypatch):
+    """In-process: the document groups one engine window completes are one commit of
+    `embeddings` (up to COMMIT_DOCS documents), made on the committer's thread; a failed
+    commit is raised by the step and nothing is written after it."""
+    import threading
+
+    import corpusmill.sync.embeddings as step
+
+    monkeypatch.setattr(step, "DOC_GROUP", 2)  # the 8 stale documents: 4 groups
+
+    def run(uri: str, commit_docs: int, fail: bool = False, commits=None) -> list:
+        monkeypatch.setattr(step, "COMMIT_DOCS", commit_docs)
+        _store(uri)
+        commits = [] if commits is None else commits
+
+        def on_commit(table: str) -> None:
+            commits.append((table, threading.current_thread().name))
+            if fail and table == "embeddings":
+                raise Boom("the disk filled up")
+
+        store = Store(uri, on_commit=on_commit)
+        model = FakeEmbedder(DIM)
+
+        def embed(items, sink):  # one window holds every chunk to embed
+            model.embed_stream(items, sink, window=100)
+
+        step.sync_embeddings(store, embed, CARD, PARTS, tokenizer_id=TOKENIZER)
+        return commits
+
+    one = run(str(tmp_path / "one"), commit_docs=4096)
+    # One commit for the window's four groups, then the gone document's delete.
+    assert [t for t, _ in one] == ["embeddings", "embeddings"]
+    assert one[0][1] != threading.current_thread().name  # the committer's thread
+    assert [t for t, _ in run(str(tmp_path / "two"), commit_docs=4)] == ["embeddings"] * 3
+    tried: list[tuple[str, str]] = []
+    with pytest.raises(Boom):
+        run(str(tmp_path / "fail"), commit_docs=2, fail=True, commits=tried)
+    assert [t for t, _ in tried] == ["embeddings"]  # the three groups after it: not written
