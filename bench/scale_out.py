@@ -352,8 +352,8 @@ def main() -> int:
     ap.add_argument(
         "--memory-batch-rows",
         type=int,
-        default=64,
-        help="chunks per unit in the driver-memory runs (the product's default is 256)",
+        default=256,  # corpusmill.scale.ray_embed.BATCH_ROWS: the plan a user's run makes
+        help="chunks per work unit in the driver-memory runs (64: four times the fragments)",
     )
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--kill-chunks", type=int, default=2048)
