@@ -80,7 +80,7 @@ def rerank_scores(
             from corpusmill.scale.ray_rerank import RayPairScores
 
             stack.enter_context(ray_cluster(settings.ray_address))
-            remote = RayPairScores(reranker.spec, settings.ray_workers)
+            remote = stack.enter_context(RayPairScores(reranker.spec, settings.ray_workers))
         report, meta = write_generations(
             context,
             store,
@@ -92,7 +92,12 @@ def rerank_scores(
             not_run_level=SCORER_IDENTITY,
         )
     if remote is not None:
-        meta.update(executor="ray", workers=settings.ray_workers, work_units=remote.units)
+        meta.update(
+            executor="ray",
+            workers=settings.ray_workers,
+            work_units=remote.units,
+            worker_processes=len(remote.worker_pids),  # > workers: Ray restarted an actor
+        )
     scorer = scorers[meta["generation"]]
     meta.update(scorer.model.lineage())
     meta["query_set"] = run.queries or "built-in (Python docs)"

@@ -10,6 +10,10 @@ Ranks are computed by the driver, where all of a query's scores meet, and the ro
 committed as the in-process path commits them (`Store.replace_rows`): the same rows,
 exactly once, and a reused pair is never sent. A killed actor is restarted and its units
 retried (`max_restarts`, `max_task_retries`), as for embeddings.
+
+The driver calls the scorer once per shard; the actors are started on the first call and
+kept until `close` (the asset holds a `RayPairScores` for the whole run), so each loads its
+cross-encoder once per run, not once per shard.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from corpusmill.engine.stats import EngineStats
 
 BATCH_PAIRS = 256  # pairs per work unit at most
 
-# (units as a stream, the workers' constructor kwargs) -> (unit, result), as results come
+# (units as a stream, the workers' constructor kwargs) -> (unit, result), as results come.
+# It may keep its workers between calls; a `close()` method, if it has one, ends them.
 MapPairs = Callable[[Iterator[dict], dict], Generator[tuple[dict, dict], None, None]]
 
 
@@ -52,9 +57,10 @@ class ScoreWorker:
 
 
 class RayPairScores:
-    """Scores pairs on `workers` actors (`map_pairs`: default a Ray actor pool; tests pass
-    one that runs a worker in this process). Call it with the pairs; it returns one float
-    per pair (NaN where the engine failed it) and the workers' engine statistics."""
+    """Scores pairs on `workers` actors (`map_pairs`: default a Ray actor pool, started on
+    the first call and kept until `close`; tests pass one that runs a worker in this
+    process). Call it with the pairs; it returns one float per pair (NaN where the engine
+    failed it) and the workers' engine statistics. Use it as a context manager."""
 
     def __init__(
         self,
@@ -70,6 +76,18 @@ class RayPairScores:
         self.units = 0
         self.pairs = 0  # pairs sent to the workers, over every call
         self.worker_pids: set[int] = set()
+
+    def __enter__(self) -> RayPairScores:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Ends the workers (the Ray pool's actors); the next call would start new ones."""
+        close = getattr(self.map_pairs, "close", None)
+        if close is not None:
+            close()
 
     def __call__(self, pairs: Sequence[tuple[str, str]]) -> tuple[np.ndarray, list[EngineStats]]:
         out = np.full(len(pairs), np.nan, dtype=np.float32)
@@ -101,19 +119,34 @@ class RayPairScores:
 def _ray_pairs(workers: int, device: str, gpu: bool | None) -> MapPairs:
     import ray
 
-    from corpusmill.scale.ray_embed import _dispatch, actor_resources
+    from corpusmill.scale.ray_embed import actor_resources
 
     gpus = ray.cluster_resources().get("GPU", 0) if gpu is None else float(gpu)
-    resources = actor_resources(gpus, device)
+    return _ActorPool(workers, actor_resources(gpus, device))
 
-    def run(units: Iterator[dict], worker_args: dict):
-        actor_class: Any = ray.remote(ScoreWorker)
-        options = actor_class.options(max_restarts=3, max_task_retries=3, **resources)
-        actors = [options.remote(**worker_args) for _ in range(workers)]
-        try:
-            yield from _dispatch(actors, units, 2)
-        finally:
-            for actor in actors:
-                ray.kill(actor)
 
-    return run
+class _ActorPool:
+    """`workers` ScoreWorker actors, started by the first call and kept for every call after
+    it (each holds its cross-encoder resident) until `close` kills them."""
+
+    def __init__(self, workers: int, resources: dict) -> None:
+        self.workers, self.resources = workers, resources
+        self.actors: list = []
+
+    def __call__(self, units: Iterator[dict], worker_args: dict):
+        import ray
+
+        from corpusmill.scale.ray_embed import _dispatch
+
+        if not self.actors:
+            actor_class: Any = ray.remote(ScoreWorker)
+            options = actor_class.options(max_restarts=3, max_task_retries=3, **self.resources)
+            self.actors = [options.remote(**worker_args) for _ in range(self.workers)]
+        yield from _dispatch(self.actors, units, 2)
+
+    def close(self) -> None:
+        import ray
+
+        actors, self.actors = self.actors, []
+        for actor in actors:
+            ray.kill(actor)

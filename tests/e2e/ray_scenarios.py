@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from corpusmill.config import prepare_process
@@ -70,8 +71,13 @@ def rows(uri, options):
     return table.to_pylist()
 
 
+_STARTED = time.monotonic()
+
+
 def emit(name, **values):
-    print(json.dumps({"scenario": name, **values}), flush=True)
+    # elapsed_s: when the scenario ended, from the start of the process (where the time goes).
+    elapsed = round(time.monotonic() - _STARTED, 1)
+    print(json.dumps({"scenario": name, "elapsed_s": elapsed, **values}), flush=True)
 
 
 def write_corpus(root: Path, n_docs: int) -> Path:

@@ -149,13 +149,17 @@ def test_the_ray_path_builds_a_new_generation_beside_the_live_one_then_switches(
 
 
 def test_rerank_scores_on_ray_gives_the_in_process_rows(scenarios):
-    """A tiny cross-encoder's pairs scored by Ray actors (`ScoreWorker`): the rows the
-    in-process run wrote, scores to float32 rounding."""
+    """A tiny cross-encoder's pairs scored by Ray actors (`ScoreWorker`) kept resident for
+    the run: the rows the in-process run wrote, scores to float32 rounding."""
     s = scenarios["rerank-on-ray"]
     local, ray = s["local"], s["ray"]
     assert local["success"] and ray["success"]
     meta = ray["meta"]
     assert meta.get("executor", meta.get("run_executor")) == "ray", meta
+    # The actors live for the whole run (each loads its cross-encoder once), although the
+    # driver scores each shard's pairs in its own call: 16 processes when every call
+    # started its own actors.
+    assert 1 <= meta["worker_processes"] <= meta["workers"] == 2, meta
     want = {r["score_id"]: r for r in local["rows"]}
     have = {r["score_id"]: r for r in ray["rows"]}
     assert len(have) == len(ray["rows"])  # each pair once
