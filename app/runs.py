@@ -17,11 +17,10 @@ from typing import Any
 
 import dagster as dg
 
-from assets.embeddings import PROGRESS_EXTRA
 from assets.partitions import partition_range_tags
 from assets.shard_metadata import RUN_PREFIX
 from corpusmill.config import Settings
-from corpusmill.engine.progress import Progress, ProgressCallback
+from corpusmill.engine.progress import PROGRESS_EXTRA, Progress, ProgressCallback
 from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.queries import load_queries
 from definitions import build_definitions

@@ -10,6 +10,7 @@ from assets.partitions import one_run, shards
 from assets.shard_metadata import quarantine_sample, write_generations, write_shards
 from corpusmill.chunking import TokenChunker
 from corpusmill.config import Settings
+from corpusmill.engine.progress import log_progress
 from corpusmill.model.pool import ModelPool
 from corpusmill.sources import RecordFields, SetAside, parse_source
 from corpusmill.store import Store
@@ -124,7 +125,9 @@ def chunked_documents(
             if t.model.tokenizer_id == target.model.tokenizer_id
             and t.model.max_seq_length == target.model.max_seq_length
         ]
-        return sync_chunks(target.store, chunker, context.partition_keys, donors)
+        return sync_chunks(
+            target.store, chunker, context.partition_keys, donors, log_progress(context.log)
+        )
 
     report, meta = write_generations(
         context,

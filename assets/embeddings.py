@@ -1,7 +1,6 @@
 """embeddings: chunks -> vectors in LanceDB, through the resident model resource."""
 
 import contextlib
-import dataclasses
 
 import dagster as dg
 
@@ -9,16 +8,12 @@ from assets.corpus import chunked_documents
 from assets.partitions import one_run, shards
 from assets.shard_metadata import quarantine_sample, run_level, write_generations
 from corpusmill.config import Settings
-from corpusmill.engine.progress import DEFAULT_EVERY_S, Progress, ProgressMeter
+from corpusmill.engine.progress import DEFAULT_EVERY_S, ProgressMeter, log_progress
 from corpusmill.engine.telemetry import GpuSampler
 from corpusmill.model import Model
 from corpusmill.model.pool import ModelPool
 from corpusmill.store import Store
 from corpusmill.store.upkeep import index_for_search
-
-# The key under which a progress log line carries its numbers (`extra=`), for loggers that
-# show them otherwise (the CLI's progress bar).
-PROGRESS_EXTRA = "corpusmill_progress"
 
 
 class EmbeddingsConfig(dg.Config):
@@ -53,10 +48,7 @@ def embeddings(
 
     stats = []
 
-    def report_progress(p: Progress) -> None:
-        context.log.info(p.line(), extra={PROGRESS_EXTRA: dataclasses.asdict(p)})
-
-    meter = ProgressMeter(report_progress, every_s=config.progress_every_s)
+    meter = ProgressMeter(log_progress(context.log), every_s=config.progress_every_s)
     gpu = GpuSampler()
 
     def sync(target, _synced):

@@ -5,11 +5,13 @@ hours, and a slow run looks like a hung one. The engine counts items and tokens 
 finish and hands a `Progress` snapshot to a callback at a steady rhythm (every `every_s`
 seconds, or every `every_batches` batches when that is set), plus once at the end.
 Who listens decides what to show: the embeddings asset writes a run-log line, the CLI
-moves a progress bar.
+moves a progress bar. The chunking step reports a huge document the same way (characters
+chunked of its total), so a long tokenisation is never silent either.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -17,6 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 DEFAULT_EVERY_S = 5.0
+# The key under which a progress log line carries its numbers (`extra=`), for loggers that
+# show them otherwise (the CLI's progress bar).
+PROGRESS_EXTRA = "corpusmill_progress"
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,8 @@ class Progress:
     tokens: int
     seconds: float
     final: bool = False
+    step: str = "embedded"  # what is being done: "embedded", "chunked"
+    unit: str = "chunks"  # what `done` and `total` count
 
     @property
     def tokens_per_s(self) -> float:
@@ -40,14 +47,16 @@ class Progress:
             return None
         return max(0.0, (self.total - self.done) * self.seconds / self.done)
 
-    def line(self, what: str = "chunks") -> str:
+    def line(self, what: str = "") -> str:
         """The run-log line, e.g. `embedded 1,200/5,000 chunks (24%), 3,400 tokens/s, ~1m 12s left`."""
+        what = what or self.unit
         if self.total:
             head = (
-                f"embedded {self.done:,}/{self.total:,} {what} ({100 * self.done // self.total}%)"
+                f"{self.step} {self.done:,}/{self.total:,} {what} "
+                f"({100 * self.done // self.total}%)"
             )
         else:
-            head = f"embedded {self.done:,} {what}"
+            head = f"{self.step} {self.done:,} {what}"
         rate = f"{self.tokens_per_s:,.0f} tokens/s"
         if self.final:
             return f"{head}, {rate}, done in {format_seconds(self.seconds)}"
@@ -57,6 +66,16 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+def log_progress(log: logging.Logger | logging.LoggerAdapter) -> ProgressCallback:
+    """Progress as run-log lines (a Dagster step's `context.log`), each carrying its
+    numbers for the CLI's bar (`PROGRESS_EXTRA`)."""
+
+    def report(p: Progress) -> None:
+        log.info(p.line(), extra={PROGRESS_EXTRA: dataclasses.asdict(p)})
+
+    return report
 
 
 def format_seconds(seconds: float) -> str:
@@ -81,12 +100,15 @@ class ProgressMeter:
         every_s: float = DEFAULT_EVERY_S,
         every_batches: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        step: str = "embedded",
+        unit: str = "chunks",
     ) -> None:
         self.callback = callback
         self.total = total
         self.every_s = every_s
         self.every_batches = every_batches
         self.clock = clock
+        self.step, self.unit = step, unit
         self.done = 0
         self.tokens = 0
         self.batches = 0
@@ -126,7 +148,9 @@ class ProgressMeter:
         self._emit(snapshot)
 
     def _snapshot(self, now: float, final: bool) -> Progress:
-        return Progress(self.done, self.total, self.tokens, now - self._start, final)
+        return Progress(
+            self.done, self.total, self.tokens, now - self._start, final, self.step, self.unit
+        )
 
     def _emit(self, snapshot: Progress) -> None:
         self.calls += 1

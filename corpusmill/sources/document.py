@@ -133,10 +133,13 @@ class Location:
     section: tuple[str, ...]
 
 
-def locate(title: str, text: str, structure: Structure, start: int, end: int) -> Location:
+def locate(
+    title: str, text: str, structure: Structure, start: int, end: int, shift: int | None = None
+) -> Location:
     """The location of `body[start:end]`, a span of `document_body(title, text)` as the
-    chunker cuts it; a span inside the title counts as the text's first character."""
-    shift = body_offset(title, text)
+    chunker cuts it; a span inside the title counts as the text's first character.
+    `shift`: `body_offset(title, text)` when the caller has it (it copies the text)."""
+    shift = body_offset(title, text) if shift is None else shift
     first, last = max(start - shift, 0), max(end - shift, 1)
     return Location(structure.pages_of(first, last), structure.section_path(first))
 

@@ -18,14 +18,15 @@ from tests.assets.test_sensor_inbox import _doc, make_env
 
 @pytest.fixture
 def env(tmp_path, db_uri, tiny_embedder_path, monkeypatch):
-    real = TokenChunker.chunk_documents
+    real = TokenChunker.batches
 
-    def chunk_documents(self, docs):
+    def batches(self, docs, progress=None):
+        docs = list(docs)
         if any("POISON" in body for _doc_id, body in docs):
             raise MemoryError("injected: the run dies on this input")
-        return real(self, docs)
+        return real(self, docs, progress)
 
-    monkeypatch.setattr(TokenChunker, "chunk_documents", chunk_documents)
+    monkeypatch.setattr(TokenChunker, "batches", batches)
     return make_env(tmp_path, db_uri, tiny_embedder_path)
 
 

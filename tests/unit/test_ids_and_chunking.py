@@ -132,3 +132,54 @@ def test_tokenizer_fingerprint_follows_tokenizer_files_and_limit_not_weights(
         assert fingerprint() != base
         path.write_bytes(original)
     assert fingerprint() == base
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " ".join(f"word{i % 97} and more, text{i}." for i in range(3000)),  # one line
+        "\n".join(f"line {i}: Exceptions are raised here. " * (i % 5 + 1) for i in range(900)),
+        "Übergrößenträger naïve café 東京 " * 1500,  # multi-byte, CJK split per character
+    ],
+    ids=["one-line", "many-lines", "unicode"],
+)
+def test_a_text_longer_than_a_window_is_cut_as_when_whole(tokenizer, text):
+    """Window by window (1,000 characters: dozens of windows, a window smaller than some
+    chunks' lookahead) gives exactly the chunks one window over the whole text gives."""
+    whole = TokenChunker(tokenizer, 24, 4, 256, tokenizer_id="t")
+    whole.window_chars = 10**9
+    windowed = TokenChunker(tokenizer, 24, 4, 256, tokenizer_id="t")
+    windowed.window_chars = 1000
+    heard: list[tuple[int, int]] = []
+    batches = list(
+        windowed.batches([("d", text)], lambda _d, done, total, _t: heard.append((done, total)))
+    )
+    expected = whole.chunk_documents([("d", text)]).chunks
+    assert len(batches) > 20
+    assert [c for b in batches for c in b.chunks] == expected
+    assert len(expected) > 100
+    # progress: one report at the start and one per window, rising to the whole text
+    assert len(heard) == len(batches) + 1
+    assert heard[0] == (0, len(text)) and heard[-1] == (len(text), len(text))
+    assert [d for d, _ in heard] == sorted(d for d, _ in heard)
+
+
+def test_a_single_line_without_whitespace_is_cut_in_bounded_windows(tokenizer):
+    """No whitespace at all: the text is cut at a character count, each window's tokens
+    come from a call of one window, all calls together see the text a bounded number of
+    times (not quadratic), and the chunks cover it."""
+    text = "abcdefghij" * 30_000  # 300,000 characters, one "word"
+    chunker = TokenChunker(tokenizer, 24, 4, 256, tokenizer_id="t")
+    chunker.window_chars = 20_000
+    real, sizes = chunker.tokenizer, []
+
+    def recording(texts, **kw):
+        sizes.append((sum(len(t) for t in texts), bool(kw.get("return_offsets_mapping"))))
+        return real(texts, **kw)
+
+    chunker.tokenizer = recording
+    chunks = [c for b in chunker.batches([("d", text)]) for c in b.chunks]
+    assert max(n for n, offsets in sizes if offsets) <= 20_000
+    assert sum(n for n, _ in sizes) <= 3 * len(text)
+    assert chunks and chunks[0].start == 0 and chunks[-1].end == len(text)
+    assert all(a.end >= b.start for a, b in zip(chunks, chunks[1:], strict=False))

@@ -99,3 +99,16 @@ def test_cli_progress_is_a_bar_on_a_terminal_lines_elsewhere_and_silent_with_jso
         cb(Progress(done=40, total=40, tokens=2000, seconds=4.0, final=True))
     drawn = tty.getvalue()
     assert "40/40" in drawn and "\r" in drawn and "tokens/s" in drawn
+
+
+def test_a_huge_documents_chunking_gets_its_own_line_and_bar_before_the_embedding():
+    chunked = Progress(
+        done=300, total=1200, tokens=90, seconds=1.0, step="chunked", unit="characters of a.txt"
+    )
+    assert chunked.line().startswith("chunked 300/1,200 characters of a.txt (25%)")
+    tty = _Tty()
+    with ingest_progress(json_output=False, stream=tty) as cb:
+        cb(chunked)
+        cb(Progress(done=10, total=40, tokens=500, seconds=2.0))
+    drawn = tty.getvalue()
+    assert "chunked" in drawn and "embedding" in drawn and "10/40" in drawn
