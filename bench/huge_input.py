@@ -67,8 +67,11 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def ingest_env(model: Path, db: Path, limit: int) -> dict[str, str]:
-    """What a user of the CLI would set: the tiny model, small chunks, the raised limit."""
+def ingest_env(
+    model: Path, db: Path, limit: int, chunk: tuple[int, int] = (24, 4)
+) -> dict[str, str]:
+    """What a user of the CLI would set: the tiny model, the chunk size (small by default:
+    many chunks per megabyte), the raised limit."""
     return {
         **{
             k: v
@@ -79,8 +82,8 @@ def ingest_env(model: Path, db: Path, limit: int) -> dict[str, str]:
         "CORPUSMILL_DB": str(db),
         "CORPUSMILL_MODEL": str(model),
         "CORPUSMILL_DTYPE": "float32",
-        "CORPUSMILL_CHUNK_TOKENS": "24",
-        "CORPUSMILL_CHUNK_OVERLAP": "4",
+        "CORPUSMILL_CHUNK_TOKENS": str(chunk[0]),
+        "CORPUSMILL_CHUNK_OVERLAP": str(chunk[1]),
         "CORPUSMILL_MAX_FILE_BYTES": str(limit),
     }
 
@@ -99,9 +102,9 @@ def ingest(path: Path, env: dict[str, str], *args: str) -> tuple[int, int, str, 
     return proc.returncode, int(peak.split()[0]) if peak else -1, proc.stdout, head
 
 
-def run(path: Path, model: Path, db: Path, limit: int) -> dict:
+def run(path: Path, model: Path, db: Path, limit: int, chunk: tuple[int, int] = (24, 4)) -> dict:
     start = time.monotonic()
-    rc, peak, stdout, stderr = ingest(path, ingest_env(model, db, limit), "--json")
+    rc, peak, stdout, stderr = ingest(path, ingest_env(model, db, limit, chunk), "--json")
     wall = time.monotonic() - start
     summary = {}
     with contextlib.suppress(ValueError, IndexError):
@@ -119,24 +122,36 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=float, nargs="+", default=[5, 20, 50])
     ap.add_argument("--shapes", nargs="+", default=["line", "lines"])
+    ap.add_argument(
+        "--chunk",
+        default="24,4",
+        help="TOKENS,OVERLAP per chunk (the product's default is 200,32; the tiny model "
+        "takes up to 126 tokens)",
+    )
     args = ap.parse_args()
-    from tools.tiny_models import save_tiny_embedder
+    tokens, overlap = (int(x) for x in args.chunk.split(","))
+    chunk = (tokens, overlap)
+    from tools.tiny_models import save_tiny_embedder, write_pooling_files
 
     with tempfile.TemporaryDirectory(prefix="corpusmill-huge-") as tmp:
         root = Path(tmp)
         model = save_tiny_embedder(root / "model")
+        write_pooling_files(model, max_seq=max(64, tokens + 2))  # room for TOKENS
         small = root / "small.txt"
         small.write_text("one short line of text\n")
-        base = run(small, model, root / "db-base", 1 << 20)
+        base = run(small, model, root / "db-base", 1 << 20, chunk)
         print(json.dumps({"shape": "baseline", "mb": 0, **base}), flush=True)
         for mb in args.mb:
             for shape in args.shapes:
                 size = int(mb * 1024 * 1024)
                 path = root / f"{shape}-{mb:g}.txt"
                 write_text(path, size, shape)
-                result = run(path, model, root / f"db-{shape}-{mb:g}", size + 1)
+                result = run(path, model, root / f"db-{shape}-{mb:g}", size + 1, chunk)
                 result["above_mb"] = result["peak_mb"] - base["peak_mb"]
-                print(json.dumps({"shape": shape, "mb": mb, **result}), flush=True)
+                print(
+                    json.dumps({"shape": shape, "mb": mb, "chunk": args.chunk, **result}),
+                    flush=True,
+                )
                 path.unlink()
 
 
