@@ -17,12 +17,14 @@ def _reporting(conn):
 
 def build(conn, corpus: str, db: str, model: str, doc_group: int) -> None:
     """Ingest `corpus` into `db` with `model` (manual promotion), committing every
-    `doc_group` documents."""
+    `doc_group` documents (in `embeddings` too: one commit per group, not a window's
+    groups merged)."""
     import corpusmill.sync.chunks
     import corpusmill.sync.embeddings
     from tests.runs import ingest, tiny_settings
 
     corpusmill.sync.chunks.DOC_GROUP = corpusmill.sync.embeddings.DOC_GROUP = doc_group
+    corpusmill.sync.embeddings.COMMIT_DOCS = doc_group
     settings = tiny_settings(db, model, promote="manual")
     ingest([corpus], settings, on_commit=_reporting(conn))
     conn.send("done")
