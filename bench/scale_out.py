@@ -241,7 +241,9 @@ def scaling(address: str, work: Path, args) -> list[dict]:
     return rows
 
 
-def driver_memory(address: str, work: Path, sizes: list[int], workers: int, batch_rows: int) -> dict:
+def driver_memory(
+    address: str, work: Path, sizes: list[int], workers: int, batch_rows: int
+) -> dict:
     from bench.stand_in import fill_chunks
     from corpusmill.store import Store
 
