@@ -361,20 +361,33 @@ def ray_pool(
     per_actor = max(1, (in_flight or 2 * workers) // workers)
 
     def run(worker: type[EmbedWorker], units: Iterator[dict], worker_args: dict):
-        # A killed actor is restarted and the units it held are retried on it.
-        actor_class: Any = ray.remote(worker)
-        options = actor_class.options(max_restarts=3, max_task_retries=3, **resources)
-        actors = [options.remote(**worker_args) for _ in range(workers)]
+        actors = start_actors(worker, workers, resources, worker_args)
         try:
             if on_ready is not None:
                 ray.get([a.__ray_ready__.remote() for a in actors])
                 on_ready()
             yield from _dispatch(actors, units, per_actor)
         finally:
-            for actor in actors:
-                ray.kill(actor)
+            stop_actors(actors)
 
     return run
+
+
+def start_actors(worker: type, workers: int, resources: dict, worker_args: dict) -> list:
+    """`workers` actors of class `worker` (the embeddings' and the rerank pairs' pools). A
+    killed actor is restarted and the units it held are retried on it."""
+    import ray
+
+    actor_class: Any = ray.remote(worker)
+    options = actor_class.options(max_restarts=3, max_task_retries=3, **resources)
+    return [options.remote(**worker_args) for _ in range(workers)]
+
+
+def stop_actors(actors: list) -> None:
+    import ray
+
+    for actor in actors:
+        ray.kill(actor)
 
 
 def _dispatch(actors: list, units: Iterator[dict], per_actor: int):

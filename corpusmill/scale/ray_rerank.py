@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -134,19 +133,14 @@ class _ActorPool:
         self.actors: list = []
 
     def __call__(self, units: Iterator[dict], worker_args: dict):
-        import ray
-
-        from corpusmill.scale.ray_embed import _dispatch
+        from corpusmill.scale.ray_embed import _dispatch, start_actors
 
         if not self.actors:
-            actor_class: Any = ray.remote(ScoreWorker)
-            options = actor_class.options(max_restarts=3, max_task_retries=3, **self.resources)
-            self.actors = [options.remote(**worker_args) for _ in range(self.workers)]
+            self.actors = start_actors(ScoreWorker, self.workers, self.resources, worker_args)
         yield from _dispatch(self.actors, units, 2)
 
     def close(self) -> None:
-        import ray
+        from corpusmill.scale.ray_embed import stop_actors
 
         actors, self.actors = self.actors, []
-        for actor in actors:
-            ray.kill(actor)
+        stop_actors(actors)
