@@ -190,7 +190,7 @@ def test_dimensions_cut_a_matryoshka_model(tmp_path):
 
 
 def test_lancedb_registry_openai_function_embeds_queries_for_the_corpusmill_table(stored, embedder):
-    """The README's recipe: LanceDB's `openai` embedding function pointed at the service
+    """The recipe in docs/DEPLOY.md: LanceDB's `openai` embedding function pointed at the service
     (with a token: the registry takes it as a variable) embeds a query; searching the
     corpusmill table with it finds what `Searcher` finds."""
     import lancedb
