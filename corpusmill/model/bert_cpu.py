@@ -1,4 +1,5 @@
-"""A BERT encoder's forward pass written for the engine's batches on a CPU, in bf16.
+"""A BERT encoder's forward pass written for the engine's batches on a CPU, in bf16 (or
+float32 on a CPU without bf16 instructions).
 
 Transformers' BERT, run eagerly on a CPU in bf16, spends its time like this (MiniLM-L6,
 SciFact chunks, one thread, `python -m bench.engine_profile`): Linear layers ~50%, SDPA's
@@ -19,11 +20,17 @@ adds ~6%. This forward keeps the same arithmetic and removes what is not arithme
 - **Precision as autocast keeps it**: the residual stream and LayerNorm stay float32, every
   product takes bf16 inputs with float32 accumulation. (The residual stream in bf16, as a
   model cast whole to bf16 runs, was no faster here and moved the worst vector to 0.99992.)
+- **In float32** (a CPU without AVX512-BF16 or AMX, where `dtype=auto` resolves to float32)
+  the same forward, every product in float32: Transformers' fp32 forward runs its Linear
+  layers on plain `F.linear` and pads, this one packs weights and rows. On an AVX2 machine
+  (AMD EPYC family 25, 2 cores) three load-time probes measured it at 1.07-1.30x
+  Transformers' float32 forward on one thread, at cosine 1.00000; it also loads from the
+  folder without importing Transformers' modeling code (~4 s of a cold run there).
 
 It is used only where it reproduces Transformers' own model: a BERT encoder (`model_type`
 "bert", absolute positions, exact GELU, not a decoder), embedder or sequence classifier, on
-a CPU with oneDNN bf16; `supported` says why not otherwise. At load the encoder checks it
-against the float32 model on a probe batch (`model/probe.py`) before using it.
+a CPU whose oneDNN runs the dtype; `supported` says why not otherwise. At load the encoder
+checks it against the float32 model on a probe batch (`model/probe.py`) before using it.
 """
 
 from __future__ import annotations
@@ -63,7 +70,9 @@ def supported(config: Mapping[str, Any], kind: str, dtype: torch.dtype) -> str:
     architectures = config.get("architectures") or ["BertModel"]
     if kind == "cross-encoder" and architectures[0] != "BertForSequenceClassification":
         return f"a cross-encoder read as {architectures[0]}, not BertForSequenceClassification"
-    if dtype not in (torch.bfloat16, torch.float16) or not packed_linear.supported(dtype):
+    if dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        return f"no packed forward in {dtype}"
+    if not packed_linear.supported(dtype):
         return f"oneDNN cannot run {dtype} products on this CPU"
     return ""
 

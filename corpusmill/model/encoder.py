@@ -217,7 +217,6 @@ class TransformerEncoder:
     def _bert_cpu_applies(self, forward: str, dtype: str, compile: bool, pack: bool) -> str:
         """Why the packed BERT forward cannot run here ('' when it can), from the
         settings and the model's config.json alone."""
-        import torch
 
         if forward == "transformers":
             return "forced by CORPUSMILL_FORWARD=transformers"
@@ -227,8 +226,6 @@ class TransformerEncoder:
             return "int8 and torch.compile run Transformers' forward"
         if not pack:
             return "CORPUSMILL_PACK_LINEAR=0: Transformers' forward on plain F.linear"
-        if self.torch_dtype == torch.float32:
-            return "bert_cpu runs in bf16 or fp16; the dtype is float32"
         from corpusmill.model import bert_cpu
 
         why = bert_cpu.supported(self.config, self.kind, self.torch_dtype)

@@ -57,10 +57,13 @@ class PackedLinear(torch.nn.Module):
 
 
 def supported(dtype: torch.dtype) -> bool:
-    """oneDNN is built in and runs `dtype` natively on this CPU."""
+    """oneDNN is built in and runs `dtype` natively on this CPU (float32 on every CPU it
+    runs on; bf16 and fp16 where the CPU has instructions for them)."""
     ops = torch.ops.mkldnn
     if not (torch.backends.mkldnn.is_available() and hasattr(ops, "_linear_pointwise")):
         return False
+    if dtype == torch.float32:  # wherever oneDNN runs at all
+        return True
     check = {
         torch.bfloat16: "_is_mkldnn_bf16_supported",
         torch.float16: "_is_mkldnn_fp16_supported",
@@ -87,7 +90,9 @@ def pack_linear(linear: torch.nn.Linear) -> PackedLinear | None:
 
 def pack_linear_layers(model: torch.nn.Module) -> int:
     """Replace, in place, every bf16/fp16 `nn.Linear` of a CPU model that packs cleanly;
-    returns how many were replaced (0 when this torch or CPU cannot)."""
+    returns how many were replaced (0 when this torch or CPU cannot). A float32 model is
+    left on `F.linear`: Transformers' float32 forward is the reference every faster path
+    is checked against."""
     layers = [
         (parent, name, child)
         for parent in model.modules()
@@ -96,7 +101,7 @@ def pack_linear_layers(model: torch.nn.Module) -> int:
     ]
     count = 0
     for parent, name, linear in layers:
-        if not supported(linear.weight.dtype):
+        if linear.weight.dtype == torch.float32 or not supported(linear.weight.dtype):
             continue
         packed = pack_linear(linear)
         if packed is not None:

@@ -20,9 +20,10 @@ from tests.texts import MIXED_TEXTS
 from tests.vectors import cosine_rows
 from tools.tiny_models import save_tiny_embedder, write_pooling_files
 
-needs_bf16 = pytest.mark.skipif(
-    not packed_linear.supported(torch.bfloat16), reason="no oneDNN bf16 on this CPU"
-)
+# The dtypes this CPU runs the packed forward in: float32 on every CPU, bf16 where oneDNN
+# has it (the default on such a CPU).
+DTYPES = ["float32"] + (["bfloat16"] if packed_linear.supported(torch.bfloat16) else [])
+each_dtype = pytest.mark.parametrize("dtype", DTYPES)
 # Mixed lengths, and runs of equal ones (one sequence length shared by many inputs).
 TEXTS = MIXED_TEXTS + ["Same length text here."] * 7 + ["x"] + MIXED_TEXTS[::-1]
 
@@ -73,46 +74,53 @@ def test_packed_pooling_equals_padded_pooling(mode):
     torch.testing.assert_close(got, want)
 
 
-@needs_bf16
+@each_dtype
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
-def test_bert_cpu_gives_float32_vectors(tmp_path, pooling):
+def test_bert_cpu_gives_float32_vectors(tmp_path, pooling, dtype):
     path = _every_weight_random(save_tiny_embedder(tmp_path / "m", seed=4))
     write_pooling_files(path, pooling=pooling)
-    fp32 = _rows(TransformerEncoder(path, dtype="float32"))
-    enc = TransformerEncoder(path, dtype="bfloat16", forward="bert_cpu")
+    fp32 = _rows(TransformerEncoder(path, dtype="float32", forward="transformers"))
+    enc = TransformerEncoder(path, dtype=dtype, forward="bert_cpu")
     assert enc.forward_path == "bert_cpu" and enc.packed_batches
     ours = _rows(enc)
-    hf_bf16 = _rows(TransformerEncoder(path, dtype="bfloat16", forward="transformers"))
-    assert cosine_rows(ours, fp32).min() >= 0.999
-    # as close to float32 as Transformers' own bf16 path, give or take rounding
-    assert cosine_rows(ours, fp32).min() >= cosine_rows(hf_bf16, fp32).min() - 5e-4
-    assert not np.array_equal(ours, hf_bf16)  # really another forward
+    hf = _rows(TransformerEncoder(path, dtype=dtype, forward="transformers"))
+    # in float32 only the order of the sums differs; bf16 rounds every product's inputs
+    assert cosine_rows(ours, fp32).min() >= (0.99999 if dtype == "float32" else 0.999)
+    # as close to float32 as Transformers' own path in that dtype, give or take rounding
+    assert cosine_rows(ours, fp32).min() >= cosine_rows(hf, fp32).min() - 5e-4
+    assert not np.array_equal(ours, hf)  # really another forward
 
 
-@needs_bf16
-def test_attention_groups_cut_a_long_run_into_parts_with_the_same_rows(tmp_path, monkeypatch):
+@each_dtype
+def test_attention_groups_cut_a_long_run_into_parts_with_the_same_rows(
+    tmp_path, monkeypatch, dtype
+):
     path = save_tiny_embedder(tmp_path / "m", seed=5)
-    enc = TransformerEncoder(path, dtype="bfloat16", forward="bert_cpu")
+    enc = TransformerEncoder(path, dtype=dtype, forward="bert_cpu")
     whole = _rows(enc)
     monkeypatch.setattr(bert_cpu, "SCORES_PER_GROUP", 50)  # a group of one head each
     np.testing.assert_allclose(_rows(enc), whole, atol=1e-6)
 
 
-@needs_bf16
-def test_bert_cpu_cross_encoder_logits_match_float32(tiny_cross_encoder_path):
+@each_dtype
+def test_bert_cpu_cross_encoder_logits_match_float32(tiny_cross_encoder_path, dtype):
     pairs = [(a, b) for a in MIXED_TEXTS[:3] for b in MIXED_TEXTS[2:]]
     kw = {"kind": "cross-encoder"}
-    fp32 = _rows(TransformerEncoder(tiny_cross_encoder_path, dtype="float32", **kw), pairs)
-    enc = TransformerEncoder(tiny_cross_encoder_path, dtype="bfloat16", forward="bert_cpu", **kw)
+    reference = TransformerEncoder(
+        tiny_cross_encoder_path, dtype="float32", forward="transformers", **kw
+    )
+    fp32 = _rows(reference, pairs)
+    enc = TransformerEncoder(tiny_cross_encoder_path, dtype=dtype, forward="bert_cpu", **kw)
     ours = _rows(enc, pairs)
     assert ours.shape == fp32.shape == (len(pairs), 1)
-    np.testing.assert_allclose(ours, fp32, atol=0.02 * float(np.abs(fp32).max()))
+    tolerance = 1e-4 if dtype == "float32" else 0.02
+    np.testing.assert_allclose(ours, fp32, atol=tolerance * float(np.abs(fp32).max()))
 
 
-@needs_bf16
-def test_a_poisoned_input_spoils_only_its_own_row(tmp_path):
+@each_dtype
+def test_a_poisoned_input_spoils_only_its_own_row(tmp_path, dtype):
     path = save_tiny_embedder(tmp_path / "m", seed=0, poison_token="zebra")
-    enc = TransformerEncoder(path, dtype="bfloat16", forward="bert_cpu")
+    enc = TransformerEncoder(path, dtype=dtype, forward="bert_cpu")
     texts = ["a zebra here", *MIXED_TEXTS, "another zebra"]
     rows, _ = BatchEngine(enc, max_batch_tokens=4096).encode(texts)
     bad = ~np.isfinite(rows).all(axis=1)
@@ -122,17 +130,20 @@ def test_a_poisoned_input_spoils_only_its_own_row(tmp_path):
 def test_a_forward_that_cannot_run_is_refused_when_forced_and_skipped_when_auto(
     tiny_embedder_path,
 ):
+    plain = {"dtype": "float32", "pack_linear": False}  # the packed forward packs
     with pytest.raises(ConfigError, match="CORPUSMILL_FORWARD=bert_cpu"):
-        TransformerEncoder(tiny_embedder_path, dtype="float32", forward="bert_cpu")
-    enc = TransformerEncoder(tiny_embedder_path, dtype="float32")
-    assert enc.forward_path == "transformers" and "float32" in enc.forward_reason
+        TransformerEncoder(tiny_embedder_path, forward="bert_cpu", **plain)
+    enc = TransformerEncoder(tiny_embedder_path, **plain)
+    assert enc.forward_path == "transformers" and "PACK_LINEAR=0" in enc.forward_reason
     with pytest.raises(ConfigError, match="CORPUSMILL_FORWARD"):
         TransformerEncoder(tiny_embedder_path, forward="fastest")
 
 
-@needs_bf16
-def test_the_probe_is_cached_per_machine_and_model(tmp_path, tiny_embedder_path, monkeypatch):
-    first = TransformerEncoder(tiny_embedder_path, dtype="bfloat16", cache_dir=str(tmp_path))
+@each_dtype
+def test_the_probe_is_cached_per_machine_and_model(
+    tmp_path, tiny_embedder_path, monkeypatch, dtype
+):
+    first = TransformerEncoder(tiny_embedder_path, dtype=dtype, cache_dir=str(tmp_path))
     (cached,) = (tmp_path / "forward-probe").glob("*.json")
     assert first.forward_reason.startswith("probe: ")
     assert set(first.probe["tokens_per_s"]) == {"bert_cpu", "transformers"}
@@ -141,19 +152,19 @@ def test_the_probe_is_cached_per_machine_and_model(tmp_path, tiny_embedder_path,
         raise AssertionError("the cached result should have been used")
 
     monkeypatch.setattr(probe, "time_paths", no_probe)
-    again = TransformerEncoder(tiny_embedder_path, dtype="bfloat16", cache_dir=str(tmp_path))
+    again = TransformerEncoder(tiny_embedder_path, dtype=dtype, cache_dir=str(tmp_path))
     assert (again.forward_path, again.forward_reason) == (first.forward_path, first.forward_reason)
     # another thread count is another machine as far as speed goes: probed afresh
     with pytest.raises(AssertionError, match="cached result"):
         TransformerEncoder(
-            tiny_embedder_path, dtype="bfloat16", cache_dir=str(tmp_path), probe_threads=2
+            tiny_embedder_path, dtype=dtype, cache_dir=str(tmp_path), probe_threads=2
         )
     assert len(list(cached.parent.glob("*.json"))) == 1
 
 
-@needs_bf16
+@each_dtype
 @pytest.mark.parametrize("faster", ["bert_cpu", "transformers"])
-def test_the_probe_keeps_the_faster_forward(tiny_embedder_path, monkeypatch, faster):
+def test_the_probe_keeps_the_faster_forward(tiny_embedder_path, monkeypatch, faster, dtype):
     """The timing is replaced (labelled: a FAKE clock, 1 s against 3 s per call); the
     choice, the packed batches that go with it and the reason follow the faster one."""
     monkeypatch.setattr(
@@ -161,15 +172,15 @@ def test_the_probe_keeps_the_faster_forward(tiny_embedder_path, monkeypatch, fas
         "time_paths",
         lambda forwards, threads: {n: 1.0 if n == faster else 3.0 for n in forwards},
     )
-    enc = TransformerEncoder(tiny_embedder_path, dtype="bfloat16")
+    enc = TransformerEncoder(tiny_embedder_path, dtype=dtype)
     assert enc.forward_path == faster
     assert enc.packed_batches == (faster == "bert_cpu")
     assert enc.forward_reason.startswith("probe: bert_cpu")
     assert ("(3.00x)" if faster == "bert_cpu" else "(0.33x)") in enc.forward_reason
 
 
-@needs_bf16
-def test_the_probe_refuses_a_forward_that_moves_vectors(tiny_embedder_path, monkeypatch):
+@each_dtype
+def test_the_probe_refuses_a_forward_that_moves_vectors(tiny_embedder_path, monkeypatch, dtype):
     real = bert_cpu.BertCpuForward.__call__
 
     def drifting(self, batch):
@@ -177,16 +188,16 @@ def test_the_probe_refuses_a_forward_that_moves_vectors(tiny_embedder_path, monk
         return hidden + 0.5 * torch.randn_like(hidden)
 
     monkeypatch.setattr(bert_cpu.BertCpuForward, "__call__", drifting)
-    enc = TransformerEncoder(tiny_embedder_path, dtype="bfloat16")
+    enc = TransformerEncoder(tiny_embedder_path, dtype=dtype)
     assert enc.forward_path == "transformers"
     assert "moved a vector" in enc.forward_reason
 
 
-@needs_bf16
-def test_lineage_records_the_forward_and_why(tiny_embedder_path, tmp_path):
+@each_dtype
+def test_lineage_records_the_forward_and_why(tiny_embedder_path, tmp_path, dtype):
     from corpusmill.model import Model, ModelSpec
 
-    spec = ModelSpec(path=str(tiny_embedder_path), dtype="bfloat16", cache_dir=str(tmp_path))
+    spec = ModelSpec(path=str(tiny_embedder_path), dtype=dtype, cache_dir=str(tmp_path))
     forced = Model(spec.with_(forward="transformers")).load().lineage()
     assert forced["forward_path"] == "transformers"
     assert forced["forward_reason"] == "forced by CORPUSMILL_FORWARD=transformers"
@@ -196,13 +207,13 @@ def test_lineage_records_the_forward_and_why(tiny_embedder_path, tmp_path):
     assert auto["forward_streams"] >= 1 and auto["threads_per_stream"] >= 1
 
 
-@needs_bf16
-def test_the_environment_forces_the_forward_and_the_streams(tiny_embedder_path, monkeypatch):
+@each_dtype
+def test_the_environment_forces_the_forward_and_the_streams(tiny_embedder_path, monkeypatch, dtype):
     from corpusmill.config import Settings
     from corpusmill.model import Model
 
     monkeypatch.setenv("CORPUSMILL_MODEL", str(tiny_embedder_path))
-    monkeypatch.setenv("CORPUSMILL_DTYPE", "bfloat16")
+    monkeypatch.setenv("CORPUSMILL_DTYPE", dtype)
     monkeypatch.setenv("CORPUSMILL_CACHE_DIR", "")
     # Two torch threads to share out, whatever an earlier test in this process left set (a
     # Ray worker run in-process sets its own count, as it would in its own process).
@@ -219,20 +230,19 @@ def test_the_environment_forces_the_forward_and_the_streams(tiny_embedder_path, 
 
 
 @pytest.mark.slow  # the real MiniLM over SciFact-like text
-@needs_bf16
-def test_minilm_bert_cpu_keeps_every_vector_at_float32(minilm_path):
+@each_dtype
+def test_minilm_bert_cpu_keeps_every_vector_at_float32(minilm_path, dtype):
     from tests.unit.test_precision import corpus_texts
 
-    ref = TransformerEncoder(minilm_path, dtype="float32")
+    ref = TransformerEncoder(minilm_path, dtype="float32", forward="transformers")
     texts = corpus_texts(ref.tokenizer, ref.max_seq_length)
     fp32, _ = BatchEngine(ref, max_batch_tokens=4096).encode(texts)
-    enc = TransformerEncoder(minilm_path, dtype="bfloat16", forward="bert_cpu")
+    enc = TransformerEncoder(minilm_path, dtype=dtype, forward="bert_cpu")
     rows, stats = BatchEngine(enc, max_batch_tokens=4096, streams=2).encode(texts)
     assert stats.padding_fraction == 0.0  # packed: no padded token computed
     assert cosine_rows(rows, fp32).min() >= 0.9999
 
 
-@needs_bf16
 def test_the_default_path_keeps_minilm_at_float32_for_a_few_texts(minilm_path, tmp_path):
     """The packaged MiniLM as a run loads it by default (the probe picks the forward, CPU
     streams): every vector at cosine >= 0.999 to Transformers' float32 forward, and the
