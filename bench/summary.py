@@ -35,7 +35,7 @@ LABELS = {
     "onnxruntime_int8": "ONNX Runtime, int8 (dynamic)",
     "infinity": "infinity-emb server",
     "chat_shape": "chat-runtime shape",
-    "ceiling": "ceiling: bf16 matmul peak",
+    "ceiling": "ceiling: matmul peak (bf16, else float32)",
     "model_shapes": "bound: matmuls at model shapes",
     "pipeline_in_run": "corpusmill ingest, the run alone",
     "pipeline_without_load": "corpusmill ingest, model load excluded",

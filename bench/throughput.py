@@ -30,7 +30,7 @@ Contenders:
                    clients posting batches of 32
   chat_shape       a loopback server running one forward per text, one request in flight
   ceiling          the machine's measured bf16 (else float32) matmul peak, a square
-                   2048^3 matmul, converted with the model's FLOPs per token -> tokens/s;
+                   2048^3 matmul (the faster of torch.mm and oneDNN's packed product), converted with the model's FLOPs per token -> tokens/s;
                    also the stricter bound of the model's own matmul shapes
 
 Each contender's vectors are compared with the float32 engine's (cosine, min and mean);
