@@ -15,13 +15,15 @@ CHUNKS = {"chunk_tokens": 24, "chunk_overlap": 4}  # chunks that fit the tiny mo
 
 def tiny_settings(db_uri: str, model_path, storage_options=None, **overrides) -> Settings:
     """The ingest job's settings: a store at `db_uri`, the embedder at `model_path` in
-    float32 (exact, so runs compare), no cross-encoder, chunks that fit the tiny model;
-    `overrides` replace any other setting."""
+    float32 on Transformers' forward (exact, so runs compare: the probe may pick either
+    forward per load and thread count, and their rows differ in the last bits), no
+    cross-encoder, chunks that fit the tiny model; `overrides` replace any other setting."""
     values = {
         "db": str(db_uri),
         "storage_options": dict(storage_options or {}),
         "model": str(model_path),
         "dtype": "float32",
+        "forward": "transformers",
         **CHUNKS,
         **overrides,
     }

@@ -251,10 +251,15 @@ class TransformerEncoder:
         if self.kind == "cross-encoder":
             texts = [(texts[i], texts[-1 - i]) for i in range(len(texts))]
         check = self.tokenize(texts)
-        # ~16 sequences of ~128 tokens: 100 words of the same prose, shifted
+        # ~16 sequences of ~128 tokens: 100 words of the same prose, shifted (for a
+        # cross-encoder, a 20-word query and an 80-word passage, as rerank scores them)
         words = " ".join(CHECK_TEXTS * 8).split()
         rows = max(1, SPEED_TOKENS // 128)
-        speed = self.tokenize([" ".join(words[7 * i : 7 * i + 100]) for i in range(rows)])
+        spans = [words[7 * i : 7 * i + 100] for i in range(rows)]
+        if self.kind == "cross-encoder":
+            speed = self.tokenize([(" ".join(w[:20]), " ".join(w[20:])) for w in spans])
+        else:
+            speed = self.tokenize([" ".join(w) for w in spans])
         return check, speed
 
     def _probe_check(self, candidate, model) -> dict:

@@ -118,6 +118,15 @@ def test_bert_cpu_cross_encoder_logits_match_float32(tiny_cross_encoder_path, dt
 
 
 @each_dtype
+def test_the_probe_runs_for_a_cross_encoder_on_pairs(tiny_cross_encoder_path, tmp_path, dtype):
+    enc = TransformerEncoder(
+        tiny_cross_encoder_path, kind="cross-encoder", dtype=dtype, cache_dir=str(tmp_path)
+    )
+    assert enc.forward_reason.startswith("probe: ")
+    assert enc.probe["tokens"] > 1000  # its speed batch: query-passage pairs
+
+
+@each_dtype
 def test_a_poisoned_input_spoils_only_its_own_row(tmp_path, dtype):
     path = save_tiny_embedder(tmp_path / "m", seed=0, poison_token="zebra")
     enc = TransformerEncoder(path, dtype=dtype, forward="bert_cpu")
