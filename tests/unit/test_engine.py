@@ -202,7 +202,7 @@ def test_compiled_model_gives_the_eager_vectors(tiny_embedder_path):
 def test_token_ids_skip_the_tokenizer_and_give_the_same_rows(tiny_embedder_path):
     """Items handed over as TokenIds (what the chunker stores) are never re-tokenised, and
     embed exactly as their texts do, token type ids included (the tiny model is a BERT)."""
-    enc = TransformerEncoder(tiny_embedder_path, dtype="float32")
+    enc = TransformerEncoder(tiny_embedder_path, dtype="float32", forward="transformers")
     assert enc.uses_token_type_ids
     texts = [f"{i} " + MIXED_TEXTS[i % len(MIXED_TEXTS)] for i in range(40)]
     ids = [t["input_ids"] for t in enc.tokenize(texts)]

@@ -67,7 +67,9 @@ def test_encoder_packs_every_linear_and_keeps_its_outputs(
 
 def test_float32_and_opt_out_keep_plain_linear_layers(tiny_embedder_path):
     for enc in (
-        TransformerEncoder(tiny_embedder_path, device="cpu", dtype="float32"),
+        TransformerEncoder(
+            tiny_embedder_path, device="cpu", dtype="float32", forward="transformers"
+        ),
         TransformerEncoder(tiny_embedder_path, device="cpu", dtype="bfloat16", pack_linear=False),
     ):
         assert enc.linear_kernel == "aten"
