@@ -1,6 +1,8 @@
 """Ids, hashes, shards and the token chunker (real MiniLM tokenizer, no model)."""
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from corpusmill.chunking import TokenChunker
 from corpusmill.errors import ConfigError
@@ -183,3 +185,96 @@ def test_a_single_line_without_whitespace_is_cut_in_bounded_windows(tokenizer):
     assert sum(n for n, _ in sizes) <= 3 * len(text)
     assert chunks and chunks[0].start == 0 and chunks[-1].end == len(text)
     assert all(a.end >= b.start for a, b in zip(chunks, chunks[1:], strict=False))
+
+
+# Words whose tokens could depend on their neighbours if slicing were wrong: accents,
+# CJK (split per character), punctuation runs, a literal special token, control and
+# zero-width characters, and "words" longer than a chunk (cut inside, then tokenised again).
+_TRICKY = st.sampled_from(
+    [
+        "café",
+        "naïve",
+        "東京",
+        "über-größe",
+        "don't",
+        "[SEP]",
+        "x[CLS]y",
+        "##ing",
+        "a\u200bb",
+        "e\u0301",
+        "\t",
+        "\n\n",
+        "...!?",
+        "unbelievably",
+        "Protein-42",
+        "x" * 90,
+        "αβγ",
+        "🙂",
+        "0\x1fA",  # a control character BERT deletes: one word, "0" + "##a"
+        "\x85",
+        "\u00a0",
+        "\u3000x",
+    ]
+)
+_WORDS = st.lists(st.one_of(_TRICKY, st.text(min_size=1, max_size=12)), min_size=1, max_size=300)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(words=_WORDS, overlap=st.sampled_from([0, 3, 8]), sep=st.sampled_from([" ", "  ", "\n"]))
+def test_sliced_ids_are_the_ids_of_each_chunk_tokenised_again(tokenizer, words, overlap, sep):
+    """The default model's tokenizer is word-local: chunk ids are sliced from the
+    document's tokens, and each is exactly what tokenising the chunk's text again gives."""
+    chunker = TokenChunker(tokenizer, 20, overlap, 256, tokenizer_id="t")
+    assert chunker.slicer.on
+    for c in chunker.chunk_documents([("d", sep.join(words))]).chunks:
+        assert c.input_ids == tokenizer(c.text)["input_ids"], c.text
+        assert c.n_tokens == len(c.input_ids)
+    assert chunker.slicer.on  # no sampled chunk disagreed
+
+
+def test_chunks_are_sliced_not_tokenised_again(tokenizer):
+    text = " ".join(f"Exceptions {i} are raised, caught and logged." for i in range(400))
+    chunker = TokenChunker(tokenizer, 48, 8, 256, tokenizer_id="t")
+    real, again = chunker.tokenizer, []
+
+    def recording(texts, **kw):
+        if kw.get("add_special_tokens") and not kw.get("return_offsets_mapping"):
+            again.extend(texts)
+        return real(texts, **kw)
+
+    chunker.tokenizer = recording
+    chunks = chunker.chunk_documents([("d", text)]).chunks
+    assert len(chunks) > 64
+    # Only the sample (every 64th sliced chunk) is tokenised a second time.
+    assert len(again) == len(range(0, len(chunks), 64))
+    assert [c.input_ids for c in chunks] == [real(c.text)["input_ids"] for c in chunks]
+
+
+def test_a_wrong_slice_turns_slicing_off_and_the_chunks_stay_right(tokenizer):
+    text = " ".join(f"word{i} and more." for i in range(300))
+    chunker = TokenChunker(tokenizer, 24, 4, 256, tokenizer_id="t")
+    chunker.slicer.suffix = []  # as if the special tokens were read off wrongly
+    chunks = chunker.chunk_documents([("d", text)]).chunks
+    assert not chunker.slicer.on
+    assert [c.input_ids for c in chunks] == [tokenizer(c.text)["input_ids"] for c in chunks]
+
+
+def test_a_tokenizer_whose_words_depend_on_their_neighbours_is_not_sliced(tokenizer):
+    """Byte-level BPE marks a word after a space ("Ġword") but not at a text's start: a
+    sliced chunk would keep the mark, tokenising it again would not. Such a tokenizer
+    (built here from the default's vocabulary words) is tokenised again, chunk by chunk."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    corpus = [" ".join(f"token{i} word{i % 7} again" for i in range(200))]
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=bpe)
+    chunker = TokenChunker(fast, 16, 4, 256, tokenizer_id="bpe")
+    assert not chunker.slicer.on
+    chunks = chunker.chunk_documents([("d", corpus[0])]).chunks
+    assert len(chunks) > 10
+    assert [c.input_ids for c in chunks] == [fast(c.text)["input_ids"] for c in chunks]
