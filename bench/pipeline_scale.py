@@ -2,7 +2,9 @@
 
 For each size N (SciFact documents): one `run_ingest` into a fresh store, then, in the same
 process with the same resident model, the engine alone on exactly the chunk texts that
-run stored. Prints one line per size and a JSON summary as the last line.
+run stored. Prints one line per size and a JSON summary as the last line, with where the
+ingest's seconds went (`steps_seconds`, from the run's event log: each step from its start
+to its success, and `before_steps` from the call to the first step: definitions, resources).
 
     .venv/bin/python -m bench.pipeline_scale --sizes 150,1000
 """
@@ -58,10 +60,12 @@ def main() -> int:
         work = Path(tempfile.mkdtemp(prefix=f"pipeline-{n}-"))
         subset = work / "corpus.jsonl"
         subset.write_text("\n".join(lines[:n]) + "\n")
+        instance = dg.DagsterInstance.ephemeral()
+        called = time.time()
         summary = run_ingest(
             [f"scifact={subset}"],
             settings.with_overrides({"db": str(work / "db")}),
-            instance=dg.DagsterInstance.ephemeral(),
+            instance=instance,
         )
         texts = Store(str(work / "db")).scan("chunks", ["text"])["text"].to_pylist()
         model.load()
@@ -84,6 +88,7 @@ def main() -> int:
             ),
             "embed_stage_tokens_per_s": summary["tokens_per_s"],
             "engine_tokens_per_s": round(stats.real_tokens / engine_s, 1),
+            "steps_seconds": step_seconds(instance, summary["run_id"], called),
         }
         row["pipeline_vs_engine"] = round(
             row["pipeline_tokens_per_s"] / row["engine_tokens_per_s"], 3
@@ -100,6 +105,27 @@ def main() -> int:
         )
     print(json.dumps({"load_avg_1m": os.getloadavg()[0], "runs": results}))
     return 0
+
+
+def step_seconds(instance, run_id: str, called: float) -> dict[str, float]:
+    """Each step's seconds from its STEP_START to its STEP_SUCCESS (or failure) in the run's
+    event log, and `before_steps`: from the `run_ingest` call to the first step's start."""
+    import dagster as dg
+
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    ends = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None or not event.step_key:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = entry.timestamp
+        elif event.event_type in ends and event.step_key in started:
+            seconds[event.step_key] = round(entry.timestamp - started[event.step_key], 2)
+    if started:
+        seconds["before_steps"] = round(min(started.values()) - called, 2)
+    return seconds
 
 
 if __name__ == "__main__":
