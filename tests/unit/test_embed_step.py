@@ -127,3 +127,30 @@ def test_a_batch_reuses_embeds_quarantines_and_writes_its_rows():
     assert table["vector"].to_pylist() == [[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]
     assert set(table["model_id"].to_pylist()) == {"org/model"}
     assert "input_ids" not in table.column_names
+
+
+def test_stored_ids_reach_the_engine_as_array_views_and_collate_as_lists_do():
+    """No Python int per stored token: the ids are views into the scanned column, and a
+    batch of them (alone, or mixed with a tokenizer's lists) collates to the same tensors."""
+    import torch
+
+    from corpusmill.engine.inputs import collate, collate_packed
+
+    rows = pa.Table.from_pylist(
+        [
+            _row("a", "h", input_ids=[101, 5, 6, 102], tokenizer="tok"),
+            _row("b", "h", input_ids=[101, 7, 102], tokenizer="tok"),
+        ]
+    )
+    at = rows.schema.get_field_index("input_ids")
+    rows = rows.set_column(at, "input_ids", rows["input_ids"].cast(pa.list_(pa.int32())))
+    inputs = RULES.engine_inputs(rows)  # int32, as `chunks` stores them
+    assert all(isinstance(t, TokenIds) and isinstance(t.ids, np.ndarray) for t in inputs)
+    arrays = [{"input_ids": t.ids} for t in inputs]
+    lists = [{"input_ids": [int(i) for i in t.ids]} for t in inputs]
+    for make in (lambda batch: collate(batch, 0), collate_packed):
+        want = make(lists)
+        for got in (make(arrays), make([arrays[0], lists[1]])):
+            assert want.keys() == got.keys()
+            for key, tensor in want.items():
+                assert got[key].dtype == torch.int64 and torch.equal(got[key], tensor), key
