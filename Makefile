@@ -44,8 +44,10 @@ SCALE_ARGS ?=
 bench-scale: $(STAMP) ## Ray path, N=1..16 stand-in workers: efficiency, host CPU/Mtok, driver RSS 10k..1M chunks, kill/replay (root)
 	$(PY) -m tools.netns -- $(PY) -m bench.scale_out $(SCALE_ARGS)
 
-test: $(STAMP) $(LAUNCHER) ## the suite CI runs (no GPU, no browser)
-	$(PY) -m pytest -q -m "not gpu and not browser"
+# Two workers, whole files each (see pyproject.toml); TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+test: $(STAMP) $(LAUNCHER) ## the suite CI runs (no GPU, no browser), on TEST_WORKERS processes
+	$(PY) -m pytest -q -m "not gpu and not browser" -n $(TEST_WORKERS) --dist loadfile
 
 # The inner loop: pure logic (tests/unit), dagster.materialize runs with tiny models
 # (tests/assets) and the two whole-project checks (Definitions snapshot, layers); no real
