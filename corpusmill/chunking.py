@@ -10,8 +10,7 @@ the engine, together with the fingerprint of the tokenizer that made them.
 Where a word's tokens cannot depend on its neighbours (`_word_local`: BERT's WordPiece
 behind its whitespace-first pre-tokenizer, the default model's), a chunk cut at word
 boundaries on both sides takes its ids from the document's own tokens, wrapped in the
-special tokens, instead of being tokenised a second time (a third of the chunking step on
-a 1,000-document ingest). Any other chunk, and every chunk of any other tokenizer, is
+special tokens, instead of being tokenised a second time. Any other chunk, and every chunk of any other tokenizer, is
 tokenised again; a sample of the sliced ones is tokenised again too, and one difference
 turns slicing off for the chunker (`_Slicer`).
 """
@@ -325,16 +324,15 @@ class _Slicer:
 
     SAMPLE = 64
 
-    def __init__(self, prefix: list[int], suffix: list[int]) -> None:
+    def __init__(self, prefix: list[int], suffix: list[int], on: bool = True) -> None:
         self.prefix = prefix
         self.suffix = suffix
-        self.on = True
+        self.on = on
 
     @classmethod
     def for_tokenizer(cls, tokenizer) -> _Slicer:
         """Slicing on where the tokenizer is word-local (`_word_local`), else off."""
-        off = cls([], [])
-        off.on = False
+        off = cls([], [], on=False)
         if not _word_local(tokenizer):
             return off
         probe = "corpusmill probes a tokenizer"
