@@ -12,9 +12,10 @@ DEV_PORT ?= 3000
 .PHONY: install demo scale-demo bench-scale test test-fast test-all test-browser dev eval bench bench-serve bench-gpu bench-search bench-inbox bench-ann bench-generations bench-pdf bench-s3 bench-cold bench-drop bench-host-feed bench-profile gpu-pack lint typecheck format clean
 
 # The grep drops this machine's notes about missing local mirror folders, not pip's errors.
-# Only the core (`corpusmill`) is installed, editable; the `corpusmill` command is a
-# launcher that runs this checkout's app/ (`-P`: not whatever `app` the working directory
-# holds), with the checkout on PYTHONPATH for that process alone.
+# Only the core (`corpusmill`) and the Dagster instance's plug-ins (`dagster_corpusmill`)
+# are installed, editable; the `corpusmill` command is a launcher that runs this checkout's
+# app/ (`-P`: not whatever `app` the working directory holds), with the checkout on
+# PYTHONPATH for that process alone.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }

@@ -43,6 +43,7 @@ from corpusmill.model import Model
 from corpusmill.sources import is_object_uri, source_label
 from corpusmill.store import Store
 from corpusmill.store.generations import read_registry
+from dagster_corpusmill.launcher import worker_pid
 
 CHANGE_TAG = "corpusmill/change"
 PARTITIONS_TAG = "corpusmill/partitions"
@@ -187,7 +188,7 @@ def _runs_in_flight(instance: dg.DagsterInstance, sensor_name: str, run_timeout:
     for record in records:
         run = record.dagster_run
         since = record.start_time or record.create_timestamp.timestamp()
-        pid = _worker_pid(instance, run.run_id) if run.status in WORKER_STATUSES else None
+        pid = worker_pid(instance, run.run_id) if run.status in WORKER_STATUSES else None
         if pid is not None and worker_alive(pid, since) is False:
             instance.report_run_failed(
                 run,
@@ -224,18 +225,3 @@ def _outcome(instance: dg.DagsterInstance, run_key: str | None) -> tuple[str | N
 
 
 WORKER_STATUSES = (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
-
-
-def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    """The pid Dagster's launcher recorded for the run's process ("Started process for
-    run (pid: N)"), the last one if the run was resumed."""
-    pid = None
-    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-        data = entry.dagster_event.engine_event_data if entry.dagster_event else None
-        value = (data.metadata or {}).get("pid") if data else None
-        if value is not None:
-            try:
-                pid = int(getattr(value, "value", value))  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                continue
-    return pid

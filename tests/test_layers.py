@@ -3,6 +3,7 @@ no module imports another that (directly or not) imports it back, and nothing bu
 store (corpusmill/store/) opens a Lance dataset or writes a table.
 
     app/  (CLI, eval harness)  ->  definitions.py  ->  assets/ resources/ sensors/  ->  corpusmill/
+    dagster_corpusmill/  (the Dagster instance's plug-ins: dagster.yaml)  ->  corpusmill/
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_PACKAGES = ("corpusmill", "app", "assets", "resources", "sensors")
-ABOVE_THE_CORE = ("dagster", "assets", "resources", "sensors", "definitions", "app")
+PROJECT_PACKAGES = ("corpusmill", "app", "assets", "resources", "sensors", "dagster_corpusmill")
+ABOVE_THE_CORE = (
+    "dagster",
+    "assets",
+    "resources",
+    "sensors",
+    "definitions",
+    "app",
+    "dagster_corpusmill",
+)
 
 
 def project_modules() -> dict[str, Path]:

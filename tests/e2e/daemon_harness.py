@@ -1,8 +1,9 @@
 """A real `dagster-daemon` over a temporary DAGSTER_HOME, inbox and LanceDB directory.
 
 Each daemon starts in a session of its own, so the test can find the processes it started
-(the daemon, its code server, the run workers the code server spawns) by session id, kill
-one of them with SIGKILL, and clean up all of them at the end. Nothing is killed by name.
+(the daemon, its code server, the warm launcher's fork server and the run workers it
+forks) by session id, kill one of them with SIGKILL, and clean up all of them at the end.
+Nothing is killed by name.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import yaml
 from tests.e2e.procs import BIN, REPO
 from tests.waiting import wait_for as _wait_for
 
+FORK_SERVER = "multiprocessing.forkserver import main"
 CHUNKS = {"CORPUSMILL_CHUNK_TOKENS": "24", "CORPUSMILL_CHUNK_OVERLAP": "4"}
 
 
@@ -107,11 +109,12 @@ class InboxDaemon:
         self.proc = None
 
     def run_workers(self) -> list[int]:
-        """Run processes: children of a code server (`dagster api grpc`) that execute a run."""
+        """Run processes: children of the warm launcher's fork server (dagster.yaml), which
+        a fork leaves with the server's own command line."""
         workers = []
         for sid in self.sessions:
             for pid in _session_pids(sid):
-                if "spawn_main" in _cmdline(pid) and "api grpc" in _cmdline(_ppid(pid)):
+                if FORK_SERVER in _cmdline(pid) and FORK_SERVER in _cmdline(_ppid(pid)):
                     workers.append(pid)
         return workers
 
