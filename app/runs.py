@@ -119,13 +119,13 @@ def run_ingest(
     except dg.DagsterError:
         # A step's own error is raised as itself; a DagsterError comes from Dagster, and
         # one that follows a failed blocking check is that check stopping the run.
-        result = _LoggedRun(instance, run_id)
+        result = LoggedRun(instance, run_id)
         if not result.failed_blocking_checks():
             raise
     return summarise(result, time.perf_counter() - t0)
 
 
-class _LoggedRun:
+class LoggedRun:
     """What `summarise` reads of a run result, from the instance's event log."""
 
     success = False

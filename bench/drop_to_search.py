@@ -12,7 +12,10 @@ searchable). Each drop's run is read back from the instance for the phases: drop
 run created (the sensor's tick), created to started (queue and launch of a run process),
 started to searchable (the run: imports, model load, the three steps).
 
-    .venv/bin/python -m bench.drop_to_search [--drops 20] [--interval 5]
+    .venv/bin/python -m bench.drop_to_search [--drops 20] [--interval 5] [--launcher default]
+
+`--launcher default` takes the `run_launcher` block out of the daemon's dagster.yaml, so
+each run is a fresh process (Dagster's default) instead of a fork of the warm run server.
 
 Prints one line per drop and a JSON summary as the last line.
 """
@@ -28,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from bench.corpus_texts import SCIFACT
 
 
@@ -42,6 +47,12 @@ def main(argv=None) -> int:
     ap.add_argument("--interval", type=int, default=5, help="CORPUSMILL_SENSOR_INTERVAL")
     ap.add_argument("--corpus", default=str(SCIFACT))
     ap.add_argument("--timeout", type=float, default=180, help="seconds per drop at most")
+    ap.add_argument(
+        "--launcher",
+        choices=("warm", "default"),
+        default="warm",
+        help="warm: dagster.yaml as it is (dagster_corpusmill.launcher); default: Dagster's own",
+    )
     args = ap.parse_args(argv)
 
     from corpusmill.model.files import default_model_path
@@ -56,6 +67,10 @@ def main(argv=None) -> int:
     for key in ("CORPUSMILL_DTYPE", "CORPUSMILL_CHUNK_TOKENS", "CORPUSMILL_CHUNK_OVERLAP"):
         daemon.env.pop(key, None)
     daemon.env["CORPUSMILL_MODEL"] = ""  # the packaged default
+    if args.launcher == "default":
+        config = yaml.safe_load((daemon.home / "dagster.yaml").read_text())
+        del config["run_launcher"]
+        (daemon.home / "dagster.yaml").write_text(yaml.safe_dump(config))
     rows: list[dict] = []
     with daemon:
         for i, rec in enumerate(records):
@@ -76,6 +91,7 @@ def main(argv=None) -> int:
     summary = {
         "drops": len(rows),
         "sensor_interval_s": args.interval,
+        "launcher": args.launcher,
         "p50_s": round(statistics.median(values), 2),
         "p95_s": round(percentile(values, 0.95), 2),
         "min_s": min(values),
