@@ -273,7 +273,7 @@ class TransformerEncoder:
         return {"worst_cosine": worst, "check": check, "speed": speed}
 
     def _probe_speed(self, candidate, check: dict, threads: int) -> probe.Choice:
-        """Step 2: both forwards timed on the speed batch; the faster one is kept."""
+        """Step 2: both forwards timed on the speed batch; `probe.pick` keeps one."""
         from corpusmill.engine.inputs import collate
 
         worst = check["worst_cosine"]
@@ -296,13 +296,16 @@ class TransformerEncoder:
         tokens = sum(len(t["input_ids"]) for t in speed)
         tps = {name: round(tokens / s) for name, s in seconds.items()}
         measured.update({"tokens_per_s": tps, "threads": threads, "tokens": tokens})
-        path = max(tps, key=lambda name: tps[name])
+        path = probe.pick(tps)
         ratio = tps["bert_cpu"] / tps["transformers"]
         reason = (
             f"probe: bert_cpu {tps['bert_cpu']:,} against transformers "
             f"{tps['transformers']:,} tokens/s ({ratio:.2f}x) on {tokens} tokens, "
             f"{threads} thread(s), worst cosine to float32 {worst:.5f}"
         )
+        if path == "bert_cpu" and ratio < 1:
+            reason += f"; within the {probe.TRANSFORMERS_MARGIN:.2f}x margin, bert_cpu kept"
+
         return probe.Choice(path, reason, measured)
 
     def _use_bert_cpu(self, candidate, reason: str) -> None:

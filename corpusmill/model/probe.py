@@ -10,7 +10,8 @@ it and on the model's shapes. So, the first time a model loads on a machine, the
 2. times both on the same batch (`SPEED_TOKENS` tokens) the way the engine runs them (on
    a thread with the engine's intra-op thread count per stream), alternating, best of
    `ROUNDS` after one warm-up pass each, in the thread's CPU time when it has one thread;
-3. keeps the faster, and writes what it measured to `<cache_dir>/forward-probe/<key>.json`,
+3. keeps `bert_cpu` unless Transformers' forward is faster by `TRANSFORMERS_MARGIN`
+   (`pick`), and writes what it measured to `<cache_dir>/forward-probe/<key>.json`,
    the key being the CPU (model name, its bf16/AMX/VNNI flags, cores), torch's version, the
    model's weights fingerprint, kind and dtype, the thread count and `PROBE_VERSION`.
 
@@ -33,10 +34,16 @@ from typing import Any
 
 import numpy as np
 
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 2: the margin below (a choice cached by version 1 is probed again)
 MIN_COSINE = 0.9999  # against float32, per vector: the engine's own bar for bf16 (tests)
 SPEED_TOKENS = 2048
 ROUNDS = 5
+# Transformers' forward is kept only when it is this much faster than `bert_cpu`. Closer
+# than that the two are within the probe's own spread (five probes of the same pair on the
+# AMX machine gave bert_cpu 0.96x-1.18x), and a tie should not be a coin flip: `bert_cpu`
+# loads from the folder without importing Transformers' modeling code, which every cold
+# process would pay otherwise (a cold `corpusmill search` 4.1 s against 6.9-8.4 s there).
+TRANSFORMERS_MARGIN = 1.10
 
 # Ordinary prose of a few lengths, for the check; the speed batch cuts the joined text into
 # sequences of 128 tokens.
@@ -115,6 +122,13 @@ def write_record(path: Path | None, data: dict[str, Any]) -> None:
         tmp.replace(path)
     except OSError:
         pass  # a read-only cache only costs the probe next time
+
+
+def pick(tokens_per_s: dict[str, int]) -> str:
+    """The forward to keep from the probe's speeds (`bert_cpu`, `transformers`)."""
+    if tokens_per_s["transformers"] >= TRANSFORMERS_MARGIN * tokens_per_s["bert_cpu"]:
+        return "transformers"
+    return "bert_cpu"
 
 
 def cache_file(cache_dir: str, key: str) -> Path | None:

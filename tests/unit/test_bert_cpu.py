@@ -189,6 +189,23 @@ def test_the_probe_keeps_the_faster_forward(tiny_embedder_path, monkeypatch, fas
 
 
 @each_dtype
+@pytest.mark.parametrize(
+    ("transformers_s", "kept"), [(1.0, "bert_cpu"), (0.95, "bert_cpu"), (0.85, "transformers")]
+)
+def test_a_near_tie_keeps_bert_cpu(tiny_embedder_path, monkeypatch, transformers_s, kept, dtype):
+    """FAKE clock again: Transformers' forward must win by the margin (1.10x) to be kept;
+    5% faster is a tie, which goes to the forward that loads without its modeling code."""
+    monkeypatch.setattr(
+        probe,
+        "time_paths",
+        lambda forwards, threads: {"bert_cpu": 1.0, "transformers": transformers_s},
+    )
+    enc = TransformerEncoder(tiny_embedder_path, dtype=dtype)
+    assert enc.forward_path == kept
+    assert ("margin" in enc.forward_reason) == (transformers_s == 0.95)
+
+
+@each_dtype
 def test_the_probe_refuses_a_forward_that_moves_vectors(tiny_embedder_path, monkeypatch, dtype):
     real = bert_cpu.BertCpuForward.__call__
 
