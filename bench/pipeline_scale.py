@@ -7,7 +7,7 @@ ingest's seconds went (`steps_seconds`, from the run's event log: each step from
 to its success, and `before_steps` from the call to the first step: definitions, resources).
 
     .venv/bin/python -m bench.pipeline_scale --sizes 150,1000
-    .venv/bin/python -m bench.pipeline_scale --sizes 1000 --launched
+    .venv/bin/python -m bench.pipeline_scale --sizes 1000 --launched --repeat 3
 
 `--launched` launches the `ingest` job through dagster.yaml's run launcher (the warm one:
 dagster_corpusmill/launcher.py), as the daemon launches a sensor's or the UI's run, on an
@@ -52,6 +52,13 @@ def main() -> int:
         help="launch each ingest through the instance's run launcher (dagster.yaml)",
     )
     ap.add_argument("--first-docs", type=int, default=10)
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="ingest each size this many times, each into a fresh store and followed by the "
+        "engine alone: one ratio per pair, so a slow moment of a shared host shows as spread",
+    )
     args = ap.parse_args()
 
     import dagster as dg
@@ -78,7 +85,8 @@ def main() -> int:
         first = launcher.ingest(lines[: args.first_docs])
         first_run = {k: first[k] for k in ("documents", "tokens", "seconds", "launch_seconds")}
         print(f"first run (starts the fork server): {json.dumps(first_run)}", flush=True)
-    for n in [int(x) for x in args.sizes.split(",")]:
+    sizes = [int(x) for x in args.sizes.split(",")]
+    for n in [size for size in sizes for _ in range(args.repeat)]:
         work = Path(tempfile.mkdtemp(prefix=f"pipeline-{n}-"))
         subset = work / "corpus.jsonl"
         subset.write_text("\n".join(lines[:n]) + "\n")
