@@ -10,9 +10,9 @@ the engine, together with the fingerprint of the tokenizer that made them.
 Where a word's tokens cannot depend on its neighbours (`_word_local`: BERT's WordPiece
 behind its whitespace-first pre-tokenizer, the default model's), a chunk cut at word
 boundaries on both sides takes its ids from the document's own tokens, wrapped in the
-special tokens, instead of being tokenised a second time. Any other chunk, and every chunk of any other tokenizer, is
-tokenised again; a sample of the sliced ones is tokenised again too, and one difference
-turns slicing off for the chunker (`_Slicer`).
+special tokens, instead of being tokenised a second time. Any other chunk, and every
+chunk of any other tokenizer, is tokenised again; a sample of the sliced ones is tokenised
+again too, and one difference turns slicing off for the chunker (`_Slicer`).
 """
 
 from __future__ import annotations

@@ -67,8 +67,6 @@ PRELOAD = (
 def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     """The pid a run's worker recorded ("Started process for run (pid: N)", an engine
     event every Dagster run worker writes), the last one if the run was resumed."""
-    import dagster as dg
-
     pid = None
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
         data = entry.dagster_event.engine_event_data if entry.dagster_event else None

@@ -305,7 +305,6 @@ class TransformerEncoder:
         )
         if path == "bert_cpu" and ratio < 1:
             reason += f"; within the {probe.TRANSFORMERS_MARGIN:.2f}x margin, bert_cpu kept"
-
         return probe.Choice(path, reason, measured)
 
     def _use_bert_cpu(self, candidate, reason: str) -> None:
