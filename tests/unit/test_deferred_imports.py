@@ -68,3 +68,17 @@ def test_a_deferred_package_runs_its_init_once_on_first_attribute(tmp_path, monk
     assert not is_deferred(module)
     assert defer_package_init("deferred_pkg") is False  # already imported: left alone
     assert defer_package_init("no_such_package_here") is False
+
+
+def test_lancedb_imports_with_the_override_marker_and_leaves_overrides_as_it_was():
+    """Below Python 3.12 lancedb's methods are checked at import by `overrides.override`;
+    under corpusmill they get the marker 3.12's `typing.override` is, and the `overrides`
+    package keeps its checking decorator for anyone else."""
+    found = _fresh(
+        "import json\n"
+        "import corpusmill, lancedb, lancedb.db, overrides, typing_extensions\n"
+        "print(json.dumps({'marker': lancedb.db.override is typing_extensions.override,\n"
+        "    'left_as_it_was': overrides.override.__module__,\n"
+        "    'marked': getattr(lancedb.db.LanceDBConnection.open_table, '__override__', 0)}))\n"
+    )
+    assert found == {"marker": True, "left_as_it_was": "overrides.overrides", "marked": True}
