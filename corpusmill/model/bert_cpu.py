@@ -44,6 +44,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from corpusmill.model.numpy_forward import find_tensor, unsupported
 from corpusmill.model.packed_linear import ROWS_HINT
 
 # Scores (heads x len x len) per attention group: 256k bf16 scores (512 kB) stay in a
@@ -54,22 +55,13 @@ SCORES_PER_GROUP = 1 << 18
 
 def supported(config: Mapping[str, Any], kind: str, dtype: torch.dtype) -> str:
     """Why this forward cannot stand in for the model `config` (config.json) describes
-    ('' when it can): a BERT encoder (`model_type` "bert") with absolute positions and exact
-    GELU, not a decoder, read as Transformers' `BertModel` (embedder) or
-    `BertForSequenceClassification` (cross-encoder), on a CPU whose oneDNN runs `dtype`."""
+    ('' when it can): a BERT encoder as `numpy_forward.unsupported` reads one, on a CPU whose
+    oneDNN runs `dtype`."""
     from corpusmill.model import packed_linear
 
-    if config.get("model_type") != "bert":
-        return f"not a BERT model (model_type {config.get('model_type')!r})"
-    if config.get("position_embedding_type", "absolute") not in (None, "absolute"):
-        return f"position_embedding_type={config['position_embedding_type']}"
-    if config.get("hidden_act") != "gelu":
-        return f"hidden_act={config.get('hidden_act')}"
-    if config.get("is_decoder") or config.get("add_cross_attention"):
-        return "a decoder"
-    architectures = config.get("architectures") or ["BertModel"]
-    if kind == "cross-encoder" and architectures[0] != "BertForSequenceClassification":
-        return f"a cross-encoder read as {architectures[0]}, not BertForSequenceClassification"
+    why = unsupported(config, kind)
+    if why:
+        return why
     if dtype not in (torch.bfloat16, torch.float16, torch.float32):
         return f"no packed forward in {dtype}"
     if not packed_linear.supported(dtype):
@@ -117,21 +109,13 @@ class _Layer:
 
 
 class _Weights:
-    """Named float32 tensors as a checkpoint holds them: with or without the `bert.` prefix
-    of a task model, LayerNorm as weight/bias or as the older gamma/beta."""
+    """Named float32 tensors as a checkpoint holds them (`numpy_forward.find_tensor`)."""
 
     def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
         self.tensors = tensors
 
     def __call__(self, name: str) -> torch.Tensor:
-        for candidate in (name, f"bert.{name}"):
-            for alias in (
-                candidate,
-                candidate.replace(".weight", ".gamma").replace(".bias", ".beta"),
-            ):
-                if alias in self.tensors:
-                    return self.tensors[alias].detach().float()
-        raise KeyError(f"the checkpoint has no tensor {name!r}")
+        return find_tensor(self.tensors, name).detach().float()
 
     def norm(self, prefix: str, eps: float) -> tuple[torch.Tensor, torch.Tensor, float]:
         return self(f"{prefix}.weight"), self(f"{prefix}.bias"), eps

@@ -37,12 +37,18 @@ from corpusmill.model.hardware import (
     dtype_label,
     resolve_device,
 )
+from corpusmill.model.numpy_forward import NumpyBertEmbedder, unsupported
 from corpusmill.model.spec import ModelSpec
 from corpusmill.model.tokenizer import Tokenizer
 
 # Weight loads in this process, by kind: tests assert one load per run (or none).
 LOADS: Counter[str] = Counter()
 _loads_lock = threading.Lock()
+
+# While the weights are not resident, queries of up to this many tokens in all are embedded
+# by the float32 NumPy forward (model/numpy_forward.py) instead of importing torch for them:
+# ~1 ms a token there (MiniLM-L6, 2 cores) against 2-3 s for `import torch` and the load.
+NUMPY_QUERY_TOKENS = 1024
 
 _WARM_SHORT = "warm up"
 _WARM_LONG = "a longer warm-up text, so that the short one is padded"
@@ -58,6 +64,8 @@ class Model:
         self._tokens: Tokenizer | None = None
         self._encoder: Any = None
         self._engine: BatchEngine | None = None
+        self._numpy: NumpyBertEmbedder | None = None
+        self._numpy_tried = False  # `_numpy` None after a try: not for this model
         self._batchers: weakref.WeakSet[MicroBatcher] = weakref.WeakSet()
         self.load_seconds = 0.0
         self.warmup_seconds = 0.0
@@ -185,6 +193,7 @@ class Model:
         with self._lock:
             self._encoder = None
             self._engine = None
+            self._numpy, self._numpy_tried = None, False
 
     def _warm_up(self) -> None:
         """Two small batches of different shapes after load, so the first partition is not
@@ -219,6 +228,36 @@ class Model:
         thread)."""
         rows, _stats = self._loaded_engine().encode(texts)
         return rows
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        """`embed` for a few query texts. While the weights are not resident (a cold
+        `corpusmill search`), up to `NUMPY_QUERY_TOKENS` tokens go through the float32 NumPy
+        forward of the same files (model/numpy_forward.py), which spares the process
+        `import torch`, where it reads the model and `CORPUSMILL_FORWARD` forces no path;
+        otherwise, and in a process that holds the weights (the service), the engine."""
+        if not self.loaded:
+            forward = self._numpy_forward()
+            if forward is not None:
+                items = self.tokens.tokenize(texts)
+                if sum(len(item["input_ids"]) for item in items) <= NUMPY_QUERY_TOKENS:
+                    return forward.embed(items)
+        return self.embed(texts)
+
+    def _numpy_forward(self) -> NumpyBertEmbedder | None:
+        with self._lock:
+            if not self._numpy_tried:
+                self._numpy_tried = True
+                desc = self.description
+                if (
+                    self.kind == "embedder"
+                    and self.spec.forward == "auto"
+                    and not unsupported(desc.config, self.kind)
+                ):
+                    try:
+                        self._numpy = NumpyBertEmbedder.from_folder(desc.path, desc.pooling)
+                    except Exception:  # noqa: BLE001 (e.g. bf16 tensors: the engine embeds)
+                        self._numpy = None
+            return self._numpy
 
     def micro_batcher(
         self,

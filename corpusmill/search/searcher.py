@@ -125,11 +125,12 @@ class Searcher:
         return vector
 
     def embed_queries(self, queries: list[str]) -> list[list[float]]:
-        """Query vectors, all in one call to the model (a batch of queries is one batch)."""
+        """Query vectors, all in one call to the model (a batch of queries is one batch;
+        `Model.embed_queries` says which forward runs it)."""
         if self.generation is None:
             return self.pinned().embed_queries(queries)
         self.check_embedder()
-        return self.embedder.embed(list(queries)).tolist()
+        return self.embedder.embed_queries(list(queries)).tolist()
 
     def check_embedder(self) -> None:
         """Refuse to search the table with vectors from a model other than its writer."""

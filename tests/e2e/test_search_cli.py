@@ -140,3 +140,30 @@ def test_queries_file_with_a_bad_line_names_it(env, tmp_path):
         timeout=120,
     )
     assert out.returncode == 3 and "queries.jsonl:2" in out.stderr  # an input error
+
+
+@pytest.mark.slow
+def test_a_cold_vector_search_imports_no_torch_and_finds_what_the_engine_finds(
+    env, tiny_embedder_path
+):
+    """A one-query process embeds with the NumPy forward (model/numpy_forward.py): no
+    `import torch` (2-3 s of a cold search), the same hits as the engine in a warm process."""
+    from corpusmill.search import Searcher
+
+    query = "catch an exception in a block"
+    search(env, query)  # the first process on a machine checks the tokenizer (Transformers)
+    script = (
+        "import json, sys\n"
+        "from app.cli import main\n"
+        f"rc = main(['search', {query!r}, '--k', '3', '--json'])\n"
+        "print(json.dumps(['torch' in sys.modules, rc]), file=sys.stderr)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert json.loads(out.stderr.splitlines()[-1]) == [False, 0], out.stderr
+    hits = json.loads(out.stdout)
+    engine = Model(ModelSpec(path=str(tiny_embedder_path), dtype="float32")).load()
+    want = Searcher(env["CORPUSMILL_DB"], embedder=engine).search(query, k=3)
+    assert [h["chunk_id"] for h in hits] == [h.chunk_id for h in want]
+    assert [h["score"] for h in hits] == pytest.approx([h.score for h in want], abs=1e-4)
