@@ -254,7 +254,7 @@ class Model:
                     and not unsupported(desc.config, self.kind)
                 ):
                     try:
-                        self._numpy = NumpyBertEmbedder.from_folder(desc.path, desc.pooling)
+                        self._numpy = NumpyBertEmbedder.from_description(desc)
                     except Exception:  # noqa: BLE001 (e.g. bf16 tensors: the engine embeds)
                         self._numpy = None
             return self._numpy

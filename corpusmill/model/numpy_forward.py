@@ -16,14 +16,13 @@ through the engine.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from corpusmill.model.card import PoolingSpec
+from corpusmill.model.files import ModelDescription
 
 
 def unsupported(config: Mapping[str, Any], kind: str) -> str:
@@ -79,7 +78,7 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float)
 
 class NumpyBertEmbedder:
     """The float32 forward and pooling of a BERT embedder, from its config.json values and its
-    tensors by name (`from_folder`: the folder's safetensors, read without torch)."""
+    tensors by name (`from_description`: the folder's safetensors, read without torch)."""
 
     def __init__(
         self, config: Mapping[str, Any], tensors: Mapping[str, np.ndarray], pooling: PoolingSpec
@@ -93,6 +92,13 @@ class NumpyBertEmbedder:
         def w(name: str) -> np.ndarray:
             return np.asarray(find_tensor(tensors, name), dtype=np.float32)
 
+        def linear(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+            # Transposed once: rows @ weight.T is rows @ this.
+            return np.ascontiguousarray(w(f"{prefix}.weight").T), w(f"{prefix}.bias")
+
+        def norm(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+            return w(f"{prefix}.weight"), w(f"{prefix}.bias")
+
         self.pooling = pooling
         self.eps = float(config.get("layer_norm_eps", 1e-12))
         self.heads = int(config["num_attention_heads"])
@@ -100,7 +106,7 @@ class NumpyBertEmbedder:
         self.word = w("embeddings.word_embeddings.weight")
         self.position = w("embeddings.position_embeddings.weight")
         self.token_type = w("embeddings.token_type_embeddings.weight")
-        self.norm0 = (w("embeddings.LayerNorm.weight"), w("embeddings.LayerNorm.bias"))
+        self.norm0 = norm("embeddings.LayerNorm")
         scale = np.float32(self.head_dim**-0.5)
         self.layers = []
         for i in range(int(config["num_hidden_layers"])):
@@ -110,30 +116,28 @@ class NumpyBertEmbedder:
             qkv[0], qkv_bias[0] = qkv[0] * scale, qkv_bias[0] * scale
             self.layers.append(
                 (
-                    # Linear weights transposed once: rows @ weight.T is rows @ this.
                     (np.ascontiguousarray(np.concatenate(qkv).T), np.concatenate(qkv_bias)),
-                    (np.ascontiguousarray(w(f"{at}.output.dense.weight").T),)
-                    + (w(f"{at}.output.dense.bias"),),
-                    (w(f"{at}.output.LayerNorm.weight"), w(f"{at}.output.LayerNorm.bias")),
-                    (np.ascontiguousarray(w(f"{ffn}.intermediate.dense.weight").T),)
-                    + (w(f"{ffn}.intermediate.dense.bias"),),
-                    (np.ascontiguousarray(w(f"{ffn}.output.dense.weight").T),)
-                    + (w(f"{ffn}.output.dense.bias"),),
-                    (w(f"{ffn}.output.LayerNorm.weight"), w(f"{ffn}.output.LayerNorm.bias")),
+                    linear(f"{at}.output.dense"),
+                    norm(f"{at}.output.LayerNorm"),
+                    linear(f"{ffn}.intermediate.dense"),
+                    linear(f"{ffn}.output.dense"),
+                    norm(f"{ffn}.output.LayerNorm"),
                 )
             )
 
     @classmethod
-    def from_folder(cls, model_dir: Path, pooling: PoolingSpec) -> NumpyBertEmbedder:
-        """From the folder's config.json and safetensors files (float16 or float32; NumPy
-        has no bfloat16, so a bf16 checkpoint raises here and the engine embeds instead)."""
+    def from_description(
+        cls, desc: ModelDescription, pooling: PoolingSpec | None = None
+    ) -> NumpyBertEmbedder:
+        """From the folder `desc` describes: its config and pooling (or `pooling`), and its
+        safetensors files (float16 or float32; NumPy has no bfloat16, so a bf16 checkpoint
+        raises here and the engine embeds instead)."""
         from safetensors.numpy import load_file
 
-        config = json.loads((model_dir / "config.json").read_text())
         tensors: dict[str, np.ndarray] = {}
-        for file in sorted(model_dir.glob("*.safetensors")):
+        for file in sorted(desc.path.glob("*.safetensors")):
             tensors.update(load_file(str(file)))
-        return cls(config, tensors, pooling)
+        return cls(desc.config, tensors, pooling or desc.pooling)
 
     def hidden(self, ids: Sequence[int], types: Sequence[int] | None = None) -> np.ndarray:
         """The last hidden state of each token of one sequence, (tokens, hidden) float32."""

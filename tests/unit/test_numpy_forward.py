@@ -53,7 +53,7 @@ def test_the_numpy_forward_computes_transformers_float32_vectors(
     items = model.tokens.tokenize(TEXTS)
     specs = [PoolingSpec(m, normalize=m != "max") for m in ("mean", "cls", "max", "lasttoken")]
     for spec, want in zip(specs, _reference(path, items, specs), strict=True):
-        got = NumpyBertEmbedder.from_folder(model.description.path, spec).embed(items)
+        got = NumpyBertEmbedder.from_description(model.description, spec).embed(items)
         assert got.dtype == np.float32 and got.shape == want.shape
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4, err_msg=spec.mode)
 
@@ -63,7 +63,7 @@ def test_token_type_ids_are_read(tiny_embedder_path):
     item = model.tokens.tokenize(["two segments of a text"])[0]
     n = len(item["input_ids"])
     second = {"input_ids": item["input_ids"], "token_type_ids": [0] * (n // 2) + [1] * (n - n // 2)}
-    forward = NumpyBertEmbedder.from_folder(tiny_embedder_path, model.description.pooling)
+    forward = NumpyBertEmbedder.from_description(model.description)
     got = forward.embed([second])
     [want] = _reference(tiny_embedder_path, [second], [model.description.pooling])
     np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
