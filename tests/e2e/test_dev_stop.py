@@ -17,30 +17,47 @@ def _alive(marker: str) -> list[str]:
     return out.stdout.split()
 
 
-@pytest.mark.slow
-def test_make_dev_exits_on_sigterm_with_nothing_left(cli_env, tmp_path):
+def _start(env: dict, log) -> tuple[subprocess.Popen, int] | None:
+    """`make dev` on a free port, once its webserver answers; None if the port was taken
+    between `free_port` and the webserver's bind (another test's server, on the other
+    worker), which the log says."""
     port = free_port()
-    home = cli_env["DAGSTER_HOME"]  # every child's command line names it (instance ref)
-    env = {**cli_env, "CORPUSMILL_INBOX": str(tmp_path / "inbox")}
+    log.seek(0)
+    log.truncate()
     proc = subprocess.Popen(
         ["make", "dev", f"DEV_PORT={port}"],
         cwd=REPO,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+            return proc, port
+        except OSError:
+            if proc.poll() is not None:
+                log.seek(0)
+                output = log.read()
+                if "address already in use" in output.lower():
+                    return None
+                raise AssertionError(f"make dev exited while starting:\n{output[-3000:]}") from None
+            time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError("the webserver did not come up in 180 s")
+
+
+@pytest.mark.slow
+def test_make_dev_exits_on_sigterm_with_nothing_left(cli_env, tmp_path):
+    home = cli_env["DAGSTER_HOME"]  # every child's command line names it (instance ref)
+    env = {**cli_env, "CORPUSMILL_INBOX": str(tmp_path / "inbox")}
+    with open(tmp_path / "dev.log", "w+") as log:
+        started = _start(env, log) or _start(env, log)  # a second port if the first was taken
+    assert started is not None, "two free ports were taken before the webserver bound them"
+    proc, _port = started
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, "make dev exited while starting"
-                time.sleep(0.5)
-        else:
-            raise AssertionError("the webserver did not come up in 180 s")
         assert _alive(home), "no dagster process names the instance"
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGTERM)
