@@ -15,11 +15,17 @@ instance of its own; ingest is then the run's own seconds, RUN_START to RUN_SUCC
 the UI shows them, and `launch_seconds` the wait from launch to RUN_START. A first run of
 `--first-docs` documents starts the fork server and is reported apart (`first_run`): the
 one run after a daemon starts that pays the imports.
+
+`--repeat K` ingests each size K times; from the second on, the engine alone is timed on
+both sides of the ingest (after the one before it and after it, on the same texts) and
+the ratio is taken against the mean of the two (`ratio_bracketed`). The JSON's
+`pipeline_vs_engine_median` is the median over every run.
 """
 
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -86,6 +92,7 @@ def main() -> int:
         first_run = {k: first[k] for k in ("documents", "tokens", "seconds", "launch_seconds")}
         print(f"first run (starts the fork server): {json.dumps(first_run)}", flush=True)
     sizes = [int(x) for x in args.sizes.split(",")]
+    engine_before: dict[int, float] = {}  # size -> the engine's seconds after the last ingest
     for n in [size for size in sizes for _ in range(args.repeat)]:
         work = Path(tempfile.mkdtemp(prefix=f"pipeline-{n}-"))
         subset = work / "corpus.jsonl"
@@ -105,7 +112,13 @@ def main() -> int:
         model.encode(texts[:32])
         t0 = time.perf_counter()
         _, stats = model.encode(texts)
-        engine_s = time.perf_counter() - t0
+        engine_after = time.perf_counter() - t0
+        # A repeated size is bracketed: the engine timed after the ingest before this one
+        # (same texts) and after this one, so a host that slows down or speeds up during
+        # the pair moves both sides of the ratio.
+        before = engine_before.get(n)
+        engine_s = engine_after if before is None else (before + engine_after) / 2
+        engine_before[n] = engine_after
         tokens = summary["tokens"]
         row = {
             "docs": n,
@@ -117,12 +130,15 @@ def main() -> int:
             "ingest_seconds": summary["seconds"],
             "model_load_seconds": summary["model_load_seconds"],
             "engine_seconds": round(engine_s, 2),
+            "engine_seconds_before": None if before is None else round(before, 2),
+            "engine_seconds_after": round(engine_after, 2),
             "pipeline_tokens_per_s": round(tokens / summary["seconds"], 1),
             "pipeline_without_load_tokens_per_s": round(
                 tokens / (summary["seconds"] - summary["model_load_seconds"]), 1
             ),
             "embed_stage_tokens_per_s": summary["tokens_per_s"],
             "engine_tokens_per_s": round(stats.real_tokens / engine_s, 1),
+            "ratio_bracketed": before is not None,
             "steps_seconds": step_seconds(instance, summary["run_id"], called),
         }
         row["pipeline_vs_engine"] = round(
@@ -139,6 +155,7 @@ def main() -> int:
             flush=True,
         )
     out = {"load_avg_1m": os.getloadavg()[0], "runs": results}
+    out["pipeline_vs_engine_median"] = statistics.median(r["pipeline_vs_engine"] for r in results)
     if first_run is not None:
         out["first_run"] = first_run
     print(json.dumps(out))
