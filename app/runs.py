@@ -19,7 +19,7 @@ import dagster as dg
 
 from assets.partitions import partition_range_tags
 from assets.shard_metadata import RUN_PREFIX
-from corpusmill.config import Settings
+from corpusmill.config import Settings, absolute_home
 from corpusmill.engine.progress import PROGRESS_EXTRA, Progress, ProgressCallback
 from corpusmill.ids import ALL_PARTITIONS
 from corpusmill.queries import load_queries
@@ -30,7 +30,7 @@ def instance_for(settings: Settings) -> dg.DagsterInstance:
     """The persistent instance at `settings.dagster_home` (DAGSTER_HOME) when set, so the
     runs show up in the UI; otherwise a throwaway one."""
     if settings.dagster_home:
-        home = os.path.abspath(os.path.expanduser(settings.dagster_home))
+        home = absolute_home(settings.dagster_home)
         os.makedirs(home, exist_ok=True)
         return dg.DagsterInstance.from_config(home)  # what DagsterInstance.get() opens
     return dg.DagsterInstance.ephemeral()

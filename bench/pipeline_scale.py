@@ -59,6 +59,12 @@ def main() -> int:
     )
     ap.add_argument("--first-docs", type=int, default=10)
     ap.add_argument(
+        "--dagster-event-log",
+        action="store_true",
+        help="with --launched: Dagster's own SQLite event log instead of dagster.yaml's "
+        "(dagster_corpusmill/event_log.py), to compare the two",
+    )
+    ap.add_argument(
         "--repeat",
         type=int,
         default=1,
@@ -85,7 +91,7 @@ def main() -> int:
     model = Model(settings.embedder_spec())  # the engine alone, on the run's own chunks
     lines = Path(args.corpus).read_text().splitlines()
     results = []
-    launcher = Launched(settings) if args.launched else None
+    launcher = Launched(settings, args.dagster_event_log) if args.launched else None
     first_run = None
     if launcher is not None:
         first = launcher.ingest(lines[: args.first_docs])
@@ -168,8 +174,9 @@ class Launched:
     their settings from this process's environment, as the daemon's runs take the
     daemon's (the fork server keeps the environment it started with)."""
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings, dagster_event_log: bool = False) -> None:
         import dagster as dg
+        import yaml
         from dagster._core.definitions.reconstruct import (
             ReconstructableJob,
             ReconstructableRepository,
@@ -179,10 +186,14 @@ class Launched:
 
         work = Path(tempfile.mkdtemp(prefix="pipeline-launched-"))
         (work / "home").mkdir()
-        (work / "home" / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+        config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+        if dagster_event_log:
+            del config["event_log_storage"]
+        (work / "home" / "dagster.yaml").write_text(yaml.safe_dump(config))
         self.db = str(work / "db")
         self.corpus = work / "corpus.jsonl"
         os.environ["CORPUSMILL_DB"] = self.db
+        os.environ["DAGSTER_HOME"] = str(work / "home")  # as the daemon's runs see it
         self.instance = dg.DagsterInstance.from_config(str(work / "home"))
         repo = ReconstructableRepository.for_file(str(ROOT / "definitions.py"), "defs", str(ROOT))
         self.origin = ReconstructableJob(repo, "ingest").get_python_origin()

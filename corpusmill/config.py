@@ -274,6 +274,19 @@ def debug_requested(environ: Mapping[str, str] | None = None) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def dagster_home(environ: Mapping[str, str] | None = None) -> str:
+    """DAGSTER_HOME read on its own, as an absolute path ('' when unset): for what Dagster
+    builds from dagster.yaml and so cannot be handed Settings (the instance's event log,
+    dagster_corpusmill/event_log.py)."""
+    return absolute_home((os.environ if environ is None else environ).get("DAGSTER_HOME", ""))
+
+
+def absolute_home(home: str) -> str:
+    """A Dagster home as corpusmill opens it: `~` expanded, relative to the working
+    directory; '' stays ''."""
+    return os.path.abspath(os.path.expanduser(home)) if home else ""
+
+
 def quiet_lance_query_warnings() -> None:
     """lance logs a deprecation warning per query whose select() omits `_distance` or
     `_score`; the 900 queries of an eval would bury its result lines. Call before the

@@ -70,6 +70,9 @@ class InboxDaemon:
         # The repo's instance config, with monitoring fast enough for a test: a run whose
         # launch was cut short by a killed daemon is failed in seconds, not minutes.
         config["run_monitoring"].update(start_timeout_seconds=20, poll_interval_seconds=2)
+        # The test process opens this instance too, and its DAGSTER_HOME is the repo's
+        # (Makefile): the event log's place is given, not read from the environment.
+        config["event_log_storage"]["config"] = {"base_dir": str(self.home / "history" / "runs")}
         (self.home / "dagster.yaml").write_text(yaml.safe_dump(config))
         self.env = {
             **os.environ,
