@@ -91,15 +91,19 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             with engine.connect() as conn, conn.begin():
                 yield conn
 
-    def _engine(self, shard: str) -> Any:
+    def _own_engines(self) -> OrderedDict[str, Any]:
+        """This process's engines. A forked child starts with none: it forgets its
+        parent's without closing them (closing would act on the parent's file handles)."""
         if self._engines_pid != os.getpid():
-            # A forked child: the parent's connections are the parent's. Forget them
-            # without closing them (closing would act on the parent's file handles).
             self._engines = OrderedDict()
             self._engines_pid = os.getpid()
-        engine = self._engines.get(shard)
+        return self._engines
+
+    def _engine(self, shard: str) -> Any:
+        engines = self._own_engines()
+        engine = engines.get(shard)
         if engine is not None:
-            self._engines.move_to_end(shard)
+            engines.move_to_end(shard)
             return engine
         engine = create_engine(
             self.conn_string_for_shard(shard),
@@ -109,21 +113,20 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         if shard not in self._initialized_dbs:
             self._initdb(engine)
             self._initialized_dbs.add(shard)
-        self._engines[shard] = engine
-        while len(self._engines) > OPEN_DATABASES:
-            _, oldest = self._engines.popitem(last=False)
+        engines[shard] = engine
+        while len(engines) > OPEN_DATABASES:
+            _, oldest = engines.popitem(last=False)
             oldest.dispose()
         return engine
 
     def open_databases(self) -> list[str]:
         """The databases this process holds a connection pool for, oldest first."""
-        return list(self._engines) if self._engines_pid == os.getpid() else []
+        return list(self._own_engines())
 
     def _close_all(self) -> None:
         with self._db_lock:
-            engines = list(self._engines.values()) if self._engines_pid == os.getpid() else []
+            engines = list(self._own_engines().values())
             self._engines = OrderedDict()
-            self._engines_pid = os.getpid()
         for engine in engines:
             engine.dispose()
 
