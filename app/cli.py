@@ -44,11 +44,13 @@ def cmd_ingest(args, settings: Settings) -> int:
         sources = list(settings.sources) if not sources else sources + ["pydoc"]
     if args.label and len(args.paths) == 1:
         sources = [f"{args.label}={args.paths[0]}"]
-    with ingest_progress(args.json) as progress:
+    # The instance is closed after the run: its event log's connections with it
+    # (dagster_corpusmill/event_log.py keeps them open while the process lives).
+    with ingest_progress(args.json) as progress, instance_for(settings) as instance:
         summary = run_ingest(
             sources,
             settings,
-            instance=instance_for(settings),
+            instance=instance,
             with_rerank=args.rerank,
             progress=progress,
             # Dagster's console log prints each failure with two tracebacks; without --debug

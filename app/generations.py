@@ -122,11 +122,13 @@ def cmd_build(args, settings: Settings) -> int:
     from app.progress import ingest_progress
     from app.runs import instance_for, run_ingest
 
-    with ingest_progress(args.json) as progress:
+    # The instance is closed after the run: its event log's connections with it
+    # (dagster_corpusmill/event_log.py keeps them open while the process lives).
+    with ingest_progress(args.json) as progress, instance_for(settings) as instance:
         summary = run_ingest(
             [],
             settings,
-            instance=instance_for(settings),
+            instance=instance,
             progress=progress,
             job="build_generation",
             log_level="WARNING" if args.debug else "CRITICAL",

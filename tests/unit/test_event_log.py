@@ -135,3 +135,12 @@ def test_with_base_dir_any_home_works(tmp_path, monkeypatch):
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         _observe(instance, "shard-00")
     assert (tmp_path / "events" / "index.db").is_file()
+
+
+def test_closing_the_instance_closes_the_databases_and_their_write_ahead_logs(home):
+    runs_dir = home / "history" / "runs"
+    with dg.DagsterInstance.get() as instance:
+        _observe(instance, "shard-00")
+        _log(instance.event_log_storage, "run-a")
+        assert list(runs_dir.glob("*.db-wal"))  # open connections keep their WAL
+    assert list(runs_dir.glob("*.db-wal")) == []  # the last close checkpointed it
