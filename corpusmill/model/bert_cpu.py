@@ -7,9 +7,10 @@ flash kernel ~36% (with 32-wide heads its blocked loop makes many tiny products 
 ~10x less work per second than the Linear layers), GELU ~7%, casts, LayerNorm and residual
 adds ~6%. This forward keeps the same arithmetic and removes what is not arithmetic:
 
-- **Packed rows, no padding.** A batch arrives as its sequences' tokens end to end
+- **Packed rows.** A batch arrives as its sequences' tokens end to end
   (`engine.inputs.collate_packed`: ids, positions, lengths); every Linear, LayerNorm and
-  GELU runs on the real tokens only, and attention runs per sequence with no mask.
+  GELU runs on the real tokens and at most 1/32 as many zero rows (`padded_rows`: fewer
+  shapes for oneDNN to build kernels for), and attention runs per sequence with no mask.
 - **Attention as two bf16 batched products and a softmax per run of equal lengths**, cut
   into groups of heads whose scores stay in cache (`SCORES_PER_GROUP`). The scores are
   rounded to bf16 once (the softmax itself runs in float32 inside the kernel); the 1/sqrt(d)
@@ -51,6 +52,21 @@ from corpusmill.model.packed_linear import ROWS_HINT
 # core's L2 with their float32 softmax. A whole 4k-token batch at once (~20 MB of scores)
 # ran 15% slower; 128k-512k were within 2% of each other (single thread, SciFact chunks).
 SCORES_PER_GROUP = 1 << 18
+
+# oneDNN builds a kernel (a "primitive") for each new product shape and keeps 1,024 of them.
+# A packed batch's row count is the sum of its sequences' lengths, a new number almost every
+# batch: a 375k-token pass of MiniLM built 216 Linear kernels (~6.5 ms each on the AMX
+# machine, 1.4 s of a ~19 s pass), and the attention's ~850 shapes then pushed them out, so
+# the next pass built them again. Rows are padded up to a multiple of 1/32 of their power of
+# two (of 64 between 2,048 and 4,096 rows): 32 row counts per doubling, at most 1/32 more
+# rows, none added below 64 (a query's batch).
+ROW_STEP_SHIFT = 5
+
+
+def padded_rows(rows: int) -> int:
+    """The row count a batch of `rows` tokens runs its products at."""
+    step = 1 << max(0, rows.bit_length() - 1 - ROW_STEP_SHIFT)
+    return -(-rows // step) * step
 
 
 def supported(config: Mapping[str, Any], kind: str, dtype: torch.dtype) -> str:
@@ -203,13 +219,15 @@ class BertCpuForward:
         x = self.word[batch["input_ids"]] + self.position[batch["position_ids"]]
         x = x + (self.token_type[0] if types is None else self.token_type[types])
         x = _layer_norm(x, self.norm0)
+        tokens = x.shape[0]
+        x = F.pad(x, (0, 0, 0, padded_rows(tokens) - tokens))  # zero rows, never attended
         runs = _runs(lengths)
         for layer in self.layers:
             mixed = self._attention(layer.qkv(x.to(self.dtype)), runs)
             x = _layer_norm(x + layer.out(mixed), layer.norm1)
             up = layer.up(x.to(self.dtype), "gelu")
             x = _layer_norm(x + layer.down(up), layer.norm2)
-        return x
+        return x[:tokens]
 
     def _attention(self, qkv: torch.Tensor, runs: list[tuple[int, int, int]]) -> torch.Tensor:
         """Per run of `count` sequences of equal `length` starting at row `start`:
@@ -217,6 +235,7 @@ class BertCpuForward:
         `SCORES_PER_GROUP`; (tokens, 3 * hidden) in, (tokens, hidden) out."""
         heads, dim = self.heads, self.head_dim
         out = torch.empty(qkv.shape[0], self.hidden, dtype=qkv.dtype)
+        out[sum(count * length for _, count, length in runs) :] = 0  # the padding rows
         for start, count, length in runs:
             rows = qkv[start : start + count * length].view(count, length, 3, heads, dim)
             n = count * heads

@@ -285,3 +285,33 @@ def test_the_default_path_keeps_minilm_at_float32_for_a_few_texts(minilm_path, t
         rows, _ = model.encode(texts)
         assert cosine_rows(rows, fp32).min() >= 0.999, model.lineage()["forward_path"]
     assert model.lineage()["forward_path"] == "bert_cpu"
+
+
+def test_row_counts_are_padded_to_one_in_each_32nd_of_a_doubling():
+    for low in (64, 128, 2048):
+        counts = {bert_cpu.padded_rows(n) for n in range(low, 2 * low)}
+        assert len(counts) == 33  # 32 steps, and the doubling itself
+        assert all(n <= bert_cpu.padded_rows(n) <= n + n // 32 for n in range(low, 2 * low))
+    assert [bert_cpu.padded_rows(n) for n in (1, 17, 63, 64)] == [1, 17, 63, 64]
+
+
+@each_dtype
+def test_the_products_run_on_padded_rows_and_the_vectors_ignore_them(tmp_path, monkeypatch, dtype):
+    path = _every_weight_random(save_tiny_embedder(tmp_path / "m", seed=6))
+    enc = TransformerEncoder(path, dtype=dtype, forward="bert_cpu")
+    seen: list[int] = []
+    real_call = bert_cpu._Linear.__call__
+
+    def spy(self, x, post="none"):
+        seen.append(x.shape[0])
+        return real_call(self, x, post)
+
+    monkeypatch.setattr(bert_cpu._Linear, "__call__", spy)
+    padded_rows = bert_cpu.padded_rows
+    padded = _rows(enc)
+    assert seen and all(padded_rows(n) == n for n in seen)
+    monkeypatch.setattr(bert_cpu, "padded_rows", lambda rows: rows)
+    seen.clear()
+    unpadded = _rows(enc)
+    assert any(padded_rows(n) != n for n in seen)  # these batches did need padding
+    np.testing.assert_allclose(padded, unpadded, atol=1e-6)
