@@ -219,8 +219,9 @@ class BertCpuForward:
         x = self.word[batch["input_ids"]] + self.position[batch["position_ids"]]
         x = x + (self.token_type[0] if types is None else self.token_type[types])
         x = _layer_norm(x, self.norm0)
-        tokens = x.shape[0]
-        x = F.pad(x, (0, 0, 0, padded_rows(tokens) - tokens))  # zero rows, never attended
+        tokens, rows = x.shape[0], padded_rows(x.shape[0])
+        if rows > tokens:
+            x = F.pad(x, (0, 0, 0, rows - tokens))  # zero rows, never attended
         runs = _runs(lengths)
         for layer in self.layers:
             mixed = self._attention(layer.qkv(x.to(self.dtype)), runs)
