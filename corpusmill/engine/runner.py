@@ -89,7 +89,8 @@ class BatchEngine:
         # each taking whole batches (engine/streams.py); 1: on the calling thread.
         self.streams = 1 if self.launch_ahead else max(1, streams)
         self.stream_threads = max(1, stream_threads)
-        # An encoder that takes packed rows (no padding) says so (model/bert_cpu.py).
+        # An encoder that takes packed rows (no padded tokens) says so, and how many rows it
+        # computes for a batch (model/bert_cpu.py).
         self.packed = bool(getattr(encoder, "packed_batches", False))
 
     # -- public API -----------------------------------------------------------------
@@ -368,7 +369,9 @@ class BatchEngine:
             real = sum(lengths[i] for i in idx)
             stats.batches += 1
             stats.real_tokens += real
-            stats.padded_tokens += real if self.packed else width * len(idx)
+            stats.padded_tokens += (
+                self.encoder.packed_rows(real) if self.packed else width * len(idx)
+            )
             yield idx, rows, None, real
 
     def _resplit(self, idx, toks, lengths):

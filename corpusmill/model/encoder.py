@@ -361,6 +361,13 @@ class TransformerEncoder:
             return collate_packed(token_lists)
         return collate(token_lists, self.pad_id, self.device == "cuda")
 
+    def packed_rows(self, tokens: int) -> int:
+        """The rows the packed forward computes for a batch of `tokens` tokens (a few zero
+        rows added: `bert_cpu.padded_rows`), which the engine counts as padding."""
+        from corpusmill.model.bert_cpu import padded_rows
+
+        return padded_rows(tokens)
+
     @property
     def dtype_name(self) -> str:
         """The precision lineage records: `int8` for the int8 path (its other layers run
