@@ -4,7 +4,12 @@ a process that has already seen them gets. With `--against DIR` (another checkou
 `git worktree` of an earlier commit) the two checkouts run alternately, a fresh process
 each, and the paired ratios are printed.
 
+`--kernel-builds` runs each process with `ONEDNN_VERBOSE=profile_create` and counts the
+kernels oneDNN builds (cache misses) by kind, for the load and each pass
+(`kernels_built`); the logging slows the passes, so their times are not comparable then.
+
     .venv/bin/python -m bench.engine_passes [--docs 1000] [--runs 3] [--against DIR]
+    .venv/bin/python -m bench.engine_passes --runs 1 --kernel-builds
 
 Prints one line per process and a JSON summary as the last line.
 """
@@ -25,6 +30,9 @@ from bench.corpus_texts import SCIFACT, chunk_docs, read_docs
 REPO = Path(__file__).resolve().parent.parent
 
 
+MARK = "@@engine_passes "  # printed after the load and each pass, between oneDNN's lines
+
+
 def passes(docs: int, corpus: Path) -> dict:
     """In this process: load the configured embedder, chunk `docs` documents as an ingest
     does, and time two passes of the engine over them (wall and CPU seconds)."""
@@ -35,28 +43,56 @@ def passes(docs: int, corpus: Path) -> dict:
     _, documents = read_docs(docs, corpus)
     texts = chunk_docs("scifact", documents, model.tokenizer, model.max_seq_length).texts
     out: dict = {"texts": len(texts), "forward_path": model.lineage()["forward_path"]}
+    mark("load")
     for name in ("first", "second"):
         cpu, wall = time.process_time(), time.perf_counter()
         _, stats = model.encode(texts)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        mark(name)
         out["tokens"] = stats.real_tokens
         out[f"{name}_pass_s"] = round(wall, 2)
         out[f"{name}_pass_cpu_s"] = round(cpu, 1)
     return out
 
 
-def fresh(checkout: Path, docs: int, corpus: Path) -> dict:
+def mark(segment: str) -> None:
+    """End a segment of stdout: oneDNN's verbose lines (C stdio) flushed before the mark."""
+    import ctypes
+
+    ctypes.CDLL(None).fflush(None)
+    print(MARK + segment, flush=True)
+
+
+def kernels_built(stdout: str) -> dict[str, dict[str, int]]:
+    """oneDNN's `create:cache_miss` lines per segment (load, first, second) and kind."""
+    built: dict[str, dict[str, int]] = {}
+    pending: dict[str, int] = {}
+    for line in stdout.splitlines():
+        if line.startswith(MARK):
+            built[line.removeprefix(MARK)] = pending
+            pending = {}
+        elif "create:cache_miss" in line:
+            kind = line.split("create:cache_miss,")[1].split(",")[1]  # after the engine, cpu
+            pending[kind] = pending.get(kind, 0) + 1
+    return built
+
+
+def fresh(checkout: Path, docs: int, corpus: Path, count_builds: bool) -> dict:
     """`passes` in a fresh process of `checkout` (its own venv python, its own code)."""
     python = str(checkout / ".venv" / "bin" / "python")
     if not Path(python).exists():
         python = sys.executable
     argv = [python, "-m", "bench.engine_passes", "--child", "--docs", str(docs)]
+    env = {**os.environ, **({"ONEDNN_VERBOSE": "profile_create"} if count_builds else {})}
     done = subprocess.run(
-        [*argv, "--corpus", str(corpus)], cwd=checkout, capture_output=True, text=True
+        [*argv, "--corpus", str(corpus)], cwd=checkout, env=env, capture_output=True, text=True
     )
     if done.returncode != 0:
         raise SystemExit(f"{checkout}: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if count_builds:
+        result["kernels_built"] = kernels_built(done.stdout)
+    return result
 
 
 def main(argv=None) -> int:
@@ -65,6 +101,9 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="fresh processes per checkout")
     ap.add_argument("--corpus", type=Path, default=SCIFACT)
     ap.add_argument("--against", type=Path, help="another checkout to pair this one with")
+    ap.add_argument(
+        "--kernel-builds", action="store_true", help="count oneDNN's kernel builds per pass"
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -76,11 +115,12 @@ def main(argv=None) -> int:
     runs: dict[str, list[dict]] = {name: [] for name in checkouts}
     for i in range(args.runs):
         for name in checkouts if i % 2 == 0 else list(reversed(checkouts)):
-            runs[name].append(fresh(checkouts[name], args.docs, args.corpus))
+            runs[name].append(fresh(checkouts[name], args.docs, args.corpus, args.kernel_builds))
             r = runs[name][-1]
             print(
                 f"{name}: {r['tokens']:,} tokens, first pass {r['first_pass_s']} s, "
-                f"second {r['second_pass_s']} s ({r['forward_path']})",
+                f"second {r['second_pass_s']} s ({r['forward_path']})"
+                + (f"; kernels built {r['kernels_built']}" if args.kernel_builds else ""),
                 flush=True,
             )
     summary: dict = {"docs": args.docs, "runs": runs, "load_avg_1m": os.getloadavg()[0]}

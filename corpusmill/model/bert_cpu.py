@@ -55,7 +55,7 @@ SCORES_PER_GROUP = 1 << 18
 
 # oneDNN builds a kernel (a "primitive") for each new product shape and keeps 1,024 of them.
 # A packed batch's row count is the sum of its sequences' lengths, a new number almost every
-# batch: a 375k-token pass of MiniLM built 216 Linear kernels (~6.5 ms each on the AMX
+# batch: a 375k-token pass of MiniLM built 212 Linear kernels (~6.5 ms each on the AMX
 # machine, 1.4 s of a ~19 s pass), and the attention's ~850 shapes then pushed them out, so
 # the next pass built them again. Rows are padded up to a multiple of 1/32 of their power of
 # two (of 64 between 2,048 and 4,096 rows): 32 row counts per doubling, at most 1/32 more
