@@ -302,6 +302,9 @@ def prepare_process() -> None:
     - OpenMP worker threads spin between torch ops by default; on a shared 2-core machine a
       spinning worker burns the core the other needs, and MiniLM ran 2-3x slower
       (docs/BENCHMARKS.md). libgomp reads this once, when torch is first imported.
+    - The `tokenizers` library's thread pool stays off: the engine tokenises on threads of
+      its own beside the forward's streams. The chunker, which runs alone in its step,
+      turns it on for its own calls whatever the setting (`chunking.every_core`).
     An explicit setting in the environment wins over each of these.
     """
     for name, value in (

@@ -1,5 +1,7 @@
 """Ids, hashes, shards and the token chunker (real MiniLM tokenizer, no model)."""
 
+import os
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -278,3 +280,59 @@ def test_a_tokenizer_whose_words_depend_on_their_neighbours_is_not_sliced(tokeni
     chunks = chunker.chunk_documents([("d", corpus[0])]).chunks
     assert len(chunks) > 10
     assert [c.input_ids for c in chunks] == [fast(c.text)["input_ids"] for c in chunks]
+
+
+_TEST_PID = os.getpid()
+
+
+def _recording(chunker, seen):
+    """The chunker's tokenizer, noting TOKENIZERS_PARALLELISM at each call (the value the
+    `tokenizers` library reads)."""
+    real = chunker.tokenizer
+
+    def call(texts, **kw):
+        seen.append(os.environ.get("TOKENIZERS_PARALLELISM"))
+        if seen[-1] == "true" and os.getpid() != _TEST_PID:
+            raise RuntimeError("the pool turned on in a forked child")  # would hang there
+        return real(texts, **kw)
+
+    chunker.tokenizer = call
+    return chunker
+
+
+def test_the_chunker_tokenises_on_the_thread_pool_and_puts_the_setting_back(tokenizer, monkeypatch):
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # as config.prepare_process sets
+    text = " ".join(f"word{i} and more." for i in range(300))
+    seen: list[str | None] = []
+    chunker = _recording(TokenChunker(tokenizer, 24, 4, 256, tokenizer_id="t"), seen)
+    chunker.slicer.suffix = []  # every chunk is then tokenised again: both kinds of call
+    chunks = chunker.chunk_documents([("d", text)]).chunks
+    assert len(seen) >= 2 and set(seen) == {"true"}
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    assert [c.input_ids for c in chunks] == [tokenizer(c.text)["input_ids"] for c in chunks]
+
+
+def test_a_child_forked_after_the_pool_ran_keeps_it_off(tokenizer, monkeypatch):
+    """A forked child has the pool's state but not its threads: turning it on there would
+    hang the child's first call."""
+    import multiprocessing
+
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    text = " ".join(f"word{i} and more." for i in range(300))
+    TokenChunker(tokenizer, 24, 4, 256).chunk_documents([("d", text)])  # the pool has run here
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+
+    def child() -> None:
+        seen: list[str | None] = []
+        try:
+            _recording(TokenChunker(tokenizer, 24, 4, 256), seen).chunk_documents([("d", text)])
+            results.put(seen)
+        except Exception as e:  # noqa: BLE001 - reported to the parent
+            results.put(repr(e))
+
+    process = ctx.Process(target=child)
+    process.start()
+    outcome = results.get(timeout=120)
+    process.join(timeout=30)
+    assert outcome and set(outcome) == {"false"}, outcome
