@@ -21,6 +21,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -226,18 +227,22 @@ class TokenChunker:
         truncated = sum(1 for c in chunks if c.n_tokens > self.max_seq_length)
         return ChunkedBatch(chunks, truncated)
 
+    def _encode(self, texts: list[str], special_tokens: bool, offsets: bool = False) -> Any:
+        """Every call the chunker makes to its tokenizer, on every core."""
+        with every_core():
+            return self.tokenizer(
+                texts,
+                add_special_tokens=special_tokens,
+                return_offsets_mapping=offsets,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
+
     def _tokenise(self, texts: list[str]) -> list[list[int]]:
         """Each text's ids with special tokens, in bounded calls."""
         input_ids: list[list[int]] = []
         for group in _bounded_groups(texts):
-            with every_core():
-                encoded = self.tokenizer(
-                    group,
-                    add_special_tokens=True,
-                    return_attention_mask=False,
-                    return_token_type_ids=False,
-                )
-            input_ids.extend(encoded["input_ids"])
+            input_ids.extend(self._encode(group, special_tokens=True)["input_ids"])
         return input_ids
 
     def _offsets(self, texts: Sequence[str]) -> list[np.ndarray]:
@@ -269,14 +274,7 @@ class TokenChunker:
             )
 
     def _offset_mapping(self, texts: list[str]) -> list[np.ndarray]:
-        with every_core():
-            enc = self.tokenizer(
-                texts,
-                add_special_tokens=False,
-                return_offsets_mapping=True,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )
+        enc = self._encode(texts, special_tokens=False, offsets=True)
         return [
             np.column_stack(
                 [np.asarray(offs, dtype=np.int64).reshape(-1, 2), np.asarray(ids, dtype=np.int64)]
