@@ -17,14 +17,13 @@ again too, and one difference turns slicing off for the chunker (`_Slicer`).
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from corpusmill.config import tokenizer_pool
 from corpusmill.errors import ConfigError
 from corpusmill.ids import chunk_id, content_hash
 
@@ -35,37 +34,6 @@ SEGMENT_CHARS = 64 * 1024  # a longer text is tokenised in segments of about thi
 # one call cost about 300 bytes a character in Python objects (offsets as tuples of ints,
 # ids as lists), so 1 MB calls held ~300 MB while 256 KB ones hold ~80 MB.
 GROUP_CHARS = 256 * 1024
-
-
-# The process whose `tokenizers` calls first ran on its thread pool (`every_core`).
-_POOL_PID: int | None = None
-
-
-@contextlib.contextmanager
-def every_core() -> Iterator[None]:
-    """Lets the `tokenizers` calls inside spread a batch over every core.
-
-    Processes run with TOKENIZERS_PARALLELISM=false (`config.prepare_process`): the engine
-    tokenises on threads of its own beside the forward's CPU streams, which own the cores.
-    The chunker runs alone in its step, where the second core had nothing to do, so it
-    turns the library's thread pool on for its own calls (the library reads the variable
-    on each call; docs/BENCHMARKS.md, "the chunker on every core"). A process forked after the pool started has no pool threads, only their state, so
-    there it stays off (the library itself turns it off in such a child, and warns)."""
-    global _POOL_PID
-    name = "TOKENIZERS_PARALLELISM"
-    if _POOL_PID not in (None, os.getpid()):
-        yield
-        return
-    _POOL_PID = os.getpid()
-    before = os.environ.get(name)
-    os.environ[name] = "true"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
 
 
 def chunker_version(chunk_tokens: int, overlap: int) -> str:
@@ -228,8 +196,10 @@ class TokenChunker:
         return ChunkedBatch(chunks, truncated)
 
     def _encode(self, texts: list[str], special_tokens: bool, offsets: bool = False) -> Any:
-        """Every call the chunker makes to its tokenizer, on every core."""
-        with every_core():
+        """Every call the chunker makes to its tokenizer, on every core: the chunker runs
+        alone in its step, where the second core had nothing to do (docs/BENCHMARKS.md,
+        "the chunker on every core")."""
+        with tokenizer_pool():
             return self.tokenizer(
                 texts,
                 add_special_tokens=special_tokens,

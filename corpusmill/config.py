@@ -9,10 +9,11 @@ configuration table lists the same variables.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -304,7 +305,7 @@ def prepare_process() -> None:
       (docs/BENCHMARKS.md). libgomp reads this once, when torch is first imported.
     - The `tokenizers` library's thread pool stays off: the engine tokenises on threads of
       its own beside the forward's streams. The chunker, which runs alone in its step,
-      turns it on for its own calls whatever the setting (`chunking.every_core`).
+      turns it on for its own calls whatever the setting (`tokenizer_pool`).
     An explicit setting in the environment wins over each of these.
     """
     for name, value in (
@@ -316,6 +317,35 @@ def prepare_process() -> None:
         ("OMP_WAIT_POLICY", "PASSIVE"),
     ):
         os.environ.setdefault(name, value)
+
+
+# The process whose `tokenizers` calls first ran on the library's thread pool.
+_POOL_PID: int | None = None
+
+
+@contextlib.contextmanager
+def tokenizer_pool() -> Iterator[None]:
+    """Lets the `tokenizers` calls inside spread a batch over every core (the library reads
+    TOKENIZERS_PARALLELISM on each call); the setting is put back after. For a caller that
+    has the cores to itself (the chunker): `prepare_process` keeps the pool off otherwise.
+    A process forked after the pool ran has the pool's state but not its threads, and its
+    first call on the pool would hang: there the pool stays off (the library turns it off
+    in such a child too, when the variable is unset)."""
+    global _POOL_PID
+    name = "TOKENIZERS_PARALLELISM"
+    if _POOL_PID not in (None, os.getpid()):
+        yield
+        return
+    _POOL_PID = os.getpid()
+    before = os.environ.get(name)
+    os.environ[name] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 class _Env:
