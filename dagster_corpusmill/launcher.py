@@ -24,6 +24,11 @@ namespace client, most of lancedb's import time, pylance, pyarrow, pandas) and e
 imports lancedb itself. Nothing in the server may start a thread or touch CUDA (which
 cannot be used across a fork): `tests/unit/test_warm_launcher.py` holds it to that.
 
+What is built, not only imported: the oneDNN kernels of the product shapes earlier runs
+on this machine recorded (`corpusmill.model.kernel_shapes`), run once on one thread, which
+starts none; each run otherwise builds them again, ~0.8 s of a 1,000-document run's embed
+stage.
+
 It is installed, not beside definitions.py (dagster_corpusmill/__init__.py says why).
 """
 
@@ -51,7 +56,8 @@ from corpusmill.config import prepare_process
 from corpusmill.liveness import worker_alive
 
 # Imported once by the fork server. Each is a module every run imports: the run worker's
-# entry point, the model stack, and lancedb's dependencies (not lancedb: see above).
+# entry point, the model stack, and lancedb's dependencies (not lancedb: see above); then
+# the oneDNN kernels of the shapes earlier runs recorded (warm_kernels.py).
 PRELOAD = (
     "dagster._cli.api",
     "torch",
@@ -61,6 +67,7 @@ PRELOAD = (
     "pandas",
     "lance",
     "lance_namespace",
+    "dagster_corpusmill.warm_kernels",  # last: builds the kernels earlier runs recorded
 )
 
 

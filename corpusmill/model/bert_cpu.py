@@ -37,7 +37,7 @@ checks it against the float32 model on a probe batch (`model/probe.py`) before u
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +190,11 @@ class BertCpuForward:
                     norm2=w.norm(f"{ffn}.output.LayerNorm", eps),
                 )
             )
+        # The product shapes this forward has run (`kernel_shapes`): Linear row counts and
+        # attention groups (heads, length). Two CPU streams add to them at once: a set's
+        # add is atomic in CPython.
+        self.seen_rows: set[int] = set()
+        self.seen_attention: set[tuple[int, int]] = set()
         self.classifier = None
         if kind == "cross-encoder":
             self.classifier = (
@@ -220,6 +225,7 @@ class BertCpuForward:
         x = x + (self.token_type[0] if types is None else self.token_type[types])
         x = _layer_norm(x, self.norm0)
         tokens, rows = x.shape[0], padded_rows(x.shape[0])
+        self.seen_rows.add(rows)
         if rows > tokens:
             x = F.pad(x, (0, 0, 0, rows - tokens))  # zero rows, never attended
         runs = _runs(lengths)
@@ -246,11 +252,32 @@ class BertCpuForward:
             mixed = torch.empty(n, length, dim, dtype=qkv.dtype)
             group = max(1, SCORES_PER_GROUP // (length * length))
             for g in range(0, n, group):
-                scores = torch.bmm(q[g : g + group], k[g : g + group])
-                torch.bmm(torch.softmax(scores, -1), v[g : g + group], out=mixed[g : g + group])
+                self.seen_attention.add((min(group, n - g), length))
+                _attend(q[g : g + group], k[g : g + group], v[g : g + group], mixed[g : g + group])
             block = out[start : start + count * length].view(count, length, heads, dim)
             block.copy_(mixed.view(count, heads, length, dim).transpose(1, 2))
         return out
+
+    @torch.inference_mode()
+    def warm(self, rows: Iterable[int], attention: Iterable[tuple[int, int]]) -> int:
+        """Run every product at these shapes once, on zeros: Linear layers at `rows` rows,
+        attention groups of `attention` (heads, length). oneDNN builds a kernel the first
+        time it sees a shape (`ROW_STEP_SHIFT`), so a forward at shapes warmed here builds
+        none. Every layer has the same shapes: the first layer's products stand for all.
+        Returns the number of products run."""
+        layer, dim, done = self.layers[0], self.head_dim, 0
+        for n in rows:
+            x = torch.zeros(n, self.hidden, dtype=self.dtype)
+            layer.qkv(x)
+            layer.out(x)
+            layer.down(layer.up(x, "gelu"))
+            done += 4
+        for heads, length in attention:
+            q = torch.zeros(heads, length, dim, dtype=self.dtype)
+            k = torch.zeros(heads, dim, length, dtype=self.dtype)
+            _attend(q, k, q, torch.empty_like(q))
+            done += 2
+        return done
 
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -259,6 +286,12 @@ class BertCpuForward:
         w1, b1, w2, b2 = self.classifier
         first = hidden[_starts(batch["lengths"])]
         return F.linear(torch.tanh(F.linear(first, w1, b1)), w2, b2)
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> None:
+    """softmax(q k) v into `out`, for a group of heads: q and v (heads, length, dim), k
+    (heads, dim, length), all contiguous (`warm` runs the same calls)."""
+    torch.bmm(torch.softmax(torch.bmm(q, k), -1), v, out=out)
 
 
 def _layer_norm(x: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor, float]) -> torch.Tensor:

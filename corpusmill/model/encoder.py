@@ -93,6 +93,7 @@ class TransformerEncoder:
             }
         )
         cache = probe.cache_file(cache_dir, key)
+        self._shapes = (cache_dir, key, probe_threads)  # where `record_kernel_shapes` keeps them
         cached = probe.read_cached(cache) if forward == "auto" and not why_not else None
         if not why_not and (forward == "bert_cpu" or (cached and cached.path == "bert_cpu")):
             # The choice is known: the packed forward straight from the files, without
@@ -312,6 +313,25 @@ class TransformerEncoder:
         self.linear_kernel = "onednn_packed"
         self.packed_batches = True
         self.forward_path, self.forward_reason = "bert_cpu", reason
+
+    def record_kernel_shapes(self) -> None:
+        """Keep the product shapes the packed forward ran, for the warm run server to build
+        before it forks the next run (model/kernel_shapes.py)."""
+        if self._bert_cpu is None:
+            return
+        from corpusmill.model import kernel_shapes
+
+        cache_dir, key, threads = self._shapes
+        kernel_shapes.record(
+            cache_dir,
+            key,
+            model_dir=self.model_dir,
+            kind=self.kind,
+            dtype=str(self.torch_dtype).removeprefix("torch."),
+            threads=threads,
+            rows=self._bert_cpu.seen_rows,
+            attention=self._bert_cpu.seen_attention,
+        )
 
     def _packed_rows(self, candidate, token_lists: list) -> np.ndarray:
         from corpusmill.engine.inputs import collate_packed

@@ -185,12 +185,15 @@ class Model:
         return default_cpu_streams(device, threads)
 
     def release(self) -> None:
-        """Drop the weights (the end of a run); the description and tokenizer stay. Micro-
+        """Drop the weights (the end of a run), keeping the shapes its forward ran for the
+        next run (`record_kernel_shapes`); the description and tokenizer stay. Micro-
         batchers still open finish what they hold and close first (outside the lock: their
         worker may be loading the weights)."""
         for batcher in list(self._batchers):
             batcher.close()
         with self._lock:
+            if self._encoder is not None:
+                self._encoder.record_kernel_shapes()
             self._encoder = None
             self._engine = None
             self._numpy, self._numpy_tried = None, False

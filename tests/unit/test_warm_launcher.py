@@ -139,6 +139,48 @@ def test_preloading_starts_no_thread_and_imports_no_lancedb():
     assert out == ["1", "False"]
 
 
+def test_the_server_builds_the_recorded_kernels_without_a_thread(tiny_embedder_path, tmp_path):
+    """The last preloaded module runs the shapes earlier runs recorded (kernel_shapes.py) on
+    one thread: OpenMP starts no worker (threads, not only Python's, are counted in
+    /proc), and corpusmill's modules are dropped again so that each run imports them fresh."""
+    from corpusmill.model import kernel_shapes, packed_linear
+
+    dtype = "bfloat16" if packed_linear.supported(__import__("torch").bfloat16) else "float32"
+    kernel_shapes.record(
+        str(tmp_path),
+        "key",
+        model_dir=tiny_embedder_path,
+        kind="embedder",
+        dtype=dtype,
+        threads=1,
+        rows=[64, 96, 256],
+        attention=[(12, 7), (36, 40), (120, 9)],
+    )
+    *first, last = PRELOAD
+    code = (
+        "import importlib, os, sys\n"
+        "tasks = lambda: len(os.listdir('/proc/self/task'))\n"
+        f"for name in {first!r}:\n"
+        "    importlib.import_module(name)\n"
+        "before = tasks()\n"
+        f"warm = importlib.import_module({last!r})\n"
+        "left = [m for m in sys.modules if m.split('.')[0] == 'corpusmill']\n"
+        "print(warm.products, before, tasks(), len(left))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "CORPUSMILL_CACHE_DIR": str(tmp_path)},
+    ).stdout.split()
+    products, before, after, left = map(int, out)
+    assert products == 3 * 4 + 3 * 2
+    assert after == before
+    assert left == 0
+
+
 def test_every_preloaded_module_exists():
     """The fork server skips a module it cannot import without a word: a misspelt or
     renamed one would silently make every run cold again."""
