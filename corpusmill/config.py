@@ -57,7 +57,7 @@ class Settings:
     pack_linear: bool = True  # CPU: Linear layers on oneDNN-packed weights
     forward: str = "auto"  # auto: probed at load and cached | bert_cpu | transformers
     cpu_streams: int = 0  # CPU forward streams; 0: one per torch thread (up to 8)
-    cache_dir: str = "~/.cache/corpusmill"  # the forward probe's results; "": none kept
+    cache_dir: str = "~/.cache/corpusmill"  # probe results, kernel shapes; "": none kept
     chunk_tokens: int = 200
     chunk_overlap: int = 32
     inbox: str = "./data/inbox"

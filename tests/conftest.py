@@ -37,8 +37,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def _forward_probe_cache(tmp_path_factory):
-    """The forward probe's results (corpusmill/model/probe.py) in a folder of this test
-    session, not the user's ~/.cache; processes the tests start inherit it."""
+    """The forward probe's results (corpusmill/model/probe.py) and the kernel shapes runs
+    record (kernel_shapes.py) in a folder of this test session, not the user's ~/.cache;
+    processes the tests start inherit it."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CORPUSMILL_CACHE_DIR", str(tmp_path_factory.mktemp("forward-probe")))
         yield
