@@ -59,6 +59,9 @@ class InstantDevice:
     def launch(self, batch: dict):
         return _Ready(self.forward(batch))
 
+    def record_kernel_shapes(self) -> None:
+        """What `Model.release` asks of its encoder: a stand-in runs no kernels to record."""
+
 
 class _Ready:
     def __init__(self, rows: np.ndarray) -> None:
