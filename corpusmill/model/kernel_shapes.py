@@ -56,11 +56,13 @@ def record(
     new_rows, new_attention = sorted(set(rows)), sorted(set(attention))
     if not new_rows and not new_attention:
         return
+    # Two runs ending at once each write what they read: the last one's record stands, and
+    # the other's shapes are built by the runs that meet them again.
     old = probe.read_record(path) or {}
-    kept_rows = new_rows + [r for r in old.get("rows", []) if r not in set(new_rows)]
-    seen = set(new_attention)
+    rows_now, attention_now = set(new_rows), set(new_attention)
+    kept_rows = new_rows + [r for r in old.get("rows", []) if r not in rows_now]
     kept_attention = new_attention + [
-        (h, n) for h, n in map(tuple, old.get("attention", [])) if (h, n) not in seen
+        (h, n) for h, n in map(tuple, old.get("attention", [])) if (h, n) not in attention_now
     ]
     kept_rows, kept_attention = _within(kept_rows, kept_attention, WARM_PRODUCTS)
     probe.write_record(
