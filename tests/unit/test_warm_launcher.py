@@ -129,14 +129,19 @@ def test_preloading_starts_no_thread_and_imports_no_lancedb():
         "    importlib.import_module(name)\n"
         "print(threading.active_count(), 'lancedb' in sys.modules)\n"
     )
-    out = subprocess.run(
+    assert _printed_by(code) == ["1", "False"]
+
+
+def _printed_by(code: str, **env: str) -> list[str]:
+    """What `code` prints, run by a fresh interpreter in the checkout with `env` added."""
+    return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         check=True,
         cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, **env},
     ).stdout.split()
-    assert out == ["1", "False"]
 
 
 def test_the_server_builds_the_recorded_kernels_without_a_thread(tiny_embedder_path, tmp_path):
@@ -167,15 +172,8 @@ def test_the_server_builds_the_recorded_kernels_without_a_thread(tiny_embedder_p
         "left = [m for m in sys.modules if m.split('.')[0] == 'corpusmill']\n"
         "print(warm.products, before, tasks(), len(left))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).resolve().parents[2],
-        env={**os.environ, "CORPUSMILL_CACHE_DIR": str(tmp_path)},
-    ).stdout.split()
-    products, before, after, left = map(int, out)
+    printed = _printed_by(code, CORPUSMILL_CACHE_DIR=str(tmp_path))
+    products, before, after, left = map(int, printed)
     assert products == 3 * 4 + 3 * 2
     assert after == before
     assert left == 0
