@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.user_settings import is_user_setting
 from tools.tiny_models import save_tiny_embedder
 
 POISON_WORD = "zebra"  # one whole-word token in the MiniLM vocabulary
@@ -43,7 +44,7 @@ def cli_env(monkeypatch, db: str, model) -> None:
     import os
 
     for name in list(os.environ):
-        if name.startswith("CORPUSMILL_"):
+        if is_user_setting(name):
             monkeypatch.delenv(name)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     for name, value in {

@@ -15,6 +15,7 @@ from corpusmill.errors import ConfigError, InputError, StoreError, UsageError
 from corpusmill.store import Store
 from resources import build_resources
 from tests.runs import ingest, tiny_settings
+from tests.user_settings import is_user_setting
 
 USAGE, INPUT, CONFIG, STORE = (
     UsageError.exit_code,
@@ -33,7 +34,7 @@ def cli_environment(monkeypatch, tmp_path, model_path):
     """The environment a user would set (no other CORPUSMILL_ variable): the model at
     `model_path`, a fresh store, and a corpus folder with one file."""
     for name in list(os.environ):
-        if name.startswith("CORPUSMILL_"):
+        if is_user_setting(name):
             monkeypatch.delenv(name)
     monkeypatch.setenv("CORPUSMILL_MODEL", str(model_path))
     monkeypatch.setenv("CORPUSMILL_DTYPE", "float32")

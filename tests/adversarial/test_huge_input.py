@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 from bench.huge_input import REPO, write_text
+from tests.user_settings import is_user_setting
 
 SIZE = 2 * 1024 * 1024
 BOUND_MB = 200
@@ -57,11 +58,7 @@ def test_a_huge_single_line_is_chunked_in_bounded_memory_with_progress(
     write_text(path, SIZE, "line")
     assert b"\n" not in path.read_bytes()
     env = {
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("CORPUSMILL_") and k != "DAGSTER_HOME"
-        },
+        **{k: v for k, v in os.environ.items() if not is_user_setting(k) and k != "DAGSTER_HOME"},
         "PYTHONPATH": str(REPO),
         "CORPUSMILL_DB": str(tmp_path / "db"),
         "CORPUSMILL_MODEL": str(tiny_embedder_path),

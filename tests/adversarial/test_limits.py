@@ -17,6 +17,7 @@ from app.auth import check_bind
 from app.cli import main
 from corpusmill.errors import ConfigError, StoreError
 from tests.adversarial.test_cli_errors import cli_environment, one_line
+from tests.user_settings import is_user_setting
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "corpusmill")
@@ -45,11 +46,7 @@ def test_a_full_disk_is_said_as_such_and_a_rerun_after_freeing_space_completes(
     env = {
         # As a user would run it: no instance (`make test` exports DAGSTER_HOME, whose
         # first use prints a notice on stderr), no other setting.
-        **{
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("CORPUSMILL_") and k != "DAGSTER_HOME"
-        },
+        **{k: v for k, v in os.environ.items() if not is_user_setting(k) and k != "DAGSTER_HOME"},
         "CORPUSMILL_DB": str(mount / "db"),
         "CORPUSMILL_MODEL": str(tiny_embedder_path),
         "CORPUSMILL_DTYPE": "float32",
