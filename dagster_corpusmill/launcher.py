@@ -26,7 +26,7 @@ cannot be used across a fork): `tests/unit/test_warm_launcher.py` holds it to th
 
 What is built, not only imported: the oneDNN kernels of the product shapes earlier runs
 on this machine recorded (`corpusmill.model.kernel_shapes`), run once on one thread, which
-starts none; each run otherwise builds them again: ~0.4 s of wall, ~1 CPU-second, in a
+starts none; each run otherwise builds them again: ~900 kernels, about a CPU-second, in a
 1,000-document run's embed stage (docs/BENCHMARKS.md).
 
 It is installed, not beside definitions.py (dagster_corpusmill/__init__.py says why).

@@ -5,10 +5,10 @@ oneDNN builds a kernel the first time a process runs a product at a new shape (a
 for a Linear layer, 1-1.5 ms for an attention product on the AMX machine) and keeps it for
 that process. Every run is a new process forked from the warm run server
 (dagster_corpusmill/launcher.py), so every run's embed stage used to build all of them
-again: ~900 kernels, ~0.4 s of wall and ~1 CPU-second in a 1,000-document run. A kernel
-built in the server before it forks is in every run it forks. So each run records the
-shapes its forward ran (`record`, when the run releases its model), and the server runs
-each recorded shape once at start (`warm_recorded`).
+again: ~900 kernels, about a CPU-second in a 1,000-document run. A kernel built in the
+server before it forks is in every run it forks. So each run records the shapes its
+forward ran (`record`, when the run releases its model), and the server runs each
+recorded shape once at start (`warm_recorded`).
 
 The server must not start a thread (a fork copies a thread's memory, not the thread), and
 torch runs an op on more than one thread by starting OpenMP's. A kernel is built for the
